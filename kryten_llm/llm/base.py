@@ -1,0 +1,103 @@
+"""The provider seam: request/response types, the ``Provider`` protocol and the type registry.
+
+Every LLM backend implements one async method, :meth:`Provider.complete`, and registers its
+``type`` name with :func:`register`; the service builds providers from config through
+:func:`create_provider`, the same path a plugin would use. Providers share one
+``aiohttp.ClientSession`` owned by the service. They raise only
+:class:`kryten_llm.errors.ProviderError` subclasses, already classified retryable or fatal.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, ClassVar, Literal, Protocol
+
+if TYPE_CHECKING:
+    import aiohttp
+
+    from kryten_llm.config import ProviderConfig
+
+Role = Literal["system", "user", "assistant"]
+
+
+@dataclass(frozen=True, slots=True)
+class ChatMessage:
+    """One turn of the conversation sent to the model."""
+
+    role: Role
+    content: str
+
+
+@dataclass(frozen=True, slots=True)
+class CompletionRequest:
+    """What to ask. ``None`` fields fall back to the provider's configured values."""
+
+    messages: tuple[ChatMessage, ...]
+    max_tokens: int | None = None
+    temperature: float | None = None
+    timeout_seconds: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    """Token counts as the provider reported them."""
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+
+@dataclass(frozen=True, slots=True)
+class Completion:
+    """An answer, with who gave it and what it cost."""
+
+    text: str
+    provider: str
+    model: str
+    latency_ms: float
+    usage: Usage | None = None
+
+
+class Provider(Protocol):
+    """An LLM backend. ``name`` is its key in the config; ``type_name`` its registry key."""
+
+    type_name: ClassVar[str]
+    name: str
+    model: str
+
+    async def complete(self, request: CompletionRequest) -> Completion:
+        """Answer ``request`` or raise a classified ``ProviderError``."""
+        ...
+
+
+ProviderFactory = Callable[[str, "ProviderConfig", "aiohttp.ClientSession"], Provider]
+
+_REGISTRY: dict[str, ProviderFactory] = {}
+
+
+def register(type_name: str) -> Callable[[ProviderFactory], ProviderFactory]:
+    """Class decorator: make a provider available as ``"type": type_name`` in the config."""
+
+    def decorate(factory: ProviderFactory) -> ProviderFactory:
+        _REGISTRY[type_name] = factory
+        return factory
+
+    return decorate
+
+
+def provider_types() -> list[str]:
+    """The registered type names, sorted."""
+    return sorted(_REGISTRY)
+
+
+def create_provider(name: str, config: ProviderConfig, session: aiohttp.ClientSession) -> Provider:
+    """Build the provider called ``name`` from its config slice.
+
+    Raises:
+        KeyError: no provider type ``config.type`` is registered.
+    """
+    return _REGISTRY[config.type](name, config, session)

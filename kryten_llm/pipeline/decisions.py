@@ -1,0 +1,73 @@
+"""Decision values: why the bot did or did not answer a message.
+
+"Not for us" is not an error. Each stage returns one of these small frozen values; the service
+logs them (debug/info) and writes them to the response log. ``Reason`` strings are stable: they
+appear in the JSONL log and in metrics.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Literal
+
+
+class Reason(StrEnum):
+    """Why a message was answered or not. Values are stable log vocabulary."""
+
+    ANSWERED = "answered"
+    DRY_RUN = "dry_run"
+    # intake filters (no response-log line: these are not aimed at the bot)
+    OWN_MESSAGE = "own_message"
+    SERVER_NOTICE = "server_notice"
+    SHADOW_MUTED = "shadow_muted"
+    REPLAY = "replay"
+    DUPLICATE = "duplicate"
+    COMMAND = "command"
+    IGNORED_USER = "ignored_user"
+    EMPTY = "empty"
+    # after a trigger fired
+    RATE_LIMITED = "rate_limited"
+    QUEUE_OVERFLOW = "queue_overflow"
+    LLM_FAILED = "llm_failed"
+    EMPTY_REPLY = "empty_reply"
+    DEADLINE = "deadline"
+    SHUTDOWN = "shutdown"
+
+
+TriggerKind = Literal["mention", "word", "pm"]
+
+
+@dataclass(frozen=True, slots=True)
+class TriggerMatch:
+    """A trigger that fired for a message.
+
+    Attributes:
+        kind: mention (named), word (a configured trigger word) or pm.
+        name: ``"mention"``, ``"pm"`` or the trigger word's configured name.
+        priority: the winning priority (higher wins).
+        context: extra prompt instruction from the trigger's config ("" if none).
+    """
+
+    kind: TriggerKind
+    name: str
+    priority: int = 0
+    context: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class RateDecision:
+    """The rate limiter's answer.
+
+    Attributes:
+        allowed: whether the reply may go ahead.
+        limit: which limit refused it (e.g. ``"global_per_minute"``), ``""`` when allowed.
+        retry_after: seconds until that limit would let the same reply through.
+    """
+
+    allowed: bool
+    limit: str = ""
+    retry_after: float = 0.0
+
+
+ALLOWED = RateDecision(True)
