@@ -189,6 +189,7 @@ class TriggersConfig(_Section):
 
     mentions: bool = Field(True, description="Answer when named (character name, variations).")
     mention_priority: int = Field(100, description="Priority of a mention against trigger words.")
+    private_messages: bool = Field(True, description="Answer PMs sent to the bot, by PM.")
     words: list[TriggerWordConfig] = Field(default_factory=list)
 
 

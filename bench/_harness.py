@@ -1,0 +1,144 @@
+"""Shared pieces of the benchmarks: a nats-server, the bot as a real process, its counters.
+
+Every benchmark runs the bot exactly as an operator would (``python -m kryten_llm --config``)
+against a real nats-server on 127.0.0.1, and reads the bot's own counters from the startup
+event it republishes on each discovery poll.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import platform
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import nats
+from nats.aio.client import Client as NATS
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+
+CHANNEL = "MyChannel"
+SUBJECT = "kryten.events.cytube.mychannel.chatmsg"
+
+
+def machine() -> str:
+    return f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
+
+
+def bench_config(nats_url: str, log_dir: Path, **sections: Any) -> dict[str, Any]:
+    config: dict[str, Any] = {
+        "nats": {"servers": [nats_url]},
+        "channels": [{"domain": "cytu.be", "channel": CHANNEL}],
+        "llm": {
+            "providers": {"instant": {"type": "scripted", "replies": ["ok then"]}},
+            "default_provider": "instant",
+        },
+        "ratelimit": {
+            "global_per_minute": 1_000_000,
+            "global_per_hour": 1_000_000,
+            "global_cooldown_seconds": 0,
+            "user_per_hour": 1_000_000,
+            "user_cooldown_seconds": 0,
+            "mention_cooldown_seconds": 0,
+        },
+        "send": {"min_gap_seconds": 0, "jitter_seconds": 0},
+        "filters": {"replay_grace_seconds": 0},
+        "logging": {"level": "WARNING", "format": "json", "response_log_dir": str(log_dir)},
+        "service": {"heartbeat_interval_seconds": 300},
+    }
+    config.update(sections)
+    return config
+
+
+class Bot:
+    """The bot in its own process."""
+
+    def __init__(self, config: dict[str, Any]) -> None:
+        self._dir = tempfile.TemporaryDirectory(prefix="kryten-llm-bench-")
+        path = Path(self._dir.name) / "config.json"
+        path.write_text(json.dumps(config))
+        env = {k: v for k, v in os.environ.items() if not k.startswith("KRYTEN_LLM_")}
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "kryten_llm", "--config", str(path)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            env=env,
+        )
+
+    def rss_mb(self) -> float:
+        for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+        raise RuntimeError("no VmRSS")
+
+    def stop(self) -> int:
+        self.process.send_signal(signal.SIGTERM)
+        code = self.process.wait(20)
+        self._dir.cleanup()
+        return code
+
+
+async def stats(nc: NATS, timeout: float = 5.0) -> dict[str, int]:
+    """The bot's counters, from the startup event it republishes on a discovery poll."""
+    sub = await nc.subscribe("kryten.lifecycle.llm.startup")
+    try:
+        await nc.publish("kryten.service.discovery.poll", b"")
+        msg = await sub.next_msg(timeout)
+        result: dict[str, int] = json.loads(msg.data)["metadata"]["stats"]
+        return result
+    finally:
+        await sub.unsubscribe()
+
+
+async def wait_ready(nc: NATS, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            await stats(nc, 0.5)
+            return
+        except Exception:
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.1)
+
+
+async def wait_count(nc: NATS, key: str, target: int, timeout: float = 300.0) -> None:
+    deadline = time.monotonic() + timeout
+    while (await stats(nc)).get(key, 0) < target:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{key} did not reach {target}")
+        await asyncio.sleep(0.05)
+
+
+def chat_bytes(username: str, text: str) -> bytes:
+    """One chatMsg envelope, byte for byte as the bridge's json.dumps makes it."""
+    return json.dumps(
+        {
+            "event_name": "chatMsg",
+            "payload": {
+                "username": username,
+                "msg": text,
+                "meta": {},
+                "time": int(time.time() * 1000),
+            },
+            "channel": CHANNEL,
+            "domain": "cytu.be",
+            "timestamp": datetime.now(UTC).isoformat(),
+            "correlation_id": str(uuid.uuid4()),
+        }
+    ).encode()
+
+
+async def connect(url: str) -> NATS:
+    return await nats.connect(url, pending_size=64 * 1024 * 1024)

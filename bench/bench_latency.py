@@ -1,0 +1,63 @@
+"""(b) Reply latency: chat event published -> ``say`` command received, with an instant LLM.
+
+The bot runs as its own process with the scripted provider (no latency), no pacing and
+generous limits; this process plays the bridge: it publishes a mention, waits for the ``say``
+on kryten.robot.command, and repeats. Target: p50 <= 2 ms, p99 <= 10 ms.
+
+    python bench/bench_latency.py [N]
+"""
+
+from __future__ import annotations
+
+import asyncio
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from _harness import (
+    SUBJECT,
+    Bot,
+    NatsServer,
+    bench_config,
+    chat_bytes,
+    connect,
+    machine,
+    wait_ready,
+)
+
+
+async def main(count: int, warmup: int = 200) -> None:
+    server = NatsServer()
+    server.start()
+    bot = Bot(bench_config(server.url, Path(tempfile.mkdtemp())))
+    nc = await connect(server.url)
+    samples: list[float] = []
+    try:
+        await wait_ready(nc)
+        sub = await nc.subscribe("kryten.robot.command")
+        for i in range(warmup + count):
+            data = chat_bytes(f"user{i % 200}", f"hey cynthia, question number {i}?")
+            start = time.perf_counter()
+            await nc.publish(SUBJECT, data)
+            await nc.flush()
+            await sub.next_msg(5)
+            if i >= warmup:
+                samples.append((time.perf_counter() - start) * 1000)
+    finally:
+        await nc.close()
+        bot.stop()
+        server.close()
+    samples.sort()
+    q = statistics.quantiles(samples, n=100)
+    print(f"machine: {machine()}")
+    print(f"replies: {count} (after {warmup} warm-up)")
+    print(f"p50: {q[49]:.2f} ms (target <= 2)")
+    print(f"p90: {q[89]:.2f} ms")
+    print(f"p99: {q[98]:.2f} ms (target <= 10)")
+    print(f"max: {samples[-1]:.2f} ms")
+
+
+if __name__ == "__main__":
+    asyncio.run(main(int(sys.argv[1]) if len(sys.argv) > 1 else 2000))

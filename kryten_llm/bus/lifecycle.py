@@ -1,0 +1,147 @@
+"""Announce the service on NATS the way Kryten services do (PROTOCOL.md §6).
+
+- ``kryten.lifecycle.<name>.startup`` when ready, and again on every
+  ``kryten.service.discovery.poll`` and every ``kryten.lifecycle.robot.startup`` (a restarted
+  bridge rebuilds its registry from startup events only);
+- ``kryten.lifecycle.<name>.heartbeat`` every interval (the bridge marks a service stale after
+  90 s without one);
+- ``kryten.lifecycle.<name>.shutdown`` with a reason when stopping;
+- ``kryten.lifecycle.group.restart`` is honoured: after its ``delay_seconds`` the
+  ``on_restart`` callback asks the service to stop so that systemd starts it again.
+
+Bodies carry the base fields in the ecosystem's order (service, version, hostname, timestamp,
+uptime_seconds) plus a ``metadata`` object.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import socket
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+import structlog
+
+from kryten_llm.bus.subjects import DISCOVERY_POLL, GROUP_RESTART, ROBOT_STARTUP, lifecycle
+
+if TYPE_CHECKING:
+    from nats.aio.client import Client as NATS
+    from nats.aio.msg import Msg
+    from nats.aio.subscription import Subscription
+
+    from kryten_llm.config import ServiceConfig
+
+log = structlog.get_logger(__name__)
+
+_DEFAULT_RESTART_DELAY = 5.0
+
+
+class Lifecycle:
+    """Publishes startup/heartbeat/shutdown and answers discovery for one service."""
+
+    def __init__(
+        self,
+        nc: NATS,
+        config: ServiceConfig,
+        *,
+        version: str,
+        metadata: Callable[[], dict[str, Any]] = dict,
+        on_restart: Callable[[str], None] | None = None,
+    ) -> None:
+        self._nc = nc
+        self._config = config
+        self._version = version
+        self._metadata = metadata
+        self._on_restart = on_restart
+        self._hostname = socket.gethostname()
+        self._started_at = time.monotonic()
+        self._subs: list[Subscription] = []
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.restart_requested = False
+
+    def base(self) -> dict[str, Any]:
+        """The base fields every lifecycle body starts with."""
+        return {
+            "service": self._config.name,
+            "version": self._version,
+            "hostname": self._hostname,
+            "timestamp": datetime.now(UTC).isoformat(),
+            "uptime_seconds": round(time.monotonic() - self._started_at, 3),
+        }
+
+    async def start(self) -> None:
+        """Subscribe to discovery and restart notices, then announce startup."""
+        for subject, handler in (
+            (DISCOVERY_POLL, self._on_poll),
+            (ROBOT_STARTUP, self._on_poll),
+            (GROUP_RESTART, self._on_group_restart),
+        ):
+            self._subs.append(await self._nc.subscribe(subject, cb=handler))
+        await self.announce()
+        self._spawn(self._heartbeats())
+
+    async def announce(self) -> None:
+        """Publish (or re-publish) the startup event."""
+        await self._publish("startup", {"metadata": self._metadata()})
+
+    async def stop(self, reason: str) -> None:
+        """Stop heartbeats and listening, then publish shutdown. Safe to call twice."""
+        for task in list(self._tasks):
+            task.cancel()
+        for sub in self._subs:
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
+        self._subs.clear()
+        if not self._nc.is_connected:
+            log.warning("shutdown_not_announced", reason="nats_not_connected")
+            return
+        await self._publish("shutdown", {"reason": reason})
+
+    async def _publish(self, event: str, extra: dict[str, Any]) -> None:
+        body = {**self.base(), **extra}
+        await self._nc.publish(lifecycle(self._config.name, event), json.dumps(body).encode())
+        log.debug("lifecycle_published", lifecycle_event=event)
+
+    async def _heartbeats(self) -> None:
+        interval = self._config.heartbeat_interval_seconds
+        while True:
+            await asyncio.sleep(interval)
+            if self._nc.is_connected:
+                await self._publish("heartbeat", {"metadata": self._metadata()})
+
+    async def _on_poll(self, msg: Msg) -> None:
+        log.info("discovery_answered", trigger=msg.subject)
+        await self.announce()
+
+    async def _on_group_restart(self, msg: Msg) -> None:
+        try:
+            notice = json.loads(msg.data or b"{}")
+        except ValueError:
+            notice = {}
+        if not isinstance(notice, dict):
+            notice = {}
+        delay = notice.get("delay_seconds", _DEFAULT_RESTART_DELAY)
+        if isinstance(delay, bool) or not isinstance(delay, int | float) or delay < 0:
+            delay = _DEFAULT_RESTART_DELAY
+        log.warning(
+            "group_restart_requested",
+            initiator=notice.get("initiator"),
+            reason=notice.get("reason"),
+            delay_seconds=delay,
+        )
+        self._spawn(self._restart_after(float(delay), str(notice.get("reason") or "")))
+
+    async def _restart_after(self, delay: float, reason: str) -> None:
+        await asyncio.sleep(delay)
+        self.restart_requested = True
+        if self._on_restart is not None:
+            self._on_restart(f"group restart: {reason}" if reason else "group restart")
+
+    def _spawn(self, coro: Any) -> None:
+        task: asyncio.Task[None] = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)

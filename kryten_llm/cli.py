@@ -1,0 +1,177 @@
+"""Command line: ``kryten-llm [run] [--config FILE] [--dry-run] [--validate-config] ...``.
+
+The CLI is the boundary where domain errors become one line that says what to fix and a
+non-zero exit code; nothing below it prints or exits.
+
+Exit codes: 0 success, 2 invalid configuration or usage, 75 stopped to be restarted
+(``kryten.lifecycle.group.restart``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from kryten_llm import __version__
+from kryten_llm.config import Settings, load_settings, redacted
+from kryten_llm.errors import ConfigError
+from kryten_llm.logs import configure_logging
+
+EXIT_CONFIG = 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="kryten-llm",
+        description="An LLM chat bot for CyTube channels, as a Kryten NATS service.",
+    )
+    parser.add_argument("--version", action="version", version=f"kryten-llm {__version__}")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--config",
+        type=Path,
+        metavar="FILE",
+        help="JSON config file (see config.example.json); without it, built-in defaults "
+        "plus KRYTEN_LLM_* environment variables",
+    )
+    common.add_argument(
+        "--log-level",
+        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        type=str.upper,
+        help="override logging.level",
+    )
+    common.add_argument(
+        "--log-format", choices=["auto", "json", "console"], help="override logging.format"
+    )
+    common.add_argument(
+        "--dry-run",
+        action="store_true",
+        default=None,
+        help="decide and log every reply, send nothing to the channel",
+    )
+    common.add_argument(
+        "--validate-config",
+        action="store_true",
+        help="check the configuration, print a redacted summary and exit",
+    )
+    for action in common._actions:
+        parser._add_action(action)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.add_parser("run", parents=[common], help="run the bot (the default)")
+    check = sub.add_parser("validate-config", parents=[common], help="same as --validate-config")
+    check.add_argument("--json", action="store_true", help="print the whole redacted config")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``kryten-llm`` console script."""
+    args = build_parser().parse_args(argv)
+    command = args.command or "run"
+    if args.validate_config:
+        command = "validate-config"
+    try:
+        settings = _load(args)
+    except ConfigError as exc:
+        _print_config_error(exc, args.config)
+        return EXIT_CONFIG
+    if command == "validate-config":
+        return _validate(settings, as_json=getattr(args, "json", False))
+    configure_logging(settings.logging.level, settings.logging.format)
+    from kryten_llm.service import run_service
+
+    try:
+        return asyncio.run(run_service(settings))
+    except KeyboardInterrupt:  # a second Ctrl+C while shutting down
+        return 130
+
+
+def _load(args: argparse.Namespace) -> Settings:
+    overrides: dict[str, Any] = {}
+    if args.dry_run:
+        overrides["dry_run"] = True
+    settings = load_settings(args.config, **overrides)
+    if args.log_level:
+        settings.logging.level = args.log_level
+    if args.log_format:
+        settings.logging.format = args.log_format
+    problems = startup_problems(settings)
+    if problems:
+        raise ConfigError(problems)
+    return settings
+
+
+def startup_problems(settings: Settings) -> list[tuple[str, str, str]]:
+    """Checks that need the environment, not just the file: missing API keys.
+
+    Only providers the bot will call are checked; a spare provider without its key is shown
+    as "no key" by the summary instead.
+    """
+    problems = []
+    in_use = {settings.llm.default_provider}
+    for name, provider in settings.llm.providers.items():
+        if name in in_use and provider.api_key_env and provider.resolve_api_key() is None:
+            problems.append(
+                (
+                    f"llm.providers.{name}.api_key_env",
+                    f"environment variable {provider.api_key_env} is not set",
+                    f"export {provider.api_key_env}=<your key> (or put it in the "
+                    "EnvironmentFile of llm.service)",
+                )
+            )
+    return problems
+
+
+def _print_config_error(exc: ConfigError, path: Path | None) -> None:
+    source = f" in {path}" if path else ""
+    print(f"kryten-llm: invalid configuration{source}:", file=sys.stderr)
+    for where, message, fix in exc.problems:
+        print(f"  {where}: {message}\n      fix: {fix}", file=sys.stderr)
+
+
+def _validate(settings: Settings, *, as_json: bool) -> int:
+    if as_json:
+        print(json.dumps(redacted(settings), indent=2))
+        return 0
+    for line in summary(settings):
+        print(line)
+    return 0
+
+
+def summary(settings: Settings) -> list[str]:
+    """A short, secret-free description of what the bot will do."""
+    data = redacted(settings)
+    lines = ["configuration OK"]
+    lines.append("  nats:       " + ", ".join(settings.nats.servers))
+    for channel in settings.channels:
+        lines.append(f"  channel:    {channel.channel} on {channel.domain}")
+    lines.append(f"  bot:        {settings.bot.username} as {settings.personality.character_name}")
+    for name, provider in data["llm"]["providers"].items():
+        default = " (default)" if name == settings.llm.default_provider else ""
+        key = "key set" if provider["api_key"] else "no key"
+        where = provider["base_url"] if provider["type"] == "openai" else "in-process"
+        lines.append(
+            f"  provider:   {name}{default}: {provider['type']} {provider['model']} "
+            f"at {where}, {key}"
+        )
+    words = ", ".join(w.name for w in settings.triggers.words) or "none"
+    lines.append(
+        f"  triggers:   mentions={'on' if settings.triggers.mentions else 'off'}, words: {words}"
+    )
+    rl = settings.ratelimit
+    lines.append(
+        f"  ratelimit:  {rl.global_per_minute}/min, {rl.global_per_hour}/h overall; "
+        f"{rl.user_per_hour}/h and {rl.user_cooldown_seconds:g}s cooldown per user"
+    )
+    log_dir = settings.logging.response_log_dir if settings.logging.response_log else "off"
+    lines.append(f"  logs:       level {settings.logging.level}, responses in {log_dir}")
+    lines.append(f"  dry run:    {'yes' if settings.dry_run else 'no'}")
+    return lines
+
+
+if __name__ == "__main__":
+    sys.exit(main())

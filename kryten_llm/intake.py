@@ -1,0 +1,215 @@
+"""The NATS callback's work for one channel event: parse, update state, decide, enqueue.
+
+This runs for every event of every channel and must never wait on anything slow: it parses the
+envelope, folds the event into the channel state, runs the intake filters, the trigger engine
+and the rate limiter (all in memory), and puts a :class:`~kryten_llm.pipeline.jobs.Job` on the
+bounded queue. The LLM call happens in a worker. A malformed payload is logged with its subject,
+counted and dropped; nothing raised here reaches nats-py.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import structlog
+
+from kryten_llm.bus.events import ChatEvent, CooldownEvent, NoFloodEvent, parse_event
+from kryten_llm.errors import MalformedEvent
+from kryten_llm.pipeline.decisions import Reason, TriggerMatch
+from kryten_llm.pipeline.jobs import Job, JobQueue
+from kryten_llm.pipeline.prompt import PromptInput
+from kryten_llm.records import chat_record
+
+if TYPE_CHECKING:
+    from kryten_llm.bus.sender import ChatSender
+    from kryten_llm.config import ChannelConfig, Settings
+    from kryten_llm.pipeline.filters import IntakeFilter
+    from kryten_llm.pipeline.ratelimit import RateLimiter
+    from kryten_llm.pipeline.state import ChannelState
+    from kryten_llm.pipeline.triggers import TriggerEngine
+    from kryten_llm.responselog import ResponseLog
+    from kryten_llm.stats import Flags, Stats
+
+log = structlog.get_logger(__name__)
+
+# Replayed history is context worth keeping; these other ignored lines are not.
+_NOT_HISTORY = frozenset(
+    {Reason.SERVER_NOTICE, Reason.SHADOW_MUTED, Reason.DUPLICATE, Reason.COMMAND, Reason.EMPTY}
+)
+
+
+def channel_key(domain: str, channel: str) -> str:
+    """How a channel is looked up: the domain as configured, the channel ignoring case."""
+    return f"{domain}/{channel.lower()}"
+
+
+@dataclass(slots=True)
+class ChannelContext:
+    """One configured channel with its state."""
+
+    config: ChannelConfig
+    state: ChannelState
+    foreign_domains_warned: bool = False
+
+
+class Intake:
+    """Turns raw channel events into state updates and queued reply jobs."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        intake_filter: IntakeFilter,
+        triggers: TriggerEngine,
+        limiter: RateLimiter,
+        queue: JobQueue,
+        sender: ChatSender | None,
+        response_log: ResponseLog,
+        stats: Stats,
+        flags: Flags,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._settings = settings
+        self._bot = settings.bot.username
+        self._filter = intake_filter
+        self._triggers = triggers
+        self._limiter = limiter
+        self._queue = queue
+        self._sender = sender
+        self._log = response_log
+        self._stats = stats
+        self._flags = flags
+        self._clock = clock
+        self._budget = settings.processing.reply_deadline_seconds
+        self._prompt_history = settings.processing.prompt_history
+        self.accepting = True
+
+    async def handle(self, channel: ChannelContext, subject: str, data: bytes) -> None:
+        """Process one message from ``kryten.events.cytube.<channel>.>``; never raises."""
+        self._stats.inc("events")
+        try:
+            event = parse_event(subject, data)
+        except MalformedEvent as exc:
+            self._stats.inc("events_malformed")
+            log.warning("event_malformed", subject=exc.subject, reason=exc.reason)
+            return
+        try:
+            if event.envelope.domain != channel.config.domain:
+                self._foreign(channel, event.envelope.domain)
+                return
+            if isinstance(event, ChatEvent):
+                await self._on_chat(channel, event)
+            elif isinstance(event, CooldownEvent):
+                if self._sender is not None:
+                    self._sender.on_cooldown(channel.config, event.milliseconds)
+            elif isinstance(event, NoFloodEvent):
+                if self._sender is not None:
+                    self._sender.on_noflood(channel.config)
+            else:
+                channel.state.apply(event)
+        except Exception:
+            self._stats.inc("events_failed")
+            log.exception("event_handling_failed", subject=subject)
+
+    def _foreign(self, channel: ChannelContext, domain: str) -> None:
+        """Same channel name on another domain: not ours, and the bridge would refuse us."""
+        self._stats.inc("events_foreign_domain")
+        if not channel.foreign_domains_warned:
+            channel.foreign_domains_warned = True
+            log.warning(
+                "event_from_other_domain",
+                channel=channel.config.channel,
+                configured_domain=channel.config.domain,
+                event_domain=domain,
+                fix="set channels[].domain exactly as the bridge has it if this is your channel",
+            )
+
+    async def _on_chat(self, channel: ChannelContext, chat: ChatEvent) -> None:
+        self._stats.inc("chat")
+        state = channel.state
+        state.last_event_at = self._clock()
+        reason = self._filter.check(chat)
+        if reason is not None:
+            self._stats.inc(f"ignored_{reason.value}")
+            if reason is Reason.OWN_MESSAGE and not chat.is_pm:
+                state.add_chat(chat.username, chat.text, chat.time_ms, from_bot=True)
+            elif reason not in _NOT_HISTORY and not chat.is_pm:
+                state.add_chat(chat.username, chat.text, chat.time_ms)
+            return
+        if chat.is_pm:
+            trigger = self._pm_trigger(chat)
+        else:
+            # The triggering message is put in the prompt separately: snapshot history first.
+            history = tuple(state.recent(self._prompt_history))
+            state.add_chat(chat.username, chat.text, chat.time_ms)
+            trigger = self._triggers.match(chat.text)
+        if trigger is None:
+            return
+        self._stats.inc("triggered")
+        self._stats.inc(f"trigger_{trigger.kind}")
+        if not self.accepting or self._flags.paused:
+            self._refuse(channel, chat, trigger, Reason.SHUTDOWN if not self.accepting else None)
+            return
+        rank = state.rank_of(chat.username)
+        decision = await self._limiter.acquire(username=chat.username, rank=rank, trigger=trigger)
+        if not decision.allowed:
+            self._stats.inc("decision_rate_limited")
+            log.info(
+                "reply_rate_limited",
+                username=chat.username,
+                limit=decision.limit,
+                retry_after=round(decision.retry_after, 3),
+            )
+            self._log.write(
+                chat_record(channel.config, chat, trigger, rank=rank)
+                | {
+                    "answered": False,
+                    "reason": Reason.RATE_LIMITED.value,
+                    "limit": decision.limit,
+                    "retry_after": round(decision.retry_after, 3),
+                    "dry_run": self._flags.dry_run,
+                }
+            )
+            return
+        now = self._clock()
+        job = Job(
+            channel=channel.config,
+            chat=chat,
+            prompt=PromptInput(
+                username=chat.username,
+                text=chat.text,
+                trigger=trigger,
+                history=() if chat.is_pm else history,
+                now_playing=state.now_playing,
+                is_pm=chat.is_pm,
+            ),
+            received_at=now,
+            deadline=now + self._budget,
+        )
+        dropped = self._queue.put(job)
+        if dropped is not None:
+            self._stats.inc("decision_queue_overflow")
+            log.warning("reply_dropped_queue_full", dropped_username=dropped.chat.username)
+            self._log.write(
+                chat_record(dropped.channel, dropped.chat, dropped.prompt.trigger)
+                | {"answered": False, "reason": Reason.QUEUE_OVERFLOW.value}
+            )
+
+    def _pm_trigger(self, chat: ChatEvent) -> TriggerMatch | None:
+        if not self._settings.triggers.private_messages:
+            return None
+        if (chat.to or "").lower() != self._bot.lower():
+            return None
+        return TriggerMatch(kind="pm", name="pm", priority=self._settings.triggers.mention_priority)
+
+    def _refuse(
+        self, channel: ChannelContext, chat: ChatEvent, trigger: TriggerMatch, reason: Reason | None
+    ) -> None:
+        why = reason.value if reason is not None else "paused"
+        self._stats.inc(f"decision_{why}")
+        self._log.write(
+            chat_record(channel.config, chat, trigger) | {"answered": False, "reason": why}
+        )

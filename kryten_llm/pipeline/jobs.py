@@ -1,0 +1,81 @@
+"""The hand-over between the NATS callback and the reply workers.
+
+A :class:`Job` is one triggered, rate-limit-approved message with everything the worker needs
+(a snapshot of the context taken at enqueue time). :class:`JobQueue` is bounded; when it is
+full the **oldest** waiting job is dropped to make room, because in a live chat a late answer to
+an old message is worth less than a prompt answer to a new one. Dropped jobs are returned to the
+caller so that they are logged, never lost silently.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from kryten_llm.bus.events import ChatEvent
+    from kryten_llm.config import ChannelConfig
+    from kryten_llm.pipeline.prompt import PromptInput
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    """One reply to produce.
+
+    Attributes:
+        channel: where the message came from (and where the reply goes).
+        chat: the triggering message.
+        prompt: the context snapshot for the prompt builder.
+        received_at: ``time.monotonic()`` when the event was parsed.
+        deadline: ``time.monotonic()`` by which the reply must be sent or abandoned.
+    """
+
+    channel: ChannelConfig
+    chat: ChatEvent
+    prompt: PromptInput
+    received_at: float
+    deadline: float
+
+
+class JobQueue:
+    """A bounded FIFO of jobs with a drop-oldest overflow policy."""
+
+    def __init__(self, capacity: int) -> None:
+        self._queue: asyncio.Queue[Job] = asyncio.Queue(capacity)
+
+    def __len__(self) -> int:
+        return self._queue.qsize()
+
+    @property
+    def capacity(self) -> int:
+        return self._queue.maxsize
+
+    def put(self, job: Job) -> Job | None:
+        """Add ``job``; returns the job dropped to make room, if any."""
+        dropped = None
+        if self._queue.full():
+            dropped = self._queue.get_nowait()
+            self._queue.task_done()
+        self._queue.put_nowait(job)
+        return dropped
+
+    async def get(self) -> Job:
+        """Wait for the next job; call :meth:`done` when it is finished."""
+        return await self._queue.get()
+
+    def done(self) -> None:
+        """Mark one job taken with :meth:`get` as finished."""
+        self._queue.task_done()
+
+    def drain(self) -> list[Job]:
+        """Remove and return every waiting job (used at shutdown)."""
+        jobs = []
+        while not self._queue.empty():
+            jobs.append(self._queue.get_nowait())
+            self._queue.task_done()
+        return jobs
+
+    async def wait_idle(self) -> None:
+        """Wait until every job put has been finished or drained."""
+        await self._queue.join()

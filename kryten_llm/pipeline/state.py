@@ -1,0 +1,111 @@
+"""What the bot knows about each channel: who is there, what is playing, what was said.
+
+Updated from every event in the NATS callback (cheap dictionary and deque operations only) and
+read by the prompt builder and the rate limiter. ``chatMsg`` carries no rank, so ranks come from
+``userlist``, ``addUser`` and ``setUserRank`` (PROTOCOL.md §3.1). Memory is bounded: the history
+is a fixed-size deque and users are removed when they leave.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from dataclasses import dataclass, field, replace
+
+from kryten_llm.bus.events import (
+    AfkEvent,
+    CurrentEvent,
+    Event,
+    MediaEvent,
+    MediaUpdateEvent,
+    RankEvent,
+    User,
+    UserJoinEvent,
+    UserLeaveEvent,
+    UserListEvent,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryLine:
+    """One line of chat as the bot remembers it."""
+
+    username: str
+    text: str
+    time_ms: int
+    from_bot: bool = False
+
+
+@dataclass(slots=True)
+class NowPlaying:
+    """The current video, with the playback position from the latest ``mediaUpdate``."""
+
+    media: MediaEvent
+    uid: int | None = None
+    position: float = 0.0
+    paused: bool = False
+    updated_at: float = field(default_factory=time.monotonic)
+
+
+class ChannelState:
+    """Users, ranks, current media and recent chat of one channel."""
+
+    def __init__(self, history_size: int) -> None:
+        self.users: dict[str, User] = {}
+        self.history: deque[HistoryLine] = deque(maxlen=max(history_size, 1))
+        self.now_playing: NowPlaying | None = None
+        self._pending_uid: int | None = None
+        self.last_event_at: float | None = None
+
+    def apply(self, event: Event) -> None:
+        """Fold a non-chat event into the state; other events are ignored."""
+        self.last_event_at = time.monotonic()
+        match event:
+            case UserListEvent(users=users):
+                self.users = {u.name.lower(): u for u in users}
+            case UserJoinEvent(user=user):
+                self.users[user.name.lower()] = user
+            case UserLeaveEvent(name=name):
+                self.users.pop(name.lower(), None)
+            case RankEvent(name=name, rank=rank):
+                # After setUserRank only name and rank are known for sure (PROTOCOL.md §8).
+                key = name.lower()
+                old = self.users.get(key)
+                self.users[key] = replace(old, rank=rank) if old else User(name, rank)
+            case AfkEvent(name=name, afk=afk):
+                old = self.users.get(name.lower())
+                if old is not None:
+                    self.users[name.lower()] = replace(old, afk=afk)
+            case CurrentEvent(uid=uid):
+                # setCurrent arrives just before changeMedia; attach it to the next one.
+                self._pending_uid = uid
+                if self.now_playing is not None and self.now_playing.uid is None:
+                    self.now_playing.uid = uid
+            case MediaEvent():
+                self.now_playing = NowPlaying(
+                    event, self._pending_uid, event.current_time, event.paused
+                )
+                self._pending_uid = None
+            case MediaUpdateEvent(current_time=position, paused=paused):
+                if self.now_playing is not None:
+                    self.now_playing.position = position
+                    self.now_playing.paused = paused
+                    self.now_playing.updated_at = time.monotonic()
+            case _:
+                pass
+
+    def add_chat(self, username: str, text: str, time_ms: int, *, from_bot: bool = False) -> None:
+        """Remember one chat line (the bot's own replies included, as its turns)."""
+        self.history.append(HistoryLine(username, text, time_ms, from_bot))
+
+    def rank_of(self, username: str) -> float:
+        """The user's rank as last seen, 0 (guest) when unknown."""
+        user = self.users.get(username.lower())
+        return user.rank if user is not None else 0.0
+
+    def recent(self, count: int) -> list[HistoryLine]:
+        """The last ``count`` chat lines, oldest first."""
+        if count <= 0:
+            return []
+        lines = list(self.history)
+        return lines[-count:]

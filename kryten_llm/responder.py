@@ -1,0 +1,166 @@
+"""The reply worker: from a queued job to chat messages sent through the bridge.
+
+For each :class:`~kryten_llm.pipeline.jobs.Job`: build the prompt, ask the provider manager
+within the job's deadline, format the answer into CyTube-safe parts, send them (or, in dry-run,
+only log them), and write one response-log line saying what happened and why. Several workers
+run this concurrently; the NATS callback never waits for them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import TYPE_CHECKING, Any
+
+import structlog
+
+from kryten_llm.errors import ProviderError
+from kryten_llm.intake import channel_key
+from kryten_llm.pipeline.decisions import Reason
+from kryten_llm.pipeline.formatter import format_reply
+from kryten_llm.records import chat_record
+
+if TYPE_CHECKING:
+    from kryten_llm.bus.sender import ChatSender
+    from kryten_llm.config import Settings
+    from kryten_llm.intake import ChannelContext
+    from kryten_llm.llm.manager import ProviderManager
+    from kryten_llm.pipeline.jobs import Job, JobQueue
+    from kryten_llm.pipeline.prompt import PromptBuilder
+    from kryten_llm.responselog import ResponseLog
+    from kryten_llm.stats import Flags, Stats
+
+log = structlog.get_logger(__name__)
+
+
+class Responder:
+    """Produces and sends the reply for one job at a time (run several for concurrency)."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        manager: ProviderManager,
+        prompts: PromptBuilder,
+        sender: ChatSender | None,
+        channels: dict[str, ChannelContext],
+        response_log: ResponseLog,
+        stats: Stats,
+        flags: Flags,
+    ) -> None:
+        self._formatting = settings.formatting
+        self._bot = settings.bot.username
+        personality = settings.personality
+        self._bot_names = (personality.character_name, *personality.name_variations, self._bot)
+        self._manager = manager
+        self._prompts = prompts
+        self._sender = sender
+        self._channels = channels
+        self._log = response_log
+        self._stats = stats
+        self._flags = flags
+        self.in_flight = 0
+
+    async def run(self, queue: JobQueue) -> None:
+        """Take jobs from ``queue`` until cancelled."""
+        while True:
+            job = await queue.get()
+            self.in_flight += 1
+            try:
+                await self.handle(job)
+            finally:
+                self.in_flight -= 1
+                queue.done()
+
+    async def handle(self, job: Job) -> None:
+        """Reply to one job within its deadline; every outcome ends in one log record."""
+        structlog.contextvars.bind_contextvars(
+            correlation_id=job.chat.envelope.correlation_id,
+            channel=job.channel.channel,
+            username=job.chat.username,
+        )
+        record = chat_record(job.channel, job.chat, job.prompt.trigger)
+        record["queued_ms"] = _ms(time.monotonic() - job.received_at)
+        try:
+            remaining = job.deadline - time.monotonic()
+            async with asyncio.timeout(max(remaining, 0)):
+                await self._reply(job, record)
+        except TimeoutError:
+            record |= {"answered": False, "reason": Reason.DEADLINE.value}
+            log.warning("reply_deadline_exceeded")
+        except asyncio.CancelledError:
+            record |= {"answered": False, "reason": Reason.SHUTDOWN.value}
+            raise
+        except Exception as exc:
+            record |= {"answered": False, "reason": Reason.LLM_FAILED.value, "error": repr(exc)}
+            log.exception("reply_failed")
+        finally:
+            record["total_ms"] = _ms(time.monotonic() - job.received_at)
+            self._stats.inc(f"decision_{record.get('reason', 'unknown')}")
+            self._log.write(record)
+            structlog.contextvars.clear_contextvars()
+
+    async def _reply(self, job: Job, record: dict[str, Any]) -> None:
+        request = self._prompts.build(job.prompt)
+        try:
+            completion = await self._manager.complete(request, deadline=job.deadline)
+        except ProviderError as exc:
+            record |= {
+                "answered": False,
+                "reason": Reason.LLM_FAILED.value,
+                "provider": exc.provider,
+                "error": str(exc),
+                "error_type": type(exc).__name__,
+            }
+            log.warning("provider_failed", provider=exc.provider, error=str(exc))
+            return
+        record |= {
+            "provider": completion.provider,
+            "model": completion.model,
+            "latency_ms": round(completion.latency_ms, 3),
+            "usage": (
+                {
+                    "prompt_tokens": completion.usage.prompt_tokens,
+                    "completion_tokens": completion.usage.completion_tokens,
+                }
+                if completion.usage
+                else None
+            ),
+        }
+        context = self._channels.get(channel_key(job.channel.domain, job.channel.channel))
+        present = context.state.users.keys() if context is not None else ()
+        reply = format_reply(
+            completion.text,
+            self._formatting,
+            bot_names=self._bot_names,
+            present_users=present,
+        )
+        record["removed"] = list(reply.removed)
+        if not reply.parts:
+            record |= {"answered": False, "reason": Reason.EMPTY_REPLY.value, "parts": []}
+            log.info("reply_empty", raw_length=len(completion.text))
+            return
+        record["parts"] = list(reply.parts)
+        record["truncated"] = reply.truncated
+        if self._flags.dry_run or self._sender is None:
+            record |= {"answered": False, "reason": Reason.DRY_RUN.value, "dry_run": True}
+            if context is not None and not job.chat.is_pm:
+                for part in reply.parts:
+                    context.state.add_chat(self._bot, part, 0, from_bot=True)
+            log.info("reply_dry_run", parts=len(reply.parts))
+            return
+        request_ids = []
+        for part in reply.parts:
+            if job.chat.is_pm:
+                result = await self._sender.pm(job.channel, job.chat.username, part)
+            else:
+                result = await self._sender.say(job.channel, part)
+            request_ids.append(result.request_id)
+            if result.ack not in ("not_requested", "accepted"):
+                record["ack"] = result.ack
+        record |= {"answered": True, "reason": Reason.ANSWERED.value, "request_ids": request_ids}
+        log.info("reply_sent", parts=len(reply.parts), provider=completion.provider)
+
+
+def _ms(seconds: float) -> float:
+    return round(seconds * 1000, 3)

@@ -1,0 +1,337 @@
+"""Wiring and lifecycle of the live bot: connect, subscribe, run workers, shut down cleanly.
+
+Nothing here decides anything about a message; :mod:`kryten_llm.intake` and
+:mod:`kryten_llm.responder` do. This module owns the resources (NATS connection, the shared
+aiohttp session, the response log, worker tasks) in an ``AsyncExitStack`` and the order of
+start and stop:
+
+start: connect to NATS (retrying with backoff while it is unreachable) → build providers and
+pipeline → start workers → subscribe to each channel → announce startup.
+
+stop (SIGTERM/SIGINT, group restart): stop intake → give in-flight replies
+``shutdown_grace_seconds`` → publish shutdown → drain NATS → close the log. Each step is bounded,
+so the process exits within 10 s even when NATS is gone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import time
+from collections.abc import Sequence
+from contextlib import AsyncExitStack
+from enum import StrEnum
+from typing import TYPE_CHECKING, Any
+
+import aiohttp
+import nats
+import structlog
+
+from kryten_llm import __version__
+from kryten_llm.bus.lifecycle import Lifecycle
+from kryten_llm.bus.sender import ChatSender
+from kryten_llm.bus.subjects import channel_events
+from kryten_llm.intake import ChannelContext, Intake, channel_key
+from kryten_llm.llm import create_provider
+from kryten_llm.llm.manager import ProviderManager
+from kryten_llm.pipeline.filters import IntakeFilter
+from kryten_llm.pipeline.jobs import JobQueue
+from kryten_llm.pipeline.prompt import PromptBuilder
+from kryten_llm.pipeline.ratelimit import RateLimiter
+from kryten_llm.pipeline.state import ChannelState
+from kryten_llm.pipeline.triggers import TriggerEngine
+from kryten_llm.responder import Responder
+from kryten_llm.responselog import Listener, ResponseLog
+from kryten_llm.stats import Flags, Stats
+
+if TYPE_CHECKING:
+    from nats.aio.client import Client as NATS
+    from nats.aio.msg import Msg
+
+    from kryten_llm.config import Settings
+
+log = structlog.get_logger(__name__)
+
+EXIT_OK = 0
+EXIT_RESTART = 75  # EX_TEMPFAIL: asked to restart; llm.service restarts on it
+
+
+class State(StrEnum):
+    NEW = "new"
+    CONNECTING = "connecting"
+    RUNNING = "running"
+    STOPPING = "stopping"
+    STOPPED = "stopped"
+
+
+class Service:
+    """The live bot. ``await Service(settings).run(stop_event)`` until the event is set."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        rng: random.Random | None = None,
+        listeners: Sequence[Listener] = (),
+    ) -> None:
+        """Args:
+        settings: the whole configuration.
+        rng: randomness for trigger probabilities (seed it for reproducible runs).
+        listeners: called with every response-log record (transcripts, dashboards).
+        """
+        self.settings = settings
+        self._listeners = tuple(listeners)
+        self.state = State.NEW
+        self.stats = Stats()
+        self.flags = Flags(dry_run=settings.dry_run)
+        self.channels: dict[str, ChannelContext] = {
+            channel_key(c.domain, c.channel): ChannelContext(
+                c, ChannelState(settings.processing.history_size)
+            )
+            for c in settings.channels
+        }
+        self.queue = JobQueue(settings.processing.queue_size)
+        self._rng = rng
+        self._stop: asyncio.Event | None = None
+        self._stop_reason = "signal"
+        self.nc: NATS | None = None
+        self.intake: Intake | None = None
+        self.responder: Responder | None = None
+        self.lifecycle: Lifecycle | None = None
+        self.ready = asyncio.Event()
+
+    def request_stop(self, reason: str) -> None:
+        """Ask :meth:`run` to shut down (signal handlers, group restart, tests)."""
+        self._stop_reason = reason
+        if self._stop is not None:
+            self._stop.set()
+
+    async def run(self, stop: asyncio.Event) -> int:
+        """Run until ``stop`` is set; returns the process exit code."""
+        self._stop = stop
+        async with AsyncExitStack() as stack:
+            self.state = State.CONNECTING
+            nc = await self._connect(stop)
+            if nc is None:
+                self.state = State.STOPPED
+                log.info("service_stopped", reason="stopped before NATS was reached")
+                return EXIT_OK
+            self.nc = nc
+            stack.push_async_callback(self._close_nats, nc)
+            session = await stack.enter_async_context(aiohttp.ClientSession())
+            response_log = ResponseLog(
+                self.settings.logging.response_log_dir,
+                enabled=self.settings.logging.response_log,
+            )
+            stack.callback(response_log.close)
+            for listener in self._listeners:
+                response_log.add_listener(listener)
+            workers = await self._start(nc, session, response_log)
+            stack.push_async_callback(self._stop_workers, workers)
+            self.state = State.RUNNING
+            self.ready.set()
+            log.info(
+                "service_started",
+                channels=[c.channel for c in self.settings.channels],
+                dry_run=self.flags.dry_run,
+                provider=self.settings.llm.default_provider,
+            )
+            await stop.wait()
+            self.state = State.STOPPING
+            await self._shutdown(nc)
+        self.state = State.STOPPED
+        log.info("service_stopped", reason=self._stop_reason)
+        restart = self.lifecycle is not None and self.lifecycle.restart_requested
+        return EXIT_RESTART if restart else EXIT_OK
+
+    async def _start(
+        self, nc: NATS, session: aiohttp.ClientSession, response_log: ResponseLog
+    ) -> list[asyncio.Task[None]]:
+        settings = self.settings
+        providers = {
+            name: create_provider(name, cfg, session)
+            for name, cfg in settings.llm.providers.items()
+        }
+        manager = ProviderManager(providers, settings.llm.default_provider)
+        sender = ChatSender(nc, settings.send)
+        self.intake = Intake(
+            settings,
+            intake_filter=IntakeFilter(settings.filters, settings.bot.username),
+            triggers=TriggerEngine(settings.triggers, settings.personality, rng=self._rng),
+            limiter=RateLimiter(settings.ratelimit, settings.triggers),
+            queue=self.queue,
+            sender=sender,
+            response_log=response_log,
+            stats=self.stats,
+            flags=self.flags,
+        )
+        self.responder = Responder(
+            settings,
+            manager=manager,
+            prompts=PromptBuilder(settings.personality),
+            sender=sender,
+            channels=self.channels,
+            response_log=response_log,
+            stats=self.stats,
+            flags=self.flags,
+        )
+        workers = [
+            asyncio.create_task(self.responder.run(self.queue), name=f"reply-worker-{i}")
+            for i in range(settings.processing.workers)
+        ]
+        for context in self.channels.values():
+            await nc.subscribe(channel_events(context.config.channel), cb=self._callback(context))
+        self.lifecycle = Lifecycle(
+            nc,
+            settings.service,
+            version=__version__,
+            metadata=self._metadata,
+            on_restart=self.request_stop,
+        )
+        await self.lifecycle.start()
+        await nc.flush(timeout=max(1, round(self.settings.nats.connect_timeout_seconds)))
+        return workers
+
+    def _callback(self, context: ChannelContext) -> Any:
+        intake = self.intake
+        assert intake is not None
+
+        async def on_event(msg: Msg) -> None:
+            await intake.handle(context, msg.subject, msg.data)
+
+        return on_event
+
+    def _metadata(self) -> dict[str, Any]:
+        return {
+            "channels": [
+                {"domain": c.domain, "channel": c.channel} for c in self.settings.channels
+            ],
+            "bot_username": self.settings.bot.username,
+            "dry_run": self.flags.dry_run,
+            "paused": self.flags.paused,
+            "provider": self.settings.llm.default_provider,
+            "queue_depth": len(self.queue),
+            "stats": self.stats.snapshot(),
+        }
+
+    async def _connect(self, stop: asyncio.Event) -> NATS | None:
+        """Connect, retrying with exponential backoff until connected or ``stop`` is set."""
+        cfg = self.settings.nats
+        delay = 0.5
+        attempt = 0
+        options: dict[str, Any] = {
+            "servers": cfg.servers,
+            "name": cfg.connection_name,
+            "connect_timeout": cfg.connect_timeout_seconds,
+            "reconnect_time_wait": cfg.reconnect_wait_seconds,
+            "max_reconnect_attempts": -1,
+            # First connect without nats-py's own endless loop, so that we can log and stop.
+            "allow_reconnect": False,
+            "error_cb": self._on_nats_error,
+            "disconnected_cb": self._on_disconnected,
+            "reconnected_cb": self._on_reconnected,
+        }
+        if cfg.user:
+            options["user"] = cfg.user
+        if cfg.password:
+            options["password"] = cfg.password.get_secret_value()
+        if cfg.token:
+            options["token"] = cfg.token.get_secret_value()
+        if cfg.creds_file:
+            options["user_credentials"] = str(cfg.creds_file)
+        while not stop.is_set():
+            attempt += 1
+            connecting = asyncio.ensure_future(nats.connect(**options))
+            stopping = asyncio.ensure_future(stop.wait())
+            done, _ = await asyncio.wait({connecting, stopping}, return_when="FIRST_COMPLETED")
+            stopping.cancel()
+            if connecting not in done:
+                connecting.cancel()
+                with contextlib.suppress(BaseException):
+                    await connecting
+                return None
+            try:
+                nc = connecting.result()
+            except Exception as exc:
+                wait = min(delay, self.settings.nats.initial_retry_max_seconds)
+                log.warning(
+                    "nats_unreachable",
+                    servers=cfg.servers,
+                    attempt=attempt,
+                    error=str(exc) or type(exc).__name__,
+                    retry_in=round(wait, 2),
+                )
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), wait * (0.8 + 0.4 * random.random()))
+                delay *= 2
+                continue
+            # From now on let nats-py reconnect by itself, for as long as it takes.
+            nc.options["allow_reconnect"] = True
+            log.info(
+                "nats_connected", server=str(nc.connected_url.netloc if nc.connected_url else "")
+            )
+            return nc
+        return None
+
+    async def _on_nats_error(self, exc: Exception) -> None:
+        if self.state is State.RUNNING:
+            log.warning("nats_error", error=str(exc) or type(exc).__name__)
+
+    async def _on_disconnected(self) -> None:
+        if self.state is State.RUNNING:
+            log.warning("nats_disconnected")
+
+    async def _on_reconnected(self) -> None:
+        log.info("nats_reconnected")
+
+    async def _shutdown(self, nc: NATS) -> None:
+        """Stop intake, let in-flight replies finish within the grace, announce shutdown."""
+        if self.intake is not None:
+            self.intake.accepting = False
+        grace = self.settings.processing.shutdown_grace_seconds
+        try:
+            await asyncio.wait_for(self.queue.wait_idle(), grace)
+        except TimeoutError:
+            log.warning("shutdown_grace_expired", waiting=len(self.queue))
+        for job in self.queue.drain():
+            log.info("reply_abandoned_at_shutdown", username=job.chat.username)
+        if self.lifecycle is not None:
+            try:
+                await asyncio.wait_for(self.lifecycle.stop(self._stop_reason), 1.0)
+            except TimeoutError:
+                log.warning("shutdown_announce_timeout")
+
+    async def _stop_workers(self, workers: list[asyncio.Task[None]]) -> None:
+        for task in workers:
+            task.cancel()
+        await asyncio.gather(*workers, return_exceptions=True)
+
+    async def _close_nats(self, nc: NATS) -> None:
+        """Drain (flush what we published, let subscriptions finish), bounded; then close."""
+        if nc.is_connected:
+            try:
+                await asyncio.wait_for(nc.drain(), 2.0)
+            except Exception as exc:
+                log.warning("nats_drain_failed", error=str(exc) or type(exc).__name__)
+        if not nc.is_closed:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(nc.close(), 1.0)
+
+
+async def run_service(settings: Settings) -> int:
+    """Run the bot until SIGTERM/SIGINT; returns the exit code."""
+    import signal
+
+    service = Service(settings)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, service.request_stop, signal.Signals(sig).name)
+    started = time.monotonic()
+    try:
+        return await service.run(stop)
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+        log.debug("service_run_seconds", seconds=round(time.monotonic() - started, 3))

@@ -1,0 +1,372 @@
+"""The live bot end to end: a real nats-server, kryten-py playing the bridge, the real service."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import time
+import uuid
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import nats
+import pytest
+from tests.openai_server import ScriptedOpenAIServer
+
+from kryten_llm.service import Service
+from tests.bridge import FakeBridge
+from tests.conftest import running, settings_for
+from tests.natsserver import NatsServer
+
+pytestmark = pytest.mark.nats
+
+
+def read_log(directory: Path) -> list[dict[str, Any]]:
+    lines: list[dict[str, Any]] = []
+    for path in sorted(directory.glob("responses-*.jsonl")):
+        lines += [json.loads(line) for line in path.read_text().splitlines()]
+    return lines
+
+
+async def eventually(predicate: Any, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(0.02)
+
+
+async def test_mention_produces_one_say_command_with_the_protocol_body(
+    nats_server: NatsServer, bridge: FakeBridge, tmp_path: Path
+) -> None:
+    """A mention yields exactly one ``say`` on kryten.robot.command, shaped as in §4."""
+    async with running(Service(settings_for(nats_server.url, tmp_path))):
+        await bridge.chat("alice", "hey cynthia, what is on?")
+        (command,) = await bridge.wait_for_commands(1)
+        await asyncio.sleep(0.3)  # nothing else may follow (the echo must not be answered)
+    assert len(bridge.commands) == 1
+    assert command.subject == "kryten.robot.command"
+    assert command.reply == ""  # fire-and-forget publish, like kryten-py's send_chat
+    body = command.body
+    assert list(body) == ["command", "args", "meta"]
+    assert body["command"] == "say"
+    assert list(body["args"]) == ["message"]
+    assert "hey cynthia, what is on?" in body["args"]["message"]
+    meta = body["meta"]
+    assert list(meta) == ["source", "timestamp", "domain", "channel", "request_id"]
+    assert meta["domain"] == "cytu.be"
+    assert meta["channel"] == "MyChannel"
+    assert meta["source"] == "llm"
+    assert meta["timestamp"].endswith("+00:00")
+    datetime.fromisoformat(meta["timestamp"])
+    uuid.UUID(meta["request_id"])
+    (record,) = read_log(tmp_path)
+    assert record["answered"] is True
+    assert record["reason"] == "answered"
+    assert record["trigger"] == {"kind": "mention", "name": "mention"}
+    assert record["provider"] == "echo"
+    assert record["parts"] == [body["args"]["message"]]
+    assert record["request_ids"] == [meta["request_id"]]
+
+
+async def test_echo_server_notice_shadow_and_replay_produce_nothing(
+    nats_server: NatsServer, bridge: FakeBridge, tmp_path: Path
+) -> None:
+    """Messages the bot must ignore, each of them mentioning it, produce no command."""
+    async with running(Service(settings_for(nats_server.url, tmp_path))):
+        long_ago = int(time.time() * 1000) - 3_600_000
+        await bridge.chat("CynthiaRothbot", "cynthia talking to herself")
+        await bridge.chat("cynthiarothbot", "cynthia in lower case")
+        await bridge.chat(
+            "[server]", "cynthia joined (aliases: x)", meta={"addClass": "server-whisper"}
+        )
+        await bridge.chat("mallory", "cynthia, secret", meta={"shadow": True})
+        await bridge.chat("olduser", "cynthia from the replayed history", time_ms=long_ago)
+        await bridge.chat("bob", "!cynthia skip")
+        await bridge.chat("carol", "control: hello cynthia")
+        await bridge.wait_for_commands(1)
+        await asyncio.sleep(0.3)
+    assert len(bridge.commands) == 1
+    assert "control: hello cynthia" in bridge.says()[0]
+
+
+async def test_a_replay_after_a_bridge_reconnect_is_not_answered_twice(
+    nats_server: NatsServer, bridge: FakeBridge, tmp_path: Path
+) -> None:
+    """The same message (user, time, text) arriving again is a replay, not a new question."""
+    async with running(Service(settings_for(nats_server.url, tmp_path))):
+        sent_at = int(time.time() * 1000)
+        await bridge.chat("alice", "cynthia, once", time_ms=sent_at)
+        await bridge.wait_for_commands(1)
+        await bridge.chat("alice", "cynthia, once", time_ms=sent_at)
+        await asyncio.sleep(0.3)
+    assert len(bridge.commands) == 1
+
+
+async def test_html_entities_arrive_decoded_at_the_llm(
+    nats_server: NatsServer, bridge: FakeBridge, tmp_path: Path
+) -> None:
+    """CyTube's HTML-escaped chat reaches the model as the text the user typed."""
+    async with ScriptedOpenAIServer() as llm:
+        settings = settings_for(
+            nats_server.url,
+            tmp_path,
+            llm={
+                "providers": {"api": {"type": "openai", "base_url": llm.base_url, "model": "m"}},
+                "default_provider": "api",
+            },
+        )
+        async with running(Service(settings)):
+            await bridge.chat("alice", 'cynthia: what\'s <now> & "(then)"?')
+            await bridge.wait_for_commands(1)
+        (request,) = llm.requests
+    assert request.json is not None
+    prompt = request.json["messages"][-1]["content"]
+    assert 'cynthia: what\'s <now> & "(then)"?' in prompt
+    assert "&#39;" not in prompt
+    assert "&lt;" not in prompt
+
+
+async def test_dry_run_logs_the_reply_and_publishes_no_command(
+    nats_server: NatsServer, bridge: FakeBridge, tmp_path: Path
+) -> None:
+    """In dry-run the decision and the parts are logged, and nothing goes to the bridge."""
+    async with running(Service(settings_for(nats_server.url, tmp_path, dry_run=True))):
+        await bridge.chat("alice", "cynthia, are you there?")
+        await eventually(lambda: any(r.get("reason") == "dry_run" for r in read_log(tmp_path)))
+        await asyncio.sleep(0.2)
+    assert bridge.commands == []
+    (record,) = read_log(tmp_path)
+    assert record["dry_run"] is True
+    assert record["parts"]
+    assert record["answered"] is False
+
+
+async def test_trigger_word_probability_follows_the_seeded_rng(
+    nats_server: NatsServer, bridge: FakeBridge, tmp_path: Path
+) -> None:
+    """With a seeded RNG, which messages fire a 50% trigger word is reproducible."""
+    settings = settings_for(
+        nats_server.url,
+        tmp_path,
+        triggers={"words": [{"name": "popcorn", "patterns": ["popcorn"], "probability": 0.5}]},
+    )
+    replica = random.Random(1234)
+    expected = sum(replica.random() < 0.5 for _ in range(20))
+    assert 0 < expected < 20
+    async with running(Service(settings, rng=random.Random(1234))):
+        for i in range(20):
+            await bridge.chat(f"user{i}", f"popcorn time {i}")
+        await bridge.wait_for_commands(expected)
+        await asyncio.sleep(0.3)
+    assert len(bridge.commands) == expected
+
+
+async def test_rate_limited_user_gets_no_reply_until_the_cooldown_ends(
+    nats_server: NatsServer, bridge: FakeBridge, tmp_path: Path
+) -> None:
+    """A per-user cooldown refuses the second mention, logs why, then lets the next through."""
+    settings = settings_for(nats_server.url, tmp_path, ratelimit={"user_cooldown_seconds": 0.5})
+    async with running(Service(settings)):
+        await bridge.chat("alice", "cynthia one")
+        await bridge.wait_for_commands(1)
+        await bridge.chat("alice", "cynthia two")
+        await eventually(lambda: any(r["reason"] == "rate_limited" for r in read_log(tmp_path)))
+        await asyncio.sleep(0.6)
+        await bridge.chat("alice", "cynthia three")
+        await bridge.wait_for_commands(2)
+    refused = [r for r in read_log(tmp_path) if r["reason"] == "rate_limited"]
+    assert [r["input"] for r in refused] == ["cynthia two"]
+    assert refused[0]["limit"] == "user_cooldown"
+    assert 0 < refused[0]["retry_after"] <= 0.5
+    assert ["cynthia three" in text for text in bridge.says()] == [False, True]
+
+
+async def test_a_slow_llm_does_not_delay_channel_events(
+    nats_server: NatsServer, bridge: FakeBridge, tmp_path: Path
+) -> None:
+    """While a reply waits on a slow model, a userlist event is applied at once."""
+    settings = settings_for(
+        nats_server.url,
+        tmp_path,
+        llm={
+            "providers": {"slow": {"type": "scripted", "latency_ms": 3000}},
+            "default_provider": "slow",
+        },
+    )
+    service = Service(settings)
+    async with running(service):
+        await bridge.chat("alice", "cynthia, take your time")
+        assert service.responder is not None
+        responder = service.responder
+        await eventually(lambda: responder.in_flight == 1)
+        await bridge.userlist([("alice", 1), ("newcomer", 2)])
+        state = next(iter(service.channels.values())).state
+        await eventually(lambda: "newcomer" in state.users, timeout=2.0)
+        assert responder.in_flight == 1  # the LLM call is still running
+        assert bridge.commands == []
+        await bridge.wait_for_commands(1)
+
+
+async def test_discovery_poll_and_robot_startup_republish_startup(
+    nats_server: NatsServer, tmp_path: Path
+) -> None:
+    """Startup goes out when ready, and again for each discovery poll and bridge startup."""
+    nc = await nats.connect(nats_server.url)
+    seen: list[dict[str, Any]] = []
+
+    async def on_startup(msg: Any) -> None:
+        seen.append(json.loads(msg.data))
+
+    await nc.subscribe("kryten.lifecycle.llm.startup", cb=on_startup)
+    await nc.flush()
+    try:
+        async with running(Service(settings_for(nats_server.url, tmp_path))):
+            await eventually(lambda: len(seen) == 1)
+            await nc.publish("kryten.service.discovery.poll", b"")
+            await eventually(lambda: len(seen) == 2)
+            await nc.publish("kryten.lifecycle.robot.startup", b'{"service": "robot"}')
+            await eventually(lambda: len(seen) == 3)
+    finally:
+        await nc.close()
+    body = seen[0]
+    assert list(body)[:5] == ["service", "version", "hostname", "timestamp", "uptime_seconds"]
+    assert body["service"] == "llm"
+    assert body["metadata"]["channels"] == [{"domain": "cytu.be", "channel": "MyChannel"}]
+
+
+async def test_heartbeats_are_published_every_interval(
+    nats_server: NatsServer, tmp_path: Path
+) -> None:
+    """A heartbeat with the base fields follows startup after one interval."""
+    nc = await nats.connect(nats_server.url)
+    beats: list[dict[str, Any]] = []
+
+    async def on_beat(msg: Any) -> None:
+        beats.append(json.loads(msg.data))
+
+    await nc.subscribe("kryten.lifecycle.llm.heartbeat", cb=on_beat)
+    await nc.flush()
+    try:
+        settings = settings_for(
+            nats_server.url, tmp_path, service={"heartbeat_interval_seconds": 1}
+        )
+        async with running(Service(settings)):
+            await eventually(lambda: len(beats) >= 2, timeout=10)
+    finally:
+        await nc.close()
+    assert beats[0]["service"] == "llm"
+    assert beats[1]["uptime_seconds"] > beats[0]["uptime_seconds"]
+
+
+async def test_group_restart_stops_the_service_with_the_restart_exit_code(
+    nats_server: NatsServer, tmp_path: Path
+) -> None:
+    """``kryten.lifecycle.group.restart`` makes the bot stop after the delay, exit code 75."""
+    nc = await nats.connect(nats_server.url)
+    shutdowns: list[dict[str, Any]] = []
+
+    async def on_shutdown(msg: Any) -> None:
+        shutdowns.append(json.loads(msg.data))
+
+    await nc.subscribe("kryten.lifecycle.llm.shutdown", cb=on_shutdown)
+    service = Service(settings_for(nats_server.url, tmp_path))
+    stop = asyncio.Event()
+    task = asyncio.create_task(service.run(stop))
+    try:
+        await asyncio.wait_for(service.ready.wait(), 10)
+        notice = {"initiator": "ops", "reason": "upgrade", "delay_seconds": 0.1, "timestamp": "x"}
+        await nc.publish("kryten.lifecycle.group.restart", json.dumps(notice).encode())
+        assert await asyncio.wait_for(task, 10) == 75
+        await eventually(lambda: len(shutdowns) == 1)
+    finally:
+        stop.set()
+        await nc.close()
+    assert shutdowns[0]["reason"] == "group restart: upgrade"
+
+
+async def test_pm_to_the_bot_is_answered_by_pm(
+    nats_server: NatsServer, bridge: FakeBridge, tmp_path: Path
+) -> None:
+    """A PM needs no mention; the answer is a ``pm`` command to the sender."""
+    async with running(Service(settings_for(nats_server.url, tmp_path))):
+        await bridge.pm("alice", "psst, a question")
+        (command,) = await bridge.wait_for_commands(1)
+    assert command.body["command"] == "pm"
+    assert list(command.body["args"]) == ["to", "msg"]
+    assert command.body["args"]["to"] == "alice"
+    assert "psst, a question" in command.body["args"]["msg"]
+
+
+async def test_await_ack_sends_a_request_and_the_bridge_ack_is_accepted(
+    nats_server: NatsServer, bridge: FakeBridge, tmp_path: Path
+) -> None:
+    """With ``send.await_ack`` the command carries a reply subject and the ack is awaited."""
+    settings = settings_for(nats_server.url, tmp_path, send={"await_ack": True})
+    async with running(Service(settings)):
+        await bridge.chat("alice", "cynthia ack me")
+        (command,) = await bridge.wait_for_commands(1)
+        await eventually(lambda: len(read_log(tmp_path)) == 1)
+    assert command.reply.startswith("_INBOX.")
+    (record,) = read_log(tmp_path)
+    assert record["answered"] is True
+    assert "ack" not in record  # only failed acks are recorded
+
+
+async def test_cyTube_cooldown_event_delays_the_next_message(
+    nats_server: NatsServer, bridge: FakeBridge, tmp_path: Path
+) -> None:
+    """After a ``cooldown`` event the sender waits that long before the next message."""
+    async with running(Service(settings_for(nats_server.url, tmp_path))):
+        await bridge.publish("cooldown", 800)
+        await bridge.flush()
+        await asyncio.sleep(0.1)
+        sent = time.monotonic()
+        await bridge.chat("alice", "cynthia after the cooldown")
+        (command,) = await bridge.wait_for_commands(1)
+    assert command.received_at - sent >= 0.5
+
+
+async def test_events_for_the_same_channel_name_on_another_domain_are_ignored(
+    nats_server: NatsServer, tmp_path: Path
+) -> None:
+    """The subject has no domain: an envelope from another domain is not ours."""
+    async with (
+        FakeBridge(nats_server.url, domain="other.example") as other,
+        running(Service(settings_for(nats_server.url, tmp_path))) as service,
+    ):
+        await other.chat("alice", "cynthia from elsewhere")
+        await eventually(lambda: service.stats["events_foreign_domain"] == 1)
+    assert other.commands == []
+
+
+async def test_a_full_queue_drops_the_oldest_job_and_logs_it(
+    nats_server: NatsServer, bridge: FakeBridge, tmp_path: Path
+) -> None:
+    """With one slow worker and a queue of one, the older waiting job gives way."""
+    settings = settings_for(
+        nats_server.url,
+        tmp_path,
+        processing={"queue_size": 1, "workers": 1},
+        llm={
+            "providers": {"slow": {"type": "scripted", "latency_ms": 500}},
+            "default_provider": "slow",
+        },
+    )
+    service = Service(settings)
+    async with running(service):
+        await bridge.chat("u1", "cynthia first")
+        assert service.responder is not None
+        responder = service.responder
+        await eventually(lambda: responder.in_flight == 1)
+        await bridge.chat("u2", "cynthia second")
+        await bridge.chat("u3", "cynthia third")
+        await bridge.wait_for_commands(2)
+        await asyncio.sleep(0.2)
+    records = read_log(tmp_path)
+    dropped = [r for r in records if r["reason"] == "queue_overflow"]
+    assert [r["username"] for r in dropped] == ["u2"]
+    assert ["first" in s for s in bridge.says()] == [True, False]
+    assert "third" in bridge.says()[1]
