@@ -204,6 +204,77 @@ class FiltersConfig(_Section):
     replay_grace_seconds: float = Field(
         2.0, ge=0, le=3600, description="Messages older than startup minus this are replays."
     )
+    other_bots: list[str] = Field(
+        default_factory=list, description="Other bots in the channel: never answered."
+    )
+    bot_name_patterns: list[str] = Field(
+        default_factory=list,
+        description='Regexes for names of bots (e.g. "(?i)bot$"): never answered.',
+    )
+
+    @field_validator("bot_name_patterns")
+    @classmethod
+    def _patterns_compile(cls, patterns: list[str]) -> list[str]:
+        for pattern in patterns:
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise ValueError(f"pattern {pattern!r} is not a valid regex: {exc}") from exc
+        return patterns
+
+
+class SpamConfig(_Section):
+    """Penalties for users who flood the bot. Counts every message aimed at the bot."""
+
+    enabled: bool = True
+    window_seconds: float = Field(30.0, gt=0, description="Window for max_messages.")
+    max_messages: int = Field(4, ge=1, description="Messages aimed at the bot per window.")
+    identical_window_seconds: float = Field(300.0, gt=0)
+    max_identical: int = Field(2, ge=1, description="Same text this often in the window: spam.")
+    max_mentioned_users: int = Field(
+        4, ge=1, description="A message naming more users than this is a mention flood."
+    )
+    base_penalty_seconds: float = Field(60.0, gt=0, description="First penalty.")
+    max_penalty_seconds: float = Field(3600.0, gt=0, description="Penalties double up to this.")
+    forgive_after_seconds: float = Field(
+        1800.0, gt=0, description="A clean spell this long resets the doubling."
+    )
+    exempt_min_rank: float = Field(2.0, description="Users of this rank or higher are exempt.")
+
+
+class ValidationConfig(_Section):
+    """Checks on a reply before it is sent; a failed check gets one corrective retry."""
+
+    min_length: int = Field(2, ge=1, description="Characters, after formatting.")
+    max_length: int = Field(1000, ge=10, description="Characters, after formatting.")
+    repetition_history: int = Field(10, ge=0, description="Past replies compared against.")
+    similarity_threshold: float = Field(
+        0.8, gt=0, le=1, description="0..1; a reply this similar to a past one is a repeat."
+    )
+    blocklist: list[str] = Field(
+        default_factory=list, description="Regexes (case-insensitive) a reply must not match."
+    )
+    prompt_leak_words: int = Field(
+        8,
+        ge=3,
+        description="A reply sharing a run of this many words with the system prompt is a leak.",
+    )
+    retry: bool = Field(True, description="Ask the model once more, with a nudge, on failure.")
+    retry_nudge: str = Field(
+        "Your previous answer could not be used ({reason}). Answer again: in character, "
+        "short, plain text, and different from your earlier replies.",
+        description="The corrective message; {reason} is replaced by why.",
+    )
+
+    @field_validator("blocklist")
+    @classmethod
+    def _blocklist_compiles(cls, patterns: list[str]) -> list[str]:
+        for pattern in patterns:
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise ValueError(f"pattern {pattern!r} is not a valid regex: {exc}") from exc
+        return patterns
 
 
 class RankMultiplierConfig(_Section):
@@ -323,6 +394,8 @@ class Settings(BaseSettings):
     triggers: TriggersConfig = Field(default_factory=TriggersConfig)
     filters: FiltersConfig = Field(default_factory=FiltersConfig)
     ratelimit: RateLimitConfig = Field(default_factory=RateLimitConfig)
+    spam: SpamConfig = Field(default_factory=SpamConfig)
+    validation: ValidationConfig = Field(default_factory=ValidationConfig)
     formatting: FormattingConfig = Field(default_factory=FormattingConfig)
     send: SendConfig = Field(default_factory=SendConfig)
     processing: ProcessingConfig = Field(default_factory=ProcessingConfig)

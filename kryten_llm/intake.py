@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from kryten_llm.config import ChannelConfig, Settings
     from kryten_llm.pipeline.filters import IntakeFilter
     from kryten_llm.pipeline.ratelimit import RateLimiter
+    from kryten_llm.pipeline.spam import SpamGuard
     from kryten_llm.pipeline.state import ChannelState
     from kryten_llm.pipeline.triggers import TriggerEngine
     from kryten_llm.responselog import ResponseLog
@@ -65,6 +66,7 @@ class Intake:
         intake_filter: IntakeFilter,
         triggers: TriggerEngine,
         limiter: RateLimiter,
+        spam: SpamGuard,
         queue: JobQueue,
         sender: ChatSender | None,
         response_log: ResponseLog,
@@ -77,6 +79,7 @@ class Intake:
         self._filter = intake_filter
         self._triggers = triggers
         self._limiter = limiter
+        self._spam = spam
         self._queue = queue
         self._sender = sender
         self._log = response_log
@@ -146,6 +149,31 @@ class Intake:
             history = tuple(state.recent(self._prompt_history))
             state.add_chat(chat.username, chat.text, chat.time_ms)
             trigger = self._triggers.match(chat.text)
+        rank = state.rank_of(chat.username)
+        aimed = (
+            chat.is_pm
+            or (trigger is not None and trigger.kind == "mention")
+            or self._triggers.is_mention(chat.text)
+        )
+        if aimed:
+            # Every message aimed at the bot counts towards spam, answered or not.
+            verdict = self._spam.check(
+                chat.username, chat.text, rank=rank, present=state.users.keys()
+            )
+            if not verdict.allowed and trigger is not None:
+                self._stats.inc("decision_spam")
+                log.info("spam_ignored", username=chat.username, offence=verdict.offence)
+                self._log.write(
+                    chat_record(channel.config, chat, trigger, rank=rank)
+                    | {
+                        "answered": False,
+                        "reason": Reason.SPAM.value,
+                        "offence": verdict.offence or "penalised",
+                        "strikes": verdict.strikes,
+                        "retry_after": round(verdict.retry_after, 3),
+                    }
+                )
+                return
         if trigger is None:
             return
         self._stats.inc("triggered")
@@ -153,7 +181,6 @@ class Intake:
         if not self.accepting or self._flags.paused:
             self._refuse(channel, chat, trigger, Reason.SHUTDOWN if not self.accepting else None)
             return
-        rank = state.rank_of(chat.username)
         decision = await self._limiter.acquire(username=chat.username, rank=rank, trigger=trigger)
         if not decision.allowed:
             self._stats.inc("decision_rate_limited")

@@ -1,8 +1,9 @@
 """The reply worker: from a queued job to chat messages sent through the bridge.
 
 For each :class:`~kryten_llm.pipeline.jobs.Job`: build the prompt, ask the provider manager
-within the job's deadline, format the answer into CyTube-safe parts, send them (or, in dry-run,
-only log them), and write one response-log line saying what happened and why. Several workers
+within the job's deadline, format the answer into CyTube-safe parts, validate it (one retry with
+a corrective nudge if it fails), send the parts (or, in dry-run, only log them), and write one
+response-log line saying what happened and why. Several workers
 run this concurrently; the NATS callback never waits for them.
 """
 
@@ -10,14 +11,16 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Collection
 from typing import TYPE_CHECKING, Any
 
 import structlog
 
 from kryten_llm.errors import ProviderError
 from kryten_llm.intake import channel_key
+from kryten_llm.llm.base import ChatMessage, CompletionRequest
 from kryten_llm.pipeline.decisions import Reason
-from kryten_llm.pipeline.formatter import format_reply
+from kryten_llm.pipeline.formatter import FormattedReply, format_reply
 from kryten_llm.records import chat_record
 
 if TYPE_CHECKING:
@@ -27,6 +30,7 @@ if TYPE_CHECKING:
     from kryten_llm.llm.manager import ProviderManager
     from kryten_llm.pipeline.jobs import Job, JobQueue
     from kryten_llm.pipeline.prompt import PromptBuilder
+    from kryten_llm.pipeline.validator import ReplyValidator
     from kryten_llm.responselog import ResponseLog
     from kryten_llm.stats import Flags, Stats
 
@@ -42,6 +46,7 @@ class Responder:
         *,
         manager: ProviderManager,
         prompts: PromptBuilder,
+        validator: ReplyValidator,
         sender: ChatSender | None,
         channels: dict[str, ChannelContext],
         response_log: ResponseLog,
@@ -54,6 +59,8 @@ class Responder:
         self._bot_names = (personality.character_name, *personality.name_variations, self._bot)
         self._manager = manager
         self._prompts = prompts
+        self._validator = validator
+        self._retry = settings.validation.retry
         self._sender = sender
         self._channels = channels
         self._log = response_log
@@ -100,6 +107,11 @@ class Responder:
             self._log.write(record)
             structlog.contextvars.clear_contextvars()
 
+    def _format(self, text: str, present: Collection[str]) -> FormattedReply:
+        return format_reply(
+            text, self._formatting, bot_names=self._bot_names, present_users=present
+        )
+
     async def _reply(self, job: Job, record: dict[str, Any]) -> None:
         request = self._prompts.build(job.prompt)
         try:
@@ -127,19 +139,50 @@ class Responder:
                 else None
             ),
         }
-        context = self._channels.get(channel_key(job.channel.domain, job.channel.channel))
+        key = channel_key(job.channel.domain, job.channel.channel)
+        context = self._channels.get(key)
         present = context.state.users.keys() if context is not None else ()
-        reply = format_reply(
-            completion.text,
-            self._formatting,
-            bot_names=self._bot_names,
-            present_users=present,
-        )
+        reply = self._format(completion.text, present)
+        verdict = self._validator.check(reply.kept, key) if reply.parts else None
+        if verdict is not None and not verdict.ok and self._retry:
+            log.info("reply_invalid_retrying", check=verdict.reason, detail=verdict.detail)
+            record["first_attempt"] = {"rejected": verdict.reason, "text": completion.text[:500]}
+            retry = CompletionRequest(
+                messages=(
+                    *request.messages,
+                    ChatMessage("assistant", completion.text),
+                    ChatMessage("user", self._validator.nudge(verdict)),
+                )
+            )
+            try:
+                completion = await self._manager.complete(retry, deadline=job.deadline)
+            except ProviderError as exc:
+                record |= {
+                    "answered": False,
+                    "reason": Reason.LLM_FAILED.value,
+                    "provider": exc.provider,
+                    "error": str(exc),
+                    "error_type": type(exc).__name__,
+                }
+                return
+            reply = self._format(completion.text, present)
+            verdict = self._validator.check(reply.kept, key) if reply.parts else None
         record["removed"] = list(reply.removed)
         if not reply.parts:
             record |= {"answered": False, "reason": Reason.EMPTY_REPLY.value, "parts": []}
             log.info("reply_empty", raw_length=len(completion.text))
             return
+        if verdict is not None and not verdict.ok:
+            record |= {
+                "answered": False,
+                "reason": Reason.INVALID_REPLY.value,
+                "check": verdict.reason,
+                "detail": verdict.detail,
+                "rejected_parts": list(reply.parts),
+            }
+            log.info("reply_invalid", check=verdict.reason, detail=verdict.detail)
+            return
+        self._validator.remember(reply.kept, key)
         record["parts"] = list(reply.parts)
         record["truncated"] = reply.truncated
         if self._flags.dry_run or self._sender is None:

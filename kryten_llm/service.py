@@ -25,13 +25,15 @@ from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
-import nats
 import structlog
+from nats.aio.client import Client as NATS
 
 from kryten_llm import __version__
 from kryten_llm.bus.lifecycle import Lifecycle
 from kryten_llm.bus.sender import ChatSender
+from kryten_llm.bus.settle import settle
 from kryten_llm.bus.subjects import channel_events
+from kryten_llm.errors import BusError
 from kryten_llm.intake import ChannelContext, Intake, channel_key
 from kryten_llm.llm import create_provider
 from kryten_llm.llm.manager import ProviderManager
@@ -39,14 +41,15 @@ from kryten_llm.pipeline.filters import IntakeFilter
 from kryten_llm.pipeline.jobs import JobQueue
 from kryten_llm.pipeline.prompt import PromptBuilder
 from kryten_llm.pipeline.ratelimit import RateLimiter
+from kryten_llm.pipeline.spam import SpamGuard
 from kryten_llm.pipeline.state import ChannelState
 from kryten_llm.pipeline.triggers import TriggerEngine
+from kryten_llm.pipeline.validator import ReplyValidator
 from kryten_llm.responder import Responder
 from kryten_llm.responselog import Listener, ResponseLog
 from kryten_llm.stats import Flags, Stats
 
 if TYPE_CHECKING:
-    from nats.aio.client import Client as NATS
     from nats.aio.msg import Msg
 
     from kryten_llm.config import Settings
@@ -55,6 +58,7 @@ log = structlog.get_logger(__name__)
 
 EXIT_OK = 0
 EXIT_RESTART = 75  # EX_TEMPFAIL: asked to restart; llm.service restarts on it
+_FIRST_RETRY_SECONDS = 0.25  # doubled before the first retry
 
 
 class State(StrEnum):
@@ -100,6 +104,7 @@ class Service:
         self.responder: Responder | None = None
         self.lifecycle: Lifecycle | None = None
         self.ready = asyncio.Event()
+        self._connect_attempts = 0
 
     def request_stop(self, reason: str) -> None:
         """Ask :meth:`run` to shut down (signal handlers, group restart, tests)."""
@@ -160,16 +165,19 @@ class Service:
             intake_filter=IntakeFilter(settings.filters, settings.bot.username),
             triggers=TriggerEngine(settings.triggers, settings.personality, rng=self._rng),
             limiter=RateLimiter(settings.ratelimit, settings.triggers),
+            spam=SpamGuard(settings.spam),
             queue=self.queue,
             sender=sender,
             response_log=response_log,
             stats=self.stats,
             flags=self.flags,
         )
+        prompts = PromptBuilder(settings.personality)
         self.responder = Responder(
             settings,
             manager=manager,
-            prompts=PromptBuilder(settings.personality),
+            prompts=prompts,
+            validator=ReplyValidator(settings.validation, prompts.system),
             sender=sender,
             channels=self.channels,
             response_log=response_log,
@@ -190,7 +198,7 @@ class Service:
             on_restart=self.request_stop,
         )
         await self.lifecycle.start()
-        await nc.flush(timeout=max(1, round(self.settings.nats.connect_timeout_seconds)))
+        await settle(nc, self.settings.nats.connect_timeout_seconds)
         return workers
 
     def _callback(self, context: ChannelContext) -> Any:
@@ -216,19 +224,22 @@ class Service:
         }
 
     async def _connect(self, stop: asyncio.Event) -> NATS | None:
-        """Connect, retrying with exponential backoff until connected or ``stop`` is set."""
+        """Connect, retrying with exponential backoff until connected or ``stop`` is set.
+
+        nats-py retries a first connection by itself, endlessly; we let it, and lengthen its
+        wait after every failed attempt from the error callback, which also logs the attempt.
+        """
         cfg = self.settings.nats
-        delay = 0.5
-        attempt = 0
+        nc = NATS()
+        self._connect_attempts = 0
         options: dict[str, Any] = {
             "servers": cfg.servers,
             "name": cfg.connection_name,
             "connect_timeout": cfg.connect_timeout_seconds,
-            "reconnect_time_wait": cfg.reconnect_wait_seconds,
+            "reconnect_time_wait": _FIRST_RETRY_SECONDS,
             "max_reconnect_attempts": -1,
-            # First connect without nats-py's own endless loop, so that we can log and stop.
-            "allow_reconnect": False,
-            "error_cb": self._on_nats_error,
+            "allow_reconnect": True,
+            "error_cb": self._nats_error_callback(nc),
             "disconnected_cb": self._on_disconnected,
             "reconnected_cb": self._on_reconnected,
         }
@@ -240,43 +251,49 @@ class Service:
             options["token"] = cfg.token.get_secret_value()
         if cfg.creds_file:
             options["user_credentials"] = str(cfg.creds_file)
-        while not stop.is_set():
-            attempt += 1
-            connecting = asyncio.ensure_future(nats.connect(**options))
-            stopping = asyncio.ensure_future(stop.wait())
-            done, _ = await asyncio.wait({connecting, stopping}, return_when="FIRST_COMPLETED")
-            stopping.cancel()
-            if connecting not in done:
-                connecting.cancel()
-                with contextlib.suppress(BaseException):
-                    await connecting
-                return None
-            try:
-                nc = connecting.result()
-            except Exception as exc:
-                wait = min(delay, self.settings.nats.initial_retry_max_seconds)
+        connecting = asyncio.ensure_future(nc.connect(**options))
+        stopping = asyncio.ensure_future(stop.wait())
+        await asyncio.wait({connecting, stopping}, return_when="FIRST_COMPLETED")
+        stopping.cancel()
+        if not connecting.done():
+            connecting.cancel()
+            with contextlib.suppress(BaseException):
+                await connecting
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(nc.close(), 1.0)
+            return None
+        try:
+            connecting.result()
+        except Exception as exc:  # bad credentials and the like: nats-py gave up
+            log.error("nats_connect_failed", servers=cfg.servers, error=str(exc) or repr(exc))
+            raise BusError(f"cannot connect to NATS at {', '.join(cfg.servers)}: {exc}") from exc
+        # From now on nats-py reconnects by itself at the configured pace, for as long as it takes.
+        nc.options["reconnect_time_wait"] = cfg.reconnect_wait_seconds
+        url = nc.connected_url
+        log.info("nats_connected", server=f"{url.hostname}:{url.port}" if url else "")
+        return nc
+
+    def _nats_error_callback(self, nc: NATS) -> Any:
+        cap = self.settings.nats.initial_retry_max_seconds
+        servers = self.settings.nats.servers
+
+        async def on_error(exc: Exception) -> None:
+            error = str(exc) or type(exc).__name__
+            if self.state is State.CONNECTING:
+                self._connect_attempts += 1
+                wait = min(float(nc.options["reconnect_time_wait"]) * 2, cap)
+                nc.options["reconnect_time_wait"] = wait  # read by nats-py before its next try
                 log.warning(
                     "nats_unreachable",
-                    servers=cfg.servers,
-                    attempt=attempt,
-                    error=str(exc) or type(exc).__name__,
+                    servers=servers,
+                    attempt=self._connect_attempts,
+                    error=error,
                     retry_in=round(wait, 2),
                 )
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), wait * (0.8 + 0.4 * random.random()))
-                delay *= 2
-                continue
-            # From now on let nats-py reconnect by itself, for as long as it takes.
-            nc.options["allow_reconnect"] = True
-            log.info(
-                "nats_connected", server=str(nc.connected_url.netloc if nc.connected_url else "")
-            )
-            return nc
-        return None
+            elif self.state is State.RUNNING:
+                log.warning("nats_error", error=error)
 
-    async def _on_nats_error(self, exc: Exception) -> None:
-        if self.state is State.RUNNING:
-            log.warning("nats_error", error=str(exc) or type(exc).__name__)
+        return on_error
 
     async def _on_disconnected(self) -> None:
         if self.state is State.RUNNING:

@@ -21,6 +21,8 @@ from typing import Any
 from kryten import KrytenClient
 from kryten.subject_builder import build_subject
 
+from kryten_llm.bus.settle import settle
+
 
 @dataclass
 class Command:
@@ -59,6 +61,8 @@ class FakeBridge:
     async def __aenter__(self) -> FakeBridge:
         await self.client.connect()
         await self.client.subscribe("kryten.robot.command", self._on_command)
+        assert self.client._nats is not None
+        await settle(self.client._nats)
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -134,7 +138,7 @@ class FakeBridge:
 
     async def flush(self) -> None:
         assert self.client._nats is not None
-        await self.client._nats.flush()
+        await settle(self.client._nats)
 
     # -- commands ------------------------------------------------------------------------
 

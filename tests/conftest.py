@@ -76,6 +76,7 @@ async def running(service: Service, timeout: float = 10.0) -> AsyncIterator[Serv
     try:
         yield service
     finally:
+        print("service counters:", service.stats.snapshot())
         service.request_stop("test finished")
         stop.set()
         assert await asyncio.wait_for(task, 10) == 0

@@ -22,11 +22,19 @@ def write(tmp_path: Path, data: object) -> Path:
     return path
 
 
-def test_example_config_is_valid_and_covers_every_section() -> None:
-    """config.example.json loads, and names every top-level section of Settings."""
+def test_example_config_is_valid_and_shows_every_key() -> None:
+    """config.example.json loads, and spells out every key of every section."""
     settings = load_settings(ROOT / "config.example.json")
     example = json.loads((ROOT / "config.example.json").read_text())
     assert set(example) == set(type(settings).model_fields)
+    for name, value in example.items():
+        section = getattr(settings, name)
+        if isinstance(value, dict):
+            assert set(value) == set(type(section).model_fields), name
+    provider = next(iter(example["llm"]["providers"].values()))
+    assert set(provider) >= {"type", "base_url", "model"}
+    word = example["triggers"]["words"][0]
+    assert set(word) == set(type(settings.triggers.words[0]).model_fields)
 
 
 def test_unknown_keys_are_errors_that_name_their_path_and_a_suggestion(tmp_path: Path) -> None:

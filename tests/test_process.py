@@ -15,6 +15,7 @@ from typing import Any
 import nats
 import pytest
 
+from kryten_llm.bus.settle import settle
 from tests.natsserver import NatsServer, free_port
 
 pytestmark = pytest.mark.nats
@@ -34,10 +35,18 @@ def start_bot(config: Path, *extra: str) -> subprocess.Popen[bytes]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("KRYTEN_LLM_")}
     return subprocess.Popen(
         [sys.executable, "-m", "kryten_llm", "--config", str(config), *extra],
-        stdout=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         env=env,
     )
+
+
+def finish(bot: subprocess.Popen[bytes]) -> str:
+    """Make sure the bot is gone and its pipe closed; returns what it logged."""
+    if bot.poll() is None:
+        bot.kill()
+    _, err = bot.communicate(timeout=15)
+    return err.decode(errors="replace")
 
 
 async def test_sigterm_publishes_shutdown_and_exits_zero(
@@ -51,13 +60,13 @@ async def test_sigterm_publishes_shutdown_and_exits_zero(
         events.append((msg.subject, json.loads(msg.data)))
 
     await nc.subscribe("kryten.lifecycle.llm.*", cb=on_lifecycle)
-    await nc.flush()
+    await settle(nc)
     bot = start_bot(write_config(tmp_path / "c.json", nats_server.url, tmp_path))
     try:
         deadline = time.monotonic() + 20
         while not any(s.endswith(".startup") for s, _ in events):
             assert time.monotonic() < deadline, "no startup event"
-            assert bot.poll() is None, bot.stderr.read() if bot.stderr else b""
+            assert bot.poll() is None, finish(bot)
             await asyncio.sleep(0.05)
         signalled = time.monotonic()
         bot.send_signal(signal.SIGTERM)
@@ -65,9 +74,7 @@ async def test_sigterm_publishes_shutdown_and_exits_zero(
         elapsed = time.monotonic() - signalled
         await asyncio.sleep(0.2)
     finally:
-        if bot.poll() is None:
-            bot.kill()
-            bot.wait()
+        finish(bot)
         await nc.close()
     assert code == 0
     assert elapsed < 10
@@ -89,14 +96,11 @@ async def test_unreachable_nats_is_retried_and_sigterm_still_exits_zero(
         bot.send_signal(signal.SIGTERM)
         code = await asyncio.to_thread(bot.wait, 15)
         elapsed = time.monotonic() - signalled
-        _, err = bot.communicate()
     finally:
-        if bot.poll() is None:
-            bot.kill()
-            bot.wait()
+        err = finish(bot)
     assert code == 0
     assert elapsed < 10
-    retries = [json.loads(line) for line in err.decode().splitlines() if "nats_unreachable" in line]
+    retries = [json.loads(line) for line in err.splitlines() if "nats_unreachable" in line]
     assert len(retries) >= 2
     assert retries[0]["servers"] == [dead]
     assert retries[1]["attempt"] == 2
@@ -116,7 +120,7 @@ async def test_the_bot_connects_once_nats_comes_up(tmp_path: Path) -> None:
             seen.append(msg.data)
 
         await nc.subscribe("kryten.lifecycle.llm.startup", cb=on_startup)
-        await nc.flush()
+        await settle(nc)
         deadline = time.monotonic() + 20
         while not seen:
             assert time.monotonic() < deadline, "bot never announced itself"
@@ -127,7 +131,5 @@ async def test_the_bot_connects_once_nats_comes_up(tmp_path: Path) -> None:
         bot.send_signal(signal.SIGTERM)
         assert await asyncio.to_thread(bot.wait, 15) == 0
     finally:
-        if bot.poll() is None:
-            bot.kill()
-            bot.wait()
+        finish(bot)
         server.close()

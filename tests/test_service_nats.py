@@ -13,12 +13,13 @@ from typing import Any
 
 import nats
 import pytest
-from tests.openai_server import ScriptedOpenAIServer
 
+from kryten_llm.bus.settle import settle
 from kryten_llm.service import Service
 from tests.bridge import FakeBridge
 from tests.conftest import running, settings_for
 from tests.natsserver import NatsServer
+from tests.openai_server import ScriptedOpenAIServer
 
 pytestmark = pytest.mark.nats
 
@@ -221,7 +222,7 @@ async def test_discovery_poll_and_robot_startup_republish_startup(
         seen.append(json.loads(msg.data))
 
     await nc.subscribe("kryten.lifecycle.llm.startup", cb=on_startup)
-    await nc.flush()
+    await settle(nc)
     try:
         async with running(Service(settings_for(nats_server.url, tmp_path))):
             await eventually(lambda: len(seen) == 1)
@@ -248,7 +249,7 @@ async def test_heartbeats_are_published_every_interval(
         beats.append(json.loads(msg.data))
 
     await nc.subscribe("kryten.lifecycle.llm.heartbeat", cb=on_beat)
-    await nc.flush()
+    await settle(nc)
     try:
         settings = settings_for(
             nats_server.url, tmp_path, service={"heartbeat_interval_seconds": 1}

@@ -1,0 +1,33 @@
+"""LLM providers behind one small protocol, registered by type name.
+
+Importing this package registers the built-in providers (``openai``, ``scripted``) through the
+same :func:`register` path a plugin would use.
+"""
+
+from __future__ import annotations
+
+from kryten_llm.llm.base import (
+    ChatMessage,
+    Completion,
+    CompletionRequest,
+    Provider,
+    Usage,
+    create_provider,
+    provider_types,
+    register,
+)
+from kryten_llm.llm.openai import OpenAIProvider
+from kryten_llm.llm.scripted import ScriptedProvider
+
+__all__ = [
+    "ChatMessage",
+    "Completion",
+    "CompletionRequest",
+    "OpenAIProvider",
+    "Provider",
+    "ScriptedProvider",
+    "Usage",
+    "create_provider",
+    "provider_types",
+    "register",
+]

@@ -25,12 +25,15 @@ class Reason(StrEnum):
     DUPLICATE = "duplicate"
     COMMAND = "command"
     IGNORED_USER = "ignored_user"
+    OTHER_BOT = "other_bot"
     EMPTY = "empty"
     # after a trigger fired
+    SPAM = "spam"
     RATE_LIMITED = "rate_limited"
     QUEUE_OVERFLOW = "queue_overflow"
     LLM_FAILED = "llm_failed"
     EMPTY_REPLY = "empty_reply"
+    INVALID_REPLY = "invalid_reply"
     DEADLINE = "deadline"
     SHUTDOWN = "shutdown"
 

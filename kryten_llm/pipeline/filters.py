@@ -9,11 +9,13 @@ ignored, ``None`` when it may go on to the triggers:
 - messages from shadow-muted users (only moderators see them);
 - the history CyTube replays on join: older than the bot's start, or already seen;
 - commands for other bots (``!skip``, ``/me``), but not text such as "...lol";
-- configured ignored users.
+- configured ignored users, and other bots (by name or name pattern), so that two bots never
+  talk each other into a loop.
 """
 
 from __future__ import annotations
 
+import re
 import time
 from collections import OrderedDict
 
@@ -32,6 +34,8 @@ class IntakeFilter:
     ) -> None:
         self._bot = bot_username.lower()
         self._ignored = frozenset(name.lower() for name in config.ignored_users)
+        self._bots = frozenset(name.lower() for name in config.other_bots)
+        self._bot_patterns = [re.compile(p) for p in config.bot_name_patterns]
         self._prefixes = tuple(config.command_prefixes)
         start = started_at_ms if started_at_ms is not None else int(time.time() * 1000)
         self._replay_before_ms = start - int(config.replay_grace_seconds * 1000)
@@ -58,6 +62,8 @@ class IntakeFilter:
                 self._seen.popitem(last=False)
         if user in self._ignored:
             return Reason.IGNORED_USER
+        if user in self._bots or any(p.search(chat.username) for p in self._bot_patterns):
+            return Reason.OTHER_BOT
         text = chat.text.lstrip()
         if not text:
             return Reason.EMPTY

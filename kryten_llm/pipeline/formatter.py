@@ -1,0 +1,353 @@
+"""Turn raw model output into chat messages CyTube will show, and never execute.
+
+Sits between the LLM and the validator/sender. CyTube runs chat that starts with ``/`` as a
+command (``/clear``, ``/kick``), cuts messages over its limit silently, and shows markdown as
+literal asterisks, so a reply is cleaned, made safe and cut into parts here:
+
+1. clean: ``<think>`` blocks, code fences, markdown, invented HTML tags; whitespace collapsed;
+2. strip assistant boilerplate ("Sure! Here's…", "As an AI…") and self-references
+   ("CynthiaRothbot: …") when ``strip_boilerplate`` is on; cap emoji at ``max_emojis``;
+3. refuse a mass mention (more than ``max_mentions`` present users named): the whole reply is
+   dropped, because trimming names out of a sentence leaves nonsense;
+4. remove slash-like characters (``/``, full-width ``／``, ``⁄``, ``∕``… with any invisible
+   format characters before them) wherever a chat message could start with them;
+5. split into parts of at most ``max_message_length`` characters *including* the continuation
+   marker, preferring sentence ends, then clause ends, then spaces; never inside a word, URL or
+   grapheme cluster (only a single token longer than the limit is cut, between clusters);
+6. keep at most ``max_parts`` parts, ending the last one at a sentence end when it has one.
+
+The parts reassemble exactly into ``kept`` with their separators (see :func:`reassemble`).
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+import sys
+import unicodedata
+from collections.abc import Collection, Iterator, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from kryten_llm.config import FormattingConfig
+
+# Characters that are, or normalise (NFKC) to, or look like a slash. A test checks that every
+# code point whose NFKC form starts with "/" is listed.
+SLASHES = "/\uff0f\u2044\u2215\u29f8\u2571\u27cb\u2f03\u3033"
+# Invisible format characters (category Cf): zero-width space/joiner, word joiner, BOM, marks.
+_CF = "".join(chr(c) for c in range(sys.maxunicode + 1) if unicodedata.category(chr(c)) == "Cf")
+_CF_CLASS = "[" + re.escape(_CF) + "]"
+_SLASH_CLASS = "[" + re.escape(SLASHES) + "]"
+
+_THINK = re.compile(r"<(think|thinking|reasoning)>.*?</\1>", re.IGNORECASE | re.DOTALL)
+_THINK_OPEN = re.compile(r"<(?:think|thinking|reasoning)>.*", re.IGNORECASE | re.DOTALL)
+_THINK_CLOSE = re.compile(r"^.*?</(?:think|thinking|reasoning)>", re.IGNORECASE | re.DOTALL)
+_FENCE = re.compile(r"```.*?(?:```|$)", re.DOTALL)
+_INLINE_CODE = re.compile(r"`([^`\n]*)`")
+_IMAGE = re.compile(r"!\[([^\]]*)\]\([^)\s]*\)")
+_LINK = re.compile(r"\[([^\]]+)\]\(([^)\s]+)\)")
+_HEADING = re.compile(r"^[ \t]*#{1,6}[ \t]+", re.MULTILINE)
+_BULLET = re.compile(r"^[ \t]*(?:[-*+•]|\d{1,3}[.)])[ \t]+", re.MULTILINE)
+_QUOTE = re.compile(r"^[ \t]*>[ \t]?(?=\S)", re.MULTILINE)
+_BOLD = re.compile(r"(\*\*|__)(?=\S)(.+?)(?<=\S)\1", re.DOTALL)
+_ITALIC = re.compile(r"(?<![\w*])([*_])(?=\S)(.+?)(?<=\S)\1(?![\w*])", re.DOTALL)
+_STRIKE = re.compile(r"~~(?=\S)(.+?)(?<=\S)~~", re.DOTALL)
+_TAG = re.compile(r"</?[a-zA-Z][a-zA-Z0-9-]*(?:\s[^<>]*)?/?>")
+_SPACE = re.compile(r"\s+")
+_LONE_CF = re.compile(rf"(?<!\S){_CF_CLASS}+(?!\S)")
+# A slash (with invisible characters before it) where a message could start.
+_LEADING_SLASH = re.compile(rf"(^|\s|[。！？])(?:{_CF_CLASS}|{_SLASH_CLASS})*{_SLASH_CLASS}+")
+_BOILERPLATE = [
+    re.compile(p, re.IGNORECASE)
+    for p in (
+        r"^(?:sure|certainly|of course|absolutely|okay|ok)\s*[!.,]\s*"
+        r"(?:here(?:'s| is| are)[^:.!?]{0,60}[:.!]\s*)?",
+        r"^(?:great|good|excellent|interesting) question\s*[!.,]\s*",
+        r"^here(?:'s| is) (?:my|a|the) (?:reply|response|answer)[^:.!?]{0,40}[:.!]\s*",
+        r"^as (?:an ai|a large language model|an ai language model|a language model)"
+        r"[^,.!?]{0,80}[,.!]\s*(?:but\s+)?",
+        r"^i(?:'m| am) (?:just |only )?(?:an ai|a language model|a bot)[^,.!?]{0,80}[,.!]\s*"
+        r"(?:but\s+)?",
+    )
+]
+_SENTENCE_END = ".!?…。！？"
+_CJK_END = "。！？"
+_CLAUSE_END = ",;:—–"
+_WORD = re.compile(r"@?([\w-]+)")
+# No grapheme cluster is longer than this: "Zalgo" stacks of combining marks are trimmed, so a
+# cluster always fits in a part (max_message_length >= 20, continuation marker <= 8).
+MAX_CLUSTER = 12
+
+
+@dataclass(frozen=True, slots=True)
+class FormattedReply:
+    """A reply ready to send.
+
+    Attributes:
+        parts: chat messages in order; empty when there is nothing to send.
+        kept: the cleaned text the parts were cut from (after truncation).
+        truncated: text was dropped to respect ``max_parts``.
+        removed: labels of what cleaning removed ("think", "markdown", "boilerplate", ...).
+        separators: what joins part ``i`` to part ``i + 1`` in ``kept`` (" " or "").
+        marker: the continuation marker appended to every part but the last.
+    """
+
+    parts: tuple[str, ...]
+    kept: str
+    truncated: bool = False
+    removed: tuple[str, ...] = ()
+    separators: tuple[str, ...] = ()
+    marker: str = ""
+
+
+def reassemble(reply: FormattedReply) -> str:
+    """``kept`` rebuilt from the parts: markers removed, separators put back."""
+    out = []
+    for i, part in enumerate(reply.parts):
+        last = i == len(reply.parts) - 1
+        out.append(part if last or not reply.marker else part.removesuffix(reply.marker))
+        if not last:
+            out.append(reply.separators[i])
+    return "".join(out)
+
+
+def format_reply(
+    text: str,
+    config: FormattingConfig,
+    *,
+    bot_names: Sequence[str] = (),
+    present_users: Collection[str] = (),
+) -> FormattedReply:
+    """Clean ``text`` and cut it into CyTube chat messages.
+
+    Args:
+        text: the model's raw output.
+        config: the formatting slice of the settings.
+        bot_names: the bot's names, for removing self-references.
+        present_users: names of users in the channel, for mass-mention detection.
+
+    Returns:
+        The parts to send (possibly none) and what was removed on the way.
+    """
+    kept, removed = clean_text(text, config, bot_names=bot_names)
+    if kept and present_users and _mentions(kept, present_users, bot_names) > config.max_mentions:
+        return FormattedReply((), "", False, (*removed, "mass_mention"))
+    if not kept:
+        return FormattedReply((), "", False, removed)
+    marker = config.continuation_marker
+    parts, separators = _split(kept, config.max_message_length, marker)
+    truncated = False
+    if len(parts) > config.max_parts:
+        truncated = True
+        parts, separators = parts[: config.max_parts], separators[: config.max_parts - 1]
+        parts[-1] = _end_at_sentence(parts[-1])
+    if parts and marker:
+        parts = [p + marker for p in parts[:-1]] + [parts[-1]]
+    reply = FormattedReply(tuple(parts), "", truncated, removed, tuple(separators), marker)
+    return FormattedReply(
+        reply.parts, reassemble(reply), truncated, removed, reply.separators, marker
+    )
+
+
+def clean_text(
+    text: str, config: FormattingConfig, *, bot_names: Sequence[str] = ()
+) -> tuple[str, tuple[str, ...]]:
+    """The reply with everything unsendable removed, on one line; and labels of what went."""
+    removed: list[str] = []
+
+    def sub(pattern: re.Pattern[str], repl: str, label: str, value: str) -> str:
+        new = pattern.sub(repl, value)
+        if new != value and label not in removed:
+            removed.append(label)
+        return new
+
+    text = sub(_THINK, " ", "think", text)
+    text = sub(_THINK_OPEN, " ", "think", text)
+    text = sub(_THINK_CLOSE, " ", "think", text)
+    text = sub(_FENCE, " ", "code", text)
+    if config.strip_boilerplate and bot_names:
+        text = sub(_self_reference(tuple(bot_names)), "", "self_reference", text.lstrip())
+    text = sub(_INLINE_CODE, r"\1", "markdown", text)
+    text = sub(_IMAGE, r"\1", "markdown", text)
+    text = sub(_LINK, r"\1 (\2)", "markdown", text)
+    text = sub(_HEADING, "", "markdown", text)
+    text = sub(_BULLET, "", "markdown", text)
+    text = sub(_QUOTE, "", "markdown", text)
+    text = sub(_BOLD, r"\2", "markdown", text)
+    text = sub(_STRIKE, r"\1", "markdown", text)
+    text = sub(_ITALIC, r"\2", "markdown", text)
+    text = sub(_TAG, " ", "html", text)
+    text = _LONE_CF.sub(" ", _SPACE.sub(" ", text))
+    text = _SPACE.sub(" ", text).strip()
+    if config.strip_boilerplate:
+        for _ in range(3):
+            before = text
+            for pattern in _BOILERPLATE:
+                text = sub(pattern, "", "boilerplate", text).lstrip()
+            if bot_names:
+                text = sub(_self_reference(tuple(bot_names)), "", "self_reference", text)
+            if text == before:
+                break
+    if not text.isascii():
+        trimmed = _trim_clusters(text)
+        if trimmed != text:
+            removed.append("zalgo")
+            text = trimmed
+    if config.max_emojis is not None:
+        capped = _cap_emoji(text, config.max_emojis)
+        if capped != text:
+            removed.append("emoji")
+            text = _SPACE.sub(" ", capped).strip()
+    safe = _LEADING_SLASH.sub(r"\1", text)
+    if safe != text:
+        removed.append("leading_slash")
+        text = _SPACE.sub(" ", safe).strip()
+    # Invisible characters alone at the very start or end are noise, never content.
+    text = text.strip(_CF + " ")
+    if _LEADING_SLASH.match(text):  # stripping exposed another slash: remove again
+        text = _LEADING_SLASH.sub(r"\1", text).strip(_CF + " ")
+    return text, tuple(removed)
+
+
+@functools.lru_cache(maxsize=32)
+def _self_reference(names: tuple[str, ...]) -> re.Pattern[str]:
+    alternation = "|".join(re.escape(n) for n in sorted(set(names), key=len, reverse=True) if n)
+    return re.compile(
+        rf"^\*?(?:as\s+)?(?:{alternation})(?:\s+(?:says|here|replies))?\*?\s*(?::|,|—|\s-)\s*",
+        re.IGNORECASE,
+    )
+
+
+def _mentions(text: str, present: Collection[str], bot_names: Sequence[str]) -> int:
+    users = {u.lower() for u in present} - {n.lower() for n in bot_names}
+    return len({w.lower() for w in _WORD.findall(text)} & users)
+
+
+def graphemes(text: str) -> Iterator[tuple[int, int]]:
+    """(start, end) of each grapheme cluster: a base with its marks, joiners and modifiers.
+
+    A close approximation of Unicode's extended grapheme clusters, enough never to separate
+    combining marks, emoji ZWJ sequences, variation selectors, skin tones, tags or flag pairs.
+    """
+    i, n = 0, len(text)
+    while i < n:
+        j = i + 1
+        if _is_regional(text[i]) and j < n and _is_regional(text[j]):
+            j += 1
+        while j < n:
+            c = text[j]
+            if _extends(c) or (text[j - 1] == "\u200d" and _is_emoji(c)):
+                j += 1
+            else:
+                break
+        yield i, j
+        i = j
+
+
+def _is_regional(c: str) -> bool:
+    return "\U0001f1e6" <= c <= "\U0001f1ff"
+
+
+def _extends(c: str) -> bool:
+    return (
+        c == "\u200d"
+        or "\ufe00" <= c <= "\ufe0f"
+        or "\U0001f3fb" <= c <= "\U0001f3ff"
+        or "\U000e0020" <= c <= "\U000e007f"
+        or unicodedata.category(c) in ("Mn", "Me", "Mc")
+    )
+
+
+def _is_emoji(cluster: str) -> bool:
+    first = cluster[0]
+    return (
+        "\U0001f000" <= first <= "\U0001faff"
+        or "\u2600" <= first <= "\u27bf"
+        or "\ufe0f" in cluster
+    )
+
+
+def _trim_clusters(text: str) -> str:
+    out = []
+    for start, end in graphemes(text):
+        out.append(text[start : min(end, start + MAX_CLUSTER)])
+    return "".join(out)
+
+
+def _cap_emoji(text: str, limit: int) -> str:
+    out, seen = [], 0
+    for start, end in graphemes(text):
+        cluster = text[start:end]
+        if _is_emoji(cluster):
+            seen += 1
+            if seen > limit:
+                continue
+        out.append(cluster)
+    return "".join(out)
+
+
+def _split(text: str, limit: int, marker: str) -> tuple[list[str], list[str]]:
+    """Cut ``text`` into parts; returns the parts and the separators between them."""
+    parts: list[str] = []
+    separators: list[str] = []
+    budget = max(limit - len(marker), 1)
+    while len(text) > limit:
+        cut, sep = _best_cut(text, budget)
+        parts.append(text[:cut])
+        separators.append(sep)
+        text = text[cut + len(sep) :]
+    parts.append(text)
+    return parts, separators
+
+
+def _best_cut(text: str, budget: int) -> tuple[int, str]:
+    """Where to end a part of at most ``budget`` characters, and the separator consumed."""
+    window = text[: budget + 1]
+    floor = budget // 2
+    best: dict[str, int] = {}
+    for i in range(len(window) - 1, 0, -1):
+        c = window[i]
+        prev = window[i - 1]
+        if c == " " and i <= budget:
+            kind = (
+                "sentence"
+                if prev in _SENTENCE_END
+                else "clause"
+                if prev in _CLAUSE_END
+                else "space"
+            )
+            best.setdefault(kind, i)
+        elif prev in _CJK_END and i <= budget:
+            best.setdefault("cjk", i)
+        if "sentence" in best and best["sentence"] >= floor:
+            break
+    for kind in ("sentence", "cjk", "clause", "space"):
+        if kind in best and (best[kind] >= floor or kind == "space"):
+            return best[kind], "" if kind == "cjk" else " "
+    for kind in ("sentence", "cjk", "clause"):
+        if kind in best:
+            return best[kind], "" if kind == "cjk" else " "
+    return _hard_cut(text, budget), ""
+
+
+def _hard_cut(text: str, budget: int) -> int:
+    """A cut inside an over-long token: the last cluster boundary within the budget after
+    which the next part does not start with a slash or an invisible character."""
+    boundaries = []
+    for _, end in graphemes(text):
+        if end > budget:
+            break
+        boundaries.append(end)
+    for cut in reversed(boundaries):
+        if cut < len(text) and text[cut] not in SLASHES and text[cut] not in _CF:
+            return cut
+    return boundaries[-1] if boundaries else min(budget, len(text))
+
+
+def _end_at_sentence(part: str) -> str:
+    """``part`` cut after its last sentence end, when it has one past its first word."""
+    for i in range(len(part) - 1, 0, -1):
+        if part[i] in _SENTENCE_END and (i + 1 == len(part) or part[i + 1] == " "):
+            return part[: i + 1]
+    return part

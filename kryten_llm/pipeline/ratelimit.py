@@ -1,0 +1,195 @@
+"""Rate limits: how often the bot may speak, overall, per user and per trigger.
+
+Sits after the triggers and the spam guard, in the NATS callback: ``acquire()`` checks every
+limit and, when all pass, records the reply in one step (under a lock, so concurrent callers
+cannot both take the last slot). A refusal is a value, not an error: it names the limit and the
+exact number of seconds until that limit would let the same reply through.
+
+Limits, checked in this order (the first that refuses is reported):
+``global_cooldown``, ``global_per_minute``, ``global_per_hour``, ``user_cooldown``,
+``user_per_hour``, ``mention_cooldown`` (mentions only), ``trigger_cooldown`` and
+``trigger_per_hour`` (trigger words only, from that word's config).
+
+Rank multipliers loosen the *per-user* limits only (counts multiplied, cooldowns scaled); the
+bot-wide and per-trigger limits protect the channel and apply to everyone.
+
+Hits live in a :class:`RateLimitStore`. The in-memory store keeps per-key deques of monotonic
+timestamps; the interface is async and small so that a shared store (NATS JetStream KV with
+compare-and-set) can hold the limits across replicas later.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol
+
+from kryten_llm.pipeline.decisions import ALLOWED, RateDecision, TriggerMatch
+
+if TYPE_CHECKING:
+    from kryten_llm.config import RankMultiplierConfig, RateLimitConfig, TriggersConfig
+
+HOUR = 3600.0
+MINUTE = 60.0
+
+
+class RateLimitStore(Protocol):
+    """Where hit timestamps live, by key ("g", "u:alice", "m:alice", "t:popcorn")."""
+
+    async def window(self, key: str, since: float) -> Sequence[float]:
+        """The hits of ``key`` at or after ``since``, oldest first."""
+        ...
+
+    async def record(self, keys: Sequence[str], now: float) -> None:
+        """Add one hit at ``now`` to each key."""
+        ...
+
+    async def clear(self) -> None:
+        """Forget every hit."""
+        ...
+
+
+class InMemoryRateLimitStore:
+    """Per-key deques of timestamps, pruned on access; idle keys are dropped in sweeps."""
+
+    def __init__(self, horizon: float = HOUR, sweep_above: int = 10_000) -> None:
+        self._hits: dict[str, deque[float]] = {}
+        self._horizon = horizon
+        self._sweep_above = sweep_above
+
+    def __len__(self) -> int:
+        return len(self._hits)
+
+    async def window(self, key: str, since: float) -> Sequence[float]:
+        hits = self._hits.get(key)
+        if not hits:
+            return ()
+        while hits and hits[0] < since - self._horizon:
+            hits.popleft()
+        return [t for t in hits if t >= since]
+
+    async def record(self, keys: Sequence[str], now: float) -> None:
+        for key in keys:
+            hits = self._hits.get(key)
+            if hits is None:
+                hits = self._hits[key] = deque()
+            hits.append(now)
+            while hits[0] < now - self._horizon:
+                hits.popleft()
+        if len(self._hits) > self._sweep_above:
+            self._sweep(now)
+
+    def _sweep(self, now: float) -> None:
+        stale = [k for k, hits in self._hits.items() if not hits or hits[-1] < now - self._horizon]
+        for key in stale:
+            del self._hits[key]
+
+    async def clear(self) -> None:
+        self._hits.clear()
+
+
+@dataclass(frozen=True, slots=True)
+class _Rule:
+    """``count`` hits allowed per ``period``; ``count=None`` makes it a cooldown."""
+
+    name: str
+    key: str
+    count: int | None
+    period: float
+
+
+class RateLimiter:
+    """Checks and records replies against every configured limit."""
+
+    def __init__(
+        self,
+        config: RateLimitConfig,
+        triggers: TriggersConfig,
+        *,
+        store: RateLimitStore | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._config = config
+        self._words = {word.name: word for word in triggers.words}
+        self._store: RateLimitStore = store or InMemoryRateLimitStore()
+        self._clock = clock
+        self._lock = asyncio.Lock()
+        self._multipliers = sorted(config.rank_multipliers, key=lambda m: m.min_rank)
+
+    def _multiplier(self, rank: float) -> RankMultiplierConfig | None:
+        chosen = None
+        for multiplier in self._multipliers:
+            if multiplier.min_rank <= rank:
+                chosen = multiplier
+        return chosen
+
+    def _rules(self, username: str, rank: float, trigger: TriggerMatch) -> list[_Rule]:
+        cfg = self._config
+        user = username.lower()
+        m = self._multiplier(rank)
+        scale = m.cooldown_multiplier if m else 1.0
+        factor = m.limit_multiplier if m else 1.0
+        rules = [
+            _Rule("global_cooldown", "g", None, cfg.global_cooldown_seconds),
+            _Rule("global_per_minute", "g", cfg.global_per_minute, MINUTE),
+            _Rule("global_per_hour", "g", cfg.global_per_hour, HOUR),
+            _Rule("user_cooldown", f"u:{user}", None, cfg.user_cooldown_seconds * scale),
+            _Rule(
+                "user_per_hour", f"u:{user}", max(1, math.floor(cfg.user_per_hour * factor)), HOUR
+            ),
+        ]
+        if trigger.kind == "mention":
+            rules.append(
+                _Rule("mention_cooldown", f"m:{user}", None, cfg.mention_cooldown_seconds * scale)
+            )
+        word = self._words.get(trigger.name) if trigger.kind == "word" else None
+        if word is not None:
+            rules.append(_Rule("trigger_cooldown", f"t:{word.name}", None, word.cooldown_seconds))
+            if word.max_per_hour is not None:
+                rules.append(_Rule("trigger_per_hour", f"t:{word.name}", word.max_per_hour, HOUR))
+        return rules
+
+    async def _evaluate(self, rules: list[_Rule], now: float) -> RateDecision:
+        for rule in rules:
+            if rule.count is None:
+                if rule.period <= 0:
+                    continue
+                hits = await self._store.window(rule.key, now - rule.period)
+                if hits:
+                    return RateDecision(False, rule.name, hits[-1] + rule.period - now)
+                continue
+            if rule.count == 0:
+                return RateDecision(False, rule.name, rule.period)
+            hits = await self._store.window(rule.key, now - rule.period)
+            if len(hits) >= rule.count:
+                # Free again when the hit that makes the window full drops out of it.
+                oldest_needed = hits[len(hits) - rule.count]
+                return RateDecision(False, rule.name, oldest_needed + rule.period - now)
+        return ALLOWED
+
+    async def check(self, *, username: str, rank: float, trigger: TriggerMatch) -> RateDecision:
+        """Whether a reply to ``username`` for ``trigger`` may go out now (records nothing)."""
+        return await self._evaluate(self._rules(username, rank, trigger), self._clock())
+
+    async def record(self, *, username: str, trigger: TriggerMatch) -> None:
+        """Count one reply against every limit it is subject to."""
+        rules = self._rules(username, 0, trigger)
+        await self._store.record(sorted({rule.key for rule in rules}), self._clock())
+
+    async def acquire(self, *, username: str, rank: float, trigger: TriggerMatch) -> RateDecision:
+        """Check and, when allowed, record, atomically with respect to other callers."""
+        async with self._lock:
+            rules = self._rules(username, rank, trigger)
+            now = self._clock()
+            decision = await self._evaluate(rules, now)
+            if decision.allowed:
+                await self._store.record(sorted({rule.key for rule in rules}), now)
+            return decision
+
+    async def clear(self) -> None:
+        """Forget every hit: all cooldowns and windows start afresh."""
+        await self._store.clear()

@@ -1,0 +1,141 @@
+"""The spam guard: users who flood the bot are ignored for a while, longer each time.
+
+Runs in the NATS callback after the intake filters, on every message *aimed at the bot*
+(mentions and PMs, whether or not they would be answered), before the rate limiter. Offences:
+
+- **flood**: more than ``max_messages`` aimed at the bot within ``window_seconds``;
+- **identical**: the same text (normalised) ``max_identical`` times within its window;
+- **mention flood**: one message naming more than ``max_mentioned_users`` users present.
+
+Each offence adds a strike; the penalty is ``base * 2**(strikes-1)`` seconds, capped at
+``max_penalty_seconds``. A clean spell of ``forgive_after_seconds`` resets the strikes. Users
+of ``exempt_min_rank`` or higher (moderators by default) are never penalised. State is per user,
+and users idle for longer than every window are dropped, so memory stays bounded.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+import unicodedata
+from collections import deque
+from collections.abc import Callable, Collection
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from kryten_llm.config import SpamConfig
+
+_WORD = re.compile(r"[\w-]+")
+_CLEANUP_EVERY = 1024
+
+
+@dataclass(frozen=True, slots=True)
+class SpamVerdict:
+    """``allowed`` false means ignore the message; ``offence`` is set when it was a new one."""
+
+    allowed: bool
+    offence: str = ""
+    retry_after: float = 0.0
+    strikes: int = 0
+
+
+ALLOW = SpamVerdict(True)
+
+
+@dataclass(slots=True)
+class _User:
+    times: deque[float] = field(default_factory=deque)
+    texts: deque[tuple[float, str]] = field(default_factory=deque)
+    strikes: int = 0
+    penalty_until: float = 0.0
+    last_offence: float = 0.0
+    last_seen: float = 0.0
+
+
+class SpamGuard:
+    """Tracks per-user behaviour towards the bot and hands out growing penalties."""
+
+    def __init__(self, config: SpamConfig, *, clock: Callable[[], float] = time.monotonic) -> None:
+        self._config = config
+        self._clock = clock
+        self._users: dict[str, _User] = {}
+        self._calls = 0
+        self._idle_after = max(
+            config.window_seconds,
+            config.identical_window_seconds,
+            config.max_penalty_seconds,
+            config.forgive_after_seconds,
+        )
+
+    def __len__(self) -> int:
+        return len(self._users)
+
+    def check(
+        self, username: str, text: str, *, rank: float, present: Collection[str] = ()
+    ) -> SpamVerdict:
+        """Record one message aimed at the bot and judge its sender.
+
+        Args:
+            username: the sender.
+            text: the message as plain text.
+            rank: the sender's rank (exempt at ``exempt_min_rank`` and above).
+            present: lower-cased names of users in the channel, for mention floods.
+        """
+        cfg = self._config
+        if not cfg.enabled or rank >= cfg.exempt_min_rank:
+            return ALLOW
+        now = self._clock()
+        self._calls += 1
+        if self._calls % _CLEANUP_EVERY == 0:
+            self._cleanup(now)
+        key = username.lower()
+        user = self._users.get(key)
+        if user is None:
+            user = self._users[key] = _User()
+        user.last_seen = now
+        if user.strikes and now - user.last_offence >= cfg.forgive_after_seconds:
+            user.strikes = 0
+        offence = self._offence(user, text, now, present)
+        if user.penalty_until > now:
+            # Already serving a penalty: ignored, but one flood is one strike, not one per line.
+            return SpamVerdict(False, "", user.penalty_until - now, user.strikes)
+        if offence:
+            user.strikes += 1
+            user.last_offence = now
+            penalty = cfg.base_penalty_seconds * 2 ** (user.strikes - 1)
+            user.penalty_until = now + min(penalty, cfg.max_penalty_seconds)
+            return SpamVerdict(False, offence, user.penalty_until - now, user.strikes)
+        return ALLOW
+
+    def _offence(self, user: _User, text: str, now: float, present: Collection[str]) -> str:
+        cfg = self._config
+        times = user.times
+        times.append(now)
+        while times and times[0] <= now - cfg.window_seconds:
+            times.popleft()
+        norm = " ".join(_WORD.findall(unicodedata.normalize("NFKC", text).casefold()))
+        texts = user.texts
+        while texts and texts[0][0] <= now - cfg.identical_window_seconds:
+            texts.popleft()
+        texts.append((now, norm))
+        if len(texts) > cfg.max_identical * 4:
+            texts.popleft()
+        if len(times) > cfg.max_messages:
+            return "flood"
+        if norm and sum(1 for _, t in texts if t == norm) >= cfg.max_identical:
+            return "identical"
+        if present and len(present) > cfg.max_mentioned_users:
+            named = {w.lstrip("@") for w in norm.split()} & set(present)
+            if len(named) > cfg.max_mentioned_users:
+                return "mention_flood"
+        return ""
+
+    def clear(self) -> None:
+        """Forget every user (the operator's "clear cooldowns")."""
+        self._users.clear()
+
+    def _cleanup(self, now: float) -> None:
+        idle = [k for k, u in self._users.items() if now - u.last_seen > self._idle_after]
+        for key in idle:
+            del self._users[key]
