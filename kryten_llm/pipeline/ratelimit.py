@@ -21,6 +21,7 @@ compare-and-set) can hold the limits across replicas later.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import math
 import time
 from collections import deque
@@ -40,8 +41,16 @@ MINUTE = 60.0
 class RateLimitStore(Protocol):
     """Where hit timestamps live, by key ("g", "u:alice", "m:alice", "t:popcorn")."""
 
-    async def window(self, key: str, since: float) -> Sequence[float]:
-        """The hits of ``key`` at or after ``since``, oldest first."""
+    async def count_since(self, key: str, since: float) -> int:
+        """How many hits of ``key`` are strictly after ``since``.
+
+        Strictly: a hit ``period`` seconds old no longer counts, so a limit frees exactly at
+        the ``retry_after`` it reported.
+        """
+        ...
+
+    async def latest(self, key: str, n: int = 1) -> float | None:
+        """The time of the ``n``-th most recent hit of ``key`` (1 = the last), if any."""
         ...
 
     async def record(self, keys: Sequence[str], now: float) -> None:
@@ -54,23 +63,28 @@ class RateLimitStore(Protocol):
 
 
 class InMemoryRateLimitStore:
-    """Per-key deques of timestamps, pruned on access; idle keys are dropped in sweeps."""
+    """Per-key deques of timestamps in time order; idle keys are swept, amortised O(1)."""
 
     def __init__(self, horizon: float = HOUR, sweep_above: int = 10_000) -> None:
         self._hits: dict[str, deque[float]] = {}
         self._horizon = horizon
         self._sweep_above = sweep_above
+        self._next_sweep = sweep_above
 
     def __len__(self) -> int:
         return len(self._hits)
 
-    async def window(self, key: str, since: float) -> Sequence[float]:
+    async def count_since(self, key: str, since: float) -> int:
         hits = self._hits.get(key)
         if not hits:
-            return ()
-        while hits and hits[0] < since - self._horizon:
-            hits.popleft()
-        return [t for t in hits if t >= since]
+            return 0
+        return len(hits) - bisect.bisect_right(hits, since)
+
+    async def latest(self, key: str, n: int = 1) -> float | None:
+        hits = self._hits.get(key)
+        if not hits or n > len(hits):
+            return None
+        return hits[-n]
 
     async def record(self, keys: Sequence[str], now: float) -> None:
         for key in keys:
@@ -80,13 +94,15 @@ class InMemoryRateLimitStore:
             hits.append(now)
             while hits[0] < now - self._horizon:
                 hits.popleft()
-        if len(self._hits) > self._sweep_above:
+        if len(self._hits) > self._next_sweep:
             self._sweep(now)
 
     def _sweep(self, now: float) -> None:
-        stale = [k for k, hits in self._hits.items() if not hits or hits[-1] < now - self._horizon]
+        stale = [k for k, hits in self._hits.items() if hits[-1] < now - self._horizon]
         for key in stale:
             del self._hits[key]
+        # Sweep again only once the map has doubled: each sweep is paid for by new keys.
+        self._next_sweep = max(self._sweep_above, 2 * len(self._hits))
 
     async def clear(self) -> None:
         self._hits.clear()
@@ -154,21 +170,22 @@ class RateLimiter:
         return rules
 
     async def _evaluate(self, rules: list[_Rule], now: float) -> RateDecision:
+        store = self._store
         for rule in rules:
-            if rule.count is None:
+            if rule.count is None:  # a cooldown
                 if rule.period <= 0:
                     continue
-                hits = await self._store.window(rule.key, now - rule.period)
-                if hits:
-                    return RateDecision(False, rule.name, hits[-1] + rule.period - now)
+                last = await store.latest(rule.key)
+                if last is not None and last > now - rule.period:
+                    return RateDecision(False, rule.name, last + rule.period - now)
                 continue
             if rule.count == 0:
                 return RateDecision(False, rule.name, rule.period)
-            hits = await self._store.window(rule.key, now - rule.period)
-            if len(hits) >= rule.count:
+            if await store.count_since(rule.key, now - rule.period) >= rule.count:
                 # Free again when the hit that makes the window full drops out of it.
-                oldest_needed = hits[len(hits) - rule.count]
-                return RateDecision(False, rule.name, oldest_needed + rule.period - now)
+                needed = await store.latest(rule.key, rule.count)
+                assert needed is not None
+                return RateDecision(False, rule.name, needed + rule.period - now)
         return ALLOWED
 
     async def check(self, *, username: str, rank: float, trigger: TriggerMatch) -> RateDecision:
