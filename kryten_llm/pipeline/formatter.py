@@ -189,24 +189,27 @@ def clean_text(
                 text = sub(_self_reference(tuple(bot_names)), "", "self_reference", text)
             if text == before:
                 break
-    if not text.isascii():
-        trimmed = _trim_clusters(text)
-        if trimmed != text:
-            removed.append("zalgo")
-            text = trimmed
     if config.max_emojis is not None:
         capped = _cap_emoji(text, config.max_emojis)
         if capped != text:
             removed.append("emoji")
             text = _SPACE.sub(" ", capped).strip()
-    safe = _LEADING_SLASH.sub(r"\1", text)
-    if safe != text:
-        removed.append("leading_slash")
-        text = _SPACE.sub(" ", safe).strip()
-    # Invisible characters alone at the very start or end are noise, never content.
-    text = text.strip(_CF + " ")
-    if _LEADING_SLASH.match(text):  # stripping exposed another slash: remove again
-        text = _LEADING_SLASH.sub(r"\1", text).strip(_CF + " ")
+    # Each of these can expose work for the others (a slash behind an orphan mark, an orphan
+    # mark behind a slash): repeat until nothing changes.
+    for _ in range(4):
+        before = text
+        if not text.isascii():
+            trimmed = _trim_clusters(text)
+            if trimmed != text and "zalgo" not in removed:
+                removed.append("zalgo")
+            text = trimmed
+        safe = _LEADING_SLASH.sub(r"\1", text)
+        if safe != text and "leading_slash" not in removed:
+            removed.append("leading_slash")
+        # Invisible characters alone at the very start or end are noise, never content.
+        text = _SPACE.sub(" ", safe).strip(_CF + " ")
+        if text == before:
+            break
     return text, tuple(removed)
 
 
@@ -269,9 +272,17 @@ def _is_emoji(cluster: str) -> bool:
 
 
 def _trim_clusters(text: str) -> str:
+    """Cap clusters at MAX_CLUSTER code points and drop orphan marks (at the start or on a
+    space), which would otherwise begin a chat message."""
     out = []
     for start, end in graphemes(text):
-        out.append(text[start : min(end, start + MAX_CLUSTER)])
+        first = text[start]
+        if start == 0 and _extends(first):
+            continue
+        if first.isspace():
+            out.append(first)
+        else:
+            out.append(text[start : min(end, start + MAX_CLUSTER)])
     return "".join(out)
 
 
