@@ -27,6 +27,8 @@ from _harness import (
     wait_ready,
 )
 
+from kryten_llm.bus.settle import settle
+
 
 async def main(count: int, warmup: int = 200) -> None:
     server = NatsServer()
@@ -37,6 +39,7 @@ async def main(count: int, warmup: int = 200) -> None:
     try:
         await wait_ready(nc)
         sub = await nc.subscribe("kryten.robot.command")
+        await settle(nc)
         for i in range(warmup + count):
             data = chat_bytes(f"user{i % 200}", f"hey cynthia, question number {i}?")
             start = time.perf_counter()
