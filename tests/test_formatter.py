@@ -186,3 +186,13 @@ def test_emoji_cap_keeps_zwj_sequences_whole() -> None:
 def test_empty_or_invisible_output_gives_no_parts() -> None:
     for raw in ("", "   ", "\u200b\u2060\ufeff", "<think>only thoughts</think>", "/", "```x```"):
         assert format_reply(raw, CONFIG).parts == ()
+
+
+def test_format_characters_exist_only_in_the_planes_the_formatter_scans() -> None:
+    """The formatter scans planes 0, 1 and 14 for Cf and mark characters; nothing is missed."""
+    outside = [
+        hex(c)
+        for c in range(0x20000, sys.maxunicode + 1)
+        if not 0xE0000 <= c < 0xE1000 and unicodedata.category(chr(c)) in ("Cf", "Mn", "Me", "Mc")
+    ]
+    assert outside == []

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import functools
 import re
-import sys
 import unicodedata
 from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass
@@ -35,11 +34,46 @@ if TYPE_CHECKING:
 # Characters that are, or normalise (NFKC) to, or look like a slash. A test checks that every
 # code point whose NFKC form starts with "/" is listed.
 SLASHES = "/\uff0f\u2044\u2215\u29f8\u2571\u27cb\u2f03\u3033"
-# Invisible format characters (category Cf): zero-width space/joiner, word joiner, BOM, marks.
-_CF = "".join(chr(c) for c in range(sys.maxunicode + 1) if unicodedata.category(chr(c)) == "Cf")
-_CF_CLASS = "[" + re.escape(_CF) + "]"
-_SLASH_CLASS = "[" + re.escape(SLASHES) + "]"
 
+
+def _code_points(categories: tuple[str, ...]) -> list[int]:
+    """Code points of the given categories. Format characters and marks live only in planes
+    0, 1 and 14; scanning those keeps import fast (a test checks the whole range)."""
+    planes = (range(0x20000), range(0xE0000, 0xE1000))
+    return [c for plane in planes for c in plane if unicodedata.category(chr(c)) in categories]
+
+
+def _char_class(points: list[int]) -> str:
+    """A regex character class of ``points``, with runs written as ranges."""
+    out, i = [], 0
+    points = sorted(set(points))
+    while i < len(points):
+        j = i
+        while j + 1 < len(points) and points[j + 1] == points[j] + 1:
+            j += 1
+        first, last = re.escape(chr(points[i])), re.escape(chr(points[j]))
+        out.append(first if i == j else f"{first}-{last}")
+        i = j + 1
+    return "[" + "".join(out) + "]"
+
+
+# Invisible format characters (category Cf): zero-width space/joiner, word joiner, BOM, marks.
+_CF_POINTS = _code_points(("Cf",))
+_CF = "".join(map(chr, _CF_POINTS))
+_CF_CLASS = _char_class(_CF_POINTS)
+_SLASH_CLASS = "[" + re.escape(SLASHES) + "]"
+# Anything that can make a grapheme cluster longer than one code point.
+_EXTENDING = re.compile(
+    _char_class(
+        [
+            *_code_points(("Mn", "Me", "Mc")),
+            0x200D,
+            *range(0x1F3FB, 0x1F400),
+            *range(0xE0020, 0xE0080),
+            *range(0x1F1E6, 0x1F200),
+        ]
+    )
+)
 _THINK = re.compile(r"<(think|thinking|reasoning)>.*?</\1>", re.IGNORECASE | re.DOTALL)
 _THINK_OPEN = re.compile(r"<(?:think|thinking|reasoning)>.*", re.IGNORECASE | re.DOTALL)
 _THINK_CLOSE = re.compile(r"^.*?</(?:think|thinking|reasoning)>", re.IGNORECASE | re.DOTALL)
@@ -198,7 +232,7 @@ def clean_text(
     # mark behind a slash): repeat until nothing changes.
     for _ in range(4):
         before = text
-        if not text.isascii():
+        if not text.isascii() and _EXTENDING.search(text):
             trimmed = _trim_clusters(text)
             if trimmed != text and "zalgo" not in removed:
                 removed.append("zalgo")
