@@ -296,6 +296,10 @@ class RateLimitConfig(_Section):
     mention_cooldown_seconds: float = Field(
         60.0, ge=0, description="Per user, between two answered mentions."
     )
+    unsolicited_per_window: int = Field(
+        3, ge=0, description="Replies to trigger words (nobody asked) allowed per window."
+    )
+    unsolicited_window_seconds: float = Field(600.0, gt=0)
     rank_multipliers: list[RankMultiplierConfig] = Field(
         default_factory=lambda: [
             RankMultiplierConfig(min_rank=2, limit_multiplier=2.0, cooldown_multiplier=0.5),

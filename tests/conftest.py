@@ -48,6 +48,7 @@ def settings_for(nats_url: str, log_dir: Path, **sections: Any) -> Settings:
             "user_per_hour": 1000,
             "user_cooldown_seconds": 0,
             "mention_cooldown_seconds": 0,
+            "unsolicited_per_window": 1000,
         },
         "filters": {"replay_grace_seconds": 0},
         "logging": {"response_log_dir": str(log_dir), "level": "DEBUG"},

@@ -112,6 +112,7 @@ OPEN = {
     "user_per_hour": 1000,
     "user_cooldown_seconds": 0,
     "mention_cooldown_seconds": 0,
+    "unsolicited_per_window": 1000,
     "rank_multipliers": [],
 }
 
@@ -205,6 +206,20 @@ async def test_trigger_word_cooldown_and_hourly_cap() -> None:
     assert (capped.limit, capped.retry_after) == ("trigger_per_hour", pytest.approx(3580))
     # a mention is not subject to the word's limits
     assert (await rl.acquire(username="c", rank=0, trigger=MENTION)).allowed
+
+
+async def test_unsolicited_replies_are_capped_across_all_trigger_words() -> None:
+    clock = Clock()
+    words = [{"name": "snack", "patterns": ["x"]}, {"name": "film", "patterns": ["y"]}]
+    rl = limiter(clock, words, unsolicited_per_window=2, unsolicited_window_seconds=100)
+    film = TriggerMatch("word", "film", 0)
+    assert (await rl.acquire(username="a", rank=0, trigger=WORD)).allowed
+    assert (await rl.acquire(username="b", rank=0, trigger=film)).allowed
+    refused = await rl.acquire(username="c", rank=0, trigger=WORD)
+    assert (refused.limit, refused.retry_after) == ("unsolicited", pytest.approx(100))
+    assert (await rl.acquire(username="c", rank=0, trigger=MENTION)).allowed  # asked for
+    clock.now += 100
+    assert (await rl.acquire(username="c", rank=0, trigger=film)).allowed
 
 
 async def test_a_zero_hourly_cap_never_allows() -> None:

@@ -7,8 +7,9 @@ exact number of seconds until that limit would let the same reply through.
 
 Limits, checked in this order (the first that refuses is reported):
 ``global_cooldown``, ``global_per_minute``, ``global_per_hour``, ``user_cooldown``,
-``user_per_hour``, ``mention_cooldown`` (mentions only), ``trigger_cooldown`` and
-``trigger_per_hour`` (trigger words only, from that word's config).
+``user_per_hour``, ``mention_cooldown`` (mentions only), ``unsolicited`` (all trigger words
+together), ``trigger_cooldown`` and ``trigger_per_hour`` (trigger words only, from that word's
+config).
 
 Rank multipliers loosen the *per-user* limits only (counts multiplied, cooldowns scaled); the
 bot-wide and per-trigger limits protect the channel and apply to everyone.
@@ -163,6 +164,13 @@ class RateLimiter:
                 _Rule("mention_cooldown", f"m:{user}", None, cfg.mention_cooldown_seconds * scale)
             )
         word = self._words.get(trigger.name) if trigger.kind == "word" else None
+        if trigger.kind == "word":
+            # Nobody asked: keep the bot from talking over the channel on its own.
+            rules.append(
+                _Rule(
+                    "unsolicited", "w", cfg.unsolicited_per_window, cfg.unsolicited_window_seconds
+                )
+            )
         if word is not None:
             rules.append(_Rule("trigger_cooldown", f"t:{word.name}", None, word.cooldown_seconds))
             if word.max_per_hour is not None:
