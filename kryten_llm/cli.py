@@ -65,6 +65,27 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("run", parents=[common], help="run the bot (the default)")
     check = sub.add_parser("validate-config", parents=[common], help="same as --validate-config")
     check.add_argument("--json", action="store_true", help="print the whole redacted config")
+    demo = sub.add_parser(
+        "demo",
+        help="the bot in a simulated channel, with an embedded NATS server: nothing to set up",
+    )
+    demo.add_argument("--duration", type=float, metavar="SECONDS", help="stop after this long")
+    demo.add_argument("--nats", metavar="URL", help="use this NATS server instead of starting one")
+    demo.add_argument("--config", type=Path, metavar="FILE", help="use this config's providers")
+    demo.add_argument("--speed", type=float, default=1.0, help="scenario speed factor")
+    demo.add_argument("--seed", type=int, help="seed for trigger probabilities")
+    demo.add_argument(
+        "--log-dir", type=Path, metavar="DIR", help="also write the response log there"
+    )
+    simulate = sub.add_parser(
+        "simulate", help="only the simulated channel, against a running NATS server and bot"
+    )
+    simulate.add_argument("--nats", metavar="URL", required=True, help="the NATS server")
+    simulate.add_argument("--channel", required=True, help="channel name, as the bot has it")
+    simulate.add_argument("--domain", default="cytu.be", help="domain, as the bot has it")
+    simulate.add_argument("--bot-username", default="CynthiaRothbot", help="the bot's account")
+    simulate.add_argument("--duration", type=float, metavar="SECONDS", help="stop after this long")
+    simulate.add_argument("--speed", type=float, default=1.0, help="scenario speed factor")
     return parser
 
 
@@ -72,6 +93,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``kryten-llm`` console script."""
     args = build_parser().parse_args(argv)
     command = args.command or "run"
+    if command in ("demo", "simulate"):
+        return _simulation(command, args)
     if args.validate_config:
         command = "validate-config"
     try:
@@ -88,6 +111,40 @@ def main(argv: Sequence[str] | None = None) -> int:
         return asyncio.run(run_service(settings))
     except KeyboardInterrupt:  # a second Ctrl+C while shutting down
         return 130
+
+
+def _simulation(command: str, args: argparse.Namespace) -> int:
+    configure_logging("WARNING", "console")
+    from kryten_llm.sim.demo import run_demo, run_simulate
+
+    try:
+        if command == "demo":
+            return asyncio.run(
+                run_demo(
+                    duration=args.duration,
+                    nats_url=args.nats,
+                    config=args.config,
+                    speed=args.speed,
+                    seed=args.seed,
+                    log_dir=args.log_dir,
+                )
+            )
+        return asyncio.run(
+            run_simulate(
+                nats_url=args.nats,
+                channel=args.channel,
+                domain=args.domain,
+                bot_username=args.bot_username,
+                duration=args.duration,
+                speed=args.speed,
+            )
+        )
+    except ConfigError as exc:
+        _print_config_error(exc, getattr(args, "config", None))
+        return EXIT_CONFIG
+    except (FileNotFoundError, OSError) as exc:
+        print(f"kryten-llm {command}: {exc}", file=sys.stderr)
+        return 1
 
 
 def _load(args: argparse.Namespace) -> Settings:

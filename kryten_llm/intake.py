@@ -36,6 +36,8 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger(__name__)
 
+# Ignored messages that name the bot get a response-log line saying why.
+_EXPLAINED = frozenset({Reason.IGNORED_USER, Reason.OTHER_BOT, Reason.COMMAND, Reason.SHADOW_MUTED})
 # Replayed history is context worth keeping; these other ignored lines are not.
 _NOT_HISTORY = frozenset(
     {Reason.SERVER_NOTICE, Reason.SHADOW_MUTED, Reason.DUPLICATE, Reason.COMMAND, Reason.EMPTY}
@@ -137,6 +139,12 @@ class Intake:
         reason = self._filter.check(chat)
         if reason is not None:
             self._stats.inc(f"ignored_{reason.value}")
+            if reason in _EXPLAINED and (chat.is_pm or self._triggers.is_mention(chat.text)):
+                # Someone addressed the bot and gets no answer: say why in the response log.
+                self._log.write(
+                    chat_record(channel.config, chat, TriggerMatch("mention", "mention"))
+                    | {"answered": False, "reason": reason.value}
+                )
             if reason is Reason.OWN_MESSAGE and not chat.is_pm:
                 state.add_chat(chat.username, chat.text, chat.time_ms, from_bot=True)
             elif reason not in _NOT_HISTORY and not chat.is_pm:

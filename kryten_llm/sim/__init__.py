@@ -1,0 +1,1 @@
+"""A simulated CyTube channel and bridge, and the embedded NATS server: the demo machinery."""
