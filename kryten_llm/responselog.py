@@ -15,7 +15,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
+import structlog
+
 Listener = Callable[[dict[str, Any]], None]
+log = structlog.get_logger(__name__)
 
 
 class ResponseLog:
@@ -31,7 +34,8 @@ class ResponseLog:
     def add_listener(self, listener: Listener) -> None:
         """Call ``listener`` with every record written (even when the file is disabled).
 
-        Listeners run inline on the reply path: they must be quick and must not raise.
+        Listeners run inline on the reply path and must be quick. One that raises is logged
+        and skipped: a broken dashboard or terminal never stops the bot from replying.
         """
         self._listeners.append(listener)
 
@@ -45,7 +49,10 @@ class ResponseLog:
         now = datetime.now(UTC)
         full = {"logged_at": now.isoformat(), **record}
         for listener in self._listeners:
-            listener(full)
+            try:
+                listener(full)
+            except Exception:
+                log.exception("response_listener_failed", listener=repr(listener))
         if not self._enabled:
             return
         day = now.strftime("%Y-%m-%d")

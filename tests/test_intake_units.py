@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from pathlib import Path
 
 import pytest
 
@@ -165,3 +166,21 @@ async def test_full_job_queue_drops_the_oldest() -> None:
     queue.done()
     assert queue.drain() == [jobs[2]]
     await asyncio.wait_for(queue.wait_idle(), 1)
+
+
+def test_a_failing_response_listener_does_not_stop_the_log(tmp_path: Path) -> None:
+    """A listener that raises (a closed terminal, say) is skipped; the record is still kept."""
+    from kryten_llm.responselog import ResponseLog
+
+    seen: list[dict[str, object]] = []
+
+    def broken(record: dict[str, object]) -> None:
+        raise BrokenPipeError
+
+    log = ResponseLog(tmp_path)
+    log.add_listener(broken)
+    log.add_listener(seen.append)
+    log.write({"reason": "answered"})
+    log.close()
+    assert [r["reason"] for r in seen] == ["answered"]
+    assert '"reason": "answered"' in next(tmp_path.glob("responses-*.jsonl")).read_text()

@@ -156,11 +156,14 @@ async def run_demo(
         try:
             await (until() if until is not None else _until_stopped(duration))
         finally:
+            # Stop in order, whatever went wrong: the scenario, the channel, then the bot,
+            # and only then (leaving the ExitStack) the NATS server.
             script.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
+            with contextlib.suppress(BaseException):
                 await script
-            await channel.stop()
-            await nc.close()
+            with contextlib.suppress(Exception):
+                await channel.stop()
+                await nc.close()
             service.request_stop("demo finished")
             stop.set()
             code = await bot
@@ -198,9 +201,10 @@ async def run_simulate(
         await _until_stopped(duration)
     finally:
         script.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
+        with contextlib.suppress(BaseException):
             await script
-        await sim.stop()
-        await nc.close()
+        with contextlib.suppress(Exception):
+            await sim.stop()
+            await nc.close()
     transcript.banner(f"\n{len(sim.commands)} messages from the bot.")
     return 0

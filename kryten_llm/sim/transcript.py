@@ -8,10 +8,12 @@ rate-limited by which limit, ignored and why. Colours only on a terminal.
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from typing import IO, Any
 
+_KEEP_LINES = 2000  # recent lines kept in memory, for tests and summaries
 _RESET, _DIM, _BOLD = "\033[0m", "\033[2m", "\033[1m"
 _GREEN, _YELLOW, _RED, _CYAN = "\033[32m", "\033[33m", "\033[31m", "\033[36m"
 
@@ -57,13 +59,25 @@ class Transcript:
         self._color = self._out.isatty() if color is None else color
         self._started = time.monotonic()
         self.lines: list[str] = []
+        self.closed = False
 
     def _paint(self, colour: str, text: str) -> str:
         return f"{colour}{text}{_RESET}" if self._color else text
 
     def _emit(self, text: str) -> None:
         self.lines.append(text)
-        print(text, file=self._out, flush=True)
+        if len(self.lines) > _KEEP_LINES:
+            del self.lines[: _KEEP_LINES // 2]
+        if self.closed:
+            return
+        try:
+            print(text, file=self._out, flush=True)
+        except (BrokenPipeError, ValueError):
+            # The reader went away (`| head`, a closed terminal): keep running, stop printing.
+            self.closed = True
+            if self._out is sys.stdout:
+                devnull = os.open(os.devnull, os.O_WRONLY)
+                os.dup2(devnull, sys.stdout.fileno())
 
     def _clock(self) -> str:
         elapsed = int(time.monotonic() - self._started)
