@@ -19,7 +19,7 @@ from typing import Any
 
 from kryten_llm import __version__
 from kryten_llm.config import Settings, load_settings, redacted
-from kryten_llm.errors import ConfigError
+from kryten_llm.errors import ConfigError, KrytenLLMError
 from kryten_llm.logs import configure_logging
 
 EXIT_CONFIG = 2
@@ -111,6 +111,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return asyncio.run(run_service(settings))
     except KeyboardInterrupt:  # a second Ctrl+C while shutting down
         return 130
+    except KrytenLLMError as exc:
+        print(f"kryten-llm: {exc}", file=sys.stderr)
+        return 1
 
 
 def _simulation(command: str, args: argparse.Namespace) -> int:

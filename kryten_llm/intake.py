@@ -158,10 +158,11 @@ class Intake:
             state.add_chat(chat.username, chat.text, chat.time_ms)
             trigger = self._triggers.match(chat.text)
         rank = state.rank_of(chat.username)
-        aimed = (
-            chat.is_pm
-            or (trigger is not None and trigger.kind == "mention")
-            or self._triggers.is_mention(chat.text)
+        # A mention always fires (it never misses a roll), so no trigger means no mention:
+        # ordinary chat pays for no second regex here.
+        aimed = chat.is_pm or (
+            trigger is not None
+            and (trigger.kind == "mention" or self._triggers.is_mention(chat.text))
         )
         if aimed:
             # Every message aimed at the bot counts towards spam, answered or not.
@@ -187,7 +188,9 @@ class Intake:
         self._stats.inc("triggered")
         self._stats.inc(f"trigger_{trigger.kind}")
         if not self.accepting or self._flags.paused:
-            self._refuse(channel, chat, trigger, Reason.SHUTDOWN if not self.accepting else None)
+            self._refuse(
+                channel, chat, trigger, Reason.PAUSED if self.accepting else Reason.SHUTDOWN
+            )
             return
         decision = await self._limiter.acquire(username=chat.username, rank=rank, trigger=trigger)
         if not decision.allowed:
@@ -241,10 +244,9 @@ class Intake:
         return TriggerMatch(kind="pm", name="pm", priority=self._settings.triggers.mention_priority)
 
     def _refuse(
-        self, channel: ChannelContext, chat: ChatEvent, trigger: TriggerMatch, reason: Reason | None
+        self, channel: ChannelContext, chat: ChatEvent, trigger: TriggerMatch, reason: Reason
     ) -> None:
-        why = reason.value if reason is not None else "paused"
-        self._stats.inc(f"decision_{why}")
+        self._stats.inc(f"decision_{reason.value}")
         self._log.write(
-            chat_record(channel.config, chat, trigger) | {"answered": False, "reason": why}
+            chat_record(channel.config, chat, trigger) | {"answered": False, "reason": reason.value}
         )

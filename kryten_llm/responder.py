@@ -98,8 +98,8 @@ class Responder:
         except asyncio.CancelledError:
             record |= {"answered": False, "reason": Reason.SHUTDOWN.value}
             raise
-        except Exception as exc:
-            record |= {"answered": False, "reason": Reason.LLM_FAILED.value, "error": repr(exc)}
+        except Exception as exc:  # a bug of ours: logged with its traceback, never fatal
+            record |= {"answered": False, "reason": Reason.INTERNAL_ERROR.value, "error": repr(exc)}
             log.exception("reply_failed")
         finally:
             record["total_ms"] = _ms(time.monotonic() - job.received_at)
@@ -117,14 +117,7 @@ class Responder:
         try:
             completion = await self._manager.complete(request, deadline=job.deadline)
         except ProviderError as exc:
-            record |= {
-                "answered": False,
-                "reason": Reason.LLM_FAILED.value,
-                "provider": exc.provider,
-                "error": str(exc),
-                "error_type": type(exc).__name__,
-            }
-            log.warning("provider_failed", provider=exc.provider, error=str(exc))
+            _provider_failed(record, exc)
             return
         record |= {
             "provider": completion.provider,
@@ -157,13 +150,7 @@ class Responder:
             try:
                 completion = await self._manager.complete(retry, deadline=job.deadline)
             except ProviderError as exc:
-                record |= {
-                    "answered": False,
-                    "reason": Reason.LLM_FAILED.value,
-                    "provider": exc.provider,
-                    "error": str(exc),
-                    "error_type": type(exc).__name__,
-                }
+                _provider_failed(record, exc)
                 return
             reply = self._format(completion.text, present)
             verdict = self._validator.check(reply.kept, key) if reply.parts else None
@@ -203,6 +190,17 @@ class Responder:
                 record["ack"] = result.ack
         record |= {"answered": True, "reason": Reason.ANSWERED.value, "request_ids": request_ids}
         log.info("reply_sent", parts=len(reply.parts), provider=completion.provider)
+
+
+def _provider_failed(record: dict[str, Any], exc: ProviderError) -> None:
+    record |= {
+        "answered": False,
+        "reason": Reason.LLM_FAILED.value,
+        "provider": exc.provider,
+        "error": str(exc),
+        "error_type": type(exc).__name__,
+    }
+    log.warning("provider_failed", provider=exc.provider, error=str(exc))
 
 
 def _ms(seconds: float) -> float:

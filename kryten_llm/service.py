@@ -70,7 +70,13 @@ class State(StrEnum):
 
 
 class Service:
-    """The live bot. ``await Service(settings).run(stop_event)`` until the event is set."""
+    """The live bot: ``await Service(settings).run(stop_event)`` runs it until the event is set.
+
+    Args:
+        settings: the whole configuration.
+        rng: randomness for trigger probabilities (seed it for reproducible runs).
+        listeners: called with every response-log record (transcripts, dashboards).
+    """
 
     def __init__(
         self,
@@ -79,11 +85,6 @@ class Service:
         rng: random.Random | None = None,
         listeners: Sequence[Listener] = (),
     ) -> None:
-        """Args:
-        settings: the whole configuration.
-        rng: randomness for trigger probabilities (seed it for reproducible runs).
-        listeners: called with every response-log record (transcripts, dashboards).
-        """
         self.settings = settings
         self._listeners = tuple(listeners)
         self.state = State.NEW
@@ -98,7 +99,7 @@ class Service:
         self.queue = JobQueue(settings.processing.queue_size)
         self._rng = rng
         self._stop: asyncio.Event | None = None
-        self._stop_reason = "signal"
+        self._stop_reason = ""
         self.nc: NATS | None = None
         self.intake: Intake | None = None
         self.responder: Responder | None = None
@@ -107,14 +108,23 @@ class Service:
         self._connect_attempts = 0
 
     def request_stop(self, reason: str) -> None:
-        """Ask :meth:`run` to shut down (signal handlers, group restart, tests)."""
-        self._stop_reason = reason
+        """Ask :meth:`run` to shut down (signal handlers, group restart, tests).
+
+        A request made before :meth:`run` started is honoured as soon as it starts.
+        """
+        self._stop_reason = self._stop_reason or reason
         if self._stop is not None:
             self._stop.set()
 
     async def run(self, stop: asyncio.Event) -> int:
-        """Run until ``stop`` is set; returns the process exit code."""
+        """Run until ``stop`` is set; returns the process exit code.
+
+        Raises:
+            BusError: NATS refused the connection for good (bad credentials, say).
+        """
         self._stop = stop
+        if self._stop_reason:
+            stop.set()
         async with AsyncExitStack() as stack:
             self.state = State.CONNECTING
             nc = await self._connect(stop)
@@ -146,7 +156,7 @@ class Service:
             self.state = State.STOPPING
             await self._shutdown(nc)
         self.state = State.STOPPED
-        log.info("service_stopped", reason=self._stop_reason)
+        log.info("service_stopped", reason=self._stop_reason or "stop event")
         restart = self.lifecycle is not None and self.lifecycle.restart_requested
         return EXIT_RESTART if restart else EXIT_OK
 
@@ -315,7 +325,8 @@ class Service:
             log.info("reply_abandoned_at_shutdown", username=job.chat.username)
         if self.lifecycle is not None:
             try:
-                await asyncio.wait_for(self.lifecycle.stop(self._stop_reason), 1.0)
+                reason = self._stop_reason or "stopped"
+                await asyncio.wait_for(self.lifecycle.stop(reason), 1.0)
             except TimeoutError:
                 log.warning("shutdown_announce_timeout")
 

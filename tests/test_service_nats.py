@@ -371,3 +371,17 @@ async def test_a_full_queue_drops_the_oldest_job_and_logs_it(
     assert [r["username"] for r in dropped] == ["u2"]
     assert ["first" in s for s in bridge.says()] == [True, False]
     assert "third" in bridge.says()[1]
+
+
+async def test_a_paused_bot_logs_and_answers_nothing_until_resumed(
+    nats_server: NatsServer, bridge: FakeBridge, tmp_path: Path
+) -> None:
+    async with running(Service(settings_for(nats_server.url, tmp_path))) as service:
+        service.flags.paused = True
+        await bridge.chat("alice", "cynthia, are you awake?")
+        await eventually(lambda: any(r["reason"] == "paused" for r in read_log(tmp_path)))
+        service.flags.paused = False
+        await bridge.chat("alice", "cynthia, now?")
+        await bridge.wait_for_commands(1)
+    assert len(bridge.commands) == 1
+    assert "now?" in bridge.says()[0]

@@ -36,6 +36,8 @@ class Reason(StrEnum):
     INVALID_REPLY = "invalid_reply"
     DEADLINE = "deadline"
     SHUTDOWN = "shutdown"
+    PAUSED = "paused"
+    INTERNAL_ERROR = "internal_error"
 
 
 TriggerKind = Literal["mention", "word", "pm"]
