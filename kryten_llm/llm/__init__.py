@@ -1,7 +1,8 @@
 """LLM providers behind one small protocol, registered by type name.
 
-Importing this package registers the built-in providers (``openai``, ``scripted``) through the
-same :func:`register` path a plugin would use.
+Importing this package registers the built-in providers (``openai``, ``local``, ``scripted``)
+through the same :func:`register` path a plugin would use. ``local`` needs the optional
+llama-cpp-python, imported only when a local model is loaded.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from kryten_llm.llm.base import (
     provider_types,
     register,
 )
+from kryten_llm.llm.local import LocalProvider
 from kryten_llm.llm.openai import OpenAIProvider
 from kryten_llm.llm.scripted import ScriptedProvider
 
@@ -23,6 +25,7 @@ __all__ = [
     "ChatMessage",
     "Completion",
     "CompletionRequest",
+    "LocalProvider",
     "OpenAIProvider",
     "Provider",
     "ScriptedProvider",

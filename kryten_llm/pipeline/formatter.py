@@ -89,6 +89,7 @@ _ITALIC = re.compile(r"(?<![\w*])([*_])(?=\S)(.+?)(?<=\S)\1(?![\w*])", re.DOTALL
 _STRIKE = re.compile(r"~~(?=\S)(.+?)(?<=\S)~~", re.DOTALL)
 _TAG = re.compile(r"</?[a-zA-Z][a-zA-Z0-9-]*(?:\s[^<>]*)?/?>")
 _SPACE = re.compile(r"\s+")
+_SPOTLIGHT = re.compile("[«»]")
 _LONE_CF = re.compile(rf"(?<!\S){_CF_CLASS}+(?!\S)")
 # A slash (with invisible characters before it) where a message could start.
 _LEADING_SLASH = re.compile(rf"(^|\s|[。！？])(?:{_CF_CLASS}|{_SLASH_CLASS})*{_SLASH_CLASS}+")
@@ -212,6 +213,8 @@ def clean_text(
     text = sub(_STRIKE, r"\1", "markdown", text)
     text = sub(_ITALIC, r"\2", "markdown", text)
     text = sub(_TAG, " ", "html", text)
+    # The prompt's quote markers around chat text are ours; a reply never needs them.
+    text = sub(_SPOTLIGHT, "", "quote_markers", text)
     text = _LONE_CF.sub(" ", _SPACE.sub(" ", text))
     text = _SPACE.sub(" ", text).strip()
     if config.strip_boilerplate:
@@ -251,7 +254,8 @@ def clean_text(
 def _self_reference(names: tuple[str, ...]) -> re.Pattern[str]:
     alternation = "|".join(re.escape(n) for n in sorted(set(names), key=len, reverse=True) if n)
     return re.compile(
-        rf"^\*?(?:as\s+)?(?:{alternation})(?:\s+(?:says|here|replies))?\*?\s*(?::|,|—|\s-)\s*",
+        rf"^\*?(?:as\s+)?(?:{alternation})(?:\s+(?:says|here|replies|\(you\)))?\*?\s*"
+        r"(?::|,|—|\s-)\s*",
         re.IGNORECASE,
     )
 

@@ -148,14 +148,16 @@ class SimulatedChannel:
     async def change_media(self, uid: int, media_id: str, title: str, seconds: int) -> None:
         """``setCurrent`` then ``changeMedia``, in the order CyTube sends them."""
         await self.publish("setCurrent", uid)
-        minutes, secs = divmod(seconds, 60)
+        hours, rest = divmod(seconds, 3600)
+        minutes, secs = divmod(rest, 60)
+        duration = f"{hours:02d}:{minutes:02d}:{secs:02d}" if hours else f"{minutes:02d}:{secs:02d}"
         await self.publish(
             "changeMedia",
             {
                 "id": media_id,
                 "title": title[:100],
                 "seconds": seconds,
-                "duration": f"{minutes:02d}:{secs:02d}",
+                "duration": duration,
                 "type": "yt",
                 "meta": {},
                 "currentTime": 0,

@@ -2,7 +2,8 @@
 
 ``demo`` starts, in one process tree: an embedded nats-server (or uses ``--nats``), the
 simulated channel playing the bundled scenario, and the bot itself with the bundled demo
-config, answering through the scripted provider (or the providers of ``--config``). The
+config, answering through SmolLM2 in-process when the ``local`` extra and the model are
+installed, otherwise through the scripted provider (or the providers of ``--config``). The
 terminal shows the channel as a transcript with the bot's decisions. It stops on Ctrl+C,
 SIGTERM or after ``--duration`` seconds, and always stops the nats-server it started.
 
@@ -25,6 +26,8 @@ from typing import IO, Any
 import nats
 
 from kryten_llm.config import Settings, load_settings
+from kryten_llm.errors import ConfigError
+from kryten_llm.llm.local import local_problems
 from kryten_llm.service import Service
 from kryten_llm.sim.channel import SimulatedChannel
 from kryten_llm.sim.natsserver import NatsServer
@@ -32,19 +35,37 @@ from kryten_llm.sim.script import CYCLE_SECONDS, MEDIA, SCENARIO, USERS
 from kryten_llm.sim.transcript import Transcript
 
 SWITCH_HINT = (
-    "The scripted provider answers with canned lines. For a real model, run with\n"
-    "  --config FILE  whose llm.providers points at any OpenAI-compatible server\n"
-    "  (llama.cpp, LM Studio, Ollama, OpenRouter...); see config.example.json."
+    "The scripted provider answers with canned lines. For a real model in-process:\n"
+    "  make install-local   (llama-cpp-python and SmolLM2-135M), then run the demo again;\n"
+    "or --config FILE whose llm.providers points at any OpenAI-compatible server\n"
+    "(llama.cpp, LM Studio, Ollama, OpenRouter...); see config.example.json."
+)
+LOCAL_NOTE = (
+    "SmolLM2-135M runs in this process: small and fast, and it invents facts freely.\n"
+    "--config FILE uses your own providers instead."
 )
 
 
-def demo_settings(nats_url: str, config: Path | None, log_dir: Path | None) -> Settings:
-    """The bundled demo config (or ``config``), pointed at ``nats_url``."""
+def demo_settings(
+    nats_url: str, config: Path | None, log_dir: Path | None, provider: str | None = None
+) -> Settings:
+    """The bundled demo config (or ``config``), pointed at ``nats_url``.
+
+    ``provider`` picks one of the config's providers; by default the bundled config answers
+    with SmolLM2 when it can run here, otherwise with the scripted provider.
+    """
     overrides: dict[str, Any] = {}
     if config is None:
         bundled = importlib.resources.files("kryten_llm.sim").joinpath("demo_config.json")
         overrides = json.loads(bundled.read_text(encoding="utf-8"))
     settings = load_settings(config, **overrides)
+    if provider is not None:
+        if provider not in settings.llm.providers:
+            known = ", ".join(sorted(settings.llm.providers))
+            raise ConfigError([("--provider", f"no provider {provider!r}", f"use one of {known}")])
+        settings.llm.default_provider = provider
+    elif config is None and not local_problems(settings.llm.providers["smollm2"]):
+        settings.llm.default_provider = "smollm2"
     settings.nats.servers = [nats_url]
     settings.logging.response_log = log_dir is not None
     if log_dir is not None:
@@ -98,6 +119,7 @@ async def run_demo(
     duration: float | None = None,
     nats_url: str | None = None,
     config: Path | None = None,
+    provider: str | None = None,
     speed: float = 1.0,
     seed: int | None = None,
     log_dir: Path | None = None,
@@ -110,6 +132,7 @@ async def run_demo(
         duration: stop after this many seconds (None: on Ctrl+C/SIGTERM only).
         nats_url: an existing NATS server; None starts an embedded one.
         config: a config file to use instead of the bundled demo config.
+        provider: which of the config's providers answers (default: see demo_settings).
         speed: scenario speed factor (2.0 plays it twice as fast).
         seed: seed for trigger probabilities.
         log_dir: write the response log there (None: no response log file).
@@ -120,14 +143,15 @@ async def run_demo(
         if nats_url is None:
             server = stack.enter_context(NatsServer())
             nats_url = server.url
-        settings = demo_settings(nats_url, config, log_dir)
+        settings = demo_settings(nats_url, config, log_dir, provider)
         transcript = Transcript(out, bot=settings.bot.username)
-        provider = settings.llm.providers[settings.llm.default_provider]
+        answering = settings.llm.providers[settings.llm.default_provider]
         transcript.banner(
             f"kryten-llm demo: channel {settings.channels[0].channel}, NATS {nats_url}\n"
             f"answering: provider '{settings.llm.default_provider}' "
-            f"({provider.type}, model {provider.model})"
-            + (f"\n{SWITCH_HINT}" if provider.type == "scripted" else "")
+            f"({answering.type}, model {answering.model})"
+            + (f"\n{SWITCH_HINT}" if answering.type == "scripted" else "")
+            + (f"\n{LOCAL_NOTE}" if answering.type == "local" else "")
             + "\nCtrl+C stops the demo.\n"
         )
         service = Service(
@@ -161,15 +185,15 @@ async def run_demo(
             script.cancel()
             with contextlib.suppress(BaseException):
                 await script
+            service.request_stop("demo finished")  # in-flight replies still reach the channel
+            stop.set()
+            code = await bot
             with contextlib.suppress(Exception):
                 await channel.stop()
                 await nc.close()
-            service.request_stop("demo finished")
-            stop.set()
-            code = await bot
         answered = service.stats["decision_answered"]
         transcript.banner(
-            f"\n{len(channel.commands)} messages from the bot, {answered} replies answered; "
+            f"\n{answered} replies answered in {len(channel.commands)} chat messages; "
             f"bot exited with {code}."
         )
         return code
