@@ -243,5 +243,5 @@ async def test_scripted_provider_echoes_or_rotates(session: aiohttp.ClientSessio
     assert time.monotonic() - started >= 0.15
 
 
-def test_both_builtin_types_are_registered() -> None:
-    assert provider_types() == ["openai", "scripted"]
+def test_the_builtin_types_are_registered() -> None:
+    assert provider_types() == ["local", "openai", "scripted"]
