@@ -45,6 +45,16 @@ if TYPE_CHECKING:
 ENV_PREFIX = "KRYTEN_LLM_"
 
 
+def _compiled(patterns: list[str]) -> list[str]:
+    """``patterns`` unchanged if every one is a valid regex; else a ValueError naming it."""
+    for pattern in patterns:
+        try:
+            re.compile(pattern)
+        except re.error as exc:
+            raise ValueError(f"pattern {pattern!r} is not a valid regex: {exc}") from exc
+    return patterns
+
+
 class _Section(BaseModel):
     """Base of every section: unknown keys are errors, values are re-checked on assignment."""
 
@@ -184,11 +194,7 @@ class TriggerWordConfig(_Section):
     @model_validator(mode="after")
     def _regexes_compile(self) -> TriggerWordConfig:
         if self.regex:
-            for pattern in self.patterns:
-                try:
-                    re.compile(pattern)
-                except re.error as exc:
-                    raise ValueError(f"pattern {pattern!r} is not a valid regex: {exc}") from exc
+            _compiled(self.patterns)
         return self
 
 
@@ -220,15 +226,7 @@ class FiltersConfig(_Section):
         description='Regexes for names of bots (e.g. "(?i)bot$"): never answered.',
     )
 
-    @field_validator("bot_name_patterns")
-    @classmethod
-    def _patterns_compile(cls, patterns: list[str]) -> list[str]:
-        for pattern in patterns:
-            try:
-                re.compile(pattern)
-            except re.error as exc:
-                raise ValueError(f"pattern {pattern!r} is not a valid regex: {exc}") from exc
-        return patterns
+    _patterns_compile = field_validator("bot_name_patterns")(_compiled)
 
 
 class SpamConfig(_Section):
@@ -274,15 +272,7 @@ class ValidationConfig(_Section):
         description="The corrective message; {reason} is replaced by why.",
     )
 
-    @field_validator("blocklist")
-    @classmethod
-    def _blocklist_compiles(cls, patterns: list[str]) -> list[str]:
-        for pattern in patterns:
-            try:
-                re.compile(pattern)
-            except re.error as exc:
-                raise ValueError(f"pattern {pattern!r} is not a valid regex: {exc}") from exc
-        return patterns
+    _blocklist_compiles = field_validator("blocklist")(_compiled)
 
 
 class RankMultiplierConfig(_Section):

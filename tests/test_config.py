@@ -157,3 +157,27 @@ def test_python_dash_m_runs_the_cli() -> None:
     )
     assert result.returncode == 0, result.stderr
     assert "configuration OK" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("section", "path"),
+    [
+        pytest.param(
+            {"filters": {"bot_name_patterns": ["("]}},
+            "filters.bot_name_patterns",
+            id="bot-name-pattern",
+        ),
+        pytest.param({"validation": {"blocklist": ["["]}}, "validation.blocklist", id="blocklist"),
+        pytest.param(
+            {"triggers": {"words": [{"name": "w", "patterns": ["(x"], "regex": True}]}},
+            "triggers.words.0",
+            id="trigger-regex",
+        ),
+    ],
+)
+def test_invalid_regexes_are_config_errors(section: dict[str, object], path: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_settings(None, **section)
+    ((where, message, _),) = info.value.problems
+    assert where == path
+    assert "is not a valid regex" in message
