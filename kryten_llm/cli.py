@@ -174,13 +174,13 @@ def _load(args: argparse.Namespace) -> Settings:
 def startup_problems(settings: Settings) -> list[tuple[str, str, str]]:
     """Checks that need the environment, not just the file: missing API keys.
 
-    Only providers the bot will call are checked; a spare provider without its key is shown
-    as "no key" by the summary instead.
+    Only providers the bot will call (the default and the fallbacks) are checked; a spare
+    provider without its key is shown as "no key" by the summary instead.
     """
     from kryten_llm.llm.local import local_problems
 
     problems = []
-    in_use = {settings.llm.default_provider}
+    in_use = set(settings.llm.chain)
     for name, provider in settings.llm.providers.items():
         if name in in_use and provider.type == "local":
             problems += [
@@ -223,8 +223,9 @@ def summary(settings: Settings) -> list[str]:
     for channel in settings.channels:
         lines.append(f"  channel:    {channel.channel} on {channel.domain}")
     lines.append(f"  bot:        {settings.bot.username} as {settings.personality.character_name}")
+    chain = settings.llm.chain
     for name, provider in data["llm"]["providers"].items():
-        default = " (default)" if name == settings.llm.default_provider else ""
+        default = " (default)" if name == chain[0] else " (fallback)" if name in chain else ""
         key = "key set" if provider["api_key"] else "no key"
         where = {"openai": provider["base_url"], "local": provider["model_path"] or "SmolLM2"}.get(
             provider["type"], "in-process"

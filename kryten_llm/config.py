@@ -158,8 +158,29 @@ class ProviderConfig(_Section):
         return None
 
 
+class RetryConfig(_Section):
+    """Retries of one provider before the next one in the chain is asked."""
+
+    attempts: int = Field(2, ge=1, le=10, description="Tries per provider (1 = no retry).")
+    base_delay_seconds: float = Field(0.5, ge=0, le=60, description="First backoff; doubles.")
+    max_delay_seconds: float = Field(5.0, ge=0, le=300)
+    max_retry_after_seconds: float = Field(
+        5.0, ge=0, le=600, description="A longer Retry-After fails over instead of waiting."
+    )
+
+
+class CircuitConfig(_Section):
+    """Per-provider circuit breaker: stop calling a provider that keeps failing."""
+
+    failure_threshold: int = Field(3, ge=1, description="Consecutive failures that open it.")
+    open_seconds: float = Field(30.0, gt=0, description="How long it stays open before a probe.")
+    quota_cooldown_seconds: float = Field(
+        3600.0, gt=0, description="Pause after 402 / an exhausted credit."
+    )
+
+
 class LLMConfig(_Section):
-    """The providers and which one answers."""
+    """The providers, the order they are tried in, and how failures are handled."""
 
     providers: dict[str, ProviderConfig] = Field(
         default_factory=lambda: {
@@ -168,15 +189,27 @@ class LLMConfig(_Section):
         min_length=1,
     )
     default_provider: str = Field("echo", description="A key of `providers`.")
+    fallback: list[str] = Field(
+        default_factory=list,
+        description="Providers tried, in order, when the default one fails.",
+    )
+    retry: RetryConfig = Field(default_factory=RetryConfig)
+    circuit: CircuitConfig = Field(default_factory=CircuitConfig)
 
     @model_validator(mode="after")
-    def _default_exists(self) -> LLMConfig:
-        if self.default_provider not in self.providers:
-            known = ", ".join(sorted(self.providers))
-            raise ValueError(
-                f"default_provider {self.default_provider!r} is not one of the providers ({known})"
-            )
+    def _providers_exist(self) -> LLMConfig:
+        known = ", ".join(sorted(self.providers))
+        for field, name in [("default_provider", self.default_provider)] + [
+            ("fallback", name) for name in self.fallback
+        ]:
+            if name not in self.providers:
+                raise ValueError(f"{field} {name!r} is not one of the providers ({known})")
         return self
+
+    @property
+    def chain(self) -> list[str]:
+        """The order providers are asked in: the default, then the fallbacks."""
+        return list(dict.fromkeys([self.default_provider, *self.fallback]))
 
 
 class TriggerWordConfig(_Section):

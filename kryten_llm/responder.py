@@ -122,6 +122,7 @@ class Responder:
         record |= {
             "provider": completion.provider,
             "model": completion.model,
+            "fallback_from": list(completion.tried),
             "latency_ms": round(completion.latency_ms, 3),
             "usage": (
                 {

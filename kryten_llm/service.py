@@ -104,6 +104,7 @@ class Service:
         self.intake: Intake | None = None
         self.responder: Responder | None = None
         self.lifecycle: Lifecycle | None = None
+        self.manager: ProviderManager | None = None
         self.ready = asyncio.Event()
         self._connect_attempts = 0
 
@@ -168,7 +169,7 @@ class Service:
             name: create_provider(name, cfg, session)
             for name, cfg in settings.llm.providers.items()
         }
-        manager = ProviderManager(providers, settings.llm.default_provider)
+        self.manager = manager = ProviderManager(providers, settings.llm)
         sender = ChatSender(nc, settings.send)
         self.intake = Intake(
             settings,
@@ -229,6 +230,7 @@ class Service:
             "dry_run": self.flags.dry_run,
             "paused": self.flags.paused,
             "provider": self.settings.llm.default_provider,
+            "providers": self.manager.snapshot() if self.manager is not None else {},
             "queue_depth": len(self.queue),
             "stats": self.stats.snapshot(),
         }

@@ -9,7 +9,7 @@ from email.utils import formatdate
 import aiohttp
 import pytest
 
-from kryten_llm.config import ProviderConfig
+from kryten_llm.config import LLMConfig, ProviderConfig
 from kryten_llm.errors import (
     AuthFailed,
     BadRequest,
@@ -222,7 +222,10 @@ async def test_the_manager_bounds_the_call_by_the_reply_deadline(
     session: aiohttp.ClientSession,
 ) -> None:
     async with ScriptedOpenAIServer(hang(30)) as llm:
-        manager = ProviderManager({"cloud": provider(session, llm.base_url)}, "cloud")
+        manager = ProviderManager(
+            {"cloud": provider(session, llm.base_url)},
+            LLMConfig(providers={"cloud": ProviderConfig(model="m1")}, default_provider="cloud"),
+        )
         started = time.monotonic()
         with pytest.raises(ProviderTimeout):
             await manager.complete(REQUEST, deadline=time.monotonic() + 0.3)

@@ -60,6 +60,7 @@ class Completion:
     model: str
     latency_ms: float
     usage: Usage | None = None
+    tried: tuple[str, ...] = ()  # providers that failed before this one answered
 
 
 class Provider(Protocol):

@@ -1,60 +1,171 @@
-"""Choose the provider for a reply and keep the call inside the reply's time budget.
+"""Ask providers in order, retry what may succeed, and keep within the reply's deadline.
 
-This is the seam between the pipeline and the providers: the worker asks the manager, never a
-provider directly. Today it calls the configured default provider once, bounded by the time left
-in the reply's deadline; fallback chains, retries and circuit breakers belong here too.
+The seam between the pipeline and the providers: the worker asks the manager, never a
+provider. For each provider of the chain (the default, then ``llm.fallback``), skipping those
+whose circuit is open, that are cooling down or misconfigured:
+
+- a retryable failure (timeout, refused connection, 5xx, garbage) is retried after an
+  exponential backoff with jitter, up to ``retry.attempts`` tries, then the next provider is
+  asked; consecutive failures open the provider's circuit;
+- 429 with a short ``Retry-After`` is waited out and retried; a long one (or none, after the
+  retries) cools the provider down until then and fails over at once;
+- 402 or an exhausted credit cools the provider down for ``quota_cooldown_seconds``;
+- 401/403/400/404/422 are never retried: the provider is marked misconfigured, with a log line
+  saying what to fix, and skipped from then on.
+
+One deadline (the reply's) bounds every call, wait and retry together. The answer names the
+provider and model that actually answered and, in ``tried``, who failed before it.
 """
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
+import random
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING
 
-from kryten_llm.errors import ProviderTimeout
+import structlog
+
+from kryten_llm.errors import (
+    AuthFailed,
+    BadRequest,
+    ProviderError,
+    ProviderTimeout,
+    ProviderUnavailable,
+    QuotaExhausted,
+    RateLimited,
+)
+from kryten_llm.llm.health import ProviderHealth
 
 if TYPE_CHECKING:
+    from kryten_llm.config import LLMConfig
     from kryten_llm.llm.base import Completion, CompletionRequest, Provider
+
+log = structlog.get_logger(__name__)
 
 
 class ProviderManager:
-    """Routes completion requests to providers by name."""
+    """Routes completion requests through the provider chain."""
 
-    def __init__(self, providers: Mapping[str, Provider], default: str) -> None:
-        if default not in providers:
-            raise KeyError(default)
+    def __init__(
+        self,
+        providers: Mapping[str, Provider],
+        config: LLMConfig,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        jitter: Callable[[], float] = random.random,
+    ) -> None:
         self._providers = dict(providers)
-        self._default = default
+        self._config = config
+        self._chain = [name for name in config.chain if name in self._providers]
+        if not self._chain:
+            raise KeyError(config.default_provider)
+        self._clock = clock
+        self._jitter = jitter
+        self.health = {
+            name: ProviderHealth(name, config.circuit, clock) for name in self._providers
+        }
 
     @property
     def providers(self) -> Mapping[str, Provider]:
         return self._providers
 
     @property
-    def default(self) -> Provider:
-        return self._providers[self._default]
+    def chain(self) -> list[str]:
+        return list(self._chain)
+
+    def snapshot(self) -> dict[str, dict[str, object]]:
+        """Every provider's health, for heartbeats and operator surfaces."""
+        return {name: health.snapshot() for name, health in self.health.items()}
 
     async def complete(self, request: CompletionRequest, *, deadline: float) -> Completion:
-        """Ask the default provider, giving it at most the time left until ``deadline``.
-
-        Args:
-            request: the prompt.
-            deadline: ``time.monotonic()`` value by which the answer is needed.
+        """The first good answer from the chain, before ``deadline`` (a monotonic time).
 
         Raises:
-            ProviderError: the provider failed, or no time was left to ask it.
+            ProviderError: every provider failed or was unavailable; the last error is raised
+                (a ProviderUnavailable naming why when none could even be tried).
         """
-        provider = self.default
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            raise ProviderTimeout(provider.name, "no time left in the reply deadline")
-        timeout = remaining
-        if request.timeout_seconds is not None:
-            timeout = min(timeout, request.timeout_seconds)
-        bounded = type(request)(
-            messages=request.messages,
-            max_tokens=request.max_tokens,
-            temperature=request.temperature,
-            timeout_seconds=timeout,
-        )
-        return await provider.complete(bounded)
+        tried: list[str] = []
+        last: ProviderError | None = None
+        for name in self._chain:
+            health = self.health[name]
+            if not health.available():
+                log.debug("provider_skipped", provider=name, state=health.state)
+                continue
+            tried.append(name)
+            try:
+                completion = await self._with_retries(name, request, deadline)
+            except ProviderError as exc:
+                last = exc
+                if self._clock() >= deadline:
+                    break
+                continue
+            return dataclasses.replace(completion, tried=tuple(tried[:-1]))
+        if last is not None:
+            raise last
+        states = ", ".join(f"{n} {self.health[n].state}" for n in self._chain)
+        raise ProviderUnavailable(self._chain[0], f"no provider available ({states})")
+
+    async def _with_retries(
+        self, name: str, request: CompletionRequest, deadline: float
+    ) -> Completion:
+        provider = self._providers[name]
+        health = self.health[name]
+        retry = self._config.retry
+        attempt = 0
+        while True:
+            attempt += 1
+            remaining = deadline - self._clock()
+            if remaining <= 0:
+                raise ProviderTimeout(name, "no time left in the reply deadline")
+            budget = min(remaining, request.timeout_seconds or remaining)
+            try:
+                completion = await provider.complete(
+                    dataclasses.replace(request, timeout_seconds=budget)
+                )
+            except (AuthFailed, BadRequest) as exc:
+                health.misconfigured(str(exc))
+                log.error(
+                    "provider_misconfigured",
+                    provider=name,
+                    error=str(exc),
+                    fix="check the provider's base_url, model and API key",
+                )
+                raise
+            except QuotaExhausted as exc:
+                health.cool(self._config.circuit.quota_cooldown_seconds, str(exc))
+                log.error("provider_out_of_credit", provider=name, error=str(exc))
+                raise
+            except RateLimited as exc:
+                wait = exc.retry_after
+                short = wait is not None and wait <= retry.max_retry_after_seconds
+                if short and attempt < retry.attempts and self._fits(wait, deadline):
+                    log.info("provider_rate_limited_waiting", provider=name, seconds=wait)
+                    await asyncio.sleep(wait or 0)
+                    continue
+                health.cool(wait if wait is not None else self._backoff(1), str(exc))
+                log.warning("provider_rate_limited", provider=name, retry_after=wait)
+                raise
+            except ProviderError as exc:  # retryable: timeouts, refused, 5xx, garbage
+                health.failed(str(exc))
+                log.warning("provider_failed", provider=name, attempt=attempt, error=str(exc))
+                delay = self._backoff(attempt)
+                if attempt >= retry.attempts or not self._fits(delay, deadline):
+                    raise
+                if health.state == "open":
+                    raise
+                await asyncio.sleep(delay)
+                continue
+            health.succeeded(completion.latency_ms)
+            return completion
+
+    def _backoff(self, attempt: int) -> float:
+        retry = self._config.retry
+        delay = min(retry.base_delay_seconds * 2.0 ** (attempt - 1), retry.max_delay_seconds)
+        return delay * (0.5 + self._jitter() / 2)
+
+    def _fits(self, seconds: float | None, deadline: float) -> bool:
+        """Whether waiting ``seconds`` still leaves time to ask again before the deadline."""
+        return self._clock() + (seconds or 0) < deadline

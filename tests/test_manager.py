@@ -1,0 +1,168 @@
+"""The provider manager against real scripted HTTP servers: order, retries, breakers, deadline."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+import pytest
+
+from kryten_llm.config import LLMConfig, ProviderConfig
+from kryten_llm.errors import AuthFailed, ProviderTimeout, ProviderUnavailable
+from kryten_llm.llm import ChatMessage, CompletionRequest, create_provider
+from kryten_llm.llm.manager import ProviderManager
+from tests.natsserver import free_port
+from tests.openai_server import ScriptedOpenAIServer, hang, reply, status
+
+REQUEST = CompletionRequest(messages=(ChatMessage("user", "hi"),))
+
+
+@pytest.fixture
+async def session() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession() as s:
+        yield s
+
+
+def manager(session: aiohttp.ClientSession, urls: dict[str, str], **llm: Any) -> ProviderManager:
+    config = LLMConfig(
+        providers={name: ProviderConfig(base_url=url, model=name) for name, url in urls.items()},
+        default_provider=next(iter(urls)),
+        fallback=list(urls)[1:],
+        **llm,
+    )
+    providers = {
+        name: create_provider(name, cfg, session) for name, cfg in config.providers.items()
+    }
+    return ProviderManager(providers, config, jitter=lambda: 0.0)
+
+
+def soon(seconds: float = 5.0) -> float:
+    return time.monotonic() + seconds
+
+
+FAST = {"retry": {"base_delay_seconds": 0.01, "attempts": 2}}
+
+
+async def test_5xx_is_retried_then_the_next_provider_answers(
+    session: aiohttp.ClientSession,
+) -> None:
+    async with (
+        ScriptedOpenAIServer(status(500), status(502)) as primary,
+        ScriptedOpenAIServer(reply("from b")) as secondary,
+    ):
+        m = manager(session, {"a": primary.base_url, "b": secondary.base_url}, **FAST)
+        result = await m.complete(REQUEST, deadline=soon())
+    assert (result.text, result.provider, result.tried) == ("from b", "b", ("a",))
+    assert len(primary.requests) == 2  # one retry
+    assert m.health["a"].consecutive_failures == 2
+
+
+async def test_401_is_not_retried_and_the_provider_is_skipped_from_then_on(
+    session: aiohttp.ClientSession,
+) -> None:
+    async with (
+        ScriptedOpenAIServer(status(401)) as primary,
+        ScriptedOpenAIServer() as secondary,
+    ):
+        m = manager(session, {"a": primary.base_url, "b": secondary.base_url}, **FAST)
+        first = await m.complete(REQUEST, deadline=soon())
+        second = await m.complete(REQUEST, deadline=soon())
+    assert len(primary.requests) == 1
+    assert (first.provider, second.provider) == ("b", "b")
+    assert m.health["a"].state == "misconfigured"
+    assert second.tried == ()  # skipped, not tried
+
+
+async def test_a_short_retry_after_is_waited_out(session: aiohttp.ClientSession) -> None:
+    async with ScriptedOpenAIServer(status(429, headers={"Retry-After": "0.3"})) as llm:
+        m = manager(session, {"a": llm.base_url}, **FAST)
+        result = await m.complete(REQUEST, deadline=soon())
+    assert result.provider == "a"
+    first, second = llm.requests
+    assert second.received_at - first.received_at >= 0.25
+
+
+async def test_a_long_retry_after_fails_over_and_cools_the_provider(
+    session: aiohttp.ClientSession,
+) -> None:
+    async with (
+        ScriptedOpenAIServer(status(429, headers={"Retry-After": "120"})) as primary,
+        ScriptedOpenAIServer() as secondary,
+    ):
+        m = manager(session, {"a": primary.base_url, "b": secondary.base_url}, **FAST)
+        started = time.monotonic()
+        await m.complete(REQUEST, deadline=soon())
+        await m.complete(REQUEST, deadline=soon())
+        assert time.monotonic() - started < 3
+    assert len(primary.requests) == 1
+    assert m.health["a"].state == "cooling"
+    assert 100 < m.health["a"].retry_in() <= 120
+
+
+async def test_out_of_credit_cools_the_provider_for_long(session: aiohttp.ClientSession) -> None:
+    async with ScriptedOpenAIServer(status(402)) as primary, ScriptedOpenAIServer() as secondary:
+        m = manager(session, {"a": primary.base_url, "b": secondary.base_url}, **FAST)
+        assert (await m.complete(REQUEST, deadline=soon())).provider == "b"
+    assert m.health["a"].state == "cooling"
+    assert m.health["a"].retry_in() > 3000
+
+
+async def test_the_circuit_opens_then_lets_one_probe_through(
+    session: aiohttp.ClientSession,
+) -> None:
+    async with (
+        ScriptedOpenAIServer(status(500), status(500), reply("back")) as primary,
+        ScriptedOpenAIServer() as secondary,
+    ):
+        m = manager(
+            session,
+            {"a": primary.base_url, "b": secondary.base_url},
+            retry={"attempts": 1},
+            circuit={"failure_threshold": 2, "open_seconds": 0.5},
+        )
+        await m.complete(REQUEST, deadline=soon())
+        await m.complete(REQUEST, deadline=soon())
+        assert m.health["a"].state == "open"
+        skipped = await m.complete(REQUEST, deadline=soon())
+        assert (skipped.provider, len(primary.requests)) == ("b", 2)
+        await asyncio.sleep(0.6)
+        probe = await m.complete(REQUEST, deadline=soon())
+    assert (probe.provider, probe.text) == ("a", "back")
+    assert m.health["a"].state == "closed"
+
+
+async def test_one_deadline_bounds_every_retry_and_fallback(
+    session: aiohttp.ClientSession,
+) -> None:
+    async with ScriptedOpenAIServer(hang()) as a, ScriptedOpenAIServer(hang()) as b:
+        m = manager(session, {"a": a.base_url, "b": b.base_url}, **FAST)
+        started = time.monotonic()
+        with pytest.raises(ProviderTimeout):
+            await m.complete(REQUEST, deadline=soon(0.6))
+        assert time.monotonic() - started < 2
+
+
+async def test_refused_connections_fail_over(session: aiohttp.ClientSession) -> None:
+    async with ScriptedOpenAIServer(reply("ok")) as secondary:
+        dead = f"http://127.0.0.1:{free_port()}/v1"
+        m = manager(session, {"a": dead, "b": secondary.base_url}, **FAST)
+        result = await m.complete(REQUEST, deadline=soon())
+    assert (result.provider, result.tried) == ("b", ("a",))
+    assert m.health["a"].last_error is not None
+
+
+async def test_when_nothing_can_be_tried_the_error_says_why(
+    session: aiohttp.ClientSession,
+) -> None:
+    async with ScriptedOpenAIServer(status(403)) as only:
+        m = manager(session, {"a": only.base_url}, **FAST)
+        with pytest.raises(AuthFailed, match="authentication failed"):
+            await m.complete(REQUEST, deadline=soon())
+        with pytest.raises(ProviderUnavailable, match=r"no provider available \(a misconfigured"):
+            await m.complete(REQUEST, deadline=soon())
+    snapshot = m.snapshot()["a"]
+    assert snapshot["state"] == "misconfigured"
+    assert snapshot["error_rate"] == 1.0
