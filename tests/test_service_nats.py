@@ -18,7 +18,7 @@ from kryten_llm.bus.settle import settle
 from kryten_llm.service import Service
 from tests.bridge import FakeBridge
 from tests.conftest import running, settings_for
-from tests.natsserver import NatsServer
+from tests.natsserver import NatsServer, free_port
 from tests.openai_server import ScriptedOpenAIServer
 
 pytestmark = pytest.mark.nats
@@ -455,3 +455,28 @@ async def test_the_bot_survives_a_nats_server_restart(tmp_path: Path) -> None:
             assert "after" in command.body["args"]["message"]
     finally:
         server.close()
+
+
+async def test_the_response_log_names_the_provider_that_answered_after_a_failover(
+    nats_server: NatsServer, bridge: FakeBridge, tmp_path: Path
+) -> None:
+    settings = settings_for(
+        nats_server.url,
+        tmp_path,
+        llm={
+            "providers": {
+                "primary": {"type": "openai", "base_url": f"http://127.0.0.1:{free_port()}/v1"},
+                "backup": {"type": "scripted", "model": "backup-model"},
+            },
+            "default_provider": "primary",
+            "fallback": ["backup"],
+            "retry": {"attempts": 1},
+        },
+    )
+    async with running(Service(settings)):
+        await bridge.chat("alice", "cynthia, anyone home?")
+        await bridge.wait_for_commands(1)
+        await eventually(lambda: len(read_log(tmp_path)) == 1)
+    (record,) = read_log(tmp_path)
+    assert (record["provider"], record["model"]) == ("backup", "backup-model")
+    assert record["fallback_from"] == ["primary"]
