@@ -65,6 +65,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("run", parents=[common], help="run the bot (the default)")
     check = sub.add_parser("validate-config", parents=[common], help="same as --validate-config")
     check.add_argument("--json", action="store_true", help="print the whole redacted config")
+    providers = sub.add_parser("providers", parents=[common], help="check the LLM providers")
+    providers.add_argument("action", choices=["check"], help="probe every provider, print a table")
+    providers.add_argument("--timeout", type=float, default=10.0, help="seconds per provider")
     demo = sub.add_parser(
         "demo",
         help="the bot in a simulated channel, with an embedded NATS server: nothing to set up",
@@ -109,6 +112,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_CONFIG
     if command == "validate-config":
         return _validate(settings, as_json=getattr(args, "json", False))
+    if command == "providers":
+        configure_logging("ERROR", "console")
+        return asyncio.run(_check_providers(settings, args.timeout))
     configure_logging(settings.logging.level, settings.logging.format)
     from kryten_llm.service import run_service
 
@@ -197,6 +203,39 @@ def startup_problems(settings: Settings) -> list[tuple[str, str, str]]:
                 )
             )
     return problems
+
+
+async def _check_providers(settings: Settings, per_provider_seconds: float) -> int:
+    """Probe every configured provider, print one line each; 0 when all are ready."""
+    import aiohttp
+
+    from kryten_llm.llm import create_provider
+    from kryten_llm.llm.manager import ProviderManager
+
+    async with aiohttp.ClientSession() as session:
+        providers = {
+            name: create_provider(name, cfg, session)
+            for name, cfg in settings.llm.providers.items()
+        }
+        results = await ProviderManager(providers, settings.llm).probe_all(per_provider_seconds)
+    chain = settings.llm.chain
+    rows = [("provider", "type", "model", "status", "ms", "detail")]
+    for r in results:
+        role = " (default)" if r.name == chain[0] else " (fallback)" if r.name in chain else ""
+        rows.append(
+            (
+                r.name + role,
+                settings.llm.providers[r.name].type,
+                r.model,
+                "ready" if r.ok else "FAILED",
+                f"{r.latency_ms:.0f}",
+                r.detail,
+            )
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(5)]
+    for row in rows:
+        print("  ".join(cell.ljust(w) for cell, w in zip(row[:5], widths, strict=True)), row[5])
+    return 0 if all(r.ok for r in results) else 1
 
 
 def _print_config_error(exc: ConfigError, path: Path | None) -> None:

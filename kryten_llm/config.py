@@ -127,7 +127,11 @@ class ProviderConfig(_Section):
     base_url: str = Field(
         "http://127.0.0.1:8080/v1", description="API root; /chat/completions is appended."
     )
-    model: str = Field("default", min_length=1)
+    model: str = Field(
+        "default",
+        min_length=1,
+        description='Model name; "auto" takes the first model the server lists (/v1/models).',
+    )
     api_key: SecretStr | None = Field(None, description="Prefer api_key_env over this.")
     api_key_env: str | None = Field(
         None, description="Name of the environment variable that holds the API key."
@@ -135,6 +139,8 @@ class ProviderConfig(_Section):
     headers: dict[str, str] = Field(default_factory=dict, description="Extra HTTP headers.")
     timeout_seconds: float = Field(30.0, gt=0, le=600)
     temperature: float = Field(0.8, ge=0, le=2)
+    price_input_per_million: float = Field(0.0, ge=0, description="USD per 1M prompt tokens.")
+    price_output_per_million: float = Field(0.0, ge=0, description="USD per 1M reply tokens.")
     max_tokens: int = Field(256, ge=1, le=32768)
     # local provider only
     model_path: Path | None = Field(

@@ -123,6 +123,7 @@ class Responder:
             "provider": completion.provider,
             "model": completion.model,
             "fallback_from": list(completion.tried),
+            "cost_usd": self._manager.cost(completion),
             "latency_ms": round(completion.latency_ms, 3),
             "usage": (
                 {

@@ -170,6 +170,7 @@ class Service:
             for name, cfg in settings.llm.providers.items()
         }
         self.manager = manager = ProviderManager(providers, settings.llm)
+        await manager.probe_all()
         sender = ChatSender(nc, settings.send)
         self.intake = Intake(
             settings,

@@ -109,6 +109,11 @@ class ScriptedOpenAIServer:
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.port}/v1"
 
+    @property
+    def completions(self) -> list[RecordedRequest]:
+        """The chat-completion requests only (startup probes list models first)."""
+        return [r for r in self.requests if r.path.endswith("/chat/completions")]
+
     def push(self, *steps: Step) -> None:
         self._script.extend(steps)
 

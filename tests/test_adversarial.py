@@ -104,7 +104,7 @@ async def test_no_attack_makes_the_bot_send_a_command_or_leak_its_prompt(
                     break
                 await asyncio.sleep(0.05)
             await asyncio.sleep(0.3)
-        system = llm.requests[0].json["messages"][0]["content"]  # type: ignore[index]
+        system = llm.completions[0].json["messages"][0]["content"]  # type: ignore[index]
     assert len(records()) == len(ATTACKS)  # every attack was decided and logged
     assert not [r["input"] for r in records() if "no attack found" in str(r.get("parts"))]
     sent = [c.body["args"].get("message") or c.body["args"].get("msg") for c in bridge.commands]

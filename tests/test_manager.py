@@ -166,3 +166,86 @@ async def test_when_nothing_can_be_tried_the_error_says_why(
     snapshot = m.snapshot()["a"]
     assert snapshot["state"] == "misconfigured"
     assert snapshot["error_rate"] == 1.0
+
+
+async def test_probing_takes_the_served_model_for_auto(session: aiohttp.ClientSession) -> None:
+    """``model: "auto"`` becomes the first model the server lists; a good probe keeps the
+    circuit closed."""
+    async with ScriptedOpenAIServer(models=("qwen2.5-7b", "other")) as llm:
+        config = LLMConfig(
+            providers={"api": ProviderConfig(base_url=llm.base_url, model="auto")},
+            default_provider="api",
+        )
+        providers = {"api": create_provider("api", config.providers["api"], session)}
+        m = ProviderManager(providers, config)
+        (result,) = await m.probe_all(2.0)
+        answer = await m.complete(REQUEST, deadline=soon())
+        sent = llm.requests[-1].json
+    assert result.ok
+    assert result.model == providers["api"].model == "qwen2.5-7b"
+    assert sent is not None
+    assert sent["model"] == "qwen2.5-7b"
+    assert answer.provider == "api"
+    assert m.health["api"].state == "closed"
+
+
+async def test_a_failed_probe_counts_against_the_provider(session: aiohttp.ClientSession) -> None:
+    dead = f"http://127.0.0.1:{free_port()}/v1"
+    config = LLMConfig(
+        providers={"dead": ProviderConfig(base_url=dead)},
+        default_provider="dead",
+        circuit={"failure_threshold": 1},  # type: ignore[arg-type]
+    )
+    m = ProviderManager(
+        {"dead": create_provider("dead", config.providers["dead"], session)}, config
+    )
+    (result,) = await m.probe_all(2.0)
+    assert not result.ok
+    assert "connection failed" in result.detail
+    assert m.health["dead"].state == "open"
+
+
+async def test_cost_comes_from_the_answering_providers_prices(
+    session: aiohttp.ClientSession,
+) -> None:
+    usage = {"prompt_tokens": 1000, "completion_tokens": 500}
+    async with ScriptedOpenAIServer(reply("ok", usage=usage)) as llm:
+        m = manager(session, {"a": llm.base_url})
+        m._config.providers["a"].price_input_per_million = 2.0
+        m._config.providers["a"].price_output_per_million = 10.0
+        result = await m.complete(REQUEST, deadline=soon())
+    assert m.cost(result) == pytest.approx((1000 * 2.0 + 500 * 10.0) / 1_000_000)
+
+
+def test_providers_check_prints_a_table_and_fails_when_one_is_down(tmp_path: Any) -> None:
+    import json
+    import subprocess
+    import sys
+
+    config = tmp_path / "c.json"
+    config.write_text(
+        json.dumps(
+            {
+                "llm": {
+                    "providers": {
+                        "echo": {"type": "scripted"},
+                        "dead": {"base_url": f"http://127.0.0.1:{free_port()}/v1"},
+                    },
+                    "default_provider": "echo",
+                    "fallback": ["dead"],
+                }
+            }
+        )
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "kryten_llm", "providers", "check", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 1
+    lines = result.stdout.splitlines()
+    assert lines[0].split()[:4] == ["provider", "type", "model", "status"]
+    assert any(line.startswith("echo (default)") and " ready " in line for line in lines)
+    assert any(line.startswith("dead (fallback)") and " FAILED " in line for line in lines)

@@ -74,6 +74,14 @@ class Provider(Protocol):
         """Answer ``request`` or raise a classified ``ProviderError``."""
         ...
 
+    async def probe(self, timeout_seconds: float) -> str:
+        """Check the provider can answer (list models, load the model...); describe it.
+
+        Raises:
+            ProviderError: it cannot.
+        """
+        ...
+
 
 ProviderFactory = Callable[[str, "ProviderConfig", "aiohttp.ClientSession"], Provider]
 

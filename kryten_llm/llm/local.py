@@ -104,6 +104,12 @@ class LocalProvider:
             self._loading = None
             raise ProviderUnavailable(self.name, f"cannot load {self._path}: {exc}") from None
 
+    async def probe(self, timeout_seconds: float) -> str:
+        """Load the model now rather than at the first reply."""
+        async with asyncio.timeout(timeout_seconds):
+            await self.load()
+        return f"loaded {self._path.name if self._path else ''}"
+
     def _open(self) -> Any:
         from llama_cpp import Llama
 

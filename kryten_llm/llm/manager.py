@@ -46,6 +46,17 @@ if TYPE_CHECKING:
 log = structlog.get_logger(__name__)
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class ProbeResult:
+    """The outcome of probing one provider."""
+
+    name: str
+    ok: bool
+    detail: str
+    latency_ms: float
+    model: str
+
+
 class ProviderManager:
     """Routes completion requests through the provider chain."""
 
@@ -79,6 +90,51 @@ class ProviderManager:
     def snapshot(self) -> dict[str, dict[str, object]]:
         """Every provider's health, for heartbeats and operator surfaces."""
         return {name: health.snapshot() for name, health in self.health.items()}
+
+    async def probe_all(self, timeout_seconds: float = 5.0) -> list[ProbeResult]:
+        """Probe every provider at once; failures become their initial health.
+
+        An authentication or request error marks the provider misconfigured, anything else
+        counts as one failure. Each result is logged.
+        """
+
+        async def one(name: str) -> ProbeResult:
+            started = self._clock()
+            try:
+                detail = await asyncio.wait_for(
+                    self._providers[name].probe(timeout_seconds), timeout_seconds
+                )
+            except (AuthFailed, BadRequest) as exc:
+                self.health[name].misconfigured(str(exc))
+                ok, detail = False, str(exc)
+            except (ProviderError, TimeoutError) as exc:
+                self.health[name].failed(str(exc) or "probe timed out")
+                ok, detail = False, str(exc) or "probe timed out"
+            else:
+                ok = True
+            result = ProbeResult(
+                name, ok, detail, (self._clock() - started) * 1000, self._providers[name].model
+            )
+            if ok:
+                log.info("provider_ready", provider=name, model=result.model, detail=detail)
+            else:
+                log.warning("provider_probe_failed", provider=name, error=detail)
+            return result
+
+        return list(await asyncio.gather(*(one(name) for name in self._providers)))
+
+    def cost(self, completion: Completion) -> float | None:
+        """The price of a completion in USD from the answering provider's prices, if set."""
+        cfg = self._config.providers.get(completion.provider)
+        if cfg is None or completion.usage is None:
+            return None
+        if not (cfg.price_input_per_million or cfg.price_output_per_million):
+            return None
+        usage = completion.usage
+        return (
+            usage.prompt_tokens * cfg.price_input_per_million
+            + usage.completion_tokens * cfg.price_output_per_million
+        ) / 1_000_000
 
     async def complete(self, request: CompletionRequest, *, deadline: float) -> Completion:
         """The first good answer from the chain, before ``deadline`` (a monotonic time).

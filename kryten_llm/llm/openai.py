@@ -94,6 +94,24 @@ class OpenAIProvider:
             ),
         )
 
+    async def probe(self, timeout_seconds: float) -> str:
+        """Check the server answers and, for ``model: "auto"``, take the model it serves.
+
+        Returns:
+            A short description for logs and ``providers check``.
+
+        Raises:
+            ProviderError: the server is unreachable, refuses the key, or serves no model.
+        """
+        models = await self.list_models(timeout_seconds)
+        if self._config.model == "auto":
+            if not models:
+                raise ProviderUnavailable(self.name, "model is auto but the server lists none")
+            self.model = models[0]
+            return f"model auto -> {self.model}"
+        listed = "listed" if self.model in models else "not listed (may still work)"
+        return f"{len(models)} models, {self.model} {listed}"
+
     async def list_models(self, timeout_seconds: float | None = None) -> list[str]:
         """The model ids the server offers (``GET /models``)."""
         data = await self._call(

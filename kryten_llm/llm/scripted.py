@@ -34,6 +34,10 @@ class ScriptedProvider:
         self._delay = config.latency_ms / 1000.0
         self._replies = itertools.cycle(config.replies) if config.replies else None
 
+    async def probe(self, timeout_seconds: float) -> str:
+        """Always ready: nothing to reach."""
+        return "canned replies" if self._replies is not None else "echo"
+
     async def complete(self, request: CompletionRequest) -> Completion:
         """Answer after the configured latency."""
         started = time.monotonic()
