@@ -266,9 +266,11 @@ def summary(settings: Settings) -> list[str]:
     for name, provider in data["llm"]["providers"].items():
         default = " (default)" if name == chain[0] else " (fallback)" if name in chain else ""
         key = "key set" if provider["api_key"] else "no key"
-        where = {"openai": provider["base_url"], "local": provider["model_path"] or "SmolLM2"}.get(
-            provider["type"], "in-process"
-        )
+        where = {
+            "openai": provider["base_url"],
+            "anthropic": provider["base_url"],
+            "local": provider["model_path"] or "SmolLM2",
+        }.get(provider["type"], "in-process")
         lines.append(
             f"  provider:   {name}{default}: {provider['type']} {provider['model']} "
             f"at {where}, {key}"

@@ -119,10 +119,10 @@ class PersonalityConfig(_Section):
 class ProviderConfig(_Section):
     """One LLM backend. ``type`` picks the implementation from the provider registry."""
 
-    type: Literal["openai", "local", "scripted"] = Field(
+    type: Literal["openai", "anthropic", "local", "scripted"] = Field(
         "openai",
-        description="openai: any OpenAI-compatible server; local: a GGUF model in-process "
-        "(the local extra); scripted: canned replies, no network.",
+        description="openai: any OpenAI-compatible server; anthropic: the Messages API; "
+        "local: a GGUF model in-process (the local extra); scripted: canned replies.",
     )
     base_url: str = Field(
         "http://127.0.0.1:8080/v1", description="API root; /chat/completions is appended."

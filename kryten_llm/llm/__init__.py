@@ -1,12 +1,14 @@
 """LLM providers behind one small protocol, registered by type name.
 
-Importing this package registers the built-in providers (``openai``, ``local``, ``scripted``)
+Importing this package registers the built-in providers (``openai``, ``anthropic``, ``local``,
+``scripted``)
 through the same :func:`register` path a plugin would use. ``local`` needs the optional
 llama-cpp-python, imported only when a local model is loaded.
 """
 
 from __future__ import annotations
 
+from kryten_llm.llm.anthropic import AnthropicProvider
 from kryten_llm.llm.base import (
     ChatMessage,
     Completion,
@@ -22,6 +24,7 @@ from kryten_llm.llm.openai import OpenAIProvider
 from kryten_llm.llm.scripted import ScriptedProvider
 
 __all__ = [
+    "AnthropicProvider",
     "ChatMessage",
     "Completion",
     "CompletionRequest",

@@ -1,0 +1,167 @@
+"""The Anthropic provider: Claude models through the Messages API, natively.
+
+POST ``<base_url>/messages`` with ``x-api-key`` and ``anthropic-version`` headers. The system
+prompt travels in the top-level ``system`` field, and turns must alternate user/assistant, so
+consecutive turns of one role are merged. Errors are classified once, here, like the OpenAI
+provider's: 429 with ``retry-after`` is RateLimited, 529 "overloaded" and 5xx are retryable,
+401/403 are AuthFailed, 400/404/422 BadRequest, a credit-balance error is QuotaExhausted.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import aiohttp
+
+from kryten_llm.errors import (
+    AuthFailed,
+    BadRequest,
+    ProviderError,
+    ProviderTimeout,
+    ProviderUnavailable,
+    QuotaExhausted,
+    RateLimited,
+)
+from kryten_llm.llm.base import Completion, CompletionRequest, Usage, register
+from kryten_llm.llm.openai import parse_retry_after
+
+if TYPE_CHECKING:
+    from kryten_llm.config import ProviderConfig
+
+API_VERSION = "2023-06-01"
+
+
+@register("anthropic")
+class AnthropicProvider:
+    """Chat completions from the Anthropic Messages API."""
+
+    type_name: ClassVar[str] = "anthropic"
+
+    def __init__(self, name: str, config: ProviderConfig, session: aiohttp.ClientSession) -> None:
+        self.name = name
+        self.model = config.model
+        self._config = config
+        self._session = session
+        self._url = config.base_url.rstrip("/") + "/messages"
+
+    def _headers(self) -> dict[str, str]:
+        headers = {
+            "content-type": "application/json",
+            "anthropic-version": API_VERSION,
+            **self._config.headers,
+        }
+        key = self._config.resolve_api_key()
+        if key:
+            headers["x-api-key"] = key
+        return headers
+
+    async def probe(self, timeout_seconds: float) -> str:
+        """A one-token completion: the Messages API has no cheaper authenticated check."""
+        request = CompletionRequest(messages=(), max_tokens=1, timeout_seconds=timeout_seconds)
+        await self._post(
+            self._body(request, [{"role": "user", "content": "ping"}]), timeout_seconds
+        )
+        return f"{self.model} answered a one-token probe"
+
+    async def complete(self, request: CompletionRequest) -> Completion:
+        """Ask for one message.
+
+        Raises:
+            ProviderError: a classified subclass; see the module docstring.
+        """
+        turns: list[dict[str, Any]] = []
+        for message in request.messages:
+            if message.role == "system":
+                continue
+            if turns and turns[-1]["role"] == message.role:
+                turns[-1]["content"] += "\n\n" + message.content
+            else:
+                turns.append({"role": message.role, "content": message.content})
+        body = self._body(request, turns)
+        system = "\n\n".join(m.content for m in request.messages if m.role == "system")
+        if system:
+            body["system"] = system
+        started = time.monotonic()
+        data = await self._post(body, request.timeout_seconds or self._config.timeout_seconds)
+        content = data.get("content")
+        if not isinstance(content, list):
+            raise ProviderUnavailable(self.name, "malformed response: no content list")
+        text = "".join(
+            block.get("text", "")
+            for block in content
+            if isinstance(block, dict) and block.get("type") == "text"
+        )
+        usage = data.get("usage")
+        return Completion(
+            text=text,
+            provider=self.name,
+            model=str(data.get("model") or self.model),
+            latency_ms=(time.monotonic() - started) * 1000,
+            usage=(
+                Usage(int(usage.get("input_tokens") or 0), int(usage.get("output_tokens") or 0))
+                if isinstance(usage, dict)
+                else None
+            ),
+        )
+
+    def _body(self, request: CompletionRequest, turns: list[dict[str, Any]]) -> dict[str, Any]:
+        cfg = self._config
+        return {
+            "model": self.model,
+            "max_tokens": request.max_tokens or cfg.max_tokens,
+            "temperature": cfg.temperature if request.temperature is None else request.temperature,
+            "messages": turns,
+        }
+
+    async def _post(self, body: dict[str, Any], budget: float) -> dict[str, Any]:
+        timeout = aiohttp.ClientTimeout(total=budget, sock_read=budget)
+        try:
+            async with self._session.post(
+                self._url, headers=self._headers(), json=body, timeout=timeout
+            ) as response:
+                raw = await response.read()
+                if response.status >= 400:
+                    raise self._http_error(response.status, raw, response.headers)
+        except ProviderError:
+            raise
+        except TimeoutError:
+            raise ProviderTimeout(self.name, f"no answer within {budget:g} s") from None
+        except aiohttp.ClientError as exc:
+            raise ProviderUnavailable(
+                self.name, f"connection failed: {type(exc).__name__}"
+            ) from None
+        try:
+            data = json.loads(raw)
+        except ValueError:
+            raise ProviderUnavailable(self.name, "malformed response: not JSON") from None
+        if not isinstance(data, dict):
+            raise ProviderUnavailable(self.name, "malformed response: not a JSON object")
+        return data
+
+    def _http_error(self, status: int, raw: bytes, headers: Any) -> ProviderError:
+        try:
+            error = json.loads(raw).get("error", {})
+        except (ValueError, AttributeError):
+            error = {}
+        message = str(error.get("message", "") if isinstance(error, dict) else "")[:200]
+        if "credit balance" in message.lower() or status == 402:
+            return QuotaExhausted(self.name, f"out of credit ({status}): {message}", status=status)
+        if status == 429:
+            return RateLimited(
+                self.name,
+                f"rate limited: {message}",
+                retry_after=parse_retry_after(headers.get("retry-after")),
+            )
+        if status in (401, 403):
+            where = (
+                self._config.api_key_env
+                or f"KRYTEN_LLM_LLM__PROVIDERS__{self.name.upper()}__API_KEY"
+            )
+            return AuthFailed(
+                self.name, f"authentication failed ({status}): set {where}", status=status
+            )
+        if status in (400, 404, 413, 422):
+            return BadRequest(self.name, f"request refused ({status}): {message}", status=status)
+        return ProviderUnavailable(self.name, f"server error ({status}): {message}", status=status)
