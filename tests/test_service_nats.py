@@ -480,3 +480,49 @@ async def test_the_response_log_names_the_provider_that_answered_after_a_failove
     (record,) = read_log(tmp_path)
     assert (record["provider"], record["model"]) == ("backup", "backup-model")
     assert record["fallback_from"] == ["primary"]
+
+
+async def test_a_video_change_is_in_the_next_prompt(
+    nats_server: NatsServer, bridge: FakeBridge, tmp_path: Path
+) -> None:
+    async with ScriptedOpenAIServer() as llm:
+        settings = settings_for(
+            nats_server.url,
+            tmp_path,
+            llm={
+                "providers": {"api": {"type": "openai", "base_url": llm.base_url}},
+                "default_provider": "api",
+            },
+        )
+        async with running(Service(settings)):
+            await bridge.publish("setCurrent", 7)
+            await bridge.publish(
+                "changeMedia",
+                {
+                    "id": "abc",
+                    "title": "Plan 9 &amp; Friends",
+                    "seconds": 4740,
+                    "duration": "01:19:00",
+                    "type": "yt",
+                    "currentTime": 0,
+                    "paused": False,
+                },
+            )
+            await bridge.chat("alice", "cynthia, what is this?")
+            await bridge.wait_for_commands(1)
+        prompt = llm.completions[0].json["messages"][-1]["content"]  # type: ignore[index]
+    assert "Now playing: «Plan 9 & Friends», 01:19:00 long." in prompt
+
+
+async def test_a_rank_from_the_userlist_reaches_the_rate_limiter(
+    nats_server: NatsServer, bridge: FakeBridge, tmp_path: Path
+) -> None:
+    """chatMsg has no rank: the moderator's comes from userlist and doubles their hourly cap."""
+    settings = settings_for(nats_server.url, tmp_path, ratelimit={"user_per_hour": 1})
+    async with running(Service(settings)):
+        await bridge.userlist([("mod", 2), ("guest", 0)])
+        for user in ("mod", "mod", "mod", "guest", "guest"):
+            await bridge.chat(user, f"cynthia, {user} here {time.monotonic()}")
+        await eventually(lambda: len(read_log(tmp_path)) == 5)
+    answered = [r["username"] for r in read_log(tmp_path) if r["answered"]]
+    assert sorted(answered) == ["guest", "mod", "mod"]
