@@ -29,8 +29,9 @@ $(LOCAL_STAMP): $(STAMP)
 
 install-local: $(LOCAL_STAMP)
 
+# SmolLM2 answers when `make install-local` was run, the scripted provider otherwise.
 demo: install
-	$(BIN)/kryten-llm demo --provider scripted
+	$(BIN)/kryten-llm demo
 
 demo-local: install-local
 	$(BIN)/kryten-llm demo --provider smollm2
