@@ -19,12 +19,12 @@ from kryten_llm.errors import (
     AuthFailed,
     BadRequest,
     ProviderError,
-    ProviderTimeout,
     ProviderUnavailable,
     QuotaExhausted,
     RateLimited,
 )
 from kryten_llm.llm.base import Completion, CompletionRequest, Usage, register
+from kryten_llm.llm.http import request_json
 from kryten_llm.llm.openai import parse_retry_after
 
 if TYPE_CHECKING:
@@ -116,29 +116,16 @@ class AnthropicProvider:
         }
 
     async def _post(self, body: dict[str, Any], budget: float) -> dict[str, Any]:
-        timeout = aiohttp.ClientTimeout(total=budget, sock_read=budget)
-        try:
-            async with self._session.post(
-                self._url, headers=self._headers(), json=body, timeout=timeout
-            ) as response:
-                raw = await response.read()
-                if response.status >= 400:
-                    raise self._http_error(response.status, raw, response.headers)
-        except ProviderError:
-            raise
-        except TimeoutError:
-            raise ProviderTimeout(self.name, f"no answer within {budget:g} s") from None
-        except aiohttp.ClientError as exc:
-            raise ProviderUnavailable(
-                self.name, f"connection failed: {type(exc).__name__}"
-            ) from None
-        try:
-            data = json.loads(raw)
-        except ValueError:
-            raise ProviderUnavailable(self.name, "malformed response: not JSON") from None
-        if not isinstance(data, dict):
-            raise ProviderUnavailable(self.name, "malformed response: not a JSON object")
-        return data
+        return await request_json(
+            self._session,
+            self.name,
+            "POST",
+            self._url,
+            headers=self._headers(),
+            budget=budget,
+            classify=self._http_error,
+            body=body,
+        )
 
     def _http_error(self, status: int, raw: bytes, headers: Any) -> ProviderError:
         try:

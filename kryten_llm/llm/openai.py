@@ -20,12 +20,12 @@ from kryten_llm.errors import (
     AuthFailed,
     BadRequest,
     ProviderError,
-    ProviderTimeout,
     ProviderUnavailable,
     QuotaExhausted,
     RateLimited,
 )
 from kryten_llm.llm.base import Completion, CompletionRequest, Usage, register
+from kryten_llm.llm.http import request_json
 
 if TYPE_CHECKING:
     from kryten_llm.config import ProviderConfig
@@ -122,34 +122,19 @@ class OpenAIProvider:
             raise ProviderUnavailable(self.name, "malformed response: no data list")
         return [str(m["id"]) for m in models if isinstance(m, dict) and "id" in m]
 
-    async def _call(self, method: str, url: str, budget: float, **kwargs: Any) -> dict[str, Any]:
-        timeout = aiohttp.ClientTimeout(total=budget, sock_read=budget)
-        try:
-            async with self._session.request(
-                method, url, headers=self._headers(), timeout=timeout, **kwargs
-            ) as response:
-                raw = await response.read()
-                if response.status >= 400:
-                    raise self._http_error(response.status, raw, response.headers)
-        except ProviderError:
-            raise
-        except TimeoutError:
-            raise ProviderTimeout(self.name, f"no answer within {budget:g} s") from None
-        except aiohttp.ClientConnectionError as exc:
-            raise ProviderUnavailable(
-                self.name, f"connection failed: {exc.__class__.__name__}"
-            ) from None
-        except aiohttp.ClientError as exc:
-            raise ProviderUnavailable(
-                self.name, f"request failed: {exc.__class__.__name__}"
-            ) from None
-        try:
-            data = json.loads(raw)
-        except ValueError:
-            raise ProviderUnavailable(self.name, "malformed response: not JSON") from None
-        if not isinstance(data, dict):
-            raise ProviderUnavailable(self.name, "malformed response: not a JSON object")
-        return data
+    async def _call(
+        self, method: str, url: str, budget: float, *, json: Any = None
+    ) -> dict[str, Any]:
+        return await request_json(
+            self._session,
+            self.name,
+            method,
+            url,
+            headers=self._headers(),
+            budget=budget,
+            classify=self._http_error,
+            body=json,
+        )
 
     def _http_error(self, status: int, raw: bytes, headers: Any) -> ProviderError:
         message = _error_message(raw)
