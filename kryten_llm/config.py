@@ -229,6 +229,10 @@ class TriggerWordConfig(_Section):
     cooldown_seconds: float = Field(0.0, ge=0)
     max_per_hour: int | None = Field(None, ge=0)
     context: str = Field("", description="Extra instruction added to the prompt.")
+    providers: list[str] = Field(
+        default_factory=list,
+        description="Providers to ask for this trigger, in order (empty: the global chain).",
+    )
 
     @model_validator(mode="after")
     def _regexes_compile(self) -> TriggerWordConfig:
@@ -443,6 +447,18 @@ class Settings(BaseSettings):
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
     service: ServiceConfig = Field(default_factory=ServiceConfig)
     dry_run: bool = Field(False, description="Decide and log everything, send nothing.")
+
+    @model_validator(mode="after")
+    def _trigger_providers_exist(self) -> Settings:
+        known = set(self.llm.providers)
+        for word in self.triggers.words:
+            unknown = [name for name in word.providers if name not in known]
+            if unknown:
+                raise ValueError(
+                    f"triggers.words {word.name!r}: providers {unknown} are not in llm.providers "
+                    f"({', '.join(sorted(known))})"
+                )
+        return self
 
     @classmethod
     def settings_customise_sources(

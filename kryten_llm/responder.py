@@ -114,8 +114,9 @@ class Responder:
 
     async def _reply(self, job: Job, record: dict[str, Any]) -> None:
         request = self._prompts.build(job.prompt)
+        chain = list(job.prompt.trigger.providers) or None
         try:
-            completion = await self._manager.complete(request, deadline=job.deadline)
+            completion = await self._manager.complete(request, deadline=job.deadline, chain=chain)
         except ProviderError as exc:
             _provider_failed(record, exc)
             return
@@ -150,7 +151,7 @@ class Responder:
                 )
             )
             try:
-                completion = await self._manager.complete(retry, deadline=job.deadline)
+                completion = await self._manager.complete(retry, deadline=job.deadline, chain=chain)
             except ProviderError as exc:
                 _provider_failed(record, exc)
                 return

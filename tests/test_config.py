@@ -181,3 +181,9 @@ def test_invalid_regexes_are_config_errors(section: dict[str, object], path: str
     ((where, message, _),) = info.value.problems
     assert where == path
     assert "is not a valid regex" in message
+
+
+def test_a_trigger_naming_an_unknown_provider_is_an_error() -> None:
+    words = [{"name": "trivia", "patterns": ["trivia"], "providers": ["nope"]}]
+    with pytest.raises(ConfigError, match=r"providers \['nope'\] are not in llm.providers"):
+        load_settings(None, triggers={"words": words})

@@ -526,3 +526,26 @@ async def test_a_rank_from_the_userlist_reaches_the_rate_limiter(
         await eventually(lambda: len(read_log(tmp_path)) == 5)
     answered = [r["username"] for r in read_log(tmp_path) if r["answered"]]
     assert sorted(answered) == ["guest", "mod", "mod"]
+
+
+async def test_a_trigger_word_can_use_its_own_providers(
+    nats_server: NatsServer, bridge: FakeBridge, tmp_path: Path
+) -> None:
+    settings = settings_for(
+        nats_server.url,
+        tmp_path,
+        llm={
+            "providers": {
+                "small": {"type": "scripted", "replies": ["small model here"]},
+                "big": {"type": "scripted", "replies": ["big model here"]},
+            },
+            "default_provider": "small",
+        },
+        triggers={"words": [{"name": "trivia", "patterns": ["trivia"], "providers": ["big"]}]},
+    )
+    async with running(Service(settings)):
+        await bridge.chat("alice", "trivia time!")
+        await bridge.wait_for_commands(1)
+        await bridge.chat("bob", "cynthia, hello")
+        await bridge.wait_for_commands(2)
+    assert bridge.says() == ["big model here", "small model here"]

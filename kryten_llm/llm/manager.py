@@ -136,8 +136,16 @@ class ProviderManager:
             + usage.completion_tokens * cfg.price_output_per_million
         ) / 1_000_000
 
-    async def complete(self, request: CompletionRequest, *, deadline: float) -> Completion:
+    async def complete(
+        self,
+        request: CompletionRequest,
+        *,
+        deadline: float,
+        chain: list[str] | None = None,
+    ) -> Completion:
         """The first good answer from the chain, before ``deadline`` (a monotonic time).
+
+        ``chain`` overrides the configured order for this request (a trigger's own providers).
 
         Raises:
             ProviderError: every provider failed or was unavailable; the last error is raised
@@ -145,7 +153,8 @@ class ProviderManager:
         """
         tried: list[str] = []
         last: ProviderError | None = None
-        for name in self._chain:
+        order = [n for n in chain if n in self._providers] if chain else self._chain
+        for name in order:
             health = self.health[name]
             if not health.available():
                 log.debug("provider_skipped", provider=name, state=health.state)
@@ -161,8 +170,8 @@ class ProviderManager:
             return dataclasses.replace(completion, tried=tuple(tried[:-1]))
         if last is not None:
             raise last
-        states = ", ".join(f"{n} {self.health[n].state}" for n in self._chain)
-        raise ProviderUnavailable(self._chain[0], f"no provider available ({states})")
+        states = ", ".join(f"{n} {self.health[n].state}" for n in order)
+        raise ProviderUnavailable(order[0], f"no provider available ({states})")
 
     async def _with_retries(
         self, name: str, request: CompletionRequest, deadline: float

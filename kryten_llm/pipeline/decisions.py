@@ -52,12 +52,14 @@ class TriggerMatch:
         name: ``"mention"``, ``"pm"`` or the trigger word's configured name.
         priority: the winning priority (higher wins).
         context: extra prompt instruction from the trigger's config ("" if none).
+        providers: the trigger's own provider order (empty: the global chain).
     """
 
     kind: TriggerKind
     name: str
     priority: int = 0
     context: str = ""
+    providers: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -56,7 +56,9 @@ class TriggerEngine:
                 pattern = "|".join(f"(?:{p})" for p in config.patterns)
             else:
                 pattern = rf"{_BEFORE}(?:{_alternation(config.patterns)}){_AFTER}"
-            match = TriggerMatch("word", config.name, config.priority, config.context)
+            match = TriggerMatch(
+                "word", config.name, config.priority, config.context, tuple(config.providers)
+            )
             self._words.append((config, match, re.compile(pattern, re.IGNORECASE)))
         self._words.sort(key=lambda item: -item[0].priority)
         # One combined pre-check so that a line matching nothing costs one regex search.
