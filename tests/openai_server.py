@@ -1,112 +1,200 @@
 """A real HTTP server on 127.0.0.1 that speaks the OpenAI chat API, scripted per request.
 
-Tests push steps (a reply, an error status, a hang, a slow drip, a malformed body...) and the
-server plays them in order, one per ``POST /v1/chat/completions``; once the script is used up
-every request gets the default step, which by default echoes the last user message through
-``responder``. Every request is recorded with its headers, JSON body and arrival time.
+Provider, manager and service tests point a real ``OpenAIProvider`` at this server instead of
+patching internals (STYLE.md practice 12), so what is tested is the request that really went
+over the wire and the error classification of real statuses, headers, hangs and slow bodies.
 
-    async with ScriptedOpenAIServer() as llm:
-        llm.push(status(429, headers={"Retry-After": "1"}), reply("ok"))
-        ... ProviderConfig(base_url=llm.base_url) ...
+Tests push :class:`Step` values (a reply, an error status, a hang, a slow drip, a malformed
+body, a dropped connection...) and the server plays them in order, one per
+``POST /v1/chat/completions``. Once the script is used up every request gets ``default``; with
+no ``default`` the reply is built from the request by ``responder`` (by default an echo of the
+last user message, so integration tests can see what reached the model). ``GET /v1/models``
+lists ``models`` unless steps were queued for it with :meth:`ScriptedOpenAIServer.push_models`.
+Every request is recorded with its headers, JSON body and monotonic arrival time.
+
+    async with ScriptedOpenAIServer(status(429, headers={"Retry-After": "1"}), reply("hi")) as llm:
+        config = ProviderConfig(type="openai", base_url=llm.base_url)
+        ...
+        llm.push(hang(30))           # the next request never gets an answer
+        assert llm.completions[0].json["model"] == "default"
+
+Leaving the ``async with`` cancels hung and dripping handlers, so shutdown stays well under a
+second whatever the script was doing.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
+import socket
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from aiohttp import web
 
 Responder = Callable[[dict[str, Any]], str]
+StepKind = Literal["reply", "status", "raw", "hang", "drip", "disconnect"]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Step:
-    """What the server does for one request."""
+    """What the server does for one request. Build steps with the factories below."""
 
-    kind: str  # reply, status, hang, drip, raw
+    kind: StepKind
     text: str = ""
     status: int = 200
     body: Any = None
-    headers: dict[str, str] = field(default_factory=dict)
+    headers: Mapping[str, str] = field(default_factory=dict)
     seconds: float = 0.0
     chunks: int = 0
-    model: str = "scripted-model"
-    usage: dict[str, int] | None = None
+    model: str | None = "scripted-model"
+    usage: Mapping[str, int] | None = None
 
 
-def reply(text: str, *, model: str = "scripted-model", usage: dict[str, int] | None = None) -> Step:
+def reply(
+    text: str, *, model: str | None = "scripted-model", usage: Mapping[str, int] | None = None
+) -> Step:
+    """A 200 chat completion whose ``choices[0].message.content`` is ``text``.
+
+    Args:
+        text: the content.
+        model: the ``model`` field of the answer; ``None`` leaves the field out.
+        usage: the ``usage`` object, e.g. ``{"prompt_tokens": 12, "completion_tokens": 3}``.
+    """
     return Step("reply", text=text, model=model, usage=usage)
 
 
-def status(code: int, body: Any = None, headers: dict[str, str] | None = None) -> Step:
+def status(code: int, body: Any = None, headers: Mapping[str, str] | None = None) -> Step:
+    """An answer with HTTP status ``code`` and a JSON body.
+
+    Args:
+        code: the status, e.g. 429, 500, 401.
+        body: the JSON body; by default an OpenAI-style ``{"error": {"message": ...}}``.
+        headers: extra response headers, e.g. ``{"Retry-After": "7"}``.
+    """
     default = {"error": {"message": f"scripted {code}", "type": "scripted"}}
     return Step(
-        "status", status=code, body=default if body is None else body, headers=headers or {}
+        "status", status=code, body=default if body is None else body, headers=dict(headers or {})
     )
 
 
-def hang(seconds: float = 30.0) -> Step:
-    return Step("hang", seconds=seconds)
-
-
-def drip(chunks: int = 20, interval: float = 0.2) -> Step:
-    return Step("drip", chunks=chunks, seconds=interval)
-
-
 def raw(body: str, code: int = 200) -> Step:
-    """A body sent verbatim (malformed JSON, an object without choices...)."""
+    """A body sent verbatim as ``application/json`` (malformed JSON, odd shapes...)."""
     return Step("raw", text=body, status=code)
 
 
 def malformed_json() -> Step:
+    """A 200 whose body is not JSON at all (a truncated object)."""
     return raw('{"choices": [')
 
 
 def empty_choices() -> Step:
+    """A 200 completion with an empty ``choices`` list."""
     return raw(json.dumps({"id": "x", "model": "m", "choices": []}))
 
 
-def _echo(body: dict[str, Any]) -> str:
+def null_content() -> Step:
+    """A 200 completion whose message content is ``null``."""
+    return raw(json.dumps({"choices": [{"message": {"role": "assistant", "content": None}}]}))
+
+
+def hang(seconds: float = 30.0) -> Step:
+    """Accept the request and answer nothing for ``seconds`` (then a 504)."""
+    return Step("hang", seconds=seconds)
+
+
+def drip(chunks: int = 20, interval: float = 0.2, text: str = "ok") -> Step:
+    """A valid completion of ``text`` sent in ``chunks`` pieces, ``interval`` seconds apart.
+
+    Each piece arrives well within any per-read timeout, so only a budget on the whole exchange
+    stops a drip that lasts ``chunks * interval`` seconds.
+    """
+    return Step("drip", text=text, chunks=chunks, seconds=interval)
+
+
+def disconnect() -> Step:
+    """Close the connection without answering (a reset mid-request)."""
+    return Step("disconnect")
+
+
+def echo(body: dict[str, Any]) -> str:
+    """The default responder: ``"echo: <last user message>"``."""
     users = [m["content"] for m in body.get("messages", []) if m.get("role") == "user"]
     return f"echo: {users[-1] if users else ''}"
 
 
-@dataclass
+def completion_body(text: str, model: str | None = "scripted-model", usage: Any = None) -> bytes:
+    """The JSON of a chat completion answering ``text``."""
+    payload: dict[str, Any] = {
+        "id": "chatcmpl-scripted",
+        "object": "chat.completion",
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": text},
+                "finish_reason": "stop",
+            }
+        ],
+    }
+    if model is not None:
+        payload["model"] = model
+    if usage is not None:
+        payload["usage"] = dict(usage)
+    return json.dumps(payload).encode()
+
+
+def closed_port() -> int:
+    """A port of 127.0.0.1 that was bound and closed again: connecting to it is refused."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    return port
+
+
+@dataclass(frozen=True, slots=True)
 class RecordedRequest:
+    """One request as the server received it."""
+
     method: str
     path: str
     headers: dict[str, str]
     json: dict[str, Any] | None
-    received_at: float
+    received_at: float  # time.monotonic()
 
 
 class ScriptedOpenAIServer:
-    """An aiohttp server on a free port of 127.0.0.1 playing scripted steps."""
+    """An aiohttp server on a free port of 127.0.0.1 playing scripted steps.
+
+    Args:
+        steps: played in order, one per chat-completion request.
+        default: played once the script is used up; ``None`` means reply with ``responder``.
+        responder: builds the default reply's text from the request body; reassignable.
+        models: the ids ``GET /v1/models`` lists.
+    """
 
     def __init__(
         self,
         *steps: Step,
-        responder: Responder = _echo,
-        models: tuple[str, ...] = ("scripted-model",),
+        default: Step | None = None,
+        responder: Responder = echo,
+        models: Iterable[str] = ("scripted-model",),
     ) -> None:
         self._script: deque[Step] = deque(steps)
+        self._models_script: deque[Step] = deque()
+        self.default = default
         self.responder = responder
-        self.models = models
-        self.default: Step | None = None
+        self.models = tuple(models)
         self.requests: list[RecordedRequest] = []
-        self._runner: web.AppRunner | None = None
-        self._pending: set[asyncio.Task[Any]] = set()
         self.port = 0
+        self._runner: web.AppRunner | None = None
+        self._handlers: set[asyncio.Task[Any]] = set()
 
     @property
     def base_url(self) -> str:
+        """The API root to configure, e.g. ``http://127.0.0.1:40123/v1``."""
         return f"http://127.0.0.1:{self.port}/v1"
 
     @property
@@ -115,30 +203,31 @@ class ScriptedOpenAIServer:
         return [r for r in self.requests if r.path.endswith("/chat/completions")]
 
     def push(self, *steps: Step) -> None:
+        """Queue steps for the next chat-completion requests, after those already queued."""
         self._script.extend(steps)
+
+    def push_models(self, *steps: Step) -> None:
+        """Queue steps for the next ``GET /v1/models`` requests (errors, hangs, odd bodies)."""
+        self._models_script.extend(steps)
 
     async def __aenter__(self) -> ScriptedOpenAIServer:
         app = web.Application()
         app.router.add_post("/v1/chat/completions", self._completions)
-        app.router.add_get("/v1/models", self._models)
-        self._runner = web.AppRunner(app, handler_cancellation=True, shutdown_timeout=0.5)
+        app.router.add_get("/v1/models", self._list_models)
+        # handler_cancellation: a client that gives up cancels its handler, as in production
+        # servers; shutdown_timeout bounds the wait for anything still running on exit.
+        self._runner = web.AppRunner(app, handler_cancellation=True, shutdown_timeout=0.2)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        server = site._server
-        assert server is not None
-        self.port = server.sockets[0].getsockname()[1]  # type: ignore[attr-defined]
+        await web.TCPSite(self._runner, "127.0.0.1", 0).start()
+        self.port = self._runner.addresses[0][1]
         return self
 
-    async def __aexit__(self, *exc: object) -> None:
-        for task in list(self._pending):
+    async def __aexit__(self, *exc_info: object) -> None:
+        for task in list(self._handlers):
             task.cancel()
         if self._runner is not None:
             await self._runner.cleanup()
-
-    async def _models(self, request: web.Request) -> web.Response:
-        self._record(request, None)
-        return web.json_response({"object": "list", "data": [{"id": m} for m in self.models]})
+            self._runner = None
 
     def _record(self, request: web.Request, body: dict[str, Any] | None) -> None:
         self.requests.append(
@@ -147,52 +236,69 @@ class ScriptedOpenAIServer:
             )
         )
 
+    async def _list_models(self, request: web.Request) -> web.StreamResponse:
+        self._record(request, None)
+        if self._models_script:
+            return await self._tracked(self._models_script.popleft(), request)
+        return web.json_response({"object": "list", "data": [{"id": m} for m in self.models]})
+
     async def _completions(self, request: web.Request) -> web.StreamResponse:
         body = await request.json()
         self._record(request, body)
-        step = self._script.popleft() if self._script else self.default
-        if step is None:
+        if self._script:
+            step = self._script.popleft()
+        elif self.default is not None:
+            step = self.default
+        else:
             step = reply(self.responder(body))
-        task = asyncio.current_task()
-        if task is not None:
-            self._pending.add(task)
-        try:
-            return await self._play(step, request)
-        finally:
-            if task is not None:
-                self._pending.discard(task)
+        return await self._tracked(step, request)
 
-    async def _play(self, step: Step, request: web.Request) -> web.StreamResponse:
-        if step.kind == "reply":
-            payload = {
-                "id": "chatcmpl-scripted",
-                "object": "chat.completion",
-                "model": step.model,
-                "choices": [
-                    {
-                        "index": 0,
-                        "message": {"role": "assistant", "content": step.text},
-                        "finish_reason": "stop",
-                    }
-                ],
-            }
-            if step.usage is not None:
-                payload["usage"] = step.usage
-            return web.json_response(payload)
-        if step.kind == "status":
-            return web.json_response(step.body, status=step.status, headers=step.headers)
-        if step.kind == "raw":
-            return web.Response(text=step.text, status=step.status, content_type="application/json")
-        if step.kind == "hang":
+    async def _tracked(self, step: Step, request: web.Request) -> web.StreamResponse:
+        """Play ``step`` with its task registered, so that ``__aexit__`` can cancel it."""
+        task = asyncio.current_task()
+        assert task is not None
+        self._handlers.add(task)
+        try:
+            return await _play(step, request)
+        finally:
+            self._handlers.discard(task)
+
+
+async def _play(step: Step, request: web.Request) -> web.StreamResponse:
+    if step.kind == "reply":
+        return web.Response(
+            body=completion_body(step.text, step.model, step.usage),
+            content_type="application/json",
+        )
+    if step.kind == "status":
+        return web.json_response(step.body, status=step.status, headers=dict(step.headers))
+    if step.kind == "raw":
+        return web.Response(text=step.text, status=step.status, content_type="application/json")
+    if step.kind == "hang":
+        await asyncio.sleep(step.seconds)
+        return web.json_response({"error": {"message": "hung too long"}}, status=504)
+    if step.kind == "drip":
+        return await _drip(step, request)
+    if step.kind == "disconnect":
+        assert request.transport is not None
+        request.transport.close()
+        # The closed connection cancels this handler (handler_cancellation); wait for that.
+        await asyncio.Event().wait()
+    raise ValueError(f"unknown step {step.kind!r}")
+
+
+async def _drip(step: Step, request: web.Request) -> web.StreamResponse:
+    body = completion_body(step.text)
+    # Leading whitespace is valid JSON: it stretches a short body over many pieces.
+    body = b" " * max(step.chunks - len(body), 0) + body
+    size = -(-len(body) // max(step.chunks, 1))
+    response = web.StreamResponse(headers={"Content-Type": "application/json"})
+    await response.prepare(request)
+    try:
+        for start in range(0, len(body), size):
             await asyncio.sleep(step.seconds)
-            return web.json_response({"error": "hung too long"}, status=504)
-        if step.kind == "drip":
-            response = web.StreamResponse(headers={"Content-Type": "application/json"})
-            await response.prepare(request)
-            with contextlib.suppress(ConnectionError):
-                for _ in range(step.chunks):
-                    await response.write(b" ")
-                    await asyncio.sleep(step.seconds)
-                await response.write(json.dumps({"choices": []}).encode())
-            return response
-        raise ValueError(f"unknown step {step.kind}")
+            await response.write(body[start : start + size])
+        await response.write_eof()
+    except ConnectionError:
+        pass  # the client gave up; that is what drip tests are about
+    return response

@@ -1,17 +1,44 @@
 """The OpenAI-compatible provider: OpenAI, OpenRouter, LM Studio, Ollama, llama.cpp, vLLM.
 
-One POST to ``<base_url>/chat/completions`` over the service's shared aiohttp session. Every
-failure is classified here, once, into the :mod:`kryten_llm.errors` tree, so the manager can tell
-"try again or elsewhere" (timeouts, refused connections, 5xx, 429 with its ``Retry-After``,
-unusable bodies) from "someone must fix something" (401/403, 400/404/422, 402 or an exhausted
-credit). The API key never appears in an error or a log line.
+It sits at the provider seam of the reply pipeline (prompt builder -> LLM manager -> *provider*
+-> validator/formatter): one POST to ``<base_url>/chat/completions`` over the service's shared
+aiohttp session, with ``stream: false``. Every failure is classified here, once, into the
+:mod:`kryten_llm.errors` tree, so the manager can tell "try again or elsewhere" from "someone
+must fix something":
+
+==========================================  =======================  =========
+What happened                               Raised                   Retryable
+==========================================  =======================  =========
+no answer within the budget (or 408)        ProviderTimeout          yes
+refused, reset, DNS failure                 ProviderUnavailable      yes
+5xx (``status`` kept)                       ProviderUnavailable      yes
+2xx that is not JSON / has no content       ProviderUnavailable      yes
+429                                         RateLimited(retry_after) yes
+402, or 400/403/429 about credit (below)    QuotaExhausted           no
+401, 403                                    AuthFailed               no
+400, 404, 422 and any other 4xx             BadRequest               no
+==========================================  =======================  =========
+
+The credit heuristic is the one place where text is matched: servers report an exhausted
+balance on statuses other than 402 (OpenAI: 429 ``insufficient_quota``; the Anthropic
+API: 400 "credit balance is too low"), so a 400/403/429 whose error message or code mentions
+credit, quota or a usage limit is QuotaExhausted. A 429 that
+carries ``Retry-After`` stays RateLimited whatever it says: the server is telling us when to
+come back, which an empty account cannot do.
+
+An empty string as content is a valid completion and is returned; the validator decides. The
+API key never appears in an error or a log line, even when a server echoes it back.
 """
 
 from __future__ import annotations
 
 import email.utils
 import json
+import math
+import re
 import time
+from collections.abc import Mapping
+from datetime import UTC
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import aiohttp
@@ -20,6 +47,7 @@ from kryten_llm.errors import (
     AuthFailed,
     BadRequest,
     ProviderError,
+    ProviderTimeout,
     ProviderUnavailable,
     QuotaExhausted,
     RateLimited,
@@ -30,13 +58,21 @@ from kryten_llm.llm.http import request_json
 if TYPE_CHECKING:
     from kryten_llm.config import ProviderConfig
 
-# Phrases by which servers report an exhausted balance on statuses other than 402.
-_QUOTA_WORDS = ("insufficient_quota", "credit", "quota", "usage limit", "billing")
+# How servers say "the account is empty" on statuses other than 402 (see the module docstring).
+_QUOTA = re.compile(r"credit|quota|usage[ _-]?limit", re.IGNORECASE)
+_QUOTA_STATUSES = frozenset({400, 403, 429})
+_MESSAGE_LIMIT = 200
 
 
 @register("openai")
 class OpenAIProvider:
-    """Chat completions from any server that speaks the OpenAI API."""
+    """Chat completions from any server that speaks the OpenAI API.
+
+    Args:
+        name: the provider's key in ``llm.providers``; names it in errors and completions.
+        config: its config slice (``base_url``, ``model``, key, headers, budget, sampling).
+        session: the service's shared session; never created or closed here.
+    """
 
     type_name: ClassVar[str] = "openai"
 
@@ -45,21 +81,22 @@ class OpenAIProvider:
         self.model = config.model
         self._config = config
         self._session = session
-        self._url = config.base_url.rstrip("/") + "/chat/completions"
-        self._models_url = config.base_url.rstrip("/") + "/models"
-
-    def _headers(self) -> dict[str, str]:
-        headers = {"Content-Type": "application/json", **self._config.headers}
-        key = self._config.resolve_api_key()
-        if key:
-            headers["Authorization"] = f"Bearer {key}"
-        return headers
+        root = config.base_url.rstrip("/")
+        self._url = root + "/chat/completions"
+        self._models_url = root + "/models"
 
     async def complete(self, request: CompletionRequest) -> Completion:
         """Ask the server for one chat completion.
 
+        Args:
+            request: the messages; its ``None`` fields fall back to the config.
+
+        Returns:
+            The text, the model that answered (the config's when the server does not say),
+            the wall time of the call and the token usage when the server reported it.
+
         Raises:
-            ProviderError: a classified subclass; see the module docstring.
+            ProviderError: a classified subclass; see the table in the module docstring.
         """
         cfg = self._config
         body = {
@@ -69,33 +106,29 @@ class OpenAIProvider:
             "temperature": cfg.temperature if request.temperature is None else request.temperature,
             "stream": False,
         }
-        budget = request.timeout_seconds or cfg.timeout_seconds
         started = time.monotonic()
-        data = await self._call("POST", self._url, budget, json=body)
-        latency = (time.monotonic() - started) * 1000
+        data = await self._call(
+            "POST", self._url, request.timeout_seconds or cfg.timeout_seconds, body
+        )
+        latency_ms = (time.monotonic() - started) * 1000
         text = _content(data)
         if text is None:
             raise ProviderUnavailable(
                 self.name, "malformed response: no choices[0].message.content"
             )
-        usage = data.get("usage")
         return Completion(
             text=text,
             provider=self.name,
             model=str(data.get("model") or self.model),
-            latency_ms=latency,
-            usage=(
-                Usage(
-                    prompt_tokens=int(usage.get("prompt_tokens") or 0),
-                    completion_tokens=int(usage.get("completion_tokens") or 0),
-                )
-                if isinstance(usage, dict)
-                else None
-            ),
+            latency_ms=latency_ms,
+            usage=_usage(data.get("usage")),
         )
 
     async def probe(self, timeout_seconds: float) -> str:
         """Check the server answers and, for ``model: "auto"``, take the model it serves.
+
+        Args:
+            timeout_seconds: the budget of the ``GET /models`` call.
 
         Returns:
             A short description for logs and ``providers check``.
@@ -113,7 +146,18 @@ class OpenAIProvider:
         return f"{len(models)} models, {self.model} {listed}"
 
     async def list_models(self, timeout_seconds: float | None = None) -> list[str]:
-        """The model ids the server offers (``GET /models``)."""
+        """The model ids the server offers (``GET /models``).
+
+        Args:
+            timeout_seconds: the budget; the config's ``timeout_seconds`` when ``None``.
+
+        Returns:
+            The ids, in the server's order.
+
+        Raises:
+            ProviderError: classified as for :meth:`complete`; a body without a ``data``
+                list is ProviderUnavailable.
+        """
         data = await self._call(
             "GET", self._models_url, timeout_seconds or self._config.timeout_seconds
         )
@@ -122,9 +166,14 @@ class OpenAIProvider:
             raise ProviderUnavailable(self.name, "malformed response: no data list")
         return [str(m["id"]) for m in models if isinstance(m, dict) and "id" in m]
 
-    async def _call(
-        self, method: str, url: str, budget: float, *, json: Any = None
-    ) -> dict[str, Any]:
+    def _headers(self) -> dict[str, str]:
+        headers = dict(self._config.headers)
+        key = self._config.resolve_api_key()
+        if key:
+            headers["Authorization"] = f"Bearer {key}"
+        return headers
+
+    async def _call(self, method: str, url: str, budget: float, body: Any = None) -> dict[str, Any]:
         return await request_json(
             self._session,
             self.name,
@@ -133,33 +182,46 @@ class OpenAIProvider:
             headers=self._headers(),
             budget=budget,
             classify=self._http_error,
-            body=json,
+            body=body,
         )
 
-    def _http_error(self, status: int, raw: bytes, headers: Any) -> ProviderError:
-        message = _error_message(raw)
-        lowered = message.lower()
-        if status == 402 or (status in (400, 403, 429) and any(w in lowered for w in _QUOTA_WORDS)):
+    def _http_error(self, status: int, raw: bytes, headers: Mapping[str, str]) -> ProviderError:
+        """Classify an HTTP status >= 400 (the table in the module docstring)."""
+        message = self._redact(_error_message(raw))
+        retry_after = headers.get("Retry-After")
+        if status == 402 or (
+            status in _QUOTA_STATUSES
+            and _QUOTA.search(message)
+            and not (status == 429 and retry_after)
+        ):
             return QuotaExhausted(self.name, f"out of credit ({status}): {message}", status=status)
         if status == 429:
             return RateLimited(
                 self.name,
                 f"rate limited: {message}",
-                retry_after=parse_retry_after(headers.get("Retry-After")),
+                retry_after=parse_retry_after(retry_after),
             )
         if status in (401, 403):
+            # The server's text is left out: some echo the (masked) key back.
             fix = (
                 f"set {self._config.api_key_env}"
                 if self._config.api_key_env
                 else f"set KRYTEN_LLM_LLM__PROVIDERS__{self.name.upper()}__API_KEY or api_key_env"
             )
             return AuthFailed(self.name, f"authentication failed ({status}): {fix}", status=status)
-        if status in (400, 404, 422):
+        if status == 408:
+            return ProviderTimeout(self.name, f"server timed out (408): {message}", status=status)
+        if 400 <= status < 500:
             return BadRequest(self.name, f"request refused ({status}): {message}", status=status)
         return ProviderUnavailable(self.name, f"server error ({status}): {message}", status=status)
 
+    def _redact(self, text: str) -> str:
+        key = self._config.resolve_api_key()
+        return text.replace(key, "[api key]") if key else text
+
 
 def _content(data: dict[str, Any]) -> str | None:
+    """``choices[0].message.content`` when it is a string (possibly empty), else None."""
     choices = data.get("choices")
     if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
         return None
@@ -170,28 +232,60 @@ def _content(data: dict[str, Any]) -> str | None:
     return content if isinstance(content, str) else None
 
 
+def _usage(usage: Any) -> Usage | None:
+    """Token counts from a ``usage`` object; odd values count as 0 rather than failing a reply."""
+    if not isinstance(usage, dict):
+        return None
+
+    def count(key: str) -> int:
+        value = usage.get(key)
+        return value if isinstance(value, int) and value >= 0 else 0
+
+    return Usage(prompt_tokens=count("prompt_tokens"), completion_tokens=count("completion_tokens"))
+
+
 def _error_message(raw: bytes) -> str:
+    """The server's explanation, at most 200 characters, from the usual error shapes.
+
+    OpenAI ``{"error": {"message", "code", "type"}}``, ``{"error": "text"}``, vLLM
+    ``{"message": ...}``, FastAPI ``{"detail": ...}``, or the body itself when it is not JSON.
+    """
     try:
         data = json.loads(raw)
     except ValueError:
-        return raw[:200].decode("utf-8", "replace").strip()
-    error = data.get("error") if isinstance(data, dict) else None
+        return raw[:_MESSAGE_LIMIT].decode("utf-8", "replace").strip()
+    if not isinstance(data, dict):
+        return str(data)[:_MESSAGE_LIMIT]
+    error = data.get("error")
     if isinstance(error, dict):
-        parts = [str(error.get(k)) for k in ("message", "code", "type") if error.get(k)]
-        return " / ".join(parts)[:200]
-    return str(error or data)[:200]
+        parts = [str(error[k]) for k in ("message", "code", "type") if error.get(k)]
+        text = " / ".join(parts)
+    else:
+        text = str(error or data.get("message") or data.get("detail") or data)
+    return text[:_MESSAGE_LIMIT]
 
 
 def parse_retry_after(value: str | None) -> float | None:
-    """Seconds from a ``Retry-After`` header (delta-seconds or HTTP-date); None if unusable."""
+    """Seconds to wait from a ``Retry-After`` header.
+
+    Args:
+        value: delta-seconds (``"7"``, ``"0.5"``) or an HTTP-date; a date in the past gives 0.
+
+    Returns:
+        The seconds, or None when the header is absent or unusable.
+    """
     if not value:
         return None
     try:
-        return max(float(value), 0.0)
+        seconds = float(value)
     except ValueError:
         pass
+    else:
+        return max(seconds, 0.0) if math.isfinite(seconds) else None
     try:
         when = email.utils.parsedate_to_datetime(value)
     except (TypeError, ValueError):
         return None
+    if when.tzinfo is None:  # "-0000": RFC 9110 dates are GMT anyway
+        when = when.replace(tzinfo=UTC)
     return max(when.timestamp() - time.time(), 0.0)
