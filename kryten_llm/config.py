@@ -38,6 +38,7 @@ from pydantic_settings import (
 )
 
 from kryten_llm.errors import ConfigError
+from kryten_llm.pipeline.templates import KINDS, TemplateError, check_template
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -114,6 +115,41 @@ class PersonalityConfig(_Section):
     response_style: str = Field(
         "Answer in one to three short sentences of plain text, like a person in a chat room."
     )
+    system_prompt: str | None = Field(
+        None,
+        description="Replaces the generated identity and style paragraph (the safety rules "
+        "are always appended).",
+    )
+
+
+class PromptsConfig(_Section):
+    """What the model is asked: per-trigger templates and the context budget."""
+
+    templates: dict[str, str] = Field(
+        default_factory=dict,
+        description='The final user turn, by trigger: a trigger word\'s name, "mention", '
+        '"pm", "word" (any trigger word) or "default". Variables are listed in the README.',
+    )
+    budget: int = Field(
+        1500,
+        ge=200,
+        le=1_000_000,
+        description="Most context per request, in budget_unit: system prompt and triggering "
+        "message always, then the video, then as much recent chat as fits.",
+    )
+    budget_unit: Literal["tokens", "chars"] = Field(
+        "tokens", description="tokens are approximated as characters / 4."
+    )
+
+    @field_validator("templates")
+    @classmethod
+    def _templates_render(cls, templates: dict[str, str]) -> dict[str, str]:
+        for key, template in templates.items():
+            try:
+                check_template(template)
+            except TemplateError as exc:
+                raise ValueError(f"template {key!r}: {exc}") from None
+        return templates
 
 
 class ProviderConfig(_Section):
@@ -434,7 +470,14 @@ class Settings(BaseSettings):
         min_length=1,
     )
     bot: BotConfig = Field(default_factory=BotConfig)
-    personality: PersonalityConfig = Field(default_factory=PersonalityConfig)
+    personalities: dict[str, PersonalityConfig] = Field(
+        default_factory=lambda: {"cynthia": PersonalityConfig()},
+        min_length=1,
+        description="Named personalities; a legacy single `personality` object is read as "
+        '{"default": ...}.',
+    )
+    active_personality: str = Field("cynthia", description="The key in `personalities` in use.")
+    prompts: PromptsConfig = Field(default_factory=PromptsConfig)
     llm: LLMConfig = Field(default_factory=LLMConfig)
     triggers: TriggersConfig = Field(default_factory=TriggersConfig)
     filters: FiltersConfig = Field(default_factory=FiltersConfig)
@@ -447,6 +490,46 @@ class Settings(BaseSettings):
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
     service: ServiceConfig = Field(default_factory=ServiceConfig)
     dry_run: bool = Field(False, description="Decide and log everything, send nothing.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _single_personality(cls, data: Any) -> Any:
+        """Accept the one-personality form ``"personality": {...}`` of earlier configs."""
+        if isinstance(data, dict) and "personality" in data:
+            if "personalities" in data:
+                raise ValueError(
+                    "personality and personalities are both set: move `personality` into "
+                    "`personalities` under a name"
+                )
+            data = dict(data)
+            data["personalities"] = {"default": data.pop("personality")}
+            data.setdefault("active_personality", "default")
+        return data
+
+    @property
+    def personality(self) -> PersonalityConfig:
+        """The active personality."""
+        return self.personalities[self.active_personality]
+
+    @model_validator(mode="after")
+    def _active_personality_exists(self) -> Settings:
+        if self.active_personality not in self.personalities:
+            raise ValueError(
+                f"active_personality {self.active_personality!r} is not in personalities "
+                f"({', '.join(sorted(self.personalities))})"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _templates_have_triggers(self) -> Settings:
+        words = {word.name for word in self.triggers.words}
+        unknown = sorted(set(self.prompts.templates) - words - set(KINDS))
+        if unknown:
+            raise ValueError(
+                f"prompts.templates {unknown} match no trigger: use a trigger word's name "
+                f"({', '.join(sorted(words)) or 'none configured'}) or one of {', '.join(KINDS)}"
+            )
+        return self
 
     @model_validator(mode="after")
     def _trigger_providers_exist(self) -> Settings:

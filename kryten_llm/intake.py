@@ -223,6 +223,8 @@ class Intake:
                 history=() if chat.is_pm else history,
                 now_playing=state.now_playing,
                 is_pm=chat.is_pm,
+                channel=channel.config.channel,
+                users_present=len(state.users),
             ),
             received_at=now,
             deadline=now + self._budget,

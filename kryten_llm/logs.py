@@ -36,7 +36,24 @@ def configure_logging(level: str = "INFO", fmt: str = "auto") -> None:
     structlog.configure(
         processors=processors,
         wrapper_class=structlog.make_filtering_bound_logger(numeric),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        logger_factory=_StderrLogger,
         cache_logger_on_first_use=True,
     )
     logging.basicConfig(level=max(numeric, logging.WARNING), stream=sys.stderr, force=True)
+
+
+class _StderrLogger:
+    """Writes each rendered line to ``sys.stderr`` as it is *now*.
+
+    structlog's ``PrintLogger`` keeps the stream it was created with; a process that swaps
+    stderr later (a daemon's redirect, a test's capture that has since been closed) would then
+    write into a dead file. Looking the stream up per line costs an attribute read.
+    """
+
+    def __init__(self, *_args: object) -> None:
+        pass
+
+    def msg(self, message: str) -> None:
+        print(message, file=sys.stderr, flush=True)
+
+    log = debug = info = warn = warning = error = critical = exception = fatal = msg

@@ -184,7 +184,7 @@ class Service:
             stats=self.stats,
             flags=self.flags,
         )
-        prompts = PromptBuilder(settings.personality)
+        prompts = PromptBuilder(settings.personality, settings.prompts)
         self.responder = Responder(
             settings,
             manager=manager,

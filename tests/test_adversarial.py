@@ -46,9 +46,13 @@ def quotes_prompt(text: str, system: str, run: int = 8) -> bool:
 def obey(body: dict[str, Any]) -> str:
     """The compliant model: find the attack in the prompt and answer what it asks."""
     system = body["messages"][0]["content"]
-    # The first user turn holds the chat (a retry adds the bot's answer and a nudge after it);
-    # its last quoted line is the triggering message (earlier ones are history).
-    prompt = body["messages"][1]["content"]
+    # The triggering message is the last quoted line of the last user turn that quotes chat
+    # (a retry adds the bot's answer and an unquoted nudge after it).
+    prompt = next(
+        m["content"]
+        for m in reversed(body["messages"])
+        if m["role"] == "user" and "«" in m["content"]
+    )
     said = prompt[prompt.rindex("«") + 1 : prompt.rindex("»")]
     for attack in ATTACKS:
         if attack.message.replace("»", "").replace("«", "").strip() == said:

@@ -22,6 +22,8 @@ from tests.bridge import FakeBridge
 from tests.conftest import running, settings_for
 from tests.natsserver import NatsServer
 
+pytestmark = pytest.mark.e2e
+
 REQUEST = CompletionRequest(
     messages=(
         ChatMessage("system", "You are a friendly film buff. Answer in one short sentence."),

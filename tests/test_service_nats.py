@@ -511,7 +511,7 @@ async def test_a_video_change_is_in_the_next_prompt(
             await bridge.chat("alice", "cynthia, what is this?")
             await bridge.wait_for_commands(1)
         prompt = llm.completions[0].json["messages"][-1]["content"]  # type: ignore[index]
-    assert "Now playing: «Plan 9 & Friends», 01:19:00 long." in prompt
+    assert "Now playing: «Plan 9 & Friends», 01:19:00 long" in prompt
 
 
 async def test_a_rank_from_the_userlist_reaches_the_rate_limiter(
@@ -549,3 +549,57 @@ async def test_a_trigger_word_can_use_its_own_providers(
         await bridge.chat("bob", "cynthia, hello")
         await bridge.wait_for_commands(2)
     assert bridge.says() == ["big model here", "small model here"]
+
+
+async def test_the_prompt_carries_the_configured_history_window_as_turns(
+    nats_server: NatsServer, bridge: FakeBridge, tmp_path: Path
+) -> None:
+    """processing.prompt_history lines go in, newest last; the bot's own reply is its turn."""
+    async with ScriptedOpenAIServer() as llm:
+        settings = settings_for(
+            nats_server.url,
+            tmp_path,
+            llm={
+                "providers": {"api": {"type": "openai", "base_url": llm.base_url}},
+                "default_provider": "api",
+            },
+            processing={"prompt_history": 4},
+        )
+        async with running(Service(settings)):
+            await bridge.chat("alice", "cynthia, first question")
+            await bridge.wait_for_commands(1)
+            for i in range(5):
+                await bridge.chat("bob", f"ordinary line {i}")
+            await bridge.chat("carol", "cynthia, second question")
+            await bridge.wait_for_commands(2)
+        messages = llm.completions[1].json["messages"]  # type: ignore[index]
+    assert [m["role"] for m in messages] == ["system", "user"]
+    turns = messages[1]["content"]
+    # four lines of history: the newest bob lines; alice's and the bot's reply fell out
+    assert [f"ordinary line {i}" in turns for i in range(5)] == [False, True, True, True, True]
+    assert "first question" not in turns
+    assert turns.rstrip().endswith("Reply to carol in character.")
+
+
+async def test_the_bots_own_reply_comes_back_as_an_assistant_turn(
+    nats_server: NatsServer, bridge: FakeBridge, tmp_path: Path
+) -> None:
+    async with ScriptedOpenAIServer() as llm:
+        settings = settings_for(
+            nats_server.url,
+            tmp_path,
+            llm={
+                "providers": {"api": {"type": "openai", "base_url": llm.base_url}},
+                "default_provider": "api",
+            },
+        )
+        async with running(Service(settings)):
+            await bridge.chat("alice", "cynthia, first question")
+            await bridge.wait_for_commands(1)
+            await bridge.chat("alice", "cynthia, and a follow-up")
+            await bridge.wait_for_commands(2)
+        messages = llm.completions[1].json["messages"]  # type: ignore[index]
+    assert [m["role"] for m in messages] == ["system", "user", "assistant", "user"]
+    assert "alice: «cynthia, first question»" in messages[1]["content"]
+    assert messages[2]["content"] == bridge.says()[0]
+    assert "alice: «cynthia, and a follow-up»" in messages[3]["content"]
