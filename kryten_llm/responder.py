@@ -18,7 +18,7 @@ import structlog
 
 from kryten_llm.errors import ProviderError
 from kryten_llm.intake import channel_key
-from kryten_llm.llm.base import ChatMessage, CompletionRequest
+from kryten_llm.llm.base import ChatMessage, Completion, CompletionRequest
 from kryten_llm.pipeline.decisions import Reason
 from kryten_llm.pipeline.formatter import FormattedReply, format_reply
 from kryten_llm.records import chat_record
@@ -107,6 +107,29 @@ class Responder:
             self._log.write(record)
             structlog.contextvars.clear_contextvars()
 
+    def _account(self, record: dict[str, Any], completion: Completion) -> None:
+        """Name who answered; add this call's time, tokens and cost to the reply's totals.
+
+        After a validator retry the record names the provider of the answer that was kept,
+        and ``latency_ms``, ``usage`` and ``cost_usd`` cover both calls.
+        """
+        usage = record.get("usage")
+        if completion.usage is not None:
+            usage = {
+                "prompt_tokens": (usage or {}).get("prompt_tokens", 0)
+                + completion.usage.prompt_tokens,
+                "completion_tokens": (usage or {}).get("completion_tokens", 0)
+                + completion.usage.completion_tokens,
+            }
+        record |= {
+            "provider": completion.provider,
+            "model": completion.model,
+            "fallback_from": list(completion.tried),
+            "cost_usd": _add(record.get("cost_usd"), self._manager.cost(completion)),
+            "latency_ms": round(record.get("latency_ms", 0.0) + completion.latency_ms, 3),
+            "usage": usage,
+        }
+
     def _format(self, text: str, present: Collection[str]) -> FormattedReply:
         return format_reply(
             text, self._formatting, bot_names=self._bot_names, present_users=present
@@ -120,21 +143,7 @@ class Responder:
         except ProviderError as exc:
             _provider_failed(record, exc)
             return
-        record |= {
-            "provider": completion.provider,
-            "model": completion.model,
-            "fallback_from": list(completion.tried),
-            "cost_usd": self._manager.cost(completion),
-            "latency_ms": round(completion.latency_ms, 3),
-            "usage": (
-                {
-                    "prompt_tokens": completion.usage.prompt_tokens,
-                    "completion_tokens": completion.usage.completion_tokens,
-                }
-                if completion.usage
-                else None
-            ),
-        }
+        self._account(record, completion)
         key = channel_key(job.channel.domain, job.channel.channel)
         context = self._channels.get(key)
         present = context.state.users.keys() if context is not None else ()
@@ -142,7 +151,11 @@ class Responder:
         verdict = self._validator.check(reply.kept, key) if reply.parts else None
         if verdict is not None and not verdict.ok and self._retry:
             log.info("reply_invalid_retrying", check=verdict.reason, detail=verdict.detail)
-            record["first_attempt"] = {"rejected": verdict.reason, "text": completion.text[:500]}
+            record["first_attempt"] = {
+                "rejected": verdict.reason,
+                "text": completion.text[:500],
+                "provider": completion.provider,
+            }
             retry = CompletionRequest(
                 messages=(
                     *request.messages,
@@ -155,6 +168,7 @@ class Responder:
             except ProviderError as exc:
                 _provider_failed(record, exc)
                 return
+            self._account(record, completion)
             reply = self._format(completion.text, present)
             verdict = self._validator.check(reply.kept, key) if reply.parts else None
         record["removed"] = list(reply.removed)
@@ -193,6 +207,10 @@ class Responder:
                 record["ack"] = result.ack
         record |= {"answered": True, "reason": Reason.ANSWERED.value, "request_ids": request_ids}
         log.info("reply_sent", parts=len(reply.parts), provider=completion.provider)
+
+
+def _add(a: float | None, b: float | None) -> float | None:
+    return b if a is None else a if b is None else a + b
 
 
 def _provider_failed(record: dict[str, Any], exc: ProviderError) -> None:

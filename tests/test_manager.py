@@ -249,3 +249,30 @@ def test_providers_check_prints_a_table_and_fails_when_one_is_down(tmp_path: Any
     assert lines[0].split()[:4] == ["provider", "type", "model", "status"]
     assert any(line.startswith("echo (default)") and " ready " in line for line in lines)
     assert any(line.startswith("dead (fallback)") and " FAILED " in line for line in lines)
+
+
+async def test_a_402_at_probe_time_cools_the_provider_instead_of_counting_a_failure(
+    session: aiohttp.ClientSession,
+) -> None:
+    async with ScriptedOpenAIServer() as llm:
+        llm.push_models(status(402, {"error": {"message": "Insufficient credits"}}))
+        m = manager(session, {"a": llm.base_url})
+        (result,) = await m.probe_all(2.0)
+    assert not result.ok
+    assert "out of credit" in result.detail
+    health = m.health["a"]
+    assert health.state == "cooling"
+    assert health.consecutive_failures == 0
+    assert health.retry_in() > 3000  # quota_cooldown_seconds: an hour by default
+
+
+async def test_a_429_at_probe_time_cools_the_provider_for_its_retry_after(
+    session: aiohttp.ClientSession,
+) -> None:
+    async with ScriptedOpenAIServer() as llm:
+        llm.push_models(status(429, headers={"Retry-After": "120"}))
+        m = manager(session, {"a": llm.base_url})
+        (result,) = await m.probe_all(2.0)
+    assert not result.ok
+    assert m.health["a"].state == "cooling"
+    assert 100 < m.health["a"].retry_in() <= 120

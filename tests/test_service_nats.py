@@ -19,7 +19,7 @@ from kryten_llm.service import Service
 from tests.bridge import FakeBridge
 from tests.conftest import running, settings_for
 from tests.natsserver import NatsServer, free_port
-from tests.openai_server import ScriptedOpenAIServer
+from tests.openai_server import ScriptedOpenAIServer, reply
 
 pytestmark = pytest.mark.nats
 
@@ -603,3 +603,45 @@ async def test_the_bots_own_reply_comes_back_as_an_assistant_turn(
     assert "alice: «cynthia, first question»" in messages[1]["content"]
     assert messages[2]["content"] == bridge.says()[0]
     assert "alice: «cynthia, and a follow-up»" in messages[3]["content"]
+
+
+async def test_after_a_validator_retry_the_log_counts_both_calls(
+    nats_server: NatsServer, bridge: FakeBridge, tmp_path: Path
+) -> None:
+    """Tokens, cost and LLM time cover the rejected call and the retry; the kept answer's
+    provider is named, the rejected one's in ``first_attempt``."""
+    async with ScriptedOpenAIServer() as llm:
+        settings = settings_for(
+            nats_server.url,
+            tmp_path,
+            llm={
+                "providers": {
+                    "api": {
+                        "type": "openai",
+                        "base_url": llm.base_url,
+                        "price_input_per_million": 1.0,
+                        "price_output_per_million": 2.0,
+                    }
+                },
+                "default_provider": "api",
+            },
+            validation={"blocklist": ["(?i)forbidden"]},
+        )
+        llm.push(
+            reply("a forbidden answer", usage={"prompt_tokens": 1000, "completion_tokens": 10}),
+            reply("a fine answer", usage={"prompt_tokens": 1200, "completion_tokens": 20}),
+        )
+        async with running(Service(settings)):
+            await bridge.chat("alice", "cynthia, say something")
+            await bridge.wait_for_commands(1)
+            await eventually(lambda: len(read_log(tmp_path)) == 1)
+    (record,) = read_log(tmp_path)
+    assert bridge.says() == ["a fine answer"]
+    assert record["first_attempt"] == {
+        "rejected": "blocklisted",
+        "text": "a forbidden answer",
+        "provider": "api",
+    }
+    assert record["usage"] == {"prompt_tokens": 2200, "completion_tokens": 30}
+    assert record["cost_usd"] == pytest.approx((2200 * 1.0 + 30 * 2.0) / 1_000_000)
+    assert record["provider"] == "api"

@@ -94,8 +94,9 @@ class ProviderManager:
     async def probe_all(self, timeout_seconds: float = 5.0) -> list[ProbeResult]:
         """Probe every provider at once; failures become their initial health.
 
-        An authentication or request error marks the provider misconfigured, anything else
-        counts as one failure. Each result is logged.
+        An authentication or request error marks the provider misconfigured, an exhausted
+        credit or a rate limit cools it down as a reply's call would, anything else counts as
+        one failure. Each result is logged.
         """
 
         async def one(name: str) -> ProbeResult:
@@ -106,6 +107,12 @@ class ProviderManager:
                 )
             except (AuthFailed, BadRequest) as exc:
                 self.health[name].misconfigured(str(exc))
+                ok, detail = False, str(exc)
+            except QuotaExhausted as exc:
+                self.health[name].cool(self._config.circuit.quota_cooldown_seconds, str(exc))
+                ok, detail = False, str(exc)
+            except RateLimited as exc:
+                self.health[name].cool(exc.retry_after or self._backoff(1), str(exc))
                 ok, detail = False, str(exc)
             except (ProviderError, TimeoutError) as exc:
                 self.health[name].failed(str(exc) or "probe timed out")
