@@ -451,6 +451,38 @@ class ServiceConfig(_Section):
 
     name: str = Field("llm", pattern=r"^[a-z0-9_-]+$")
     heartbeat_interval_seconds: float = Field(30.0, ge=1, le=300)
+    mirror_subjects: bool = Field(
+        True,
+        description="Also publish startup on kryten.service.discovery and heartbeats on "
+        "kryten.service.heartbeat(.<name>).",
+    )
+    kv_registry: bool = Field(
+        True,
+        description="Keep this instance in the JetStream KV bucket kryten_services (TTL: "
+        "three heartbeats).",
+    )
+    services_api: bool = Field(
+        True, description="Register with the NATS Services API and answer kryten.<name>.command."
+    )
+
+
+class WebConfig(_Section):
+    """The operator's web surface: dashboard, /health, /metrics, controls."""
+
+    enabled: bool = Field(True, description="Serve the dashboard, /health and /metrics.")
+    host: str = Field("127.0.0.1", description="Address to bind; keep it local or proxy it.")
+    port: int = Field(8780, ge=0, le=65535, description="0 picks a free port (logged).")
+    token: SecretStr | None = Field(
+        None,
+        description="Control token for pause/resume/dry-run/personality/cooldowns (web and "
+        "NATS); without one, controls are disabled. Prefer KRYTEN_LLM_WEB__TOKEN.",
+    )
+    push_interval_seconds: float = Field(
+        1.0, ge=0.1, le=60, description="How often the dashboard gets a new snapshot."
+    )
+    stale_after_seconds: float = Field(
+        900.0, ge=1, description="A channel silent this long makes /health degraded."
+    )
 
 
 class Settings(BaseSettings):
@@ -489,6 +521,7 @@ class Settings(BaseSettings):
     processing: ProcessingConfig = Field(default_factory=ProcessingConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
     service: ServiceConfig = Field(default_factory=ServiceConfig)
+    web: WebConfig = Field(default_factory=WebConfig)
     dry_run: bool = Field(False, description="Decide and log everything, send nothing.")
 
     @model_validator(mode="before")
@@ -662,4 +695,6 @@ def redacted(settings: Settings) -> dict[str, Any]:
     for secret in ("password", "token"):
         if data["nats"].get(secret) is not None:
             data["nats"][secret] = "**********"
+    if data["web"].get("token") is not None:
+        data["web"]["token"] = "**********"
     return data

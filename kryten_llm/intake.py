@@ -101,6 +101,7 @@ class Intake:
             self._stats.inc("events_malformed")
             log.warning("event_malformed", subject=exc.subject, reason=exc.reason)
             return
+        self._stats.inc(f"event_type:{_kind(event)}")
         try:
             if event.envelope.domain != channel.config.domain:
                 self._foreign(channel, event.envelope.domain)
@@ -118,6 +119,10 @@ class Intake:
         except Exception:
             self._stats.inc("events_failed")
             log.exception("event_handling_failed", subject=subject)
+
+    def use_triggers(self, triggers: TriggerEngine) -> None:
+        """Match with ``triggers`` from the next message on (a personality switch)."""
+        self._triggers = triggers
 
     def _foreign(self, channel: ChannelContext, domain: str) -> None:
         """Same channel name on another domain: not ours, and the bridge would refuse us."""
@@ -252,3 +257,8 @@ class Intake:
         self._log.write(
             chat_record(channel.config, chat, trigger) | {"answered": False, "reason": reason.value}
         )
+
+
+def _kind(event: object) -> str:
+    """A bounded name for an event's type, for counters: ``ChatEvent`` -> ``chat``."""
+    return type(event).__name__.removesuffix("Event").lower()

@@ -25,7 +25,7 @@ from kryten_llm.records import chat_record
 
 if TYPE_CHECKING:
     from kryten_llm.bus.sender import ChatSender
-    from kryten_llm.config import Settings
+    from kryten_llm.config import PersonalityConfig, Settings
     from kryten_llm.intake import ChannelContext
     from kryten_llm.llm.manager import ProviderManager
     from kryten_llm.pipeline.jobs import Job, JobQueue
@@ -67,6 +67,10 @@ class Responder:
         self._stats = stats
         self._flags = flags
         self.in_flight = 0
+
+    def use_personality(self, personality: PersonalityConfig) -> None:
+        """Treat ``personality``'s names as the bot's own (a personality switch)."""
+        self._bot_names = (personality.character_name, *personality.name_variations, self._bot)
 
     async def run(self, queue: JobQueue) -> None:
         """Take jobs from ``queue`` until cancelled."""

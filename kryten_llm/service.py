@@ -37,6 +37,8 @@ from kryten_llm.errors import BusError
 from kryten_llm.intake import ChannelContext, Intake, channel_key
 from kryten_llm.llm import create_provider
 from kryten_llm.llm.manager import ProviderManager
+from kryten_llm.ops.surface import OperatorSurface
+from kryten_llm.ops.telemetry import Telemetry
 from kryten_llm.pipeline.filters import IntakeFilter
 from kryten_llm.pipeline.jobs import JobQueue
 from kryten_llm.pipeline.prompt import PromptBuilder
@@ -53,6 +55,7 @@ if TYPE_CHECKING:
     from nats.aio.msg import Msg
 
     from kryten_llm.config import Settings
+    from kryten_llm.llm.base import Completion
 
 log = structlog.get_logger(__name__)
 
@@ -107,6 +110,59 @@ class Service:
         self.manager: ProviderManager | None = None
         self.ready = asyncio.Event()
         self._connect_attempts = 0
+        self.telemetry = Telemetry(self.stats)
+        self.surface: OperatorSurface | None = None
+        self.prompts: PromptBuilder | None = None
+        self.validator: ReplyValidator | None = None
+        self.limiter: RateLimiter | None = None
+        self._started_at = time.monotonic()
+
+    @property
+    def uptime_seconds(self) -> float:
+        return time.monotonic() - self._started_at
+
+    @property
+    def fallback_lines(self) -> int:
+        """Lines in the fallback pool for when every provider fails (0: none)."""
+        return 0
+
+    # --- the operator's switches (see kryten_llm.ops.controls) -------------------------------
+
+    @property
+    def dry_run(self) -> bool:
+        return self.flags.dry_run
+
+    def set_paused(self, paused: bool) -> None:
+        self.flags.paused = paused
+
+    def set_dry_run(self, dry_run: bool) -> None:
+        self.flags.dry_run = dry_run
+
+    def switch_personality(self, name: str) -> None:
+        """Speak as another configured personality from the next reply on.
+
+        Raises:
+            KeyError: no personality has that name (the message lists them).
+        """
+        settings = self.settings
+        if name not in settings.personalities:
+            known = ", ".join(sorted(settings.personalities))
+            raise KeyError(f"no personality {name!r}; configured: {known}")
+        settings.active_personality = name
+        personality = settings.personality
+        if self.prompts is not None:
+            self.prompts.switch(personality)
+        if self.validator is not None and self.prompts is not None:
+            self.validator.use_system_prompt(self.prompts.system)
+        if self.intake is not None:
+            self.intake.use_triggers(TriggerEngine(settings.triggers, personality, rng=self._rng))
+        if self.responder is not None:
+            self.responder.use_personality(personality)
+        log.info("personality_switched", personality=name)
+
+    async def clear_cooldowns(self) -> None:
+        if self.limiter is not None:
+            await self.limiter.clear()
 
     def request_stop(self, reason: str) -> None:
         """Ask :meth:`run` to shut down (signal handlers, group restart, tests).
@@ -141,6 +197,7 @@ class Service:
                 enabled=self.settings.logging.response_log,
             )
             stack.callback(response_log.close)
+            response_log.add_listener(self.telemetry.on_record)
             for listener in self._listeners:
                 response_log.add_listener(listener)
             workers = await self._start(nc, session, response_log)
@@ -169,14 +226,17 @@ class Service:
             name: create_provider(name, cfg, session)
             for name, cfg in settings.llm.providers.items()
         }
-        self.manager = manager = ProviderManager(providers, settings.llm)
+        self.manager = manager = ProviderManager(
+            providers, settings.llm, observer=self._observe_call
+        )
         await manager.probe_all()
         sender = ChatSender(nc, settings.send)
+        self.limiter = RateLimiter(settings.ratelimit, settings.triggers)
         self.intake = Intake(
             settings,
             intake_filter=IntakeFilter(settings.filters, settings.bot.username),
             triggers=TriggerEngine(settings.triggers, settings.personality, rng=self._rng),
-            limiter=RateLimiter(settings.ratelimit, settings.triggers),
+            limiter=self.limiter,
             spam=SpamGuard(settings.spam),
             queue=self.queue,
             sender=sender,
@@ -184,12 +244,13 @@ class Service:
             stats=self.stats,
             flags=self.flags,
         )
-        prompts = PromptBuilder(settings.personality, settings.prompts)
+        self.prompts = prompts = PromptBuilder(settings.personality, settings.prompts)
+        self.validator = ReplyValidator(settings.validation, prompts.system)
         self.responder = Responder(
             settings,
             manager=manager,
             prompts=prompts,
-            validator=ReplyValidator(settings.validation, prompts.system),
+            validator=self.validator,
             sender=sender,
             channels=self.channels,
             response_log=response_log,
@@ -202,12 +263,15 @@ class Service:
         ]
         for context in self.channels.values():
             await nc.subscribe(channel_events(context.config.channel), cb=self._callback(context))
+        self.surface = surface = OperatorSurface(self)
+        await surface.start(nc)
         self.lifecycle = Lifecycle(
             nc,
             settings.service,
             version=__version__,
             metadata=self._metadata,
             on_restart=self.request_stop,
+            listeners=[surface.registry.on_lifecycle] if surface.registry is not None else (),
         )
         await self.lifecycle.start()
         await settle(nc, self.settings.nats.connect_timeout_seconds)
@@ -222,8 +286,29 @@ class Service:
 
         return on_event
 
+    def _observe_call(
+        self, provider: str, outcome: str, seconds: float, completion: Completion | None
+    ) -> None:
+        self.telemetry.on_call(provider, outcome, seconds, completion)
+        if completion is not None and self.manager is not None:
+            cost = self.manager.cost(completion)
+            if cost:
+                self.telemetry.on_cost(provider, cost)
+
     def _metadata(self) -> dict[str, Any]:
+        surface = self.surface
+        health = surface.health() if surface is not None else None
         return {
+            "endpoints": surface.endpoints() if surface is not None else {},
+            "health": (
+                {
+                    "status": health["status"],
+                    "reasons": health["reasons"],
+                    "components": health["components"],
+                }
+                if health is not None
+                else None
+            ),
             "channels": [
                 {"domain": c.domain, "channel": c.channel} for c in self.settings.channels
             ],
@@ -329,9 +414,11 @@ class Service:
         if self.lifecycle is not None:
             try:
                 reason = self._stop_reason or "stopped"
-                await asyncio.wait_for(self.lifecycle.stop(reason), 1.0)
+                await asyncio.wait_for(self.lifecycle.stop(reason), 2.0)
             except TimeoutError:
                 log.warning("shutdown_announce_timeout")
+        if self.surface is not None:
+            await self.surface.stop()
 
     async def _stop_workers(self, workers: list[asyncio.Task[None]]) -> None:
         for task in workers:

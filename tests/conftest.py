@@ -53,6 +53,7 @@ def settings_for(nats_url: str, log_dir: Path, **sections: Any) -> Settings:
         "filters": {"replay_grace_seconds": 0},
         "logging": {"response_log_dir": str(log_dir), "level": "DEBUG"},
         "service": {"heartbeat_interval_seconds": 30},
+        "web": {"port": 0},
     }
     for key, value in sections.items():
         if isinstance(value, dict) and isinstance(base.get(key), dict):

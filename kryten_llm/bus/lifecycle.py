@@ -11,6 +11,12 @@
 
 Bodies carry the base fields in the ecosystem's order (service, version, hostname, timestamp,
 uptime_seconds) plus a ``metadata`` object.
+
+With ``service.mirror_subjects`` the startup event is also published on
+``kryten.service.discovery`` and heartbeats on ``kryten.service.heartbeat`` and
+``kryten.service.heartbeat.<name>``: not part of the bridge's protocol (PROTOCOL.md §6.2), but
+what the ecosystem's planning documents tell operators to ``nats sub``. Listeners (the KV
+registry) get every event with its body.
 """
 
 from __future__ import annotations
@@ -20,7 +26,7 @@ import contextlib
 import json
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -38,6 +44,11 @@ if TYPE_CHECKING:
 log = structlog.get_logger(__name__)
 
 _DEFAULT_RESTART_DELAY = 5.0
+# Where lifecycle events are mirrored for the monitoring recipes of the planning documents.
+MIRRORS: dict[str, tuple[str, ...]] = {
+    "startup": ("kryten.service.discovery",),
+    "heartbeat": ("kryten.service.heartbeat", "kryten.service.heartbeat.{name}"),
+}
 
 
 class Lifecycle:
@@ -51,12 +62,14 @@ class Lifecycle:
         version: str,
         metadata: Callable[[], dict[str, Any]] = dict,
         on_restart: Callable[[str], None] | None = None,
+        listeners: Sequence[Callable[[str, dict[str, Any]], Awaitable[None]]] = (),
     ) -> None:
         self._nc = nc
         self._config = config
         self._version = version
         self._metadata = metadata
         self._on_restart = on_restart
+        self._listeners = tuple(listeners)
         self._hostname = socket.gethostname()
         self._started_at = time.monotonic()
         self._subs: list[Subscription] = []
@@ -103,8 +116,18 @@ class Lifecycle:
 
     async def _publish(self, event: str, extra: dict[str, Any]) -> None:
         body = {**self.base(), **extra}
-        await self._nc.publish(lifecycle(self._config.name, event), json.dumps(body).encode())
+        data = json.dumps(body, default=str).encode()
+        name = self._config.name
+        await self._nc.publish(lifecycle(name, event), data)
+        if self._config.mirror_subjects:
+            for subject in MIRRORS.get(event, ()):
+                await self._nc.publish(subject.format(name=name), data)
         log.debug("lifecycle_published", lifecycle_event=event)
+        for listener in self._listeners:
+            try:
+                await listener(event, body)
+            except Exception:
+                log.exception("lifecycle_listener_failed", lifecycle_event=event)
 
     async def _heartbeats(self) -> None:
         interval = self._config.heartbeat_interval_seconds

@@ -57,6 +57,11 @@ class ProbeResult:
     model: str
 
 
+# Told about every provider call: provider, outcome ("ok" or the error's class name), seconds,
+# and the completion when there is one (metrics, dashboards).
+CallObserver = Callable[[str, str, float, "Completion | None"], None]
+
+
 class ProviderManager:
     """Routes completion requests through the provider chain."""
 
@@ -67,8 +72,10 @@ class ProviderManager:
         *,
         clock: Callable[[], float] = time.monotonic,
         jitter: Callable[[], float] = random.random,
+        observer: CallObserver | None = None,
     ) -> None:
         self._providers = dict(providers)
+        self._observer = observer
         self._config = config
         self._chain = [name for name in config.chain if name in self._providers]
         if not self._chain:
@@ -194,8 +201,8 @@ class ProviderManager:
                 raise ProviderTimeout(name, "no time left in the reply deadline")
             budget = min(remaining, request.timeout_seconds or remaining)
             try:
-                completion = await provider.complete(
-                    dataclasses.replace(request, timeout_seconds=budget)
+                completion = await self._call(
+                    name, provider, dataclasses.replace(request, timeout_seconds=budget)
                 )
             except (AuthFailed, BadRequest) as exc:
                 health.misconfigured(str(exc))
@@ -232,6 +239,27 @@ class ProviderManager:
                 continue
             health.succeeded(completion.latency_ms)
             return completion
+
+    async def _call(self, name: str, provider: Provider, request: CompletionRequest) -> Completion:
+        """One provider call, reported to the observer whatever its outcome."""
+        started = self._clock()
+        try:
+            completion = await provider.complete(request)
+        except ProviderError as exc:
+            self._observe(name, type(exc).__name__, started, None)
+            raise
+        self._observe(name, "ok", started, completion)
+        return completion
+
+    def _observe(
+        self, name: str, outcome: str, started: float, completion: Completion | None
+    ) -> None:
+        if self._observer is None:
+            return
+        try:
+            self._observer(name, outcome, self._clock() - started, completion)
+        except Exception:  # metrics must never break a reply
+            log.exception("call_observer_failed", provider=name)
 
     def _backoff(self, attempt: int) -> float:
         retry = self._config.retry

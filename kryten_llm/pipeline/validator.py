@@ -64,6 +64,10 @@ class ReplyValidator:
         self._prompt_runs = _shingles(_words(system_prompt), self._leak_size)
         self._recent: dict[str, deque[set[tuple[str, ...]]]] = {}
 
+    def use_system_prompt(self, system_prompt: str) -> None:
+        """Guard a new system prompt against leaks (a personality switch)."""
+        self._prompt_runs = _shingles(_words(system_prompt), self._leak_size)
+
     def check(self, text: str, channel: str) -> Verdict:
         """Judge ``text`` (the formatted reply as it would be sent) for ``channel``."""
         cfg = self._config

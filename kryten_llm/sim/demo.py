@@ -67,6 +67,7 @@ def demo_settings(
     elif config is None and not local_problems(settings.llm.providers["smollm2"]):
         settings.llm.default_provider = "smollm2"
     settings.nats.servers = [nats_url]
+    settings.web.port = 0  # any free port: a demo must not fail on a busy one (URL printed)
     settings.logging.response_log = log_dir is not None
     if log_dir is not None:
         settings.logging.response_log_dir = log_dir
@@ -167,6 +168,8 @@ async def run_demo(
             ready.cancel()
             stop.set()
             return await bot if bot.done() else 1
+        if service.surface is not None and service.surface.web is not None:
+            transcript.banner(f"dashboard: http://127.0.0.1:{service.surface.web.port}/\n")
         nc = await nats.connect(nats_url)
         channel = SimulatedChannel(
             nc,

@@ -1,0 +1,1 @@
+"""The operator surface: health, metrics, the live dashboard, controls and NATS endpoints."""

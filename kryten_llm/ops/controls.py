@@ -1,0 +1,108 @@
+"""The operator's switches, one implementation for the web dashboard and ``kryten.llm.command``.
+
+Every action needs the control token (``web.token`` or ``KRYTEN_LLM_WEB__TOKEN``), compared in
+constant time; with no token configured, controls are disabled, not open. Each action is
+logged with its origin (``web 127.0.0.1 Mozilla/...`` or ``nats``), whether it succeeded or not.
+"""
+
+from __future__ import annotations
+
+import hmac
+from typing import Any, Protocol
+
+import structlog
+
+log = structlog.get_logger(__name__)
+
+ACTIONS = ("pause", "resume", "dry_run", "personality", "clear_cooldowns")
+
+
+class Controlled(Protocol):
+    """What the service offers to the controls."""
+
+    def set_paused(self, paused: bool) -> None: ...
+
+    def set_dry_run(self, dry_run: bool) -> None: ...
+
+    def switch_personality(self, name: str) -> None: ...
+
+    async def clear_cooldowns(self) -> None: ...
+
+    @property
+    def dry_run(self) -> bool: ...
+
+
+class ControlError(Exception):
+    """A refused action; ``status`` is the HTTP status that says why."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class Controls:
+    """Checks the token, runs an action on the service, logs it.
+
+    Args:
+        target: the service.
+        token: the control token; ``None`` or empty disables every action.
+    """
+
+    def __init__(self, target: Controlled, token: str | None) -> None:
+        self._target = target
+        self._token = token or None
+
+    @property
+    def enabled(self) -> bool:
+        return self._token is not None
+
+    def authorize(self, presented: str | None) -> None:
+        """Raise :class:`ControlError` unless ``presented`` is the configured token."""
+        if self._token is None:
+            raise ControlError(403, "controls are disabled: set web.token to enable them")
+        if not presented or not hmac.compare_digest(presented.encode(), self._token.encode()):
+            raise ControlError(401, "a valid control token is required")
+
+    async def run(
+        self, action: str, value: Any, *, token: str | None, origin: str
+    ) -> dict[str, Any]:
+        """Authorize, then perform ``action``; returns what changed.
+
+        Raises:
+            ControlError: refused (no or wrong token, unknown action, bad value).
+        """
+        try:
+            self.authorize(token)
+            result = await self._perform(action, value)
+        except ControlError as exc:
+            log.warning("control_refused", action=action, origin=origin, error=str(exc))
+            raise
+        log.warning("control_action", action=action, value=value, origin=origin)
+        return result
+
+    async def _perform(self, action: str, value: Any) -> dict[str, Any]:
+        target = self._target
+        if action == "pause":
+            target.set_paused(True)
+            return {"paused": True}
+        if action == "resume":
+            target.set_paused(False)
+            return {"paused": False}
+        if action == "dry_run":
+            wanted = (not target.dry_run) if value is None else value
+            if not isinstance(wanted, bool):
+                raise ControlError(400, "dry_run takes true, false or nothing (toggle)")
+            target.set_dry_run(wanted)
+            return {"dry_run": wanted}
+        if action == "personality":
+            if not isinstance(value, str) or not value:
+                raise ControlError(400, "personality takes the name of a configured personality")
+            try:
+                target.switch_personality(value)
+            except KeyError as exc:
+                raise ControlError(400, str(exc.args[0])) from None
+            return {"personality": value}
+        if action == "clear_cooldowns":
+            await target.clear_cooldowns()
+            return {"cooldowns": "cleared"}
+        raise ControlError(400, f"unknown action {action!r}; known: {', '.join(ACTIONS)}")

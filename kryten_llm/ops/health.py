@@ -1,0 +1,97 @@
+"""One verdict on the bot's health, with its reasons, for ``/health``, heartbeats and alerts.
+
+``failing``: the bot cannot answer at all (not connected to NATS, not running, or no provider
+in the chain can be asked). ``degraded``: it answers, but something needs a look (a provider's
+circuit is open or cooling or misconfigured, the reply queue is full, a channel has been silent
+longer than ``stale_after_seconds``). ``healthy`` otherwise. Pausing and dry-run are the
+operator's choices: reported, never a degradation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+Status = Literal["healthy", "degraded", "failing"]
+_RANK: dict[Status, int] = {"healthy": 0, "degraded": 1, "failing": 2}
+_UNAVAILABLE = ("open", "cooling", "misconfigured")
+
+
+@dataclass(frozen=True, slots=True)
+class HealthInputs:
+    """What the verdict is made from; gathered by the service."""
+
+    running: bool
+    nats_connected: bool
+    channel_ages: Mapping[str, float | None]  # seconds since the last event, None: never
+    providers: Mapping[str, Mapping[str, Any]]  # ProviderHealth snapshots
+    chain: Sequence[str]
+    queue_depth: int
+    queue_capacity: int
+    uptime_seconds: float
+    paused: bool = False
+    dry_run: bool = False
+    fallback_lines: int = 0
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+
+def assess(inputs: HealthInputs, *, stale_after_seconds: float) -> dict[str, Any]:
+    """The verdict: ``status``, ``reasons`` and the state of each component."""
+    status: Status = "healthy"
+    reasons: list[str] = []
+
+    def worse(level: Status, reason: str) -> None:
+        nonlocal status
+        reasons.append(reason)
+        if _RANK[level] > _RANK[status]:
+            status = level
+
+    if not inputs.running:
+        worse("failing", "the service is not running")
+    if not inputs.nats_connected:
+        worse("failing", "not connected to NATS")
+    channels: dict[str, Any] = {}
+    for name, age in inputs.channel_ages.items():
+        silent = age if age is not None else inputs.uptime_seconds
+        stale = silent > stale_after_seconds
+        channels[name] = {
+            "last_event_age_seconds": round(age, 1) if age is not None else None,
+            "status": "stale" if stale else "ok",
+        }
+        if stale:
+            worse("degraded", f"no events from {name} for {silent:.0f} s")
+    providers: dict[str, Any] = {}
+    usable = 0
+    for name, snapshot in inputs.providers.items():
+        state = str(snapshot.get("state"))
+        providers[name] = {"state": state, "last_error": snapshot.get("last_error")}
+        if state in _UNAVAILABLE:
+            worse("degraded", f"provider {name} is {state.replace('_', ' ')}")
+        elif name in inputs.chain:
+            usable += 1
+    if inputs.chain and usable == 0:
+        note = " (answering from the fallback pool)" if inputs.fallback_lines else ""
+        worse("failing", f"no provider in the chain can be asked{note}")
+    queue_full = inputs.queue_depth >= inputs.queue_capacity
+    if queue_full:
+        worse("degraded", f"reply queue full ({inputs.queue_depth}/{inputs.queue_capacity})")
+    return {
+        "status": status,
+        "reasons": reasons,
+        "components": {
+            "service": "ok" if inputs.running else "failing",
+            "nats": {"connected": inputs.nats_connected},
+            "channels": channels,
+            "providers": providers,
+            "queue": {
+                "depth": inputs.queue_depth,
+                "capacity": inputs.queue_capacity,
+                "status": "full" if queue_full else "ok",
+            },
+        },
+        "paused": inputs.paused,
+        "dry_run": inputs.dry_run,
+        "uptime_seconds": round(inputs.uptime_seconds, 1),
+        **inputs.extra,
+    }

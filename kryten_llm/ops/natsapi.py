@@ -1,0 +1,161 @@
+"""The bot's NATS-side operator surface: Services API, a command endpoint, a KV registry entry.
+
+- Registered with the NATS Services API through nats-py's ``micro`` module, so
+  ``nats micro ls`` / ``$SRV.PING`` / ``$SRV.INFO`` / ``$SRV.STATS`` see it like any Go or
+  Rust service.
+- ``kryten.<service>.command`` (request/reply, also a Services API endpoint): a JSON request
+  ``{"command": "ping" | "health" | "stats" | "config" | "pause" | "resume", "token": ...}`` gets
+  a JSON reply ``{"ok": true, ...}`` or ``{"ok": false, "error": ...}``. ``pause`` and
+  ``resume`` need the control token; a malformed request gets an error reply, never a crash.
+- The live instance is kept in the JetStream KV bucket ``kryten_services`` under its service
+  name, refreshed by every heartbeat, with a TTL of three heartbeats (so the key vanishes
+  soon after the bot dies) and deleted on shutdown. A server without JetStream only costs a
+  warning.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import structlog
+from nats import micro
+from nats.js.errors import BucketNotFoundError
+from nats.js.kv import KeyValue
+
+from kryten_llm.ops.controls import ControlError, Controls
+
+if TYPE_CHECKING:
+    from nats.aio.client import Client as NATS
+    from nats.micro.request import Request
+    from nats.micro.service import Service as MicroService
+
+log = structlog.get_logger(__name__)
+
+KV_BUCKET = "kryten_services"
+COMMANDS = ("ping", "health", "stats", "config", "pause", "resume")
+
+
+def command_subject(service: str) -> str:
+    return f"kryten.{service}.command"
+
+
+class CommandEndpoint:
+    """The Services API registration and the ``kryten.<service>.command`` handler.
+
+    Args:
+        nc: the service's NATS connection.
+        name: the service name (``service.name``).
+        version: a semantic version for the Services API.
+        views: ``health``, ``stats`` and ``config`` callables returning JSON-able data.
+        controls: the operator's switches (pause and resume go through them).
+    """
+
+    def __init__(
+        self,
+        nc: NATS,
+        name: str,
+        version: str,
+        *,
+        views: dict[str, Callable[[], Any]],
+        controls: Controls,
+    ) -> None:
+        self._nc = nc
+        self._name = name
+        self._version = version
+        self._views = views
+        self._controls = controls
+        self._service: MicroService | None = None
+
+    async def start(self) -> None:
+        self._service = await micro.add_service(
+            self._nc,
+            name=self._name,
+            version=self._version,
+            description="kryten-llm: an LLM chat bot for CyTube channels",
+            metadata={"subject": command_subject(self._name)},
+        )
+        await self._service.add_endpoint(
+            name="command", subject=command_subject(self._name), handler=self._handle
+        )
+
+    async def stop(self) -> None:
+        if self._service is not None:
+            await self._service.stop()
+            self._service = None
+
+    async def _handle(self, request: Request) -> None:
+        reply = await self.answer(request.data)
+        await request.respond(json.dumps(reply, default=str).encode())
+
+    async def answer(self, data: bytes) -> dict[str, Any]:
+        """The reply to one command request (never raises)."""
+        try:
+            body = json.loads(data or b"{}")
+        except ValueError:
+            return {"ok": False, "error": 'not JSON: send {"command": "ping"}'}
+        if not isinstance(body, dict) or not isinstance(body.get("command"), str):
+            return {"ok": False, "error": f'send {{"command": ...}} with one of {COMMANDS}'}
+        command = body["command"]
+        token = body.get("token") if isinstance(body.get("token"), str) else None
+        if command == "ping":
+            return {"ok": True, "pong": True, "service": self._name, "version": self._version}
+        if command in self._views:
+            return {"ok": True, command: self._views[command]()}
+        if command in ("pause", "resume"):
+            try:
+                result = await self._controls.run(command, None, token=token, origin="nats")
+            except ControlError as exc:
+                return {"ok": False, "error": str(exc)}
+            return {"ok": True, **result}
+        return {"ok": False, "error": f"unknown command {command!r}; known: {COMMANDS}"}
+
+
+class ServiceRegistry:
+    """The instance's entry in the ``kryten_services`` KV bucket.
+
+    Args:
+        nc: the NATS connection.
+        name: the key (the service name).
+        ttl_seconds: how long an entry lives without a refresh.
+    """
+
+    def __init__(self, nc: NATS, name: str, ttl_seconds: float) -> None:
+        self._nc = nc
+        self._name = name
+        self._ttl = ttl_seconds
+        self._kv: KeyValue | None = None
+        self._unavailable = False
+
+    async def _bucket(self) -> KeyValue | None:
+        if self._kv is not None or self._unavailable:
+            return self._kv
+        js = self._nc.jetstream(timeout=2.0)
+        try:
+            try:
+                self._kv = await js.key_value(KV_BUCKET)
+            except BucketNotFoundError:
+                self._kv = await js.create_key_value(bucket=KV_BUCKET, ttl=self._ttl, history=1)
+        except Exception as exc:  # no JetStream on this server, no permission...
+            self._unavailable = True
+            log.warning(
+                "kv_registry_unavailable",
+                bucket=KV_BUCKET,
+                error=str(exc) or type(exc).__name__,
+                fix="enable JetStream on the NATS server to be listed in the bucket",
+            )
+        return self._kv
+
+    async def on_lifecycle(self, event: str, body: dict[str, Any]) -> None:
+        """Refresh the entry on startup and heartbeat; remove it on shutdown."""
+        kv = await self._bucket()
+        if kv is None:
+            return
+        try:
+            if event == "shutdown":
+                await kv.delete(self._name)
+            else:
+                await kv.put(self._name, json.dumps(body, default=str).encode())
+        except Exception as exc:
+            log.warning("kv_registry_write_failed", error=str(exc) or type(exc).__name__)

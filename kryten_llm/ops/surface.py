@@ -1,0 +1,277 @@
+"""Assembles the operator surface around a running service, and takes it down again.
+
+The service owns the pipeline; this module only reads it (counters, provider health, channel
+state, the queue) and offers the operator's switches through :class:`Controls`. It starts the
+web server, the NATS Services API endpoint, the KV registry entry and the once-a-second
+sampler, and builds the three views they share: the health verdict, the dashboard snapshot
+and the Prometheus gauges.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from typing import TYPE_CHECKING, Any
+
+import structlog
+
+from kryten_llm import __version__
+from kryten_llm.config import redacted
+from kryten_llm.ops.controls import Controls
+from kryten_llm.ops.health import HealthInputs, assess
+from kryten_llm.ops.metrics import LabelValues
+from kryten_llm.ops.natsapi import CommandEndpoint, ServiceRegistry
+from kryten_llm.ops.telemetry import Telemetry
+from kryten_llm.ops.web import WebServer
+
+if TYPE_CHECKING:
+    from nats.aio.client import Client as NATS
+
+    from kryten_llm.service import Service
+
+log = structlog.get_logger(__name__)
+
+_STATES = ("closed", "half_open", "open", "cooling", "misconfigured")
+_STATUSES = ("healthy", "degraded", "failing")
+
+
+def _semver(version: str) -> str:
+    """The Services API insists on semantic versions; a dev build's may not be one."""
+    parts = version.split(".")
+    ok = len(parts) >= 3 and all(p.isdigit() for p in parts[:2])
+    return version if ok else "0.0.0"
+
+
+class OperatorSurface:
+    """Health, metrics, dashboard, controls and NATS endpoints of one service."""
+
+    def __init__(self, service: Service) -> None:
+        self._service = service
+        settings = service.settings
+        self._settings = settings
+        self.telemetry: Telemetry = service.telemetry
+        token = settings.web.token.get_secret_value() if settings.web.token else None
+        self.controls = Controls(service, token)
+        self.web: WebServer | None = None
+        self.endpoint: CommandEndpoint | None = None
+        self.registry: ServiceRegistry | None = None
+        self._sampler: asyncio.Task[None] | None = None
+        self._register_gauges()
+
+    # --- lifecycle ---------------------------------------------------------------------------
+
+    async def start(self, nc: NATS) -> None:
+        """Start the sampler, the web server and the Services API endpoint."""
+        settings = self._settings
+        self._sampler = asyncio.create_task(self._sample(), name="telemetry-sampler")
+        if settings.web.enabled:
+            self.web = WebServer(
+                settings.web,
+                state=self.state,
+                health=self.health,
+                metrics=self.telemetry.registry.render,
+                controls=self.controls,
+            )
+            try:
+                await self.web.start()
+            except OSError as exc:  # the bot keeps answering without its dashboard
+                log.error(
+                    "web_not_started",
+                    host=settings.web.host,
+                    port=settings.web.port,
+                    error=str(exc),
+                    fix="choose a free web.port, or 0 for any free port",
+                )
+                self.web = None
+        if settings.service.services_api:
+            self.endpoint = CommandEndpoint(
+                nc,
+                settings.service.name,
+                _semver(__version__),
+                views={
+                    "health": self.health,
+                    "stats": self._service.stats.snapshot,
+                    "config": lambda: redacted(self._settings),
+                },
+                controls=self.controls,
+            )
+            await self.endpoint.start()
+        if settings.service.kv_registry:
+            ttl = 3 * settings.service.heartbeat_interval_seconds
+            self.registry = ServiceRegistry(nc, settings.service.name, ttl)
+
+    async def stop(self) -> None:
+        """Stop everything started, each step bounded."""
+        if self._sampler is not None:
+            self._sampler.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sampler
+        if self.endpoint is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.endpoint.stop(), 1.0)
+        if self.web is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.web.stop(), 2.0)
+
+    async def _sample(self) -> None:
+        while True:
+            self.telemetry.sample()
+            await asyncio.sleep(1.0)
+
+    def endpoints(self) -> dict[str, Any]:
+        """``metadata.endpoints`` for lifecycle events, as kryten-py services publish it."""
+        if self.web is None or self.web.port is None:
+            return {}
+        port = self.web.port
+        return {
+            "health": {"port": port, "path": "/health"},
+            "metrics": {"port": port, "path": "/metrics"},
+            "dashboard": {"port": port, "path": "/"},
+        }
+
+    # --- views -------------------------------------------------------------------------------
+
+    def health(self) -> dict[str, Any]:
+        """The health verdict (see :mod:`kryten_llm.ops.health`)."""
+        service = self._service
+        now = time.monotonic()
+        manager = service.manager
+        return assess(
+            HealthInputs(
+                running=service.state.value == "running",
+                nats_connected=bool(service.nc is not None and service.nc.is_connected),
+                channel_ages={
+                    context.config.channel: (
+                        now - context.state.last_event_at
+                        if context.state.last_event_at is not None
+                        else None
+                    )
+                    for context in service.channels.values()
+                },
+                providers=manager.snapshot() if manager is not None else {},
+                chain=manager.chain if manager is not None else [],
+                queue_depth=len(service.queue),
+                queue_capacity=service.queue.capacity,
+                uptime_seconds=service.uptime_seconds,
+                paused=service.flags.paused,
+                dry_run=service.flags.dry_run,
+                fallback_lines=service.fallback_lines,
+            ),
+            stale_after_seconds=self._settings.web.stale_after_seconds,
+        )
+
+    def state(self) -> dict[str, Any]:
+        """Everything the dashboard shows, as one JSON-able snapshot."""
+        service = self._service
+        settings = self._settings
+        telemetry = self.telemetry
+        manager = service.manager
+        providers: dict[str, Any] = {}
+        if manager is not None:
+            for name, snapshot in manager.snapshot().items():
+                providers[name] = {
+                    **snapshot,
+                    "model": manager.providers[name].model,
+                    "outcomes": telemetry.provider_calls.get(name, {}),
+                    "in_chain": name in manager.chain,
+                }
+        return {
+            "service": {
+                "name": settings.service.name,
+                "version": __version__,
+                "state": service.state.value,
+                "uptime_seconds": round(service.uptime_seconds, 1),
+                "paused": service.flags.paused,
+                "dry_run": service.flags.dry_run,
+                "personality": settings.active_personality,
+                "personalities": sorted(settings.personalities),
+                "controls_enabled": self.controls.enabled,
+            },
+            "health": self.health(),
+            "counters": {
+                key: service.stats[key]
+                for key in ("events", "chat", "triggered", "decision_answered", "events_malformed")
+            },
+            "triggers": telemetry.breakdown("trigger_"),
+            "decisions": telemetry.breakdown("decision_"),
+            "series": list(telemetry.series),
+            "providers": providers,
+            "channels": [self._channel(context) for context in service.channels.values()],
+            "recent": list(telemetry.recent),
+            "queue": {"depth": len(service.queue), "capacity": service.queue.capacity},
+        }
+
+    def _channel(self, context: Any) -> dict[str, Any]:
+        state = context.state
+        now_playing = state.now_playing
+        video = None
+        if now_playing is not None:
+            position = now_playing.position
+            if not now_playing.paused:
+                position += time.monotonic() - now_playing.updated_at
+            video = {
+                "title": now_playing.media.title,
+                "duration": now_playing.media.duration,
+                "position_seconds": round(position, 1),
+                "paused": now_playing.paused,
+            }
+        return {
+            "channel": context.config.channel,
+            "domain": context.config.domain,
+            "users": len(state.users),
+            "video": video,
+        }
+
+    # --- gauges ------------------------------------------------------------------------------
+
+    def _register_gauges(self) -> None:
+        service = self._service
+        registry = self.telemetry.registry
+
+        def providers() -> dict[LabelValues, float]:
+            manager = service.manager
+            if manager is None:
+                return {}
+            return {
+                (name, state): float(snapshot["state"] == state)
+                for name, snapshot in manager.snapshot().items()
+                for state in _STATES
+            }
+
+        def status() -> dict[LabelValues, float]:
+            current = self.health()["status"]
+            return {(s,): float(s == current) for s in _STATUSES}
+
+        registry.gauge(
+            "queue_depth", "Replies waiting for a worker.", lambda: {(): len(service.queue)}
+        )
+        registry.gauge(
+            "nats_connected",
+            "1 while connected to NATS.",
+            lambda: {(): float(bool(service.nc is not None and service.nc.is_connected))},
+        )
+        registry.gauge(
+            "provider_state",
+            "1 for each provider's current circuit state.",
+            providers,
+            ("provider", "state"),
+        )
+        registry.gauge("health_status", "1 for the current health status.", status, ("status",))
+        registry.gauge(
+            "paused", "1 while replies are paused.", lambda: {(): float(service.flags.paused)}
+        )
+        registry.gauge("dry_run", "1 while in dry-run.", lambda: {(): float(service.flags.dry_run)})
+        registry.gauge(
+            "channel_users",
+            "Users present, per configured channel.",
+            lambda: {
+                (c.config.channel,): float(len(c.state.users)) for c in service.channels.values()
+            },
+            ("channel",),
+        )
+        registry.gauge(
+            "uptime_seconds",
+            "Seconds since the service started.",
+            lambda: {(): service.uptime_seconds},
+        )

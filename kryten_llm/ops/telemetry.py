@@ -1,0 +1,185 @@
+"""What the operator surfaces show: metrics, a rolling time series and the recent decisions.
+
+One :class:`Telemetry` per service collects from three places, all cheap and non-blocking:
+
+- the service's :class:`~kryten_llm.stats.Stats` counters (events, triggers, decisions), read
+  only when something asks;
+- every provider call, reported by the :class:`~kryten_llm.llm.manager.ProviderManager`
+  (outcome, latency, tokens, cost);
+- every response-log record (the decision table, reply latency).
+
+A sampler turns counters into per-second rates once a second and keeps the last
+``series_points`` of them for the dashboard's charts. Nothing here is labelled by user.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from kryten_llm.ops.metrics import LATENCY_BUCKETS, LabelValues, Registry
+
+if TYPE_CHECKING:
+    from kryten_llm.llm.base import Completion
+    from kryten_llm.stats import Stats
+
+# The counters charted on the dashboard, as (series name, Stats key).
+RATE_SERIES = (
+    ("events", "events"),
+    ("chat", "chat"),
+    ("triggered", "triggered"),
+    ("answered", "decision_answered"),
+)
+_TEXT_LIMIT = 300  # characters of chat text kept per recent decision
+
+
+def _prefixed(stats: Stats, prefix: str) -> dict[LabelValues, float]:
+    return {
+        (key.removeprefix(prefix),): float(value)
+        for key, value in stats.counts.items()
+        if key.startswith(prefix)
+    }
+
+
+class Telemetry:
+    """Metrics registry, rate series and recent decisions of one service.
+
+    Args:
+        stats: the service's counters.
+        recent: how many decisions the dashboard table keeps.
+        series_points: how many one-second samples the charts keep.
+        clock: wall-clock seconds, for sample times.
+    """
+
+    def __init__(
+        self,
+        stats: Stats,
+        *,
+        recent: int = 50,
+        series_points: int = 300,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.stats = stats
+        self._clock = clock
+        self.recent: deque[dict[str, Any]] = deque(maxlen=recent)
+        self.series: deque[dict[str, float]] = deque(maxlen=series_points)
+        self._last_counts: dict[str, int] | None = None
+        self._last_sample_at = 0.0
+        self.provider_calls: dict[str, dict[str, int]] = {}
+        r = self.registry = Registry("kryten_llm_")
+        r.counter_from(
+            "events",
+            "Channel events received, by kind.",
+            lambda: _prefixed(stats, "event_type:"),
+            ("type",),
+        )
+        r.counter_from(
+            "events_malformed",
+            "Events dropped because their payload was not the bridge's envelope.",
+            lambda: {(): float(stats["events_malformed"])},
+        )
+        r.counter_from(
+            "triggers",
+            "Messages that fired a trigger, by trigger kind.",
+            lambda: _prefixed(stats, "trigger_"),
+            ("kind",),
+        )
+        r.counter_from(
+            "decisions",
+            "What became of triggered messages, by reason.",
+            lambda: _prefixed(stats, "decision_"),
+            ("reason",),
+        )
+        r.counter_from(
+            "ignored",
+            "Chat messages ignored before any trigger, by reason.",
+            lambda: _prefixed(stats, "ignored_"),
+            ("reason",),
+        )
+        self.replies = r.counter("replies", "Replies sent to the channel.")
+        self.reply_parts = r.counter(
+            "reply_parts", "Chat messages sent (a reply may have several)."
+        )
+        self.reply_seconds = r.histogram(
+            "reply_seconds", "From receiving a triggering message to its reply being sent."
+        )
+        self.calls = r.counter(
+            "provider_calls", "LLM calls, by provider and outcome.", ("provider", "outcome")
+        )
+        self.call_seconds = r.histogram(
+            "provider_latency_seconds",
+            "Latency of LLM calls, by provider.",
+            ("provider",),
+            LATENCY_BUCKETS,
+        )
+        self.tokens = r.counter(
+            "tokens", "Tokens used, by provider and direction.", ("provider", "direction")
+        )
+        self.cost = r.counter("cost_usd", "Cost in USD from the configured prices.", ("provider",))
+
+    # --- feeds -----------------------------------------------------------------------------
+
+    def on_call(
+        self, provider: str, outcome: str, seconds: float, completion: Completion | None
+    ) -> None:
+        """One provider call ended (``outcome`` is ``ok`` or the error's class name)."""
+        self.calls.inc(provider, outcome)
+        self.call_seconds.observe(seconds, provider)
+        calls = self.provider_calls.setdefault(provider, {})
+        calls[outcome] = calls.get(outcome, 0) + 1
+        if completion is not None and completion.usage is not None:
+            self.tokens.inc(provider, "prompt", amount=completion.usage.prompt_tokens)
+            self.tokens.inc(provider, "completion", amount=completion.usage.completion_tokens)
+
+    def on_cost(self, provider: str, usd: float) -> None:
+        self.cost.inc(provider, amount=usd)
+
+    def on_record(self, record: dict[str, Any]) -> None:
+        """A response-log record: a decision for the table, a reply for the counters."""
+        if record.get("answered"):
+            self.replies.inc()
+            self.reply_parts.inc(amount=len(record.get("parts") or ()))
+            total_ms = record.get("total_ms")
+            if isinstance(total_ms, int | float):
+                self.reply_seconds.observe(total_ms / 1000)
+        trigger = record.get("trigger")
+        self.recent.appendleft(
+            {
+                "time": self._clock(),
+                "channel": record.get("channel"),
+                "username": record.get("username"),
+                "text": str(record.get("input") or "")[:_TEXT_LIMIT],
+                "trigger": trigger.get("name") if isinstance(trigger, dict) else None,
+                "reason": record.get("reason"),
+                "answered": bool(record.get("answered")),
+                "provider": record.get("provider"),
+                "reply": " ".join(record.get("parts") or ())[:_TEXT_LIMIT],
+                "total_ms": record.get("total_ms"),
+            }
+        )
+
+    # --- readers ---------------------------------------------------------------------------
+
+    def sample(self) -> dict[str, float]:
+        """Record one point of per-second rates since the previous sample; return it."""
+        now = self._clock()
+        counts = {key: self.stats[key] for _, key in RATE_SERIES}
+        point: dict[str, float] = {"time": now}
+        if self._last_counts is not None:
+            elapsed = max(now - self._last_sample_at, 1e-6)
+            for name, key in RATE_SERIES:
+                point[name] = round((counts[key] - self._last_counts[key]) / elapsed, 3)
+            self.series.append(point)
+        self._last_counts = counts
+        self._last_sample_at = now
+        return point
+
+    def breakdown(self, prefix: str) -> dict[str, int]:
+        """Counters sharing ``prefix``, without it (``trigger_``, ``decision_``...)."""
+        return {
+            key.removeprefix(prefix): value
+            for key, value in sorted(self.stats.counts.items())
+            if key.startswith(prefix)
+        }
