@@ -8,7 +8,7 @@ LOCAL_STAMP := $(VENV)/.local-stamp
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install install-local demo demo-local run test lint typecheck unit bench lock clean
+.PHONY: install install-local browser demo demo-local run test lint typecheck unit bench lock clean
 
 # Create the virtual environment and install the locked dependencies (hash-checked).
 $(STAMP): requirements/dev.txt pyproject.toml
@@ -50,9 +50,19 @@ typecheck: install
 unit: install-local
 	$(BIN)/pytest -m "not nats"
 
-# The full check: lint, types, and every test (real nats-server, HTTP servers and the local
-# model included).
-test: lint typecheck install-local
+# The dashboard's browser test drives headless Chromium (Debian's package, installed when
+# running as root; otherwise install it yourself).
+browser:
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || { \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+		else \
+			echo "the dashboard test needs Chromium: sudo apt-get install -y chromium" >&2; exit 1; \
+		fi; }
+
+# The full check: lint, types, and every test (real nats-server, HTTP servers, the local
+# model and a headless browser included).
+test: lint typecheck install-local browser
 	$(BIN)/pytest
 
 bench: install

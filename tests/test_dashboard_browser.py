@@ -1,0 +1,95 @@
+"""The dashboard in a real headless Chromium, for a bot running on a real nats-server.
+
+Set ``KRYTEN_LLM_SCREENSHOT=docs/dashboard.png`` to refresh the README's screenshot.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+
+import pytest
+
+from kryten_llm.service import Service
+from tests.bridge import FakeBridge
+from tests.cdp import Browser
+from tests.conftest import running, settings_for
+from tests.natsserver import NatsServer
+
+pytestmark = pytest.mark.nats
+
+TOKEN = "dashboard-token"
+XSS = '<script>window.__xss = 1</script><img src=x onerror="window.__xss = 2">'
+
+
+def text(selector: str) -> str:
+    return f"document.querySelector({selector!r}).textContent"
+
+
+async def test_the_dashboard_follows_the_bot_and_pauses_it(
+    nats_server: NatsServer, bridge: FakeBridge, tmp_path: Path
+) -> None:
+    settings = settings_for(
+        nats_server.url,
+        tmp_path,
+        web={"port": 0, "token": TOKEN, "push_interval_seconds": 0.25},
+        llm={
+            "providers": {"echo": {"type": "scripted", "latency_ms": 20}},
+            "default_provider": "echo",
+        },
+        personalities={
+            "cynthia": {"character_name": "CynthiaRothbot", "name_variations": ["cynthia"]},
+            "critic": {"character_name": "Roger"},
+        },
+        active_personality="cynthia",
+    )
+    async with running(Service(settings)) as service, Browser() as page:
+        assert service.surface is not None
+        assert service.surface.web is not None
+        await page.goto(f"http://127.0.0.1:{service.surface.web.port}/")
+        await page.wait_for("Number(document.body.dataset.updates) >= 2")
+        assert await page.evaluate(text("#c-chat")) == "0"
+        assert await page.evaluate(text("#status")) == "healthy"
+        chart_before = await page.evaluate("document.getElementById('rates').toDataURL()")
+
+        await bridge.userlist([("alice", 1), ("bob", 0)])
+        for i in range(5):
+            await bridge.chat("bob", f"just chatting {i}")
+        await bridge.chat("alice", f"cynthia, look {XSS}")
+        await bridge.wait_for_commands(1)
+
+        await page.wait_for(f"Number({text('#c-answered')}) >= 1")
+        assert int(await page.evaluate(text("#c-chat"))) >= 6
+        # the chart moved: a new rate sample with chat traffic was drawn
+        await page.wait_for("/chat=[1-9]/.test(document.getElementById('rates').dataset.last)")
+        assert await page.evaluate("document.getElementById('rates').toDataURL()") != chart_before
+        await page.wait_for("!!document.querySelector('#triggers [data-name=mention]')")
+        # the chat text is shown as text: visible in the table, never run
+        cells = await page.evaluate(
+            "[...document.querySelectorAll('#recent td.text')].map(td => td.textContent)"
+        )
+        assert any(XSS in cell for cell in cells)
+        assert (
+            await page.evaluate("document.querySelectorAll('#recent script, #recent img').length")
+            == 0
+        )
+        assert await page.evaluate("window.__xss === undefined")
+        assert "2 users" in await page.evaluate(text("#channels"))
+
+        # pause with a real click, after typing the token as an operator would
+        await page.type("#token", TOKEN)
+        await page.click("#pause")
+        await page.wait_for(f"{text('#control-result')} === 'pause: done'")
+        await page.wait_for(f"{text('#flags')}.includes('paused')")
+        assert service.flags.paused
+        answered = len(bridge.says())
+        await bridge.chat("alice", "cynthia, still there?")
+        await page.wait_for(
+            "[...document.querySelectorAll('#recent td')].some(td => td.textContent === 'paused')"
+        )
+        assert len(bridge.says()) == answered
+
+        screenshot = Path(os.environ.get("KRYTEN_LLM_SCREENSHOT") or tmp_path / "dashboard.png")
+        await page.screenshot(screenshot)
+    assert (await asyncio.to_thread(os.path.getsize, screenshot)) > 10_000
