@@ -18,8 +18,10 @@ from pathlib import Path
 from typing import Any
 
 from kryten_llm import __version__
+from kryten_llm.batch import cli as batch_cli
 from kryten_llm.config import Settings, load_settings, redacted
 from kryten_llm.errors import ConfigError, KrytenLLMError
+from kryten_llm.explore import cli as explore_cli
 from kryten_llm.logs import configure_logging
 
 EXIT_CONFIG = 2
@@ -94,6 +96,8 @@ def build_parser() -> argparse.ArgumentParser:
     simulate.add_argument("--bot-username", default="CynthiaRothbot", help="the bot's account")
     simulate.add_argument("--duration", type=float, metavar="SECONDS", help="stop after this long")
     simulate.add_argument("--speed", type=float, default=1.0, help="scenario speed factor")
+    explore_cli.add_parser(sub)
+    batch_cli.add_parser(sub)
     return parser
 
 
@@ -103,6 +107,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     command = args.command or "run"
     if command in ("demo", "simulate"):
         return _simulation(command, args)
+    if command == "explore":
+        return explore_cli.run(args)
+    if command == "batch":
+        return batch_cli.run(args)
     if args.validate_config:
         command = "validate-config"
     try:
@@ -202,6 +210,17 @@ def startup_problems(settings: Settings) -> list[tuple[str, str, str]]:
                     "EnvironmentFile of llm.service)",
                 )
             )
+    if settings.fallback.enabled:
+        from kryten_llm.pipeline.fallback import FallbackPools
+
+        try:
+            FallbackPools(
+                settings.fallback.pool_dir,
+                [word.name for word in settings.triggers.words],
+                settings.personalities,
+            )
+        except ConfigError as exc:
+            problems += exc.problems
     return problems
 
 
@@ -286,6 +305,11 @@ def summary(settings: Settings) -> list[str]:
     )
     log_dir = settings.logging.response_log_dir if settings.logging.response_log else "off"
     lines.append(f"  logs:       level {settings.logging.level}, responses in {log_dir}")
+    web = settings.web
+    controls = "controls on" if web.token else "controls off (no web.token)"
+    lines.append(
+        f"  web:        http://{web.host}:{web.port}/ ({controls})" if web.enabled else "  web: off"
+    )
     lines.append(f"  dry run:    {'yes' if settings.dry_run else 'no'}")
     return lines
 

@@ -177,6 +177,11 @@ class ProviderConfig(_Section):
     temperature: float = Field(0.8, ge=0, le=2)
     price_input_per_million: float = Field(0.0, ge=0, description="USD per 1M prompt tokens.")
     price_output_per_million: float = Field(0.0, ge=0, description="USD per 1M reply tokens.")
+    rate_limit_per_minute: float | None = Field(
+        None,
+        gt=0,
+        description="batch: requests per minute to this provider, on top of --rate-limit.",
+    )
     max_tokens: int = Field(256, ge=1, le=32768)
     # local provider only
     model_path: Path | None = Field(
@@ -466,6 +471,16 @@ class ServiceConfig(_Section):
     )
 
 
+class FallbackConfig(_Section):
+    """Lines to say when every provider fails (filled by ``kryten-llm explore``)."""
+
+    enabled: bool = Field(True, description="Use the fallback pools when no provider answers.")
+    pool_dir: Path = Field(
+        Path("fallback"),
+        description="Where explore --for-trigger/--for-personality writes <name>.json pools.",
+    )
+
+
 class WebConfig(_Section):
     """The operator's web surface: dashboard, /health, /metrics, controls."""
 
@@ -522,6 +537,7 @@ class Settings(BaseSettings):
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
     service: ServiceConfig = Field(default_factory=ServiceConfig)
     web: WebConfig = Field(default_factory=WebConfig)
+    fallback: FallbackConfig = Field(default_factory=FallbackConfig)
     dry_run: bool = Field(False, description="Decide and log everything, send nothing.")
 
     @model_validator(mode="before")

@@ -3,7 +3,8 @@
 For each :class:`~kryten_llm.pipeline.jobs.Job`: build the prompt, ask the provider manager
 within the job's deadline, format the answer into CyTube-safe parts, validate it (one retry with
 a corrective nudge if it fails), send the parts (or, in dry-run, only log them), and write one
-response-log line saying what happened and why. Several workers
+response-log line saying what happened and why. When every provider fails, a line from a
+fallback pool is said instead, if one has any (reason ``fallback``). Several workers
 run this concurrently; the NATS callback never waits for them.
 """
 
@@ -28,6 +29,7 @@ if TYPE_CHECKING:
     from kryten_llm.config import PersonalityConfig, Settings
     from kryten_llm.intake import ChannelContext
     from kryten_llm.llm.manager import ProviderManager
+    from kryten_llm.pipeline.fallback import FallbackPools
     from kryten_llm.pipeline.jobs import Job, JobQueue
     from kryten_llm.pipeline.prompt import PromptBuilder
     from kryten_llm.pipeline.validator import ReplyValidator
@@ -52,8 +54,11 @@ class Responder:
         response_log: ResponseLog,
         stats: Stats,
         flags: Flags,
+        pools: FallbackPools | None = None,
     ) -> None:
         self._formatting = settings.formatting
+        self._pools = pools
+        self._personality = settings.active_personality
         self._bot = settings.bot.username
         personality = settings.personality
         self._bot_names = (personality.character_name, *personality.name_variations, self._bot)
@@ -68,8 +73,9 @@ class Responder:
         self._flags = flags
         self.in_flight = 0
 
-    def use_personality(self, personality: PersonalityConfig) -> None:
-        """Treat ``personality``'s names as the bot's own (a personality switch)."""
+    def use_personality(self, name: str, personality: PersonalityConfig) -> None:
+        """Speak as ``name``: its names are the bot's own, its fallback pool is used."""
+        self._personality = name
         self._bot_names = (personality.character_name, *personality.name_variations, self._bot)
 
     async def run(self, queue: JobQueue) -> None:
@@ -142,15 +148,15 @@ class Responder:
     async def _reply(self, job: Job, record: dict[str, Any]) -> None:
         request = self._prompts.build(job.prompt)
         chain = list(job.prompt.trigger.providers) or None
-        try:
-            completion = await self._manager.complete(request, deadline=job.deadline, chain=chain)
-        except ProviderError as exc:
-            _provider_failed(record, exc)
-            return
-        self._account(record, completion)
         key = channel_key(job.channel.domain, job.channel.channel)
         context = self._channels.get(key)
         present = context.state.users.keys() if context is not None else ()
+        try:
+            completion = await self._manager.complete(request, deadline=job.deadline, chain=chain)
+        except ProviderError as exc:
+            await self._fall_back(job, record, exc, present)
+            return
+        self._account(record, completion)
         reply = self._format(completion.text, present)
         verdict = self._validator.check(reply.kept, key) if reply.parts else None
         if verdict is not None and not verdict.ok and self._retry:
@@ -170,7 +176,7 @@ class Responder:
             try:
                 completion = await self._manager.complete(retry, deadline=job.deadline, chain=chain)
             except ProviderError as exc:
-                _provider_failed(record, exc)
+                await self._fall_back(job, record, exc, present)
                 return
             self._account(record, completion)
             reply = self._format(completion.text, present)
@@ -191,10 +197,35 @@ class Responder:
             log.info("reply_invalid", check=verdict.reason, detail=verdict.detail)
             return
         self._validator.remember(reply.kept, key)
+        await self._send(job, record, reply, Reason.ANSWERED)
+
+    async def _fall_back(
+        self, job: Job, record: dict[str, Any], exc: ProviderError, present: Collection[str]
+    ) -> None:
+        """Every provider failed: say a line from a fallback pool, or log the failure."""
+        _provider_failed(record, exc)
+        if self._pools is None:
+            return
+        picked = self._pools.line_for(job.prompt.trigger, self._personality)
+        if picked is None:
+            return
+        pool, line = picked
+        reply = self._format(line, present)
+        if not reply.parts:
+            return
+        record |= {"fallback_pool": pool, "provider": None}
+        log.info("reply_from_fallback_pool", pool=pool, error_type=type(exc).__name__)
+        await self._send(job, record, reply, Reason.FALLBACK)
+
+    async def _send(
+        self, job: Job, record: dict[str, Any], reply: FormattedReply, reason: Reason
+    ) -> None:
+        """Send the parts (or only log them in dry-run); the record says which."""
         record["parts"] = list(reply.parts)
         record["truncated"] = reply.truncated
         if self._flags.dry_run or self._sender is None:
             record |= {"answered": False, "reason": Reason.DRY_RUN.value, "dry_run": True}
+            context = self._channels.get(channel_key(job.channel.domain, job.channel.channel))
             if context is not None and not job.chat.is_pm:
                 for part in reply.parts:
                     context.state.add_chat(self._bot, part, 0, from_bot=True)
@@ -209,8 +240,8 @@ class Responder:
             request_ids.append(result.request_id)
             if result.ack not in ("not_requested", "accepted"):
                 record["ack"] = result.ack
-        record |= {"answered": True, "reason": Reason.ANSWERED.value, "request_ids": request_ids}
-        log.info("reply_sent", parts=len(reply.parts), provider=completion.provider)
+        record |= {"answered": True, "reason": reason.value, "request_ids": request_ids}
+        log.info("reply_sent", parts=len(reply.parts), provider=record.get("provider"))
 
 
 def _add(a: float | None, b: float | None) -> float | None:

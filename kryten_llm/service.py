@@ -39,6 +39,7 @@ from kryten_llm.llm import create_provider
 from kryten_llm.llm.manager import ProviderManager
 from kryten_llm.ops.surface import OperatorSurface
 from kryten_llm.ops.telemetry import Telemetry
+from kryten_llm.pipeline.fallback import FallbackPools
 from kryten_llm.pipeline.filters import IntakeFilter
 from kryten_llm.pipeline.jobs import JobQueue
 from kryten_llm.pipeline.prompt import PromptBuilder
@@ -115,6 +116,13 @@ class Service:
         self.prompts: PromptBuilder | None = None
         self.validator: ReplyValidator | None = None
         self.limiter: RateLimiter | None = None
+        self.pools: FallbackPools | None = None
+        if settings.fallback.enabled:
+            self.pools = FallbackPools(
+                settings.fallback.pool_dir,
+                [word.name for word in settings.triggers.words],
+                settings.personalities,
+            )
         self._started_at = time.monotonic()
 
     @property
@@ -123,8 +131,8 @@ class Service:
 
     @property
     def fallback_lines(self) -> int:
-        """Lines in the fallback pool for when every provider fails (0: none)."""
-        return 0
+        """Lines in the fallback pools for when every provider fails (0: none)."""
+        return self.pools.total_lines if self.pools is not None else 0
 
     # --- the operator's switches (see kryten_llm.ops.controls) -------------------------------
 
@@ -157,7 +165,7 @@ class Service:
         if self.intake is not None:
             self.intake.use_triggers(TriggerEngine(settings.triggers, personality, rng=self._rng))
         if self.responder is not None:
-            self.responder.use_personality(personality)
+            self.responder.use_personality(name, personality)
         log.info("personality_switched", personality=name)
 
     async def clear_cooldowns(self) -> None:
@@ -256,6 +264,7 @@ class Service:
             response_log=response_log,
             stats=self.stats,
             flags=self.flags,
+            pools=self.pools,
         )
         workers = [
             asyncio.create_task(self.responder.run(self.queue), name=f"reply-worker-{i}")

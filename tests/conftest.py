@@ -54,6 +54,7 @@ def settings_for(nats_url: str, log_dir: Path, **sections: Any) -> Settings:
         "logging": {"response_log_dir": str(log_dir), "level": "DEBUG"},
         "service": {"heartbeat_interval_seconds": 30},
         "web": {"port": 0},
+        "fallback": {"pool_dir": str(log_dir / "fallback")},
     }
     for key, value in sections.items():
         if isinstance(value, dict) and isinstance(base.get(key), dict):

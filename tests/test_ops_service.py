@@ -126,6 +126,7 @@ async def test_metrics_parse_and_count_what_happened(
         await bridge.chat("alice", "cynthia, hello?")
         await bridge.wait_for_commands(1)
         await eventually(lambda: service.stats["decision_answered"] == 1)
+        await eventually(lambda: service.stats["chat"] == 3)  # the bridge echoes the reply
         async with http.get(url(service, "/metrics")) as response:
             assert response.headers["Content-Type"].startswith("text/plain; version=0.0.4")
             text = await response.text()

@@ -16,6 +16,7 @@ class Reason(StrEnum):
     """Why a message was answered or not. Values are stable log vocabulary."""
 
     ANSWERED = "answered"
+    FALLBACK = "fallback"  # answered from a fallback pool: every provider failed
     DRY_RUN = "dry_run"
     # intake filters (no response-log line: these are not aimed at the bot)
     OWN_MESSAGE = "own_message"

@@ -1,0 +1,148 @@
+"""What a batch run was asked to do: one frozen, JSON-serialisable options object.
+
+The CLI and the Python API both build a :class:`BatchOptions`; the runner reads nothing else.
+It is stored with the run (``batch_runs.config``), so ``--resume`` continues a run with exactly
+the template, system prompt, providers and output it was started with.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+from kryten_llm.errors import ConfigError
+
+# Options that may change when a run is resumed; everything else is the run's identity.
+RESUMABLE_OVERRIDES = (
+    "concurrency",
+    "rate_limit",
+    "rate_window",
+    "stop_on_error",
+    "no_log",
+    "timeout_seconds",
+    "checkpoint_seconds",
+    "progress_interval",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class BatchOptions:
+    """Every knob of a batch run (see ``kryten-llm batch --help`` for each one).
+
+    Attributes:
+        input: the input file (None when rows are given directly to :func:`run_batch`).
+        input_format: force the input format instead of guessing it from the extension.
+        template: the prompt template over row columns; None: the ``prompt`` column.
+        system: a system prompt sent with every request.
+        providers: provider names from the config, types (``scripted``) or inline specs
+            (``openai:http://127.0.0.1:8080/v1``); several compare models. Empty: the default.
+        models: model names, one for all providers or one per provider.
+        output: the output file (None: no file; the results stay in the store).
+        output_format: csv, json or jsonl; None: from the output file's extension.
+        concurrency: requests in flight at once.
+        rate_limit: requests per ``rate_window`` for the whole run (None: unlimited).
+        rate_window: the window of ``rate_limit`` in seconds (60: per minute).
+        stop_on_error: stop at the first row that fails.
+        batch_id: the run's id (new runs) or the run to resume.
+        resume: continue run ``batch_id`` (or the latest unfinished run of ``input``).
+        limit: only the first N rows.
+        no_log: do not write the per-item JSONL log.
+        expect_json: answers must be valid JSON.
+        schema: a JSON Schema file answers must match (implies ``expect_json``).
+        json_retries: extra tries after an answer that is not (valid) JSON.
+        rows_per_request: rows packed into one request.
+        pipeline: rows are chat lines (username, message) answered as the live bot would.
+        force: ask again even rows answered by an earlier run.
+        config: the kryten-llm config file providing the providers.
+        db: the run store's SQLite file.
+        timeout_seconds: budget of one item (its call, retries and waits).
+        checkpoint_seconds: how often the output file is rewritten during the run.
+        progress_interval: seconds between progress lines when stderr is not a terminal.
+        max_tokens: cap on each answer's tokens (None: the provider's).
+        temperature: sampling temperature (None: the provider's).
+    """
+
+    input: str | None = None
+    input_format: str | None = None
+    template: str | None = None
+    system: str | None = None
+    providers: tuple[str, ...] = ()
+    models: tuple[str, ...] = ()
+    output: str | None = None
+    output_format: str | None = None
+    concurrency: int = 8
+    rate_limit: float | None = None
+    rate_window: float = 60.0
+    stop_on_error: bool = False
+    batch_id: str | None = None
+    resume: bool = False
+    limit: int | None = None
+    no_log: bool = False
+    expect_json: bool = False
+    schema: str | None = None
+    json_retries: int = 2
+    rows_per_request: int = 1
+    pipeline: bool = False
+    force: bool = False
+    config: str | None = None
+    db: str = "batch.db"
+    timeout_seconds: float = 600.0
+    checkpoint_seconds: float = 30.0
+    progress_interval: float = 5.0
+    max_tokens: int | None = None
+    temperature: float | None = None
+
+    def __post_init__(self) -> None:
+        problems = []
+        if self.concurrency < 1:
+            problems.append(("--concurrency", "must be at least 1", "give a positive number"))
+        if self.rate_limit is not None and self.rate_limit <= 0:
+            problems.append(("--rate-limit", "must be positive", "give requests per minute"))
+        if self.rate_window <= 0:
+            problems.append(("--rate-window", "must be positive", "give seconds"))
+        if self.rows_per_request < 1:
+            problems.append(("--rows-per-request", "must be at least 1", "give 1 or more"))
+        if self.limit is not None and self.limit < 0:
+            problems.append(("--limit", "must not be negative", "give a row count"))
+        if self.json_retries < 0:
+            problems.append(("--json-retries", "must not be negative", "give 0 or more"))
+        if self.pipeline and (self.expect_json or self.schema):
+            problems.append(
+                ("--pipeline", "cannot be combined with --expect-json", "drop one of them")
+            )
+        if self.pipeline and self.rows_per_request > 1:
+            problems.append(
+                ("--pipeline", "cannot be combined with --rows-per-request", "drop one of them")
+            )
+        if self.pipeline and self.template:
+            problems.append(
+                (
+                    "--pipeline",
+                    "reads the username and message columns; a template is not used",
+                    "drop --template",
+                )
+            )
+        if problems:
+            raise ConfigError(problems)
+
+    @property
+    def wants_json(self) -> bool:
+        return self.expect_json or self.schema is not None
+
+    def stored(self) -> dict[str, Any]:
+        """The options as JSON-ready data, for the run store."""
+        data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        data["providers"] = list(self.providers)
+        data["models"] = list(self.models)
+        return data
+
+    @classmethod
+    def from_stored(cls, data: dict[str, Any], **overrides: Any) -> BatchOptions:
+        """Options of a stored run, with ``overrides`` (None values are ignored)."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        values = {k: v for k, v in data.items() if k in known}
+        values["providers"] = tuple(values.get("providers", ()))
+        values["models"] = tuple(values.get("models", ()))
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)

@@ -1,0 +1,184 @@
+"""Write batch results to CSV, JSON or JSONL, never leaving a torn file behind.
+
+The last stage of a batch run. Output is generated *from the run store* (at checkpoints and at
+the end), not appended as answers arrive: the store already guarantees one item per row and
+model, so the file can never hold a duplicate, and a file is always written whole to a
+temporary name in the same directory, flushed, fsynced and then renamed over the old one
+(``os.replace`` is atomic on POSIX), so a crash at any moment leaves either the previous
+complete file or the new complete file.
+
+Each output record is the input row's columns followed by the result columns
+(:data:`RESULT_COLUMNS`, plus :data:`PIPELINE_COLUMNS` in ``--pipeline`` mode). A result
+column whose name the input already uses is written as ``batch_<name>`` instead.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import IO, Any
+
+from kryten_llm.errors import ConfigError
+
+OUTPUT_FORMATS = ("csv", "json", "jsonl")
+RESULT_COLUMNS = (
+    "row",
+    "model",
+    "provider",
+    "status",
+    "response",
+    "error",
+    "attempts",
+    "prompt_tokens",
+    "completion_tokens",
+    "cost_usd",
+    "latency_ms",
+    "cached",
+)
+PIPELINE_COLUMNS = ("reason", "parts")
+
+
+def output_format(path: Path, explicit: str | None = None) -> str:
+    """The output format: ``explicit`` if given, else from ``path``'s extension.
+
+    Raises:
+        ConfigError: neither names csv, json or jsonl.
+    """
+    fmt = (explicit or path.suffix.lstrip(".")).lower()
+    if fmt == "ndjson":
+        fmt = "jsonl"
+    if fmt not in OUTPUT_FORMATS:
+        raise ConfigError(
+            [
+                (
+                    "--output",
+                    f"cannot tell the output format of {path.name!r}",
+                    "name the file .csv, .json or .jsonl, or give --format",
+                )
+            ]
+        )
+    return fmt
+
+
+def result_columns(input_columns: Sequence[str], *, pipeline: bool) -> list[tuple[str, str]]:
+    """(result field, output column name) pairs, renamed where the input has the name."""
+    taken = set(input_columns)
+    fields = RESULT_COLUMNS + (PIPELINE_COLUMNS if pipeline else ())
+    return [(name, f"batch_{name}" if name in taken else name) for name in fields]
+
+
+def output_record(item: Mapping[str, Any], columns: Sequence[tuple[str, str]]) -> dict[str, Any]:
+    """One output record from a stored item (a ``batch_items`` row)."""
+    record: dict[str, Any] = json.loads(item["row_json"])
+    extra = json.loads(item["extra"]) if item["extra"] else {}
+    values = {
+        "row": item["row_key"],
+        "model": item["model"],
+        "provider": item["provider"],
+        "status": item["status"],
+        "response": item["response"],
+        "error": item["error"],
+        "attempts": item["attempts"],
+        "prompt_tokens": item["prompt_tokens"],
+        "completion_tokens": item["completion_tokens"],
+        "cost_usd": item["cost_usd"],
+        "latency_ms": None if item["latency_ms"] is None else round(item["latency_ms"], 3),
+        "cached": bool(item["cached"]),
+        "reason": extra.get("reason"),
+        "parts": extra.get("parts"),
+    }
+    for field, column in columns:
+        record[column] = values[field]
+    return record
+
+
+def write_records(
+    path: Path,
+    fmt: str,
+    records: Iterable[Mapping[str, Any]],
+    *,
+    header: Sequence[str],
+) -> int:
+    """Write ``records`` to ``path`` atomically; returns how many were written.
+
+    Args:
+        path: the final file; written as a temporary sibling first, then renamed.
+        fmt: csv, json or jsonl.
+        records: the records, streamed (never held all at once).
+        header: the CSV columns, in order (ignored for JSON formats, which keep every key).
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    count = 0
+    try:
+        with tmp.open("w", encoding="utf-8", newline="") as file:
+            if fmt == "csv":
+                count = _csv(file, records, header)
+            elif fmt == "json":
+                count = _json(file, records)
+            else:
+                count = _jsonl(file, records)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    _fsync_dir(path.parent)
+    return count
+
+
+def _csv(file: IO[str], records: Iterable[Mapping[str, Any]], header: Sequence[str]) -> int:
+    writer = csv.DictWriter(file, fieldnames=list(header), extrasaction="ignore")
+    writer.writeheader()
+    count = 0
+    for record in records:
+        writer.writerow({k: _cell(v) for k, v in record.items()})
+        count += 1
+    return count
+
+
+def _cell(value: Any) -> Any:
+    """A CSV cell: lists and objects as JSON, None as empty."""
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, list | dict):
+        return json.dumps(value, ensure_ascii=False)
+    return value
+
+
+def _json(file: IO[str], records: Iterable[Mapping[str, Any]]) -> int:
+    count = 0
+    file.write("[")
+    for record in records:
+        file.write(",\n" if count else "\n")
+        file.write(json.dumps(record, ensure_ascii=False))
+        count += 1
+    file.write("\n]\n" if count else "]\n")
+    return count
+
+
+def _jsonl(file: IO[str], records: Iterable[Mapping[str, Any]]) -> int:
+    count = 0
+    for record in records:
+        file.write(json.dumps(record, ensure_ascii=False) + "\n")
+        count += 1
+    return count
+
+
+def _fsync_dir(directory: Path) -> None:
+    """Make the rename itself durable (best effort: not every platform allows it)."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)

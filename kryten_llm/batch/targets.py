@@ -1,0 +1,119 @@
+"""Which models a batch asks: ``--provider`` / ``--model`` resolved against the config.
+
+A *target* is one column of comparison: a label (stored as ``model`` in the run store and the
+output) and the chain of providers the :class:`~kryten_llm.llm.manager.ProviderManager` tries
+for it. A ``--provider`` is, in order of preference:
+
+- a provider name from ``llm.providers`` (``--model`` overrides its model);
+- ``TYPE:URL`` for a provider given inline (``openai:http://127.0.0.1:8080/v1``);
+- a bare registered type (``scripted``), with that type's defaults.
+
+With no ``--provider`` the configured chain (default plus fallbacks) is one target. Several
+``--provider`` values run every row on each. The label is ``name/model``, so answers cached in
+the store are only reused for the same provider *and* model.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from kryten_llm.config import LLMConfig, ProviderConfig, Settings
+from kryten_llm.errors import ConfigError
+from kryten_llm.llm.base import provider_types
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """One model the rows are asked of.
+
+    Attributes:
+        label: the name of the answers (``provider/model``), the ``model`` column.
+        chain: provider keys tried in order (one unless the configured chain is used).
+    """
+
+    label: str
+    chain: tuple[str, ...]
+
+
+def resolve_targets(
+    settings: Settings, providers: Sequence[str], models: Sequence[str]
+) -> tuple[LLMConfig, list[Target]]:
+    """The manager's configuration and the targets for ``--provider`` / ``--model``.
+
+    Returns:
+        An LLMConfig holding every provider that may be called (configured ones plus inline
+        and model-overridden ones, with the configured retry and circuit settings), and the
+        targets in command-line order.
+
+    Raises:
+        ConfigError: an unknown provider, or a --model count that matches nothing.
+    """
+    llm = settings.llm
+    configs: dict[str, ProviderConfig] = dict(llm.providers)
+    targets: list[Target] = []
+    if models and providers and len(models) not in (1, len(providers)):
+        raise ConfigError(
+            [
+                (
+                    "--model",
+                    f"{len(models)} models for {len(providers)} providers",
+                    "give one --model for all providers, or one per --provider",
+                )
+            ]
+        )
+    if not providers:
+        if not models:
+            default = llm.default_provider
+            label = f"{default}/{llm.providers[default].model}"
+            return _config(llm, configs), [Target(label, tuple(llm.chain))]
+        providers = [llm.default_provider] * len(models)
+    for index, spec in enumerate(providers):
+        model = models[0] if len(models) == 1 else models[index] if models else None
+        name, base = _provider(spec, configs)
+        if model is not None and model != base.model:
+            key = f"{name}/{model}"
+            configs[key] = base.model_copy(update={"model": model})
+        else:
+            key = name
+            configs.setdefault(key, base)
+        label = f"{name}/{configs[key].model}"
+        if any(t.label == label for t in targets):
+            raise ConfigError([("--provider", f"{label} is given twice", "remove the repeat")])
+        targets.append(Target(label, (key,)))
+    return _config(llm, configs, default=targets[0].chain[0]), targets
+
+
+def _provider(spec: str, configs: dict[str, ProviderConfig]) -> tuple[str, ProviderConfig]:
+    """(name, config) for one ``--provider`` value."""
+    if spec in configs:
+        return spec, configs[spec]
+    kind, _, url = spec.partition(":")
+    types = provider_types()
+    if kind in types:
+        try:
+            config = ProviderConfig(type=kind, base_url=url) if url else ProviderConfig(type=kind)
+        except ValueError as exc:
+            raise ConfigError([("--provider", f"{spec!r}: {exc}", "check the spec")]) from None
+        return spec, config
+    known = ", ".join(sorted(configs)) or "(none)"
+    raise ConfigError(
+        [
+            (
+                "--provider",
+                f"{spec!r} is neither a configured provider nor TYPE:URL",
+                f"use one of {known}, or e.g. openai:http://127.0.0.1:8080/v1 "
+                f"(types: {', '.join(types)})",
+            )
+        ]
+    )
+
+
+def _config(llm: LLMConfig, configs: dict[str, ProviderConfig], default: str = "") -> LLMConfig:
+    return LLMConfig(
+        providers=configs,
+        default_provider=default or llm.default_provider,
+        fallback=[] if default else list(llm.fallback),
+        retry=llm.retry,
+        circuit=llm.circuit,
+    )

@@ -1,0 +1,32 @@
+"""The topic explorer: many unique items on a topic from several providers at once.
+
+``kryten-llm explore`` runs N producers over the configured providers, drops exact and near
+duplicates across all of them, checkpoints to an output folder it can resume from, and can
+fill a :class:`FallbackPool` that the live bot draws on when no provider answers.
+
+Stages, one module each: :mod:`.normalize` (parse and normalise items), :mod:`.dedup`
+(exact and near-duplicate index), :mod:`.digest` (what the prompt says is known),
+:mod:`.producer` (one request loop), :mod:`.explorer` (orchestration and stop conditions),
+:mod:`.output` (crash-safe files), :mod:`.pool` (fallback pools), :mod:`.progress` (stderr),
+:mod:`.cli` (the command).
+"""
+
+from __future__ import annotations
+
+from kryten_llm.explore.dedup import DedupIndex, Verdict
+from kryten_llm.explore.explorer import Explorer, ExploreSettings, RunState, StopReason
+from kryten_llm.explore.output import OutputStore, atomic_write
+from kryten_llm.explore.pool import FallbackPool, personality_pool_name
+
+__all__ = [
+    "DedupIndex",
+    "ExploreSettings",
+    "Explorer",
+    "FallbackPool",
+    "OutputStore",
+    "RunState",
+    "StopReason",
+    "Verdict",
+    "atomic_write",
+    "personality_pool_name",
+]

@@ -1,0 +1,172 @@
+"""The explorer's files: crash-safe writes and the checkpoint a run resumes from.
+
+A run's folder holds three files, each replaced atomically (temp file in the same folder,
+flush, fsync, ``os.replace``, fsync of the folder), so a crash or a SIGKILL leaves either the
+previous version or the new one, never a torn file:
+
+- ``output.json``: the source of truth and the checkpoint: the topic, every unique item with
+  who found it (producer, provider, model, iteration, time) and the run's counters. A resumed
+  run reloads it and never repeats an item it holds.
+- ``output.txt``: the unique items, one a line (derived; written after ``output.json``).
+- ``metadata.json``: the report: settings, per-provider requests, yield, duplicate rates,
+  tokens, cost, duration and stop reason (derived).
+
+Whatever is lost in a crash is only what came after the last checkpoint.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from kryten_llm.errors import ConfigError
+
+OUTPUT_JSON = "output.json"
+OUTPUT_TXT = "output.txt"
+METADATA_JSON = "metadata.json"
+FORMAT_VERSION = 1
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    """Replace ``path`` with ``data`` so that readers and crashes see old or new, never half.
+
+    Args:
+        path: the file; its folder must exist.
+        data: the complete new content.
+
+    Raises:
+        OSError: the folder is not writable or the disk is full (the old file is kept).
+    """
+    fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        # mkstemp makes the file private; keep the old file's mode, else a normal 0644.
+        try:
+            mode = path.stat().st_mode & 0o777
+        except OSError:
+            mode = 0o644
+        os.fchmod(fd, mode)
+        with os.fdopen(fd, "wb") as file:
+            file.write(data)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temp)
+        raise
+    _fsync_dir(path.parent)
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Make the rename itself durable (not possible on every platform; best effort)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def dump_json(data: Any) -> bytes:
+    """Readable, stable JSON with non-ASCII kept as is."""
+    return (json.dumps(data, ensure_ascii=False, indent=1) + "\n").encode()
+
+
+@dataclass(slots=True)
+class Checkpoint:
+    """What ``output.json`` holds: enough to resume without repeating anything."""
+
+    topic: str
+    items: list[dict[str, Any]] = field(default_factory=list)
+    state: dict[str, Any] = field(default_factory=dict)
+
+
+class OutputStore:
+    """The files of one exploration run in ``folder``.
+
+    Args:
+        folder: created on the first write if missing.
+    """
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+
+    @property
+    def checkpoint_path(self) -> Path:
+        return self.folder / OUTPUT_JSON
+
+    def exists(self) -> bool:
+        """Whether the folder holds a run to resume."""
+        return self.checkpoint_path.is_file()
+
+    def load(self) -> Checkpoint | None:
+        """The last checkpoint, or None when the folder holds none.
+
+        Leftover temp files of an interrupted write are removed.
+
+        Raises:
+            ConfigError: ``output.json`` is not a checkpoint of this program.
+        """
+        for stale in self.folder.glob(".*.tmp"):
+            with contextlib.suppress(OSError):
+                stale.unlink()
+        path = self.checkpoint_path
+        try:
+            raw = path.read_bytes()
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise ConfigError(
+                [(str(path), f"cannot read ({exc.strerror})", "check the folder")]
+            ) from None
+        try:
+            data = json.loads(raw)
+            topic = data["topic"]
+            items = data["items"]
+            state = data.get("state", {})
+            if not (isinstance(topic, str) and isinstance(items, list)):
+                raise TypeError
+            if not all(isinstance(i, dict) and isinstance(i.get("text"), str) for i in items):
+                raise TypeError
+        except (ValueError, KeyError, TypeError):
+            raise ConfigError(
+                [
+                    (
+                        str(path),
+                        "not an explorer checkpoint",
+                        "choose another --output folder or remove the file",
+                    )
+                ]
+            ) from None
+        return Checkpoint(topic=topic, items=items, state=state if isinstance(state, dict) else {})
+
+    def write(self, checkpoint: Checkpoint, metadata: dict[str, Any]) -> None:
+        """Write the checkpoint first, then the derived files (blocking; run it in a thread).
+
+        Raises:
+            OSError: the folder cannot be written.
+        """
+        self.folder.mkdir(parents=True, exist_ok=True)
+        atomic_write(
+            self.checkpoint_path,
+            dump_json(
+                {
+                    "version": FORMAT_VERSION,
+                    "topic": checkpoint.topic,
+                    "items": checkpoint.items,
+                    "state": checkpoint.state,
+                }
+            ),
+        )
+        text = "".join(item["text"] + "\n" for item in checkpoint.items)
+        atomic_write(self.folder / OUTPUT_TXT, text.encode())
+        atomic_write(self.folder / METADATA_JSON, dump_json(metadata))
