@@ -98,6 +98,19 @@ def build_parser() -> argparse.ArgumentParser:
     simulate.add_argument("--speed", type=float, default=1.0, help="scenario speed factor")
     explore_cli.add_parser(sub)
     batch_cli.add_parser(sub)
+    logs = sub.add_parser("logs", parents=[common], help="summarise the response logs")
+    logs.add_argument("action", choices=["stats", "plot"], help="stats: print; plot: HTML report")
+    logs.add_argument(
+        "files",
+        nargs="*",
+        type=Path,
+        metavar="FILE",
+        help="response logs or folders (default: logging.response_log_dir)",
+    )
+    logs.add_argument("--json", action="store_true", help="stats as JSON")
+    logs.add_argument(
+        "--output", type=Path, default=Path("responses-report.html"), help="plot: the HTML file"
+    )
     return parser
 
 
@@ -123,6 +136,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if command == "providers":
         configure_logging("ERROR", "console")
         return asyncio.run(_check_providers(settings, args.timeout))
+    if command == "logs":
+        return _logs(settings, args)
     configure_logging(settings.logging.level, settings.logging.format)
     from kryten_llm.service import run_service
 
@@ -255,6 +270,32 @@ async def _check_providers(settings: Settings, per_provider_seconds: float) -> i
     for row in rows:
         print("  ".join(cell.ljust(w) for cell, w in zip(row[:5], widths, strict=True)), row[5])
     return 0 if all(r.ok for r in results) else 1
+
+
+def _logs(settings: Settings, args: argparse.Namespace) -> int:
+    """``logs stats`` / ``logs plot``: read the response logs, print or write the summary."""
+    from kryten_llm.ops.logstats import log_files, render_html, render_text, summarise
+
+    files = log_files(args.files, settings.logging.response_log_dir)
+    if not files:
+        print(
+            f"kryten-llm logs: no responses-*.jsonl in {settings.logging.response_log_dir}",
+            file=sys.stderr,
+        )
+        return 1
+    try:
+        data = summarise(files).as_dict()
+    except OSError as exc:
+        print(f"kryten-llm logs: cannot read {exc.filename}: {exc.strerror}", file=sys.stderr)
+        return 1
+    if args.action == "plot":
+        args.output.write_text(render_html(data), encoding="utf-8")
+        print(f"wrote {args.output} ({data['records']} records)")
+    elif args.json:
+        print(json.dumps(data, indent=2))
+    else:
+        print(render_text(data))
+    return 0
 
 
 def _print_config_error(exc: ConfigError, path: Path | None) -> None:

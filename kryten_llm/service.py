@@ -172,6 +172,11 @@ class Service:
         if self.limiter is not None:
             await self.limiter.clear()
 
+    async def stop_explore(self, run: str) -> None:
+        """Stop an explore run shown on the dashboard (``kryten-llm explore --nats``)."""
+        if self.surface is not None:
+            await self.surface.stop_explore(run)
+
     def request_stop(self, reason: str) -> None:
         """Ask :meth:`run` to shut down (signal handlers, group restart, tests).
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -322,3 +323,20 @@ async def test_the_stream_pushes_snapshots(
     assert latest["counters"]["chat"] >= 1
     assert latest["recent"][0]["text"] == "cynthia <script>alert(1)</script>"
     assert latest["service"]["controls_enabled"] is False
+
+
+async def test_the_shipped_alert_rules_use_only_exported_metrics(
+    nats_server: NatsServer, tmp_path: Path, http: aiohttp.ClientSession
+) -> None:
+    rules = (Path(__file__).parent.parent / "docs" / "prometheus-alerts.yml").read_text()
+    used = set(re.findall(r"\b(kryten_llm_[a-z_]+)", rules))
+    assert len(used) >= 5
+    async with (
+        running(Service(settings_for(nats_server.url, tmp_path))) as service,
+        http.get(url(service, "/metrics")) as response,
+    ):
+        text = await response.text()
+    # A counter with labels has no sample before its first event: compare family names.
+    families = {family.name for family in text_string_to_metric_families(text)}
+    missing = {name for name in used if name.removesuffix("_total") not in families}
+    assert not missing

@@ -20,6 +20,7 @@ from pydantic import ValidationError
 
 from kryten_llm.config import LLMConfig, ProviderConfig, Settings, load_settings
 from kryten_llm.errors import ConfigError
+from kryten_llm.explore.bus import ExploreLink, run_id
 from kryten_llm.explore.explorer import Explorer, ExploreSettings, StopReason
 from kryten_llm.explore.normalize import slug
 from kryten_llm.explore.output import OutputStore
@@ -145,6 +146,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="one redrawn line on a terminal, plain lines otherwise",
     )
     parser.add_argument("--progress-interval", type=float, metavar="SECONDS")
+    parser.add_argument(
+        "--nats",
+        nargs="?",
+        const="",
+        metavar="URL",
+        help="show the run on the bot's dashboard (and let it be stopped there) through this "
+        "NATS server; without URL, the config's nats.servers",
+    )
     parser.add_argument("--seed", type=int, help="seed of the digest's sampling")
     parser.add_argument(
         "--log-level",
@@ -219,6 +228,8 @@ class _Plan:
         self.pool = pool
         self.pool_filter = pool_filter
         self.args = args
+        self.nats_servers: list[str] | None = None
+        self.service = "llm"
 
 
 def _plan(args: argparse.Namespace) -> _Plan:
@@ -269,7 +280,11 @@ def _plan(args: argparse.Namespace) -> _Plan:
         retry=config.llm.retry,
         circuit=config.llm.circuit,
     )
-    return _Plan(settings, llm, order, store, pool, pool_filter, args)
+    plan = _Plan(settings, llm, order, store, pool, pool_filter, args)
+    if args.nats is not None:
+        plan.nats_servers = [args.nats] if args.nats else list(config.nats.servers)
+        plan.service = config.service.name
+    return plan
 
 
 def _check_numbers(args: argparse.Namespace) -> None:
@@ -495,9 +510,22 @@ async def _explore(plan: _Plan) -> StopReason:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, explorer.stop, StopReason.INTERRUPTED)
         reporter = asyncio.create_task(progress.run())
+        link = None
+        if plan.nats_servers is not None:
+            link = ExploreLink(
+                plan.nats_servers,
+                plan.service,
+                run_id(str(plan.store.folder)),
+                explorer.snapshot,
+                explorer.stop,
+            )
+            if not await link.start():
+                link = None
         try:
             reason = await explorer.run()
         finally:
+            if link is not None:
+                await link.close()
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.remove_signal_handler(sig)
             reporter.cancel()

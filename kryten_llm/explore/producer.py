@@ -150,4 +150,7 @@ async def run_producer(
         if stopping():
             break
         ingest(state, completion)
+        # An instant provider (scripted, a cache) never suspends: yield to the loop so that
+        # progress, checkpoints, signals and a dashboard stop still run.
+        await asyncio.sleep(0)
     state.state = "stopped"

@@ -14,7 +14,7 @@ import structlog
 
 log = structlog.get_logger(__name__)
 
-ACTIONS = ("pause", "resume", "dry_run", "personality", "clear_cooldowns")
+ACTIONS = ("pause", "resume", "dry_run", "personality", "clear_cooldowns", "explore_stop")
 
 
 class Controlled(Protocol):
@@ -27,6 +27,8 @@ class Controlled(Protocol):
     def switch_personality(self, name: str) -> None: ...
 
     async def clear_cooldowns(self) -> None: ...
+
+    async def stop_explore(self, run: str) -> None: ...
 
     @property
     def dry_run(self) -> bool: ...
@@ -105,4 +107,9 @@ class Controls:
         if action == "clear_cooldowns":
             await target.clear_cooldowns()
             return {"cooldowns": "cleared"}
+        if action == "explore_stop":
+            if not isinstance(value, str) or not value:
+                raise ControlError(400, 'explore_stop takes a run id (or "*" for every run)')
+            await target.stop_explore(value)
+            return {"explore_stop": value}
         raise ControlError(400, f"unknown action {action!r}; known: {', '.join(ACTIONS)}")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -18,6 +19,7 @@ import structlog
 
 from kryten_llm import __version__
 from kryten_llm.config import redacted
+from kryten_llm.explore.bus import progress_subject, stop_subject
 from kryten_llm.ops.controls import Controls
 from kryten_llm.ops.health import HealthInputs, assess
 from kryten_llm.ops.metrics import LabelValues
@@ -27,12 +29,15 @@ from kryten_llm.ops.web import WebServer
 
 if TYPE_CHECKING:
     from nats.aio.client import Client as NATS
+    from nats.aio.msg import Msg
 
     from kryten_llm.service import Service
 
 log = structlog.get_logger(__name__)
 
 _STATES = ("closed", "half_open", "open", "cooling", "misconfigured")
+_SILENT_AFTER = 15.0  # seconds without progress after which a running explore run is dropped
+_FINISHED_KEPT = 300.0
 _STATUSES = ("healthy", "degraded", "failing")
 
 
@@ -57,6 +62,8 @@ class OperatorSurface:
         self.endpoint: CommandEndpoint | None = None
         self.registry: ServiceRegistry | None = None
         self._sampler: asyncio.Task[None] | None = None
+        self._nc: NATS | None = None
+        self.explore_runs: dict[str, tuple[float, dict[str, Any]]] = {}
         self._register_gauges()
 
     # --- lifecycle ---------------------------------------------------------------------------
@@ -64,7 +71,9 @@ class OperatorSurface:
     async def start(self, nc: NATS) -> None:
         """Start the sampler, the web server and the Services API endpoint."""
         settings = self._settings
+        self._nc = nc
         self._sampler = asyncio.create_task(self._sample(), name="telemetry-sampler")
+        await nc.subscribe(progress_subject(settings.service.name), cb=self._on_explore)
         if settings.web.enabled:
             self.web = WebServer(
                 settings.web,
@@ -113,6 +122,30 @@ class OperatorSurface:
         if self.web is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self.web.stop(), 2.0)
+
+    async def _on_explore(self, msg: Msg) -> None:
+        """Progress of an explore run in another process (``kryten-llm explore --nats``)."""
+        try:
+            body = json.loads(msg.data)
+        except ValueError:
+            return
+        if isinstance(body, dict) and isinstance(body.get("run"), str):
+            self.explore_runs[body["run"]] = (time.monotonic(), body)
+
+    def explore(self) -> list[dict[str, Any]]:
+        """Runs heard from lately: running ones for 15 s, finished ones for 5 minutes."""
+        now = time.monotonic()
+        for run, (seen, body) in list(self.explore_runs.items()):
+            if now - seen > (_FINISHED_KEPT if body.get("final") else _SILENT_AFTER):
+                del self.explore_runs[run]
+        return [body for _, body in self.explore_runs.values()]
+
+    async def stop_explore(self, run: str) -> None:
+        """Ask explore run ``run`` (or ``"*"``: every run) to stop."""
+        if self._nc is None:
+            return
+        subject = stop_subject(self._settings.service.name)
+        await self._nc.publish(subject, json.dumps({"run": run}).encode())
 
     async def _sample(self) -> None:
         while True:
@@ -200,6 +233,8 @@ class OperatorSurface:
             "channels": [self._channel(context) for context in service.channels.values()],
             "recent": list(telemetry.recent),
             "queue": {"depth": len(service.queue), "capacity": service.queue.capacity},
+            "explore": self.explore(),
+            "fallback_pools": service.pools.sizes() if service.pools is not None else {},
         }
 
     def _channel(self, context: Any) -> dict[str, Any]:

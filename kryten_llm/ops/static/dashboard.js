@@ -183,6 +183,50 @@ function renderRecent(recent) {
   }
 }
 
+function percent(value) {
+  return value === null || value === undefined ? "–" : `${Math.round(value * 100)}%`;
+}
+
+function renderExplore(runs, pools) {
+  const body = $("explore").tBodies[0];
+  body.replaceChildren();
+  if (!runs.length) {
+    const tr = el("tr");
+    const td = el("td", "no explore run is announcing itself", "muted");
+    td.colSpan = 7;
+    tr.append(td);
+    body.append(tr);
+  }
+  for (const run of runs) {
+    const tr = el("tr");
+    tr.dataset.run = run.run;
+    const providers = Object.entries(run.providers || {})
+      .map(([name, p]) => `${name} ${p.new}/${p.received}`)
+      .join(", ");
+    const stop = el("button", "stop");
+    stop.type = "button";
+    stop.className = "explore-stop";
+    stop.disabled = Boolean(run.final);
+    stop.addEventListener("click", () => control("explore_stop", run.run));
+    const stopCell = el("td");
+    stopCell.append(stop);
+    tr.append(
+      el("td", run.topic, "text"),
+      el("td", run.target ? `${run.items} / ${run.target}` : run.items),
+      el("td", percent(run.duplicate_rate)),
+      el("td", percent(run.recent_yield)),
+      el("td", providers, "text"),
+      el("td", run.final ? `finished (${run.stop_reason})` : run.state),
+      stopCell,
+    );
+    body.append(tr);
+  }
+  const entries = Object.entries(pools || {});
+  $("pools").textContent = entries.length
+    ? "fallback pools: " + entries.map(([name, n]) => `${name} (${n} lines)`).join(", ")
+    : "no fallback pool has lines yet (kryten-llm explore --for-trigger NAME or --for-personality)";
+}
+
 function renderControls(state) {
   const enabled = state.service.controls_enabled;
   $("controls-off").hidden = enabled;
@@ -205,6 +249,7 @@ function render(state) {
   renderBars("decisions", state.decisions);
   renderProviders(state.providers);
   renderRecent(state.recent);
+  renderExplore(state.explore, state.fallback_pools);
   renderControls(state);
   document.body.dataset.updates = String(Number(document.body.dataset.updates || 0) + 1);
 }

@@ -1,0 +1,135 @@
+"""Reply latency with the dashboard open and 1,000 chat events per second flowing.
+
+The bot runs as its own process with its web server on; this process opens three dashboard
+streams (``/api/stream``, one snapshot a second each), scrapes ``/metrics`` once a second,
+publishes a background flood of ordinary chat at 1,000 events/s, and meanwhile measures
+mention -> ``say`` latency one question at a time. Targets are the core service's: p50 <= 2 ms,
+p99 <= 10 ms.
+
+    python bench/bench_dashboard.py [N]
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import aiohttp
+from _harness import (
+    SUBJECT,
+    Bot,
+    NatsServer,
+    bench_config,
+    chat_bytes,
+    connect,
+    machine,
+    wait_ready,
+)
+
+from kryten_llm.bus.settle import settle
+from tests.natsserver import free_port
+
+FLOOD_PER_SECOND = 1000
+STREAMS = 3
+LINES = ["lol", "this movie is so bad", "who picked this one?", "brb popcorn", "Plan 9 &amp; more"]
+
+
+async def flood(nc: object, stop: asyncio.Event, sent: list[int]) -> None:
+    """Ordinary chat at FLOOD_PER_SECOND, in bursts of 10 every 10 ms, on a fixed schedule."""
+    start = time.perf_counter()
+    count = 0
+    while not stop.is_set():
+        for _ in range(10):
+            await nc.publish(SUBJECT, chat_bytes(f"viewer{count % 300}", LINES[count % 5]))  # type: ignore[attr-defined]
+            count += 1
+        sent[0] = count
+        delay = start + count / FLOOD_PER_SECOND - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+
+
+async def watch(session: aiohttp.ClientSession, url: str, received: list[int], i: int) -> None:
+    async with session.get(url) as response:
+        async for line in response.content:
+            if line.startswith(b"data: "):
+                received[i] += 1
+
+
+async def scrape(
+    session: aiohttp.ClientSession, url: str, stop: asyncio.Event, times: list[float]
+) -> None:
+    while not stop.is_set():
+        started = time.perf_counter()
+        async with session.get(url) as response:
+            await response.read()
+        times.append((time.perf_counter() - started) * 1000)
+        await asyncio.sleep(1.0)
+
+
+async def main(count: int, warmup: int = 100) -> None:
+    server = NatsServer()
+    server.start()
+    port = free_port()
+    config = bench_config(
+        server.url, Path(tempfile.mkdtemp()), web={"port": port, "push_interval_seconds": 1.0}
+    )
+    bot = Bot(config)
+    nc = await connect(server.url)
+    samples: list[float] = []
+    received = [0] * STREAMS
+    scrapes: list[float] = []
+    sent = [0]
+    stop = asyncio.Event()
+    try:
+        await wait_ready(nc)
+        sub = await nc.subscribe("kryten.robot.command")
+        await settle(nc)
+        async with aiohttp.ClientSession() as session:
+            base = f"http://127.0.0.1:{port}"
+            tasks = [
+                asyncio.create_task(watch(session, f"{base}/api/stream", received, i))
+                for i in range(STREAMS)
+            ]
+            tasks.append(asyncio.create_task(scrape(session, f"{base}/metrics", stop, scrapes)))
+            flooder = asyncio.create_task(flood(nc, stop, sent))
+            await asyncio.sleep(2)  # the flood and the streams are running
+            began = time.perf_counter()
+            for i in range(warmup + count):
+                data = chat_bytes(f"asker{i % 200}", f"hey cynthia, question number {i}?")
+                start = time.perf_counter()
+                await nc.publish(SUBJECT, data)
+                await sub.next_msg(5)
+                if i >= warmup:
+                    samples.append((time.perf_counter() - start) * 1000)
+                await asyncio.sleep(0.005)  # questions spread over the flood
+            elapsed = time.perf_counter() - began
+            stop.set()
+            await flooder
+            for task in tasks:
+                task.cancel()
+                with contextlib.suppress(BaseException):
+                    await task
+    finally:
+        await nc.close()
+        bot.stop()
+        server.close()
+    samples.sort()
+    q = statistics.quantiles(samples, n=100)
+    print(f"machine: {machine()}")
+    print(f"flood: {sent[0]} chat events at {FLOOD_PER_SECOND}/s; {STREAMS} dashboard streams")
+    print(f"snapshots received per stream over {elapsed:.1f} s: {received}")
+    print(f"/metrics scrapes: {len(scrapes)}, p50 {statistics.median(scrapes):.1f} ms")
+    print(f"replies: {count} (after {warmup} warm-up)")
+    print(f"p50: {q[49]:.2f} ms (target <= 2)")
+    print(f"p90: {q[89]:.2f} ms")
+    print(f"p99: {q[98]:.2f} ms (target <= 10)")
+    print(f"max: {samples[-1]:.2f} ms")
+
+
+if __name__ == "__main__":
+    asyncio.run(main(int(sys.argv[1]) if len(sys.argv) > 1 else 1000))

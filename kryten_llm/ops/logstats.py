@@ -1,0 +1,271 @@
+"""``kryten-llm logs stats`` and ``logs plot``: what the response logs say about the bot.
+
+Reads ``responses-YYYY-MM-DD.jsonl`` files line by line (any size, bounded memory: only
+counters and latency samples are kept), skips and counts lines that are not records, and
+summarises decisions by reason, triggers, the most active users, which providers answered,
+latency percentiles, and tokens and cost per day. ``plot`` writes the same summary as one
+self-contained HTML page with inline SVG charts: no script, no asset from the internet.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import statistics
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+TOP_USERS = 10
+
+
+@dataclass
+class DayTotals:
+    records: int = 0
+    answered: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost_usd: float = 0.0
+
+
+@dataclass
+class LogSummary:
+    """Counters over every record read."""
+
+    files: list[str] = field(default_factory=list)
+    records: int = 0
+    skipped_lines: int = 0
+    answered: int = 0
+    reasons: Counter[str] = field(default_factory=Counter)
+    triggers: Counter[str] = field(default_factory=Counter)
+    users: Counter[str] = field(default_factory=Counter)
+    providers: Counter[str] = field(default_factory=Counter)
+    total_ms: list[float] = field(default_factory=list)
+    llm_ms: list[float] = field(default_factory=list)
+    days: dict[str, DayTotals] = field(default_factory=lambda: defaultdict(DayTotals))
+
+    def add(self, record: dict[str, Any], day: str) -> None:
+        self.records += 1
+        reason = str(record.get("reason") or "unknown")
+        self.reasons[reason] += 1
+        trigger = record.get("trigger")
+        if isinstance(trigger, dict):
+            self.triggers[str(trigger.get("name") or trigger.get("kind"))] += 1
+        if isinstance(record.get("username"), str):
+            self.users[record["username"]] += 1
+        totals = self.days[day]
+        totals.records += 1
+        if record.get("answered"):
+            self.answered += 1
+            totals.answered += 1
+            source = record.get("provider") or (
+                "fallback pool" if record.get("fallback_pool") else "unknown"
+            )
+            self.providers[str(source)] += 1
+            _sample(self.total_ms, record.get("total_ms"))
+        _sample(self.llm_ms, record.get("latency_ms"))
+        usage = record.get("usage")
+        if isinstance(usage, dict):
+            totals.prompt_tokens += _int(usage.get("prompt_tokens"))
+            totals.completion_tokens += _int(usage.get("completion_tokens"))
+        cost = record.get("cost_usd")
+        if isinstance(cost, int | float):
+            totals.cost_usd += float(cost)
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain data for ``--json`` and the HTML report."""
+        return {
+            "files": self.files,
+            "records": self.records,
+            "skipped_lines": self.skipped_lines,
+            "answered": self.answered,
+            "decisions": dict(self.reasons.most_common()),
+            "triggers": dict(self.triggers.most_common()),
+            "top_users": dict(self.users.most_common(TOP_USERS)),
+            "providers": dict(self.providers.most_common()),
+            "latency_ms": {
+                "reply_total": _percentiles(self.total_ms),
+                "llm": _percentiles(self.llm_ms),
+            },
+            "days": {
+                day: {
+                    "records": t.records,
+                    "answered": t.answered,
+                    "prompt_tokens": t.prompt_tokens,
+                    "completion_tokens": t.completion_tokens,
+                    "cost_usd": round(t.cost_usd, 6),
+                }
+                for day, t in sorted(self.days.items())
+            },
+        }
+
+
+def _sample(samples: list[float], value: object) -> None:
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        samples.append(float(value))
+
+
+def _int(value: object) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+
+def _percentiles(samples: list[float]) -> dict[str, float] | None:
+    if not samples:
+        return None
+    ordered = sorted(samples)
+
+    def at(q: float) -> float:
+        return round(ordered[min(int(q * len(ordered)), len(ordered) - 1)], 1)
+
+    return {
+        "count": len(ordered),
+        "mean": round(statistics.fmean(ordered), 1),
+        "p50": at(0.5),
+        "p90": at(0.9),
+        "p99": at(0.99),
+        "max": round(ordered[-1], 1),
+    }
+
+
+def log_files(paths: Iterable[Path], default_dir: Path) -> list[Path]:
+    """The files to read: the given files, the JSONL files in given folders, or the default."""
+    chosen = list(paths) or [default_dir]
+    files: list[Path] = []
+    for path in chosen:
+        if path.is_dir():
+            files += sorted(path.glob("responses-*.jsonl"))
+        else:
+            files.append(path)
+    return files
+
+
+def _records(path: Path, summary: LogSummary) -> Iterator[tuple[dict[str, Any], str]]:
+    fallback_day = path.stem.removeprefix("responses-")
+    with path.open(encoding="utf-8", errors="replace") as lines:
+        for line in lines:
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except ValueError:
+                summary.skipped_lines += 1
+                continue
+            if not isinstance(record, dict):
+                summary.skipped_lines += 1
+                continue
+            when = record.get("message_time")
+            day = when[:10] if isinstance(when, str) and len(when) >= 10 else fallback_day
+            yield record, day
+
+
+def summarise(files: Iterable[Path]) -> LogSummary:
+    """Read every file; a missing file raises FileNotFoundError naming it."""
+    summary = LogSummary()
+    for path in files:
+        summary.files.append(str(path))
+        for record, day in _records(path, summary):
+            summary.add(record, day)
+    return summary
+
+
+def render_text(data: dict[str, Any]) -> str:
+    """The summary as aligned plain text."""
+    out = [
+        f"{data['records']} records in {len(data['files'])} file(s); "
+        f"{data['answered']} answered; {data['skipped_lines']} unreadable lines skipped",
+    ]
+
+    def table(title: str, counts: dict[str, Any]) -> None:
+        out.append(f"\n{title}")
+        if not counts:
+            out.append("  (none)")
+        width = max((len(k) for k in counts), default=0)
+        total = sum(counts.values()) or 1
+        for key, value in counts.items():
+            out.append(f"  {key.ljust(width)}  {value:>7}  {100 * value / total:5.1f}%")
+
+    table("decisions", data["decisions"])
+    table("triggers", data["triggers"])
+    table("top users", data["top_users"])
+    table("answered by", data["providers"])
+    out.append("\nlatency (ms)")
+    for name, p in data["latency_ms"].items():
+        if p is None:
+            out.append(f"  {name}: no samples")
+        else:
+            out.append(
+                f"  {name}: p50 {p['p50']}, p90 {p['p90']}, p99 {p['p99']}, max {p['max']} "
+                f"({p['count']} samples)"
+            )
+    out.append("\nper day               records  answered  prompt tok  reply tok   cost USD")
+    for day, t in data["days"].items():
+        out.append(
+            f"  {day:<18} {t['records']:>8} {t['answered']:>9} {t['prompt_tokens']:>11} "
+            f"{t['completion_tokens']:>10} {t['cost_usd']:>10.4f}"
+        )
+    return "\n".join(out)
+
+
+# --- HTML report -------------------------------------------------------------------------------
+
+_COLORS = ("#58a6ff", "#3fb950", "#d29922", "#a371f7", "#f85149", "#8b949e")
+
+
+def _bars(title: str, counts: dict[str, float], unit: str = "") -> str:
+    """A horizontal bar chart as inline SVG, every label escaped."""
+    if not counts:
+        return f"<h2>{html.escape(title)}</h2><p class=muted>no data</p>"
+    rows = list(counts.items())
+    top = max(rows, key=lambda kv: kv[1])[1] or 1
+    height = 24 * len(rows) + 10
+    parts = [f'<svg width="760" height="{height}" role="img" aria-label="{html.escape(title)}">']
+    for i, (label, value) in enumerate(rows):
+        y = 5 + 24 * i
+        width = max(1.0, 480 * value / top)
+        color = _COLORS[i % len(_COLORS)]
+        parts.append(
+            f'<text x="0" y="{y + 15}">{html.escape(str(label))[:40]}</text>'
+            f'<rect x="200" y="{y + 3}" width="{width:.1f}" height="16" fill="{color}"/>'
+            f'<text x="{205 + width:.1f}" y="{y + 15}">{value:g}{html.escape(unit)}</text>'
+        )
+    parts.append("</svg>")
+    return f"<h2>{html.escape(title)}</h2>" + "".join(parts)
+
+
+def render_html(data: dict[str, Any]) -> str:
+    """One self-contained HTML page (inline SVG and CSS, no script)."""
+    days = data["days"]
+    latency = data["latency_ms"]["reply_total"] or {}
+    sections = [
+        _bars("Decisions", data["decisions"]),
+        _bars("Triggers", data["triggers"]),
+        _bars("Answered by", data["providers"]),
+        _bars("Top users", data["top_users"]),
+        _bars("Replies per day", {day: t["answered"] for day, t in days.items()}),
+        _bars(
+            "Tokens per day",
+            {d: t["prompt_tokens"] + t["completion_tokens"] for d, t in days.items()},
+        ),
+        _bars("Cost per day", {day: round(t["cost_usd"], 4) for day, t in days.items()}, " USD"),
+        _bars(
+            "Reply latency (ms)",
+            {k: latency[k] for k in ("p50", "p90", "p99", "max") if k in latency},
+            " ms",
+        ),
+    ]
+    summary = (
+        f"{data['records']} records, {data['answered']} answered, "
+        f"{data['skipped_lines']} unreadable lines skipped"
+    )
+    return (
+        "<!doctype html><html lang=en><head><meta charset=utf-8>"
+        "<title>kryten-llm response logs</title><style>"
+        "body{font-family:system-ui,sans-serif;margin:24px;background:#fff;color:#222}"
+        "h1{font-size:20px}h2{font-size:15px;margin:22px 0 6px}svg text{font-size:12px}"
+        ".muted{color:#777}</style></head><body>"
+        f"<h1>kryten-llm response logs</h1><p class=muted>{html.escape(summary)}</p>"
+        + "".join(sections)
+        + "</body></html>\n"
+    )
