@@ -131,3 +131,26 @@ def test_a_broken_pool_file_is_a_startup_error(
     err = capsys.readouterr().err
     assert "personality-cynthia.json" in err
     assert "not valid JSON" in err
+
+
+async def test_lines_added_while_the_bot_runs_are_used_and_never_overwritten(
+    nats_server: NatsServer, bridge: FakeBridge, tmp_path: Path
+) -> None:
+    """An explore run adds to the pool file the bot reads; the bot picks them up, writes nothing."""
+    folder = tmp_path / "fallback"
+    name = personality_pool_name("cynthia")
+    FallbackPool.load(folder, name).add(LINES[:1])
+    settings = all_down(nats_server.url, tmp_path)
+    async with running(Service(settings)) as service:
+        await bridge.chat("user0", "cynthia, one?")
+        await bridge.wait_for_commands(1)
+        FallbackPool.load(folder, name).add(LINES[1:])  # what explore --for-personality does
+        for i in range(1, 5):
+            await bridge.chat(f"user{i}", f"cynthia, question {i}?")
+            await bridge.wait_for_commands(i + 1)
+        assert service.fallback_lines == 3
+    said = bridge.says()
+    assert said[0] == LINES[0]
+    assert set(said[1:]) & set(LINES[1:])  # the new lines are in use
+    assert all(a != b for a, b in itertools.pairwise(said))
+    assert FallbackPool.load(folder, name).lines == LINES  # the file still holds every line
