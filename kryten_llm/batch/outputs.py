@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from kryten_llm.errors import ConfigError
+from kryten_llm.files import fsync_dir
 
 OUTPUT_FORMATS = ("csv", "json", "jsonl")
 RESULT_COLUMNS = (
@@ -126,7 +127,7 @@ def write_records(
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
     return count
 
 
@@ -168,17 +169,3 @@ def _jsonl(file: IO[str], records: Iterable[Mapping[str, Any]]) -> int:
         file.write(json.dumps(record, ensure_ascii=False) + "\n")
         count += 1
     return count
-
-
-def _fsync_dir(directory: Path) -> None:
-    """Make the rename itself durable (best effort: not every platform allows it)."""
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)

@@ -18,62 +18,19 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from kryten_llm.errors import ConfigError
+from kryten_llm.files import atomic_write
+
+__all__ = ["atomic_write"]  # re-exported: pools and callers write through it
 
 OUTPUT_JSON = "output.json"
 OUTPUT_TXT = "output.txt"
 METADATA_JSON = "metadata.json"
 FORMAT_VERSION = 1
-
-
-def atomic_write(path: Path, data: bytes) -> None:
-    """Replace ``path`` with ``data`` so that readers and crashes see old or new, never half.
-
-    Args:
-        path: the file; its folder must exist.
-        data: the complete new content.
-
-    Raises:
-        OSError: the folder is not writable or the disk is full (the old file is kept).
-    """
-    fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        # mkstemp makes the file private; keep the old file's mode, else a normal 0644.
-        try:
-            mode = path.stat().st_mode & 0o777
-        except OSError:
-            mode = 0o644
-        os.fchmod(fd, mode)
-        with os.fdopen(fd, "wb") as file:
-            file.write(data)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(temp)
-        raise
-    _fsync_dir(path.parent)
-
-
-def _fsync_dir(folder: Path) -> None:
-    """Make the rename itself durable (not possible on every platform; best effort)."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def dump_json(data: Any) -> bytes:
