@@ -289,7 +289,11 @@ def _logs(settings: Settings, args: argparse.Namespace) -> int:
         print(f"kryten-llm logs: cannot read {exc.filename}: {exc.strerror}", file=sys.stderr)
         return 1
     if args.action == "plot":
-        args.output.write_text(render_html(data), encoding="utf-8")
+        try:
+            args.output.write_text(render_html(data), encoding="utf-8")
+        except OSError as exc:
+            print(f"kryten-llm logs: cannot write {args.output}: {exc.strerror}", file=sys.stderr)
+            return 1
         print(f"wrote {args.output} ({data['records']} records)")
     elif args.json:
         print(json.dumps(data, indent=2))
@@ -349,7 +353,9 @@ def summary(settings: Settings) -> list[str]:
     web = settings.web
     controls = "controls on" if web.token else "controls off (no web.token)"
     lines.append(
-        f"  web:        http://{web.host}:{web.port}/ ({controls})" if web.enabled else "  web: off"
+        f"  web:        http://{web.host}:{web.port}/ ({controls})"
+        if web.enabled
+        else "  web:        off"
     )
     lines.append(f"  dry run:    {'yes' if settings.dry_run else 'no'}")
     return lines

@@ -38,6 +38,8 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger(__name__)
 
+_FALLBACK_TRIES = 3  # pool lines tried when the validator rejects one (a recent repeat, say)
+
 
 class Responder:
     """Produces and sends the reply for one job at a time (run several for concurrency)."""
@@ -202,20 +204,32 @@ class Responder:
     async def _fall_back(
         self, job: Job, record: dict[str, Any], exc: ProviderError, present: Collection[str]
     ) -> None:
-        """Every provider failed: say a line from a fallback pool, or log the failure."""
+        """Every provider failed: say a line from a fallback pool, or log the failure.
+
+        Pool lines were written by a model too, so they pass the validator's content checks
+        (length, blocklist, prompt leaks; not repetition: a pool repeats by design, once per
+        rotation); a rejected line is skipped for the next one.
+        """
         _provider_failed(record, exc)
         if self._pools is None:
             return
-        picked = self._pools.line_for(job.prompt.trigger, self._personality)
-        if picked is None:
+        key = channel_key(job.channel.domain, job.channel.channel)
+        for _ in range(_FALLBACK_TRIES):
+            picked = self._pools.line_for(job.prompt.trigger, self._personality)
+            if picked is None:
+                return
+            pool, line = picked
+            reply = self._format(line, present)
+            verdict = (
+                self._validator.check(reply.kept, key, repetition=False) if reply.parts else None
+            )
+            if verdict is None or not verdict.ok:
+                log.info("fallback_line_rejected", pool=pool, check=verdict and verdict.reason)
+                continue
+            record |= {"fallback_pool": pool, "provider": None}
+            log.info("reply_from_fallback_pool", pool=pool, error_type=type(exc).__name__)
+            await self._send(job, record, reply, Reason.FALLBACK)
             return
-        pool, line = picked
-        reply = self._format(line, present)
-        if not reply.parts:
-            return
-        record |= {"fallback_pool": pool, "provider": None}
-        log.info("reply_from_fallback_pool", pool=pool, error_type=type(exc).__name__)
-        await self._send(job, record, reply, Reason.FALLBACK)
 
     async def _send(
         self, job: Job, record: dict[str, Any], reply: FormattedReply, reason: Reason

@@ -92,6 +92,7 @@ class Service:
         self.settings = settings
         self._listeners = tuple(listeners)
         self.state = State.NEW
+        self._started_at = time.monotonic()
         self.stats = Stats()
         self.flags = Flags(dry_run=settings.dry_run)
         self.channels: dict[str, ChannelContext] = {
@@ -123,7 +124,6 @@ class Service:
                 [word.name for word in settings.triggers.words],
                 settings.personalities,
             )
-        self._started_at = time.monotonic()
 
     @property
     def uptime_seconds(self) -> float:
@@ -213,9 +213,9 @@ class Service:
             response_log.add_listener(self.telemetry.on_record)
             for listener in self._listeners:
                 response_log.add_listener(listener)
-            workers = await self._start(nc, session, response_log)
-            stack.push_async_callback(self._stop_workers, workers)
+            await self._start(nc, session, response_log, stack)
             self.state = State.RUNNING
+            self._started_at = time.monotonic()
             self.ready.set()
             log.info(
                 "service_started",
@@ -232,8 +232,14 @@ class Service:
         return EXIT_RESTART if restart else EXIT_OK
 
     async def _start(
-        self, nc: NATS, session: aiohttp.ClientSession, response_log: ResponseLog
-    ) -> list[asyncio.Task[None]]:
+        self,
+        nc: NATS,
+        session: aiohttp.ClientSession,
+        response_log: ResponseLog,
+        stack: AsyncExitStack,
+    ) -> None:
+        """Build the pipeline and start everything; each part is stopped by ``stack``, even
+        when a later step of the start fails."""
         settings = self.settings
         providers = {
             name: create_provider(name, cfg, session)
@@ -275,9 +281,11 @@ class Service:
             asyncio.create_task(self.responder.run(self.queue), name=f"reply-worker-{i}")
             for i in range(settings.processing.workers)
         ]
+        stack.push_async_callback(self._stop_workers, workers)
         for context in self.channels.values():
             await nc.subscribe(channel_events(context.config.channel), cb=self._callback(context))
         self.surface = surface = OperatorSurface(self)
+        stack.push_async_callback(surface.stop)
         await surface.start(nc)
         self.lifecycle = Lifecycle(
             nc,
@@ -289,7 +297,6 @@ class Service:
         )
         await self.lifecycle.start()
         await settle(nc, self.settings.nats.connect_timeout_seconds)
-        return workers
 
     def _callback(self, context: ChannelContext) -> Any:
         intake = self.intake
@@ -432,7 +439,7 @@ class Service:
             except TimeoutError:
                 log.warning("shutdown_announce_timeout")
         if self.surface is not None:
-            await self.surface.stop()
+            await self.surface.stop()  # before NATS drains; the exit stack's call is then a no-op
 
     async def _stop_workers(self, workers: list[asyncio.Task[None]]) -> None:
         for task in workers:

@@ -69,11 +69,15 @@ class Browser:
             stderr=subprocess.DEVNULL,
         )
         self._session = aiohttp.ClientSession()
-        ws_url = await self._page_socket()
-        self._ws = await self._session.ws_connect(ws_url, max_msg_size=0)
-        self._reader = asyncio.create_task(self._read())
-        await self.send("Page.enable")
-        await self.send("Runtime.enable")
+        try:
+            ws_url = await self._page_socket()
+            self._ws = await self._session.ws_connect(ws_url, max_msg_size=0)
+            self._reader = asyncio.create_task(self._read())
+            await self.send("Page.enable")
+            await self.send("Runtime.enable")
+        except BaseException:
+            await self.__aexit__()  # no Chromium or profile left behind
+            raise
         return self
 
     async def __aexit__(self, *exc: object) -> None:

@@ -154,3 +154,18 @@ async def test_lines_added_while_the_bot_runs_are_used_and_never_overwritten(
     assert set(said[1:]) & set(LINES[1:])  # the new lines are in use
     assert all(a != b for a, b in itertools.pairwise(said))
     assert FallbackPool.load(folder, name).lines == LINES  # the file still holds every line
+
+
+async def test_pool_lines_pass_the_validators_content_checks(
+    nats_server: NatsServer, bridge: FakeBridge, tmp_path: Path
+) -> None:
+    """A blocklisted pool line is skipped for the next one, as any reply would be."""
+    FallbackPool.load(tmp_path / "fallback", personality_pool_name("cynthia")).add(
+        ["This line says forbidden things.", "This line is fine."]
+    )
+    settings = all_down(nats_server.url, tmp_path, validation={"blocklist": ["(?i)forbidden"]})
+    async with running(Service(settings)):
+        for i in range(3):
+            await bridge.chat(f"user{i}", f"cynthia, question {i}?")
+            await bridge.wait_for_commands(i + 1)
+    assert bridge.says() == ["This line is fine."] * 3

@@ -201,6 +201,7 @@ async def test_switching_personality_changes_names_and_the_system_prompt(
     )
     async with running(Service(settings)) as service:
         await bridge.chat("alice", "rog, thoughts?")
+        await eventually(lambda: service.stats["chat"] == 1)  # handled as cynthia: not a mention
         status, body = await control(http, service, {"action": "personality", "value": "critic"})
         assert (status, body) == (200, {"ok": True, "personality": "critic"})
         await bridge.chat("alice", "rog, thoughts now?")

@@ -88,7 +88,7 @@ def test_telemetry_counts_from_stats_without_user_labels() -> None:
 def test_the_sampler_turns_counters_into_rates() -> None:
     now = [1000.0]
     stats = Stats()
-    telemetry = Telemetry(stats, clock=lambda: now[0])
+    telemetry = Telemetry(stats, clock=lambda: now[0], monotonic=lambda: now[0])
     telemetry.sample()
     stats.inc("events", 30)
     stats.inc("chat", 10)
@@ -128,6 +128,14 @@ def inputs(**changes: Any) -> HealthInputs:
             {"providers": {"a": {"state": "misconfigured"}, "b": {"state": "cooling"}}},
             "failing",
             "no provider in the chain can be asked",
+        ),
+        (
+            {
+                "providers": {"a": {"state": "open"}, "b": {"state": "open"}},
+                "fallback_lines": 12,
+            },
+            "degraded",
+            "no provider can be asked: answering from the fallback pools",
         ),
         ({"nats_connected": False}, "failing", "not connected to NATS"),
         ({"running": False}, "failing", "the service is not running"),

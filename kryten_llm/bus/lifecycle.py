@@ -138,7 +138,7 @@ class Lifecycle:
 
     async def _on_poll(self, msg: Msg) -> None:
         log.info("discovery_answered", trigger=msg.subject)
-        await self.announce()
+        self._spawn(self.announce())  # the callback returns at once; listeners may be slow
 
     async def _on_group_restart(self, msg: Msg) -> None:
         try:

@@ -248,6 +248,12 @@ class ProviderManager:
         except ProviderError as exc:
             self._observe(name, type(exc).__name__, started, None)
             raise
+        except asyncio.CancelledError:  # the reply's deadline or a shutdown
+            self._observe(name, "cancelled", started, None)
+            raise
+        except Exception:
+            self._observe(name, "internal_error", started, None)
+            raise
         self._observe(name, "ok", started, completion)
         return completion
 

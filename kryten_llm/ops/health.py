@@ -1,9 +1,10 @@
 """One verdict on the bot's health, with its reasons, for ``/health``, heartbeats and alerts.
 
 ``failing``: the bot cannot answer at all (not connected to NATS, not running, or no provider
-in the chain can be asked). ``degraded``: it answers, but something needs a look (a provider's
-circuit is open or cooling or misconfigured, the reply queue is full, a channel has been silent
-longer than ``stale_after_seconds``). ``healthy`` otherwise. Pausing and dry-run are the
+in the chain can be asked and no fallback pool has lines). ``degraded``: it answers, but
+something needs a look (a provider's circuit is open or cooling or misconfigured, every
+provider is down but the fallback pools answer, the reply queue is full, a channel has been
+silent longer than ``stale_after_seconds``). ``healthy`` otherwise. Pausing and dry-run are the
 operator's choices: reported, never a degradation.
 """
 
@@ -71,8 +72,10 @@ def assess(inputs: HealthInputs, *, stale_after_seconds: float) -> dict[str, Any
         elif name in inputs.chain:
             usable += 1
     if inputs.chain and usable == 0:
-        note = " (answering from the fallback pool)" if inputs.fallback_lines else ""
-        worse("failing", f"no provider in the chain can be asked{note}")
+        if inputs.fallback_lines:
+            worse("degraded", "no provider can be asked: answering from the fallback pools")
+        else:
+            worse("failing", "no provider in the chain can be asked")
     queue_full = inputs.queue_depth >= inputs.queue_capacity
     if queue_full:
         worse("degraded", f"reply queue full ({inputs.queue_depth}/{inputs.queue_capacity})")

@@ -1,7 +1,8 @@
 """``kryten-llm logs stats`` and ``logs plot``: what the response logs say about the bot.
 
-Reads ``responses-YYYY-MM-DD.jsonl`` files line by line (any size, bounded memory: only
-counters and latency samples are kept), skips and counts lines that are not records, and
+Reads ``responses-YYYY-MM-DD.jsonl`` files line by line (never a whole file in memory: only
+counters, per-user counts and one latency sample per reply are kept), skips and counts lines
+that are not records, and
 summarises decisions by reason, triggers, the most active users, which providers answered,
 latency percentiles, and tokens and cost per day. ``plot`` writes the same summary as one
 self-contained HTML page with inline SVG charts: no script, no asset from the internet.
@@ -226,7 +227,7 @@ def _bars(title: str, counts: dict[str, float], unit: str = "") -> str:
         width = max(1.0, 480 * value / top)
         color = _COLORS[i % len(_COLORS)]
         parts.append(
-            f'<text x="0" y="{y + 15}">{html.escape(str(label))[:40]}</text>'
+            f'<text x="0" y="{y + 15}">{html.escape(str(label)[:40])}</text>'
             f'<rect x="200" y="{y + 3}" width="{width:.1f}" height="16" fill="{color}"/>'
             f'<text x="{205 + width:.1f}" y="{y + 15}">{value:g}{html.escape(unit)}</text>'
         )

@@ -92,6 +92,13 @@ class CommandEndpoint:
     async def answer(self, data: bytes) -> dict[str, Any]:
         """The reply to one command request (never raises)."""
         try:
+            return await self._answer(data)
+        except Exception:
+            log.exception("command_failed")
+            return {"ok": False, "error": "internal error (logged by the bot)"}
+
+    async def _answer(self, data: bytes) -> dict[str, Any]:
+        try:
             body = json.loads(data or b"{}")
         except ValueError:
             return {"ok": False, "error": 'not JSON: send {"command": "ping"}'}
@@ -137,6 +144,18 @@ class ServiceRegistry:
                 self._kv = await js.key_value(KV_BUCKET)
             except BucketNotFoundError:
                 self._kv = await js.create_key_value(bucket=KV_BUCKET, ttl=self._ttl, history=1)
+            else:
+                ttl = (await self._kv.status()).ttl
+                if ttl and ttl < self._ttl:
+                    # The first service to create the shared bucket chose its TTL.
+                    log.warning(
+                        "kv_registry_ttl_short",
+                        bucket=KV_BUCKET,
+                        ttl_seconds=ttl,
+                        heartbeat_ttl_seconds=self._ttl,
+                        fix="the entry may expire between heartbeats: shorten "
+                        "service.heartbeat_interval_seconds or recreate the bucket",
+                    )
         except Exception as exc:  # no JetStream on this server, no permission...
             self._unavailable = True
             log.warning(

@@ -16,6 +16,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 import structlog
+from nats.micro.service import SEMVER_REGEX
 
 from kryten_llm import __version__
 from kryten_llm.config import redacted
@@ -38,14 +39,14 @@ log = structlog.get_logger(__name__)
 _STATES = ("closed", "half_open", "open", "cooling", "misconfigured")
 _SILENT_AFTER = 15.0  # seconds without progress after which a running explore run is dropped
 _FINISHED_KEPT = 300.0
+_EXPLORE_MAX_RUNS = 20  # anyone on the bus can announce a run: keep a bounded number
+_EXPLORE_MAX_BYTES = 64 * 1024
 _STATUSES = ("healthy", "degraded", "failing")
 
 
 def _semver(version: str) -> str:
     """The Services API insists on semantic versions; a dev build's may not be one."""
-    parts = version.split(".")
-    ok = len(parts) >= 3 and all(p.isdigit() for p in parts[:2])
-    return version if ok else "0.0.0"
+    return version if SEMVER_REGEX.match(version) else "0.0.0"
 
 
 class OperatorSurface:
@@ -116,6 +117,7 @@ class OperatorSurface:
             self._sampler.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._sampler
+            self._sampler = None
         if self.endpoint is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self.endpoint.stop(), 1.0)
@@ -125,12 +127,19 @@ class OperatorSurface:
 
     async def _on_explore(self, msg: Msg) -> None:
         """Progress of an explore run in another process (``kryten-llm explore --nats``)."""
+        if len(msg.data) > _EXPLORE_MAX_BYTES:
+            return
         try:
             body = json.loads(msg.data)
         except ValueError:
             return
-        if isinstance(body, dict) and isinstance(body.get("run"), str):
-            self.explore_runs[body["run"]] = (time.monotonic(), body)
+        if not (isinstance(body, dict) and isinstance(body.get("run"), str)):
+            return
+        self.explore_runs[body["run"]] = (time.monotonic(), body)
+        self.explore()  # prune, whether or not a dashboard is open
+        while len(self.explore_runs) > _EXPLORE_MAX_RUNS:
+            oldest = min(self.explore_runs, key=lambda run: self.explore_runs[run][0])
+            del self.explore_runs[oldest]
 
     def explore(self) -> list[dict[str, Any]]:
         """Runs heard from lately: running ones for 15 s, finished ones for 5 minutes."""

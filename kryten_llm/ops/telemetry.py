@@ -50,7 +50,8 @@ class Telemetry:
         stats: the service's counters.
         recent: how many decisions the dashboard table keeps.
         series_points: how many one-second samples the charts keep.
-        clock: wall-clock seconds, for sample times.
+        clock: wall-clock seconds, for the times shown.
+        monotonic: seconds for measuring intervals (immune to clock changes).
     """
 
     def __init__(
@@ -60,9 +61,11 @@ class Telemetry:
         recent: int = 50,
         series_points: int = 300,
         clock: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.stats = stats
         self._clock = clock
+        self._monotonic = monotonic
         self.recent: deque[dict[str, Any]] = deque(maxlen=recent)
         self.series: deque[dict[str, float]] = deque(maxlen=series_points)
         self._last_counts: dict[str, int] | None = None
@@ -164,9 +167,9 @@ class Telemetry:
 
     def sample(self) -> dict[str, float]:
         """Record one point of per-second rates since the previous sample; return it."""
-        now = self._clock()
+        now = self._monotonic()
         counts = {key: self.stats[key] for _, key in RATE_SERIES}
-        point: dict[str, float] = {"time": now}
+        point: dict[str, float] = {"time": self._clock()}
         if self._last_counts is not None:
             elapsed = max(now - self._last_sample_at, 1e-6)
             for name, key in RATE_SERIES:

@@ -161,7 +161,8 @@ def _line(line: HistoryLine) -> str:
 def _fitting(history: Sequence[HistoryLine], room: int, *, inline: bool) -> list[HistoryLine]:
     """The newest lines of ``history`` that fit in ``room`` characters, oldest first."""
     kept: list[HistoryLine] = []
-    room -= len(HISTORY_HEADER) + TURN_OVERHEAD
+    if not inline:
+        room -= len(HISTORY_HEADER) + TURN_OVERHEAD
     for line in reversed(history):
         cost = len(_line(line)) + 1 if inline or not line.from_bot else len(line.text)
         cost += 0 if inline else TURN_OVERHEAD

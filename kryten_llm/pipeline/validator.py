@@ -68,8 +68,12 @@ class ReplyValidator:
         """Guard a new system prompt against leaks (a personality switch)."""
         self._prompt_runs = _shingles(_words(system_prompt), self._leak_size)
 
-    def check(self, text: str, channel: str) -> Verdict:
-        """Judge ``text`` (the formatted reply as it would be sent) for ``channel``."""
+    def check(self, text: str, channel: str, *, repetition: bool = True) -> Verdict:
+        """Judge ``text`` (the formatted reply as it would be sent) for ``channel``.
+
+        ``repetition=False`` skips the comparison with recent replies: fallback-pool lines
+        repeat by design, once per rotation.
+        """
         cfg = self._config
         if len(text) < cfg.min_length:
             return Verdict(False, "too_short", f"{len(text)} < {cfg.min_length} characters")
@@ -83,6 +87,8 @@ class ReplyValidator:
             leaked = _shingles(words, self._leak_size) & self._prompt_runs
             if leaked:
                 return Verdict(False, "prompt_leak", " ".join(next(iter(leaked))))
+        if not repetition:
+            return PASS
         shingles = _shingles(words, self._SHINGLE)
         for past in self._recent.get(channel, ()):
             score = similarity(shingles, past)

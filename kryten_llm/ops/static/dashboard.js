@@ -201,7 +201,7 @@ function renderExplore(runs, pools) {
     const tr = el("tr");
     tr.dataset.run = run.run;
     const providers = Object.entries(run.providers || {})
-      .map(([name, p]) => `${name} ${p.new}/${p.received}`)
+      .map(([name, p]) => `${name} ${(p || {}).new ?? 0}/${(p || {}).received ?? 0}`)
       .join(", ");
     const stop = el("button", "stop");
     stop.type = "button";
