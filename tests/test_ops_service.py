@@ -341,3 +341,14 @@ async def test_the_shipped_alert_rules_use_only_exported_metrics(
     families = {family.name for family in text_string_to_metric_families(text)}
     missing = {name for name in used if name.removesuffix("_total") not in families}
     assert not missing
+
+
+async def test_a_foreign_host_name_is_refused_on_loopback(
+    nats_server: NatsServer, tmp_path: Path, http: aiohttp.ClientSession
+) -> None:
+    """DNS rebinding: a page on evil.example resolving to 127.0.0.1 cannot read the state."""
+    async with running(Service(settings_for(nats_server.url, tmp_path))) as service:
+        async with http.get(url(service, "/api/state"), headers={"Host": "evil.example"}) as r:
+            assert r.status == 421
+        async with http.get(url(service, "/api/state"), headers={"Host": "localhost:1"}) as r:
+            assert r.status == 200

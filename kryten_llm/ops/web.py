@@ -8,15 +8,17 @@
 - ``POST /api/control``: ``{"action": ..., "value": ...}`` with the control token in an
   ``Authorization: Bearer`` header (never a cookie, so another site cannot forge the request).
 
-It binds to 127.0.0.1 by default. Every page is sent with a strict Content-Security-Policy:
-scripts only from this server, no inline code, so chat text can never run as a script even if
-it were inserted as HTML (the page inserts it as text).
+It binds to 127.0.0.1 by default, and then answers only requests whose ``Host`` is a loopback
+name (a DNS-rebinding page cannot read it). Every page is sent with a strict
+Content-Security-Policy: scripts only from this server, no inline code, so chat text can never
+run as a script even if it were inserted as HTML (the page inserts it as text).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import json
 from collections.abc import Callable
 from importlib import resources
@@ -80,7 +82,8 @@ class WebServer:
         self._runner: web.AppRunner | None = None
         self.port: int | None = None
         self.streams = 0
-        app = web.Application()
+        middlewares = [_loopback_hosts_only] if _is_loopback(config.host) else []
+        app = web.Application(middlewares=middlewares)
         app.on_response_prepare.append(_security_headers)
         app.router.add_get("/", self._dashboard)
         app.router.add_get("/static/{name}", self._static)
@@ -170,6 +173,27 @@ class WebServer:
         except ControlError as exc:
             return web.json_response({"ok": False, "error": str(exc)}, status=exc.status)
         return web.json_response({"ok": True, **result})
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
+@web.middleware
+async def _loopback_hosts_only(request: web.Request, handler: Any) -> web.StreamResponse:
+    """Bound to loopback, answer only requests addressed to loopback.
+
+    A web page elsewhere could point its own host name at 127.0.0.1 (DNS rebinding) and read
+    the dashboard's chat text; such a request carries that foreign name in ``Host``.
+    """
+    name = (request.host or "").rsplit(":", 1)[0].strip("[]")
+    if not _is_loopback(name):
+        return web.json_response({"ok": False, "error": "unexpected Host header"}, status=421)
+    response: web.StreamResponse = await handler(request)
+    return response
 
 
 async def _security_headers(request: web.Request, response: web.StreamResponse) -> None:
