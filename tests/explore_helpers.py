@@ -131,3 +131,19 @@ def read_run(folder: Path) -> tuple[list[dict[str, Any]], list[str], dict[str, A
     lines = (folder / "output.txt").read_text().splitlines()
     metadata = json.loads((folder / "metadata.json").read_text())
     return items, lines, metadata
+
+
+class Gated:
+    """The same ten items (no yield) until :attr:`open` is set, then fresh ones from ``then``.
+
+    A run with ``--min-yield 0`` and a target above ten keeps asking, without finishing, until
+    the test opens the gate; then it reaches its target and ends by itself (exit 0).
+    """
+
+    def __init__(self, then: ItemResponder) -> None:
+        self.open = False
+        self._same = SameItems()
+        self._then = then
+
+    def __call__(self, body: dict[str, Any]) -> str:
+        return self._then(body) if self.open else self._same(body)

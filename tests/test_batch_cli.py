@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import signal
+import sqlite3
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.batch_helpers import cli, read_output, start_cli, write_config
-from tests.openai_server import ScriptedOpenAIServer, drip
+from tests.openai_server import ScriptedOpenAIServer, drip, hang, reply
 
 SLOW = {
     "providers": {"slow": {"type": "scripted", "model": "echo", "latency_ms": 100}},
@@ -101,6 +104,76 @@ async def test_sigint_pauses_a_run_and_it_resumes(tmp_path: Path) -> None:
     result = await cli("--resume", "--batch-id", "p", "--concurrency", "32", cwd=tmp_path)
     assert result.code == 0, result.stderr
     assert sorted(int(r["row"]) for r in read_output(tmp_path / "o.csv")) == list(range(300))
+
+
+async def _until(condition: Callable[[], bool], timeout: float = 15.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while asyncio.get_running_loop().time() < deadline:
+        if condition():
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError("the condition never held")
+
+
+async def _answered(db: Path, run_id: str, at_least: int, timeout: float = 15.0) -> None:
+    """Wait until ``at_least`` items of the run are stored (read straight from the store)."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while asyncio.get_running_loop().time() < deadline:
+        with contextlib.closing(sqlite3.connect(db, timeout=5)) as conn:
+            try:
+                row = conn.execute(
+                    "SELECT count(*) FROM batch_items WHERE run_id = ?", (run_id,)
+                ).fetchone()
+            except sqlite3.OperationalError:
+                row = (0,)  # no schema yet
+        if row[0] >= at_least:
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"batch {run_id} never stored {at_least} items")
+
+
+async def test_sigterm_while_requests_outlast_the_stop_grace_still_exits_paused(
+    tmp_path: Path,
+) -> None:
+    """Requests that hang past the grace are abandoned: the process exits, the run is paused
+    and resumable, and the output holds what was answered (the producer, blocked on a full
+    queue, used to wait forever for workers that had been cancelled)."""
+    (tmp_path / "in.txt").write_text("".join(f"l{i}\n" for i in range(50)))
+    async with ScriptedOpenAIServer(reply("a"), reply("b"), default=hang(60)) as llm:
+        runner = await start_cli(
+            "in.txt",
+            "--provider",
+            f"openai:{llm.base_url}",
+            "--config",
+            str(write_config(tmp_path)),
+            "--concurrency",
+            "2",
+            "--timeout",
+            "120",
+            "--stop-grace",
+            "0.2",
+            "--batch-id",
+            "t",
+            "-o",
+            "out.jsonl",
+            cwd=tmp_path,
+        )
+        try:
+            await _answered(tmp_path / "batch.db", "t", 2)
+            # Both workers hang on rows 2 and 3; the queue is full behind them.
+            await _until(lambda: len(llm.completions) >= 4)
+            runner.send_signal(signal.SIGTERM)
+            code = await asyncio.wait_for(runner.wait(), 20)
+        finally:
+            if runner.returncode is None:
+                runner.kill()
+                await runner.wait()
+    assert code == 130
+    with contextlib.closing(sqlite3.connect(tmp_path / "batch.db")) as conn:
+        assert conn.execute("SELECT status FROM batch_runs WHERE id = 't'").fetchone() == (
+            "paused",
+        )
+    assert sorted(r["response"] for r in read_output(tmp_path / "out.jsonl")) == ["a", "b"]
 
 
 async def test_existing_batch_id_without_resume_is_a_usage_error(tmp_path: Path) -> None:

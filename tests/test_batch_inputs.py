@@ -82,6 +82,37 @@ def test_malformed_json_arrays_are_config_errors(text: str, problem: str) -> Non
         list(iter_json_array(io.StringIO(text), chunk_size=4))
 
 
+def test_a_bad_element_first_in_a_large_array_fails_at_once_in_bounded_memory(
+    tmp_path: Path,
+) -> None:
+    """A malformed element is reported where it is, without reading on: the reader used to
+    retry after every decoding error, pulling the whole file into its buffer first."""
+    path = tmp_path / "big.json"
+    element = json.dumps({"prompt": "p" * 200, "id": 1})
+    with path.open("w", encoding="utf-8") as file:
+        file.write('[{"prompt": "a" x}')
+        for _ in range(40_000):  # ~9 MB after it
+            file.write("," + element)
+        file.write("]")
+    tracemalloc.start()
+    try:
+        with pytest.raises(ConfigError) as caught:
+            list(read_rows(path))
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert "element 0: Expecting ',' delimiter (at offset 16)" in str(caught.value)
+    assert peak < 2_000_000, f"peak {peak} bytes for a 9 MB file"
+
+
+def test_an_unterminated_string_at_the_end_of_a_chunk_is_read_on() -> None:
+    long = "s" * 100
+    text = json.dumps([{"a": long}, {"b": "\\u00e9\\ud83d\\ude00"}, "x"])
+    for chunk in (5, 16, 50, 99):
+        values = list(iter_json_array(io.StringIO(text), chunk_size=chunk))
+        assert values == json.loads(text), chunk
+
+
 def test_empty_json_array_has_no_rows() -> None:
     assert list(iter_json_array(io.StringIO(" [ ] "))) == []
 
@@ -171,6 +202,51 @@ def test_template_must_name_columns() -> None:
         PromptTemplate("positional {}")
     with pytest.raises(ConfigError, match="malformed"):
         PromptTemplate("unclosed {title")
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        pytest.param("{title:d}", id="format-spec-ValueError"),
+        pytest.param("{title:{nope}}", id="nested-field-KeyError"),
+        pytest.param("{title.x}", id="attribute-AttributeError"),
+        pytest.param("{title.upper}", id="attribute-leaks-method"),
+        pytest.param("{title.__class__}", id="attribute-leaks-class"),
+        pytest.param("{title[0]}", id="index"),
+        pytest.param("{title!r}", id="conversion"),
+        pytest.param("{title:>10}", id="harmless-spec"),
+        pytest.param("{0}", id="positional"),
+    ],
+)
+def test_template_allows_only_plain_column_names(text: str) -> None:
+    """Anything but ``{column}`` is refused when the template is built, before any request
+    (it used to fail mid-run with a traceback, or put Python internals in the prompt)."""
+    with pytest.raises(ConfigError, match="malformed template"):
+        PromptTemplate(text)
+
+
+async def test_cli_bad_template_spec_exits_2_before_any_request(tmp_path: Path) -> None:
+    (tmp_path / "in.jsonl").write_text('{"title": "Plan 9"}\n')
+    async with ScriptedOpenAIServer() as llm:
+        result = await cli(
+            "in.jsonl",
+            "--template",
+            "{title:d}",
+            "--provider",
+            f"openai:{llm.base_url}",
+            "--config",
+            str(write_config(tmp_path)),
+            cwd=tmp_path,
+        )
+        assert result.code == 2, result.stderr
+        assert "Traceback" not in result.stderr
+        assert "format specs are not supported" in result.stderr
+        assert llm.completions == []
+
+
+def test_template_renders_columns_with_spaces_and_none() -> None:
+    template = PromptTemplate("{my title}: {body}")
+    assert template.render({"my title": "A", "body": None}) == "A: "
 
 
 async def test_template_error_stops_the_batch_before_any_request(tmp_path: Path) -> None:

@@ -11,7 +11,7 @@ import pytest
 from kryten_llm.batch import run_batch
 from kryten_llm.batch.outputs import output_format, write_records
 from kryten_llm.errors import ConfigError
-from tests.batch_helpers import batch_settings, read_output
+from tests.batch_helpers import batch_settings, last_user, read_output
 from tests.openai_server import ScriptedOpenAIServer
 
 
@@ -86,3 +86,73 @@ def test_csv_cells_hold_lists_as_json(tmp_path: Path) -> None:
     out = tmp_path / "o.csv"
     write_records(out, "csv", [{"a": ["x", "y"], "b": None, "c": True}], header=["a", "b", "c"])
     assert read_output(out) == [{"a": '["x", "y"]', "b": "", "c": "true"}]
+
+
+async def test_csv_output_defuses_spreadsheet_formulas_but_keeps_numbers(tmp_path: Path) -> None:
+    """A cell a spreadsheet would run as a formula gets a leading quote, in CSV only."""
+    answers = {
+        "a": '=HYPERLINK("http://evil","x")',
+        "b": "+1+cmd",
+        "c": "-2",
+        "d": "@SUM(A1)",
+        "e": "\t=1+1",
+        "f": "plain",
+    }
+    rows = [{"q": key, "note": "=1+1" if key == "a" else "-1.5"} for key in answers]
+    csv_out, jsonl_out = tmp_path / "out.csv", tmp_path / "out.jsonl"
+    async with ScriptedOpenAIServer(responder=lambda body: answers[last_user(body)]) as llm:
+        for out in (csv_out, jsonl_out):
+            await run_batch(
+                rows,
+                template="{q}",
+                providers=[f"openai:{llm.base_url}"],
+                output=str(out),
+                db=str(tmp_path / f"{out.suffix}.db"),
+                settings=batch_settings(tmp_path),
+                no_log=True,
+            )
+    records = read_output(csv_out)
+    assert [r["response"] for r in records] == [
+        '\'=HYPERLINK("http://evil","x")',
+        "'+1+cmd",
+        "-2",
+        "'@SUM(A1)",
+        "'\t=1+1",
+        "plain",
+    ]
+    assert [r["note"] for r in records] == ["'=1+1"] + ["-1.5"] * 5
+    assert [r["response"] for r in read_output(jsonl_out)] == list(answers.values())
+
+
+async def test_csv_header_holds_keys_first_seen_in_later_rows_and_extra_cells(
+    tmp_path: Path,
+) -> None:
+    """Output is regenerated from the store, so the header is collected from every row first:
+    nothing is dropped (it used to be ``extrasaction="ignore"`` over the first row's keys)."""
+    jsonl = tmp_path / "in.jsonl"
+    jsonl.write_text('{"q": "a"}\n{"q": "b", "late": 7, "status": "input"}\n')
+    csv_in = tmp_path / "in.csv"
+    csv_in.write_text("q\na\nb,spill,over\n")
+    for source in (jsonl, csv_in):
+        out = tmp_path / f"out-{source.suffix[1:]}.csv"
+        result = await run_batch(
+            source,
+            template="{q}",
+            providers=["scripted"],
+            output=str(out),
+            db=str(tmp_path / "b.db"),
+            settings=batch_settings(tmp_path),
+            no_log=True,
+            force=True,
+        )
+        assert result.ok
+        header = out.read_text(encoding="utf-8").splitlines()[0].split(",")
+        records = read_output(out)
+        if source is jsonl:
+            assert header[:2] == ["q", "late"]
+            assert header.count("status") == 1
+            assert [r["late"] for r in records] == ["", "7"]
+            assert [r["status"] for r in records] == ["done", "done"]
+        else:
+            assert header[:2] == ["q", "_extra"]
+            assert records[1]["_extra"] == '["spill", "over"]'

@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import random
+import sqlite3
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from kryten_llm.batch import run_batch
+from kryten_llm.batch.api import execute
+from kryten_llm.batch.options import BatchOptions
 from kryten_llm.batch.packing import unpack
+from kryten_llm.batch.plan import make_plan
+from kryten_llm.batch.progress import Progress
+from kryten_llm.batch.store import RunStore
 from kryten_llm.config import Settings
 from tests.batch_helpers import batch_settings, last_user
 from tests.openai_server import ScriptedOpenAIServer, drip, reply, status
@@ -262,3 +269,92 @@ async def test_pipeline_needs_username_and_message_columns(tmp_path: Path) -> No
         with pytest.raises(ConfigError, match="'username'"):
             await _run(tmp_path, [{"user": "a", "message": "hi"}], llm, pipeline=True)
         assert llm.completions == []
+
+
+@pytest.mark.parametrize(
+    ("first", "second"),
+    [
+        pytest.param({"temperature": 0.2}, {"temperature": 0.9}, id="temperature"),
+        pytest.param({"max_tokens": 5}, {"max_tokens": 500}, id="max-tokens"),
+        pytest.param({}, {"temperature": 0.2}, id="unset->set"),
+        pytest.param({}, {"rows_per_request": 2}, id="packed"),
+    ],
+)
+async def test_answers_are_not_reused_across_sampling_options(
+    tmp_path: Path, first: dict[str, Any], second: dict[str, Any]
+) -> None:
+    """An answer given at another temperature, token cap or packing is another answer."""
+    async with ScriptedOpenAIServer() as llm:
+        await _run(tmp_path, ["a"], llm, **first)
+        again = await _run(tmp_path, ["a"], llm, **second)
+        same = await _run(tmp_path, ["a"], llm, **second)
+        asked = len(llm.completions)
+    assert [r["cached"] for r in again.records()] == [False]
+    assert [r["cached"] for r in same.records()] == [True]
+    assert asked == 2
+
+
+async def test_resume_after_the_input_changed_asks_the_changed_rows_again(
+    tmp_path: Path,
+) -> None:
+    """Stored items are matched by prompt, not only by row number: an edited row is asked
+    again and replaces its old answer; rows gone from the file leave the output."""
+    path = tmp_path / "in.txt"
+    path.write_text("a\nb\nc\nd\n")
+    async with ScriptedOpenAIServer() as llm:
+        first = await _run(tmp_path, path, llm, batch_id="r")
+        path.write_text("a\nB\nc\n")
+        resumed = await _run(tmp_path, None, llm, batch_id="r", resume=True)
+        asked = [last_user(r.json or {}) for r in llm.completions]
+    assert first.completed == 4
+    assert sorted(asked[:4]) == ["a", "b", "c", "d"]
+    assert asked[4:] == ["B"]
+    records = list(resumed.records())
+    assert [(r["row"], r["response"]) for r in records] == [
+        (0, "echo: a"),
+        (1, "echo: B"),
+        (2, "echo: c"),
+    ]
+    assert (resumed.status, resumed.completed, resumed.failed) == ("completed", 3, 0)
+
+
+async def test_a_cancel_after_the_last_answer_leaves_the_run_completed(tmp_path: Path) -> None:
+    """``batch cancel`` landing once every row is answered does not turn a finished run into
+    a cancelled one (exit 130, "resumable" with nothing left to do)."""
+    db = tmp_path / "b.db"
+
+    def cancel_on_last(body: dict[str, Any]) -> str:
+        if last_user(body) == "b":  # the last row: cancel while its answer is on the way
+            with contextlib.closing(sqlite3.connect(db)) as conn:
+                conn.execute("UPDATE batch_runs SET status = 'cancelling' WHERE id = 'c'")
+                conn.commit()
+        return "ok"
+
+    async with ScriptedOpenAIServer(responder=cancel_on_last) as llm:
+        result = await _run(tmp_path, ["a", "b"], llm, batch_id="c", concurrency=1)
+    assert (result.status, result.completed) == ("completed", 2)
+
+
+async def test_resume_looks_rows_up_in_the_store_by_chunk_not_by_row(tmp_path: Path) -> None:
+    """Resuming a run of 2,000 answered rows costs a few queries, not one (or two) per row on
+    the event loop."""
+    db = tmp_path / "b.db"
+    settings = batch_settings(tmp_path)
+    rows = [f"q{i}" for i in range(2000)]
+    first = await run_batch(
+        rows, providers=["scripted"], batch_id="big", db=str(db), settings=settings, no_log=True
+    )
+    assert first.completed == 2000
+    statements: list[str] = []
+    with RunStore(db) as store:
+        store._conn.set_trace_callback(statements.append)
+        plan = make_plan(
+            BatchOptions(resume=True, batch_id="big", db=str(db)),
+            rows=rows,
+            settings=settings,
+            store=store,
+        )
+        result = await execute(plan, store, progress=Progress(enabled=False))
+    assert (result.status, result.completed) == ("completed", 2000)
+    lookups = [s for s in statements if s.lstrip().startswith("SELECT") and "batch_items" in s]
+    assert len(lookups) < 40, len(lookups)

@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
+import threading
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -17,9 +20,12 @@ import aiohttp
 import pytest
 
 from kryten_llm.config import LLMConfig, ProviderConfig
+from kryten_llm.errors import ConfigError
 from kryten_llm.explore import Explorer, ExploreSettings, OutputStore, RunState, StopReason
+from kryten_llm.explore.output import Checkpoint
 from kryten_llm.explore.pool import FallbackPool
-from kryten_llm.llm import create_provider
+from kryten_llm.explore.producer import ProducerConfig, ProducerState, run_producer
+from kryten_llm.llm import Completion, create_provider
 from kryten_llm.llm.manager import ProviderManager
 from tests.explore_helpers import (
     ItemResponder,
@@ -28,7 +34,7 @@ from tests.explore_helpers import (
     assert_no_duplicates,
     read_run,
 )
-from tests.openai_server import ScriptedOpenAIServer, status
+from tests.openai_server import ScriptedOpenAIServer, reply, status
 
 
 @pytest.fixture
@@ -107,6 +113,7 @@ async def test_producers_on_three_servers_keep_only_unique_items(
         assert llm.completions, f"server {i} was never asked"
     assert metadata["providers"]["llm0"]["producers"] == ["p0", "p3"]
     assert explorer.state is RunState.STOPPED
+    assert metadata["state"] == "stopped"
 
 
 async def test_prompts_carry_a_bounded_digest_of_known_items(
@@ -193,6 +200,7 @@ async def test_stop_ends_a_run_without_limits_and_snapshot_shows_it(
     assert snap["stop_reason"] == "stopped"
     items, lines, metadata = read_run(tmp_path)
     assert len(items) == snap["items"]
+    assert metadata["state"] == "stopped"
     assert_counts_add_up(metadata, len(items))
     assert_no_duplicates(lines)
 
@@ -277,3 +285,178 @@ async def test_scripted_word_list_mode_repeats_on_purpose(session: aiohttp.Clien
     own = await answers("b", replies=["zork", "quux"])
     words = {w.casefold().rstrip("!s") for text in own for w in text.replace("- ", "").split()}
     assert words <= {"zork", "quux", "quu"}  # "quux" + "s" is a plural variant
+
+
+async def test_stop_before_run_writes_the_files_and_returns_the_reason(
+    session: aiohttp.ClientSession, tmp_path: Path
+) -> None:
+    """A stop that comes before run() (Ctrl+C during start-up) is not an error: run() asks
+    nothing, writes the files and returns the reason."""
+    async with servers(ItemResponder(1)) as llms:
+        explorer = Explorer(settings(), manager_for(session, llms), ["llm0"], OutputStore(tmp_path))
+        explorer.stop(StopReason.INTERRUPTED)
+        assert await asyncio.wait_for(explorer.run(), 10) is StopReason.INTERRUPTED
+        assert not llms[0].completions
+    assert explorer.state is RunState.STOPPED
+    items, _, metadata = read_run(tmp_path)
+    assert items == []
+    assert metadata["stop_reason"] == "interrupted"
+    assert metadata["state"] == "stopped"
+    with pytest.raises(RuntimeError, match="runs once"):
+        await explorer.run()
+
+
+class FailingOnce(OutputStore):
+    """A store whose first write fails as a full disk would."""
+
+    def __init__(self, folder: Path) -> None:
+        super().__init__(folder)
+        self.failed = False
+
+    def write(self, checkpoint: Checkpoint, metadata: dict[str, Any]) -> None:
+        if not self.failed:
+            self.failed = True
+            raise OSError(28, "No space left on device")
+        super().write(checkpoint, metadata)
+
+
+class PoolFailingOnce(FallbackPool):
+    """A pool whose first save fails."""
+
+    failed = False
+
+    def save(self) -> None:
+        if not self.failed:
+            self.failed = True
+            raise OSError(28, "No space left on device")
+        super().save()
+
+
+@pytest.mark.parametrize("failing", ["store", "pool"])
+async def test_a_failed_checkpoint_keeps_its_pool_lines_for_the_next_one(
+    session: aiohttp.ClientSession, tmp_path: Path, failing: str
+) -> None:
+    """A checkpoint that cannot be written (the output or the pool) loses nothing: a later
+    one writes the pool lines the failed one held, even when no new pool line came since."""
+    store = FailingOnce(tmp_path / "out") if failing == "store" else OutputStore(tmp_path / "out")
+    pool_class = PoolFailingOnce if failing == "pool" else FallbackPool
+    pool = pool_class(tmp_path / "fallback" / "films.json", "films")
+    accepted: list[str] = []
+
+    def first_five(line: str) -> bool:  # every pool line is in the first (failing) checkpoint
+        if len(accepted) < 5:
+            accepted.append(line)
+            return True
+        return False
+
+    async with servers(ItemResponder(4)) as llms:
+        explorer = Explorer(
+            settings(target=80, producers=1, checkpoint_items=10),
+            manager_for(session, llms),
+            ["llm0"],
+            store,
+            pool=pool,
+            pool_filter=first_five,
+        )
+        assert await asyncio.wait_for(explorer.run(), 20) is StopReason.TARGET
+    assert store.failed if isinstance(store, FailingOnce) else pool.failed  # type: ignore[attr-defined]
+    assert FallbackPool.load(tmp_path / "fallback", "films").lines == accepted
+    assert len(read_run(tmp_path / "out")[0]) == 80
+
+
+class SlowStore(OutputStore):
+    """A store on a slow disk: every write takes ``seconds``; it records when each ran."""
+
+    def __init__(self, folder: Path, seconds: float, enough: int) -> None:
+        super().__init__(folder)
+        self.seconds = seconds
+        self.writes: list[tuple[float, float]] = []
+        self.enough = threading.Event()  # set after ``enough`` writes
+        self._count = enough
+
+    def write(self, checkpoint: Checkpoint, metadata: dict[str, Any]) -> None:
+        start = time.monotonic()
+        time.sleep(self.seconds)
+        super().write(checkpoint, metadata)
+        self.writes.append((start, time.monotonic()))
+        if len(self.writes) >= self._count:
+            self.enough.set()
+
+
+async def test_checkpoints_slow_down_when_writing_gets_slow(
+    session: aiohttp.ClientSession, tmp_path: Path
+) -> None:
+    """Each checkpoint rewrites the whole run: after a write that took W seconds, the next one
+    waits at least 10 W, even when the settings ask for one per item and per millisecond."""
+    store = SlowStore(tmp_path, 0.03, enough=4)
+    async with servers(ItemResponder(2)) as llms:
+        explorer = Explorer(
+            settings(checkpoint_items=1, checkpoint_seconds=0.001, producers=2),
+            manager_for(session, llms),
+            ["llm0"],
+            store,
+        )
+        task = asyncio.create_task(explorer.run())
+        assert await asyncio.to_thread(store.enough.wait, 20)
+        explorer.stop()
+        await asyncio.wait_for(task, 10)
+    periodic = store.writes[:4]  # the final write of a stop comes when it must
+    for (start, end), (next_start, _) in itertools.pairwise(periodic):
+        # A lower bound only: a slow machine makes the pauses longer, never shorter.
+        assert next_start - end >= 10 * (end - start) * 0.95, store.writes
+    assert explorer.metadata()["items"] == len(read_run(tmp_path)[0])
+
+
+async def test_an_answer_that_arrives_after_the_stop_is_paid_for_but_not_used(
+    session: aiohttp.ClientSession,
+) -> None:
+    """The run stops while a request is in flight: the producer drops the answer's items but
+    hands it over to be counted (its tokens and cost were paid for)."""
+    ingested: list[Completion] = []
+    discarded: list[Completion] = []
+    async with servers(ItemResponder(1)) as llms:
+        llms[0].push(reply("- late item", usage={"prompt_tokens": 7, "completion_tokens": 3}))
+        state = ProducerState(name="p0", provider="llm0")
+        await asyncio.wait_for(
+            run_producer(
+                state,
+                ProducerConfig(topic="t"),
+                manager_for(session, llms),
+                digest=lambda: "",
+                ingest=lambda _state, completion: ingested.append(completion),
+                discard=lambda _state, completion: discarded.append(completion),
+                # Not stopping before the request; stopping once the server has seen it.
+                stopping=lambda: bool(llms[0].completions),
+            ),
+            10,
+        )
+    assert ingested == []
+    (late,) = discarded
+    assert late.usage is not None
+    assert (late.usage.prompt_tokens, late.usage.completion_tokens) == (7, 3)
+    assert state.state == "stopped"
+
+
+def test_one_run_at_a_time_holds_an_output_folder(tmp_path: Path) -> None:
+    """A second store cannot lock a folder another holds (a ConfigError naming the folder);
+    once the first lets go, it can."""
+    first, second = OutputStore(tmp_path / "run"), OutputStore(tmp_path / "run")
+    first.lock()
+    first.lock()  # idempotent
+    with pytest.raises(ConfigError, match="another explore run") as caught:
+        second.lock()
+    assert caught.value.problems[0][0] == str(tmp_path / "run")
+    first.unlock()
+    second.lock()
+    second.unlock()
+
+
+def test_load_removes_only_its_own_leftover_temp_files(tmp_path: Path) -> None:
+    """The temp files of an interrupted write of output.json, output.txt or metadata.json are
+    swept; other files that merely look like temp files (``--output .``) are left alone."""
+    ours = [".output.json.k2j4_x9a.tmp", ".output.txt.abcdefgh.tmp", ".metadata.json.q.tmp"]
+    others = [".foo.tmp", ".films.json.abcdefgh.tmp", "notes.tmp", ".output.json"]
+    for name in ours + others:
+        (tmp_path / name).write_text("x")
+    assert OutputStore(tmp_path).load() is None
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(others)

@@ -11,8 +11,10 @@ import signal
 import sys
 from pathlib import Path
 
+from kryten_llm.explore import StopReason, cli
 from kryten_llm.explore.pool import FallbackPool
 from tests.explore_helpers import (
+    Gated,
     ItemResponder,
     assert_counts_add_up,
     assert_no_duplicates,
@@ -188,3 +190,52 @@ async def test_a_provider_that_refuses_the_key_exits_1(tmp_path: Path) -> None:
     assert code == 1, stderr
     assert "providers_failed" in stderr
     assert "authentication failed" in stderr
+
+
+async def test_a_second_run_on_a_folder_in_use_exits_2_and_leaves_the_first_alone(
+    tmp_path: Path,
+) -> None:
+    """Two runs on one output folder would delete each other's temp files and overwrite each
+    other's checkpoints: the second fails at once naming the folder; the first finishes."""
+    out = tmp_path / "run"
+    gate = Gated(ItemResponder(5))
+    async with ScriptedOpenAIServer(responder=gate) as llm:
+        common = ["--topic", "phrases", "--output", str(out), "--min-yield", "0"]
+        provider = ["--provider", f"openai:{llm.base_url}", "--model", "m", "--producers", "1"]
+        first = await start(tmp_path, *common, *provider, "--target", "40")
+        try:
+            await wait_for_items(out, 10)  # running, holding the folder, waiting for the gate
+            code, stderr = await explore(tmp_path, *common, *provider, "--target", "50")
+            assert code == 2, stderr
+            assert f"{out}: another explore run is writing to this folder" in stderr
+            gate.open = True
+            first_code, first_stderr = await finish(first)
+        finally:
+            if first.returncode is None:
+                first.kill()
+                await first.wait()
+    assert first_code == 0, first_stderr
+    items, lines, metadata = read_run(out)
+    assert len(items) == 40
+    assert lines == [item["text"] for item in items]
+    assert_counts_add_up(metadata, 40)
+    assert metadata["sessions"] == 1
+
+
+async def test_the_checkpoint_is_read_once_when_the_run_is_planned(tmp_path: Path) -> None:
+    """The run resumes from the checkpoint the plan read (under the folder's lock), not from a
+    second read of the folder."""
+    out = tmp_path / "run"
+    args = ["--topic", "demo", "--provider", "scripted", "--output", str(out)]
+    code, stderr = await explore(tmp_path, *args, "--iterations", "2")
+    assert code == 0, stderr
+    before, _, _ = read_run(out)
+    plan = cli._plan(cli.build_parser().parse_args([*args, "--iterations", "1"]))
+    try:
+        (out / "output.json").unlink()  # gone: only the plan still knows the first run's items
+        assert await cli._explore(plan) is StopReason.ITERATIONS
+    finally:
+        plan.store.unlock()
+    items, _, metadata = read_run(out)
+    assert items[: len(before)] == before
+    assert metadata["sessions"] == 2

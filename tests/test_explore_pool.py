@@ -1,5 +1,5 @@
 """Fallback pools: a shuffled rotation without repeats, never the same line twice in a row,
-saved after every line so a restarted bot carries on."""
+the position saved after every line, several writers on one file."""
 
 from __future__ import annotations
 
@@ -90,3 +90,30 @@ def test_pool_names_become_safe_file_names(tmp_path: Path) -> None:
     pool.add(["hello"])
     assert pool.path.parent == tmp_path
     assert personality_pool_name("Cynthia Rothbot") == "personality-cynthia-rothbot"
+
+
+def test_two_pools_on_one_file_keep_each_others_lines(tmp_path: Path) -> None:
+    """Two writers (two explore runs) add to one pool file: every save merges what the other
+    wrote, in the file's order, with no duplicates once normalised."""
+    one = FallbackPool.load(tmp_path, "films", rng=random.Random(1))
+    two = FallbackPool.load(tmp_path, "films", rng=random.Random(2))
+    one.add(["first of one", "second of one"])
+    two.add(["first of two"])
+    one.add(["third of one"])
+    two.add(["Third of one!", "second of two"])  # the first is one's line, written differently
+    expected = ["first of one", "second of one", "first of two", "third of one", "second of two"]
+    assert FallbackPool.load(tmp_path, "films").lines == expected
+    assert two.lines == expected  # taken in at its saves: they are in its rotation too
+    assert sorted(two.next_line() or "" for _ in range(5)) == sorted(expected)
+
+
+def test_a_failed_save_takes_the_lines_out_again(tmp_path: Path) -> None:
+    """add() whose save fails leaves the pool as it was, so adding the lines again saves them."""
+    (tmp_path / "pools").write_text("a file where the folder should be")
+    pool = FallbackPool(tmp_path / "pools" / "films.json", "films")
+    with pytest.raises(FileExistsError):  # mkdir of the pool folder
+        pool.add(["one line"])
+    assert pool.lines == []
+    (tmp_path / "pools").unlink()
+    assert pool.add(["one line"]) == 1
+    assert FallbackPool.load(tmp_path / "pools", "films").lines == ["one line"]

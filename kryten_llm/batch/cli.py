@@ -66,9 +66,9 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         "--provider",
         action="append",
         dest="providers",
-        metavar="NAME|TYPE:URL",
-        help="a configured provider, or inline e.g. openai:http://127.0.0.1:8080/v1; "
-        "repeat to compare models",
+        metavar="NAME|TYPE[:WHERE]",
+        help="a configured provider, or inline: openai:URL, anthropic:URL, local:PATH.gguf, "
+        "scripted[:echo|wordlist], or a bare type; repeat to compare models",
     )
     parser.add_argument(
         "--model",
@@ -118,6 +118,9 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--progress-interval", type=float, metavar="SECONDS", help=argparse.SUPPRESS
     )
+    parser.add_argument(
+        "--stop-grace", type=float, dest="stop_grace_seconds", help=argparse.SUPPRESS
+    )  # seconds requests in flight may finish after a stop (5); for tests
     parser.add_argument("--status", dest="status_filter", choices=RUN_STATUSES, help="list: only")
     parser.add_argument("--json", action="store_true", help="list/status: print JSON")
     parser.add_argument("--wait", action="store_true", help="cancel: wait until it stopped")
@@ -179,6 +182,7 @@ def _options(args: argparse.Namespace) -> tuple[BatchOptions, dict[str, Any]]:
         "progress_interval": args.progress_interval,
         "max_tokens": args.max_tokens,
         "temperature": args.temperature,
+        "stop_grace_seconds": args.stop_grace_seconds,
     }
     overrides = {k: given[k] for k in RESUMABLE_OVERRIDES if given.get(k) is not None}
     return BatchOptions(**{k: v for k, v in given.items() if v is not None}), overrides

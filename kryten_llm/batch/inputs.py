@@ -20,6 +20,7 @@ from __future__ import annotations
 import csv
 import importlib
 import json
+import zipfile
 from collections.abc import Iterator
 from itertools import islice
 from pathlib import Path
@@ -32,6 +33,10 @@ FORMATS = ("txt", "csv", "json", "jsonl", "xlsx")
 _CHUNK = 1 << 16
 _WS = " \t\r\n"
 _END = _WS + ",]"
+_TAIL = 16  # characters at the end of the buffer where a decoding error may be a cut token
+# The csv module refuses cells over 128 KiB by default; a long document in one cell is a fair
+# prompt. The limit is process-wide; this one still stops a file with a runaway quote.
+_CSV_FIELD_LIMIT = 16 * 1024 * 1024
 
 
 def input_format(path: Path, explicit: str | None = None) -> str:
@@ -109,9 +114,18 @@ def _txt(path: Path) -> Iterator[Row]:
 
 
 def _csv(path: Path) -> Iterator[Row]:
+    if csv.field_size_limit() < _CSV_FIELD_LIMIT:
+        csv.field_size_limit(_CSV_FIELD_LIMIT)
     with _open(path) as file:
         reader = csv.DictReader(file)
-        for record in reader:
+        records = iter(reader)
+        while True:
+            try:
+                record = next(records, None)
+            except csv.Error as exc:
+                raise _bad(path, f"line {reader.line_num}: {exc}") from None
+            if record is None:
+                return
             # Extra cells beyond the header land under None: keep them visible, not lost.
             extra = record.pop(None, None)
             row: Row = {k: ("" if v is None else v) for k, v in record.items()}
@@ -167,11 +181,12 @@ def iter_json_array(file: IO[str], name: str = "input", chunk_size: int = _CHUNK
     decoder = json.JSONDecoder()
     buffer = ""
     pos = 0
+    offset = 0  # characters of the file before the buffer
     eof = False
 
     def fill() -> bool:
         """Read one more chunk into the buffer; False at end of file."""
-        nonlocal buffer, pos, eof
+        nonlocal buffer, pos, offset, eof
         if eof:
             return False
         data = file.read(chunk_size)
@@ -179,6 +194,7 @@ def iter_json_array(file: IO[str], name: str = "input", chunk_size: int = _CHUNK
             eof = True
             return False
         buffer = buffer[pos:] + data
+        offset += pos
         pos = 0
         return True
 
@@ -206,10 +222,14 @@ def iter_json_array(file: IO[str], name: str = "input", chunk_size: int = _CHUNK
             try:
                 value, end = decoder.raw_decode(buffer, pos)
             except json.JSONDecodeError as exc:
-                # The element may just be cut by the chunk boundary: read more and try again.
-                if fill():
+                # An element cut by the chunk edge fails at the end of the buffer: read more and
+                # try again. An error before that is in the file, and reading on would only pull
+                # the rest of the file into memory.
+                if _at_end(exc, buffer) and fill():
                     continue
-                raise _bad(name, f"element {index}: {exc.msg}") from None
+                raise _bad(
+                    name, f"element {index}: {exc.msg} (at offset {offset + exc.pos})"
+                ) from None
             # A number cut by the chunk edge ("-1." of "-1.5e3") decodes as a shorter number:
             # a scalar counts only once a delimiter follows it.
             scalar = not isinstance(value, str | dict | list)
@@ -228,7 +248,17 @@ def iter_json_array(file: IO[str], name: str = "input", chunk_size: int = _CHUNK
         else:
             raise _bad(name, f"after element {index - 1}: expected ',' or ']'")
         if pos > chunk_size:  # keep the buffer from growing with the file
-            buffer, pos = buffer[pos:], 0
+            buffer, offset, pos = buffer[pos:], offset + pos, 0
+
+
+def _at_end(exc: json.JSONDecodeError, buffer: str) -> bool:
+    """Whether a decoding error may just mean "the data stops here" (more may follow).
+
+    A cut token fails within a few characters of the end: ``tru``, ``-``, ``\\u00`` (an escape
+    is at most 12 characters with its surrogate pair). An unterminated string is reported at
+    its opening quote, however long it is, but is only ever found at the end of the data.
+    """
+    return exc.pos >= len(buffer) - _TAIL or exc.msg.startswith("Unterminated string")
 
 
 def _xlsx(path: Path) -> Iterator[Row]:
@@ -244,7 +274,20 @@ def _xlsx(path: Path) -> Iterator[Row]:
                 )
             ]
         ) from None
-    book = openpyxl.load_workbook(path, read_only=True, data_only=True)
+    invalid = getattr(openpyxl.utils.exceptions, "InvalidFileException", zipfile.BadZipFile)
+    try:
+        book = openpyxl.load_workbook(path, read_only=True, data_only=True)
+    except (zipfile.BadZipFile, invalid, KeyError) as exc:
+        # An .xlsx is a zip of XML parts: a truncated or renamed file fails here.
+        raise ConfigError(
+            [
+                (
+                    str(path),
+                    f"not a readable .xlsx workbook ({exc or type(exc).__name__})",
+                    "save it again as .xlsx from the spreadsheet, or export it as CSV",
+                )
+            ]
+        ) from None
     try:
         rows = book.worksheets[0].iter_rows(values_only=True)
         header = next(rows, None)

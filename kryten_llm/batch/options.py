@@ -8,6 +8,7 @@ the template, system prompt, providers and output it was started with.
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,7 +24,10 @@ RESUMABLE_OVERRIDES = (
     "timeout_seconds",
     "checkpoint_seconds",
     "progress_interval",
+    "stop_grace_seconds",
 )
+# A run id names files (the item log), so it must not reach outside their directory.
+BATCH_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +65,7 @@ class BatchOptions:
         progress_interval: seconds between progress lines when stderr is not a terminal.
         max_tokens: cap on each answer's tokens (None: the provider's).
         temperature: sampling temperature (None: the provider's).
+        stop_grace_seconds: how long requests in flight may finish after a stop.
     """
 
     input: str | None = None
@@ -92,6 +97,7 @@ class BatchOptions:
     progress_interval: float = 5.0
     max_tokens: int | None = None
     temperature: float | None = None
+    stop_grace_seconds: float = 5.0
 
     def __post_init__(self) -> None:
         problems = []
@@ -105,6 +111,16 @@ class BatchOptions:
             problems.append(("--rows-per-request", "must be at least 1", "give 1 or more"))
         if self.limit is not None and self.limit < 0:
             problems.append(("--limit", "must not be negative", "give a row count"))
+        if self.batch_id is not None and not BATCH_ID.fullmatch(self.batch_id):
+            problems.append(
+                (
+                    "--batch-id",
+                    f"{self.batch_id!r} is not a valid batch id",
+                    "use 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit",
+                )
+            )
+        if self.stop_grace_seconds < 0:
+            problems.append(("--stop-grace", "must not be negative", "give seconds"))
         if self.json_retries < 0:
             problems.append(("--json-retries", "must not be negative", "give 0 or more"))
         if self.pipeline and (self.expect_json or self.schema):

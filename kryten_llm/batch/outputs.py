@@ -9,7 +9,15 @@ complete file or the new complete file.
 
 Each output record is the input row's columns followed by the result columns
 (:data:`RESULT_COLUMNS`, plus :data:`PIPELINE_COLUMNS` in ``--pipeline`` mode). A result
-column whose name the input already uses is written as ``batch_<name>`` instead.
+column whose name the input already uses is written as ``batch_<name>`` instead. The CSV header
+names every input key of every row (:func:`input_keys`): rows of a JSONL file need not share
+their keys, and a CSV row's cells beyond its header are kept as ``_extra``.
+
+CSV cells are for spreadsheets, which run a cell starting with ``=``, ``+``, ``-`` or ``@``
+(or a tab or carriage return before one) as a formula: a model's answer or an input cell could
+be ``=HYPERLINK(...)``. In CSV output only, such a text cell is written with a leading single
+quote (``'=HYPERLINK(...)``), which spreadsheets show as text; plain numbers such as ``-3`` or
+``+1.5`` are left alone. JSON and JSONL keep every value exactly.
 """
 
 from __future__ import annotations
@@ -17,6 +25,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any
@@ -40,6 +49,8 @@ RESULT_COLUMNS = (
     "cached",
 )
 PIPELINE_COLUMNS = ("reason", "parts")
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+_NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
 
 
 def output_format(path: Path, explicit: str | None = None) -> str:
@@ -69,6 +80,23 @@ def result_columns(input_columns: Sequence[str], *, pipeline: bool) -> list[tupl
     taken = set(input_columns)
     fields = RESULT_COLUMNS + (PIPELINE_COLUMNS if pipeline else ())
     return [(name, f"batch_{name}" if name in taken else name) for name in fields]
+
+
+def input_keys(columns: Sequence[str], rows: Iterable[str]) -> list[str]:
+    """``columns`` followed by every other key of the rows (JSON objects), in first-seen order.
+
+    Args:
+        columns: the columns of the first row.
+        rows: each row as JSON text (the store's ``row_json``).
+    """
+    keys = list(columns)
+    seen = set(keys)
+    for text in rows:
+        for key in json.loads(text):
+            if key not in seen:
+                seen.add(key)
+                keys.append(key)
+    return keys
 
 
 def output_record(item: Mapping[str, Any], columns: Sequence[tuple[str, str]]) -> dict[str, Any]:
@@ -132,6 +160,7 @@ def write_records(
 
 
 def _csv(file: IO[str], records: Iterable[Mapping[str, Any]], header: Sequence[str]) -> int:
+    # "ignore": a key missing from the header is the caller's mistake, never a half-written file.
     writer = csv.DictWriter(file, fieldnames=list(header), extrasaction="ignore")
     writer.writeheader()
     count = 0
@@ -142,13 +171,15 @@ def _csv(file: IO[str], records: Iterable[Mapping[str, Any]], header: Sequence[s
 
 
 def _cell(value: Any) -> Any:
-    """A CSV cell: lists and objects as JSON, None as empty."""
+    """A CSV cell: lists and objects as JSON, None as empty, formulas defused (see above)."""
     if value is None:
         return ""
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, list | dict):
-        return json.dumps(value, ensure_ascii=False)
+        value = json.dumps(value, ensure_ascii=False)
+    if isinstance(value, str) and value.startswith(_FORMULA_START) and not _NUMBER.fullmatch(value):
+        return "'" + value
     return value
 
 

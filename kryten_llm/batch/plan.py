@@ -76,16 +76,29 @@ class BatchPlan:
         return self.template.render(row)
 
     def prompt_hash(self, row: Mapping[str, Any], prompt: str) -> str:
-        """What identifies "the same question": mode, system prompt, prompt (and user)."""
+        """What identifies "the same question", so its stored answer may be reused.
+
+        The mode (text, JSON with its schema, packed rows, pipeline), the system prompt, the
+        prompt (and user), and the sampling options that change the answer: ``--max-tokens``
+        and ``--temperature``. Options left unset add nothing, so their hashes stay those of
+        runs stored before they were part of it.
+        """
         opts = self.options
         if opts.pipeline:
+            # The live reply path takes its sampling from the config, not from the options.
             parts = ["pipeline", self.system() or "", _text(row.get("username")), prompt]
         else:
             mode = "text"
             if self.expectation is not None:
                 schema = json.dumps(self.expectation.schema, sort_keys=True)
                 mode = "json:" + hashlib.sha256(schema.encode()).hexdigest()[:16]
+            if opts.rows_per_request > 1:
+                mode += ":packed"  # answered among other rows, by another instruction
             parts = [mode, opts.system or "", prompt]
+            if opts.max_tokens is not None:
+                parts.append(f"max_tokens={opts.max_tokens}")
+            if opts.temperature is not None:
+                parts.append(f"temperature={opts.temperature!r}")
         return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:32]
 
     def estimate(self) -> Estimate:

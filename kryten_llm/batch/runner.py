@@ -32,12 +32,19 @@ import structlog
 
 from kryten_llm.batch.chatlines import ChatLinePipeline, outcome
 from kryten_llm.batch.itemlog import ItemLog
-from kryten_llm.batch.outputs import output_record, result_columns, write_records
+from kryten_llm.batch.outputs import input_keys, output_record, result_columns, write_records
 from kryten_llm.batch.packing import packed_request, unpack
 from kryten_llm.batch.plan import BatchPlan
 from kryten_llm.batch.progress import Progress
 from kryten_llm.batch.ratelimit import PacedProvider, RequestPacer, count_requests, prepay
-from kryten_llm.batch.store import ItemResult, ModelSummary, RunStore, iter_items
+from kryten_llm.batch.store import (
+    MAX_LOOKUP,
+    ItemResult,
+    ModelSummary,
+    RunStore,
+    iter_items,
+    new_run_id,
+)
 from kryten_llm.batch.targets import Target
 from kryten_llm.errors import BadRequest, ProviderError
 from kryten_llm.llm.base import ChatMessage, Completion, CompletionRequest, Provider
@@ -49,7 +56,7 @@ log = structlog.get_logger(__name__)
 _TICK = 0.2  # seconds between commits of answered items
 _CANCEL_POLL = 0.5  # seconds between looks at the run's status in the store
 _FLUSH_AT = 2000  # answered items that force a commit before the next tick
-_STOP_GRACE = 5.0  # seconds requests in flight may finish after a stop
+_CHUNK_ROWS = MAX_LOOKUP  # input rows looked up in the store at once
 _CIRCUIT_ROUNDS = 5  # times an item waits for an open circuit / cool-down before failing
 
 
@@ -119,6 +126,8 @@ class _State:
     buffer: list[ItemResult] = field(default_factory=list)
     writer: asyncio.Task[int] | None = None
     error: BaseException | None = None
+    filled: bool = False  # every row was read and queued (or stored)
+    dropped: bool = False  # a queued unit was dropped or a request abandoned by a stop
 
 
 class BatchRunner:
@@ -167,20 +176,24 @@ class BatchRunner:
         config = opts.stored() | {"columns": list(plan.columns)}
         input_file = str(plan.input_path) if plan.input_path else None
         output = str(plan.output) if plan.output else None
+        run_id = plan.resume.id if plan.resume is not None else opts.batch_id or new_run_id()
+        # Open the item log first: one that cannot be written stops the batch before it is
+        # stored or anything is asked (ConfigError).
+        directory = plan.settings.logging.response_log_dir
+        self._log = ItemLog(directory, run_id, enabled=not opts.no_log)
+        self._log.open()
         if plan.resume is not None:
-            self.run_id = plan.resume.id
+            self.run_id = run_id
             self.store.start_again(self.run_id, output_file=output)
         else:
             self.run_id = self.store.create_run(
-                run_id=opts.batch_id,
+                run_id=run_id,
                 input_file=input_file,
                 output_file=output,
                 models=labels,
                 config=config,
             )
         log.info("batch_started", batch_id=self.run_id, models=labels, resumed=bool(plan.resume))
-        directory = plan.settings.logging.response_log_dir
-        self._log = ItemLog(directory, self.run_id, enabled=not opts.no_log)
         connector = aiohttp.TCPConnector(limit=max(opts.concurrency * 2, 100))
         try:
             async with aiohttp.ClientSession(connector=connector) as session:
@@ -246,8 +259,9 @@ class BatchRunner:
                     state.error = state.error or task.exception()
                     self.request_stop("failed")
             if state.stop.is_set() and grace_until is None:
-                grace_until = time.monotonic() + _STOP_GRACE
+                grace_until = time.monotonic() + self.options.stop_grace_seconds
             if grace_until is not None and pending and time.monotonic() >= grace_until:
+                state.dropped = True
                 for task in pending:
                     task.cancel()
                 await asyncio.gather(*pending, return_exceptions=True)
@@ -267,14 +281,18 @@ class BatchRunner:
                 await asyncio.shield(asyncio.to_thread(self._write_output))
             except Exception:
                 log.exception("batch_output_failed", path=str(self.plan.output))
+        # A stop that came after the last row was answered changed nothing: the run is
+        # completed (or failed), whatever was asked.
+        early = not state.filled or state.dropped
+        cancelling = self.store.status_of(self.run_id) == "cancelling"
         if state.error is not None or state.reason == "failed":
             status = "failed"
-        elif state.reason in ("cancelled", "paused"):
-            status = state.reason
+        elif early and (state.reason == "cancelled" or cancelling):
+            status = "cancelled"
+        elif early and state.reason == "paused":
+            status = "paused"
         else:
             status = "completed"
-        if state.reason == "cancelled" or self.store.status_of(self.run_id) == "cancelling":
-            status = "cancelled"
         self.store.set_status(self.run_id, status)
         if self._log is not None:
             self._log.close()
@@ -336,7 +354,13 @@ class BatchRunner:
         assert self.plan.output is not None
         assert self.plan.output_format is not None
         columns = result_columns(self.plan.columns, pipeline=self.options.pipeline)
-        header = [*self.plan.columns, *(name for _, name in columns)]
+        keys = list(self.plan.columns)
+        if self.plan.output_format == "csv":  # a first pass: keys of later rows, _extra
+            rows = (item["row_json"] for item in iter_items(self.store.path, self.run_id))
+            keys = input_keys(self.plan.columns, rows)
+        names = [name for _, name in columns]
+        # A key first seen in a later row may be a result column's name: the result wins there.
+        header = [*(key for key in keys if key not in names), *names]
         records = (
             output_record(item, columns) for item in iter_items(self.store.path, self.run_id)
         )
@@ -384,61 +408,117 @@ class BatchRunner:
     # ---- producing
 
     async def _produce(self, queue: asyncio.Queue[Unit | None]) -> None:
+        """Fill the queue, then end each worker with a ``None``.
+
+        The end markers are awaited only after a normal fill: once cancelled (the stop grace
+        is over) the producer must not wait for room in a queue that no worker drains any more.
+        After a failed fill they are offered without waiting; a worker that gets none drains
+        the queue (the run is stopping) and is cancelled at the end of the grace.
+        """
         try:
             await self._fill(queue)
-        finally:
+        except Exception:
             for _ in range(self.options.concurrency):
-                await queue.put(None)
+                with contextlib.suppress(asyncio.QueueFull):
+                    queue.put_nowait(None)
+            raise
+        for _ in range(self.options.concurrency):
+            await queue.put(None)
 
     async def _fill(self, queue: asyncio.Queue[Unit | None]) -> None:
+        """Read the rows in chunks and queue what must be asked.
+
+        Per chunk, one query finds the items this run already stored (``--resume``) and one
+        per model finds answers an earlier run gave to the same prompts, rather than one
+        query per row on the event loop. A stored item whose prompt hash differs from the
+        row's (the input changed since) is forgotten and asked again.
+        """
         plan = self.plan
         opts = self.options
         state = self._state
         check_stored = self.store.has_items(self.run_id)
-        use_cache = {
-            t.label: not opts.force and self.store.answered_elsewhere(self.run_id, t.label)
+        use_cache = [
+            t.label
             for t in plan.targets
-        }
+            if not opts.force and self.store.answered_elsewhere(self.run_id, t.label)
+        ]
         packs: dict[str, list[WorkItem]] = {t.label: [] for t in plan.targets}
         rows = 0
-        for row_key, row in enumerate(plan.rows()):
-            rows += 1
-            if state.stop.is_set():
-                return
-            prompt = plan.prompt_of(row)
-            item = WorkItem(
-                row_key=row_key,
-                row_json=json.dumps(row, ensure_ascii=False, default=str),
-                prompt=prompt,
-                prompt_hash=plan.prompt_hash(row, prompt),
-                username=str(row.get("username") or "") if opts.pipeline else "",
-            )
-            stored = self.store.stored_models(self.run_id, row_key) if check_stored else set()
-            for target in plan.targets:
-                if target.label in stored:
-                    self.progress.advance(skipped=1)
-                    continue
-                if use_cache[target.label] and self._reuse(target, item):
-                    continue
-                pack = packs[target.label]
-                pack.append(item)
-                if len(pack) >= opts.rows_per_request:
-                    packs[target.label] = []
-                    await queue.put(Unit(target, pack))
-            if row_key % 256 == 255:
-                await asyncio.sleep(0)  # let workers and housekeeping run on cached stretches
+        source = enumerate(plan.rows())
+        while True:
+            chunk: list[WorkItem] = []
+            error: Exception | None = None
+            try:
+                for row_key, row in source:
+                    chunk.append(self._item(row_key, row))
+                    if len(chunk) >= _CHUNK_ROWS:
+                        break
+            except Exception as exc:  # a malformed row: queue the rows before it first
+                error = exc
+            rows += len(chunk)
+            stored = self._stored(chunk) if check_stored and chunk else {}
+            cached = {
+                label: self.store.cached_answers(label, (i.prompt_hash for i in chunk))
+                for label in use_cache
+            }
+            for item in chunk:
+                if state.stop.is_set():
+                    return
+                for target in plan.targets:
+                    if stored.get((item.row_key, target.label)) == item.prompt_hash:
+                        self.progress.advance(skipped=1)
+                        continue
+                    answer = cached.get(target.label, {}).get(item.prompt_hash)
+                    if answer is not None:
+                        self._reuse(target, item, answer)
+                        continue
+                    pack = packs[target.label]
+                    pack.append(item)
+                    if len(pack) >= opts.rows_per_request:
+                        packs[target.label] = []
+                        await queue.put(Unit(target, pack))
+            if error is not None:
+                raise error
+            if len(chunk) < _CHUNK_ROWS:
+                break
+            await asyncio.sleep(0)  # let workers and housekeeping run on cached stretches
         for target in plan.targets:
-            if packs[target.label] and not state.stop.is_set():
+            if packs[target.label]:
+                if state.stop.is_set():
+                    return
                 await queue.put(Unit(target, packs[target.label]))
+        state.filled = True
+        if check_stored and self.store.forget_rows_from(self.run_id, rows):
+            log.info("batch_rows_removed", batch_id=self.run_id, rows_now=rows)
         if self.progress.total is None:  # the counting pass has not finished: we know now
             self.progress.set_total(rows * len(plan.targets))
             self.store.set_total(self.run_id, rows * len(plan.targets))
 
-    def _reuse(self, target: Target, item: WorkItem) -> bool:
-        """Store an earlier run's answer to the same prompt from the same model, if any."""
-        cached = self.store.cached_answer(target.label, item.prompt_hash)
-        if cached is None:
-            return False
+    def _item(self, row_key: int, row: dict[str, Any]) -> WorkItem:
+        prompt = self.plan.prompt_of(row)
+        return WorkItem(
+            row_key=row_key,
+            row_json=json.dumps(row, ensure_ascii=False, default=str),
+            prompt=prompt,
+            prompt_hash=self.plan.prompt_hash(row, prompt),
+            username=str(row.get("username") or "") if self.options.pipeline else "",
+        )
+
+    def _stored(self, chunk: list[WorkItem]) -> dict[tuple[int, str], str]:
+        """The stored items of the chunk's rows, by (row_key, model), minus those whose prompt
+        changed (forgotten here, so that they are asked again and replaced, not duplicated)."""
+        stored = self.store.stored_hashes(self.run_id, chunk[0].row_key, chunk[-1].row_key)
+        hashes = {item.row_key: item.prompt_hash for item in chunk}
+        stale = [key for key, digest in stored.items() if hashes.get(key[0]) != digest]
+        if stale:
+            log.info("batch_rows_changed", batch_id=self.run_id, items=len(stale))
+            self.store.forget(self.run_id, stale)
+            for key in stale:
+                del stored[key]
+        return stored
+
+    def _reuse(self, target: Target, item: WorkItem, cached: tuple[Any, ...]) -> None:
+        """Store an earlier run's answer to the same prompt from the same model."""
         response, provider, prompt_tokens, completion_tokens, extra = cached
         now = time.time()
         result = ItemResult(
@@ -458,7 +538,6 @@ class BatchRunner:
             finished_at=now,
         )
         self._sink([result], {item.row_key: item})
-        return True
 
     # ---- working
 
@@ -468,6 +547,7 @@ class BatchRunner:
             if unit is None:
                 return
             if self._state.stop.is_set():
+                self._state.dropped = True
                 continue  # drain without asking, so the producer is never stuck on put
             if self._pipeline is not None:
                 results = [await self._ask_chat(unit.target, unit.items[0])]

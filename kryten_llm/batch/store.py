@@ -19,12 +19,15 @@ import os
 import sqlite3
 import time
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from kryten_llm.errors import ConfigError
+
+MAX_LOOKUP = 500  # prompt hashes per cached_answers() query (SQLite allows 999 parameters)
 RUN_STATUSES = ("running", "completed", "failed", "paused", "cancelling", "cancelled")
 FINAL_STATUSES = ("completed", "failed", "cancelled")
 
@@ -232,12 +235,16 @@ def _round(value: float | None) -> float | None:
 def connect(path: Path | str) -> sqlite3.Connection:
     """Open (creating if needed) the store at ``path`` in WAL mode."""
     conn = sqlite3.connect(str(path), timeout=10.0, isolation_level=None)
-    conn.execute("PRAGMA journal_mode=WAL")
-    # NORMAL in WAL mode: a committed transaction survives a process crash (SIGKILL); only
-    # a power loss may roll back the last commits, which --resume then simply redoes.
-    conn.execute("PRAGMA synchronous=NORMAL")
-    conn.execute("PRAGMA busy_timeout=10000")
-    conn.executescript(_SCHEMA)
+    try:
+        conn.execute("PRAGMA journal_mode=WAL")
+        # NORMAL in WAL mode: a committed transaction survives a process crash (SIGKILL); only
+        # a power loss may roll back the last commits, which --resume then simply redoes.
+        conn.execute("PRAGMA synchronous=NORMAL")
+        conn.execute("PRAGMA busy_timeout=10000")
+        conn.executescript(_SCHEMA)
+    except BaseException:
+        conn.close()
+        raise
     return conn
 
 
@@ -246,11 +253,25 @@ class RunStore:
 
     Args:
         path: the database file (``batch.db`` by default in the CLI).
+
+    Raises:
+        ConfigError: the file cannot be opened or created, or is not a run store.
     """
 
     def __init__(self, path: Path | str) -> None:
         self.path = Path(path)
-        self._conn = connect(self.path)
+        try:
+            self._conn = connect(self.path)
+        except sqlite3.Error as exc:
+            raise ConfigError(
+                [
+                    (
+                        "--db",
+                        f"cannot open the run store {self.path} ({exc})",
+                        "give a file in an existing, writable directory (default ./batch.db)",
+                    )
+                ]
+            ) from None
 
     def close(self) -> None:
         """Close the connection (idempotent)."""
@@ -393,22 +414,77 @@ class RunStore:
         ).fetchone()
         return row is not None
 
-    def stored_models(self, run_id: str, row_key: int) -> set[str]:
-        """The models that already answered ``row_key`` in this run."""
+    def stored_hashes(self, run_id: str, first: int, last: int) -> dict[tuple[int, str], str]:
+        """The prompt hash of every stored item of rows ``first`` to ``last`` (inclusive), by
+        (row_key, model): one query for a whole chunk of rows."""
         rows = self._conn.execute(
-            "SELECT model FROM batch_items WHERE run_id = ? AND row_key = ?", (run_id, row_key)
+            "SELECT row_key, model, prompt_hash FROM batch_items "
+            "WHERE run_id = ? AND row_key BETWEEN ? AND ?",
+            (run_id, first, last),
         ).fetchall()
-        return {str(r[0]) for r in rows}
+        return {(int(key), str(model)): str(digest) for key, model, digest in rows}
 
-    def cached_answer(self, model: str, prompt_hash: str) -> tuple[Any, ...] | None:
-        """An earlier answer of ``model`` to the same prompt, from any run: (response,
-        provider, prompt_tokens, completion_tokens, extra)."""
-        row: tuple[Any, ...] | None = self._conn.execute(
-            "SELECT response, provider, prompt_tokens, completion_tokens, extra FROM batch_items "
-            "WHERE model = ? AND prompt_hash = ? AND status = 'done' LIMIT 1",
-            (model, prompt_hash),
-        ).fetchone()
-        return row
+    def forget(self, run_id: str, items: Sequence[tuple[int, str]]) -> None:
+        """Delete stored items (row_key, model) and take them off the run's counters.
+
+        Used on ``--resume`` for rows whose prompt changed since they were answered (the input
+        file was edited): they are asked again and stored anew, never twice.
+        """
+        with self._tx():
+            done = failed = 0
+            for row_key, model in items:
+                key = (run_id, row_key, model)
+                where = "WHERE run_id = ? AND row_key = ? AND model = ?"
+                row = self._conn.execute(f"SELECT status FROM batch_items {where}", key).fetchone()
+                if row is None:
+                    continue
+                self._conn.execute(f"DELETE FROM batch_items {where}", key)
+                if row[0] == "done":
+                    done += 1
+                else:
+                    failed += 1
+            self._conn.execute(
+                "UPDATE batch_runs SET completed_prompts = max(completed_prompts - ?, 0), "
+                "failed_prompts = max(failed_prompts - ?, 0), updated_at = ? WHERE id = ?",
+                (done, failed, now_iso(), run_id),
+            )
+
+    def forget_rows_from(self, run_id: str, first: int) -> int:
+        """Forget the stored items of rows ``first`` and after (the input got shorter since
+        they were answered); returns how many were deleted."""
+        where = "WHERE run_id = ? AND row_key >= ?"
+        with self._tx():
+            done, total = self._conn.execute(
+                f"SELECT coalesce(sum(status = 'done'), 0), count(*) FROM batch_items {where}",
+                (run_id, first),
+            ).fetchone()
+            if not total:
+                return 0
+            self._conn.execute(f"DELETE FROM batch_items {where}", (run_id, first))
+            self._conn.execute(
+                "UPDATE batch_runs SET completed_prompts = max(completed_prompts - ?, 0), "
+                "failed_prompts = max(failed_prompts - ?, 0), updated_at = ? WHERE id = ?",
+                (done, total - done, now_iso(), run_id),
+            )
+        return int(total)
+
+    def cached_answers(self, model: str, hashes: Iterable[str]) -> dict[str, tuple[Any, ...]]:
+        """Earlier answers of ``model`` to any of the prompts ``hashes``, from any run, by hash:
+        (response, provider, prompt_tokens, completion_tokens, extra). One query per call;
+        give at most :data:`MAX_LOOKUP` hashes."""
+        wanted = list(dict.fromkeys(hashes))
+        if not wanted:
+            return {}
+        found: dict[str, tuple[Any, ...]] = {}
+        rows = self._conn.execute(
+            "SELECT prompt_hash, response, provider, prompt_tokens, completion_tokens, extra "
+            "FROM batch_items WHERE model = ? AND status = 'done' "
+            f"AND prompt_hash IN ({', '.join('?' for _ in wanted)})",
+            (model, *wanted),
+        ).fetchall()
+        for digest, *answer in rows:
+            found.setdefault(str(digest), tuple(answer))
+        return found
 
     def summary(self, run_id: str) -> list[ModelSummary]:
         """Per-model figures over the whole run (including earlier, resumed attempts)."""

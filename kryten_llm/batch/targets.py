@@ -5,8 +5,9 @@ output) and the chain of providers the :class:`~kryten_llm.llm.manager.ProviderM
 for it. A ``--provider`` is, in order of preference:
 
 - a provider name from ``llm.providers`` (``--model`` overrides its model);
-- ``TYPE:URL`` for a provider given inline (``openai:http://127.0.0.1:8080/v1``);
-- a bare registered type (``scripted``), with that type's defaults.
+- an inline spec parsed by :func:`~kryten_llm.llm.specs.parse_provider_spec`: ``TYPE:URL``
+  (``openai:http://127.0.0.1:8080/v1``), ``local:PATH.gguf``, ``scripted[:wordlist|echo]``,
+  or a bare registered type (``scripted``), with that type's defaults.
 
 With no ``--provider`` the configured chain (default plus fallbacks) is one target. Several
 ``--provider`` values run every row on each. The label is ``name/model``, so answers cached in
@@ -21,6 +22,7 @@ from dataclasses import dataclass
 from kryten_llm.config import LLMConfig, ProviderConfig, Settings
 from kryten_llm.errors import ConfigError
 from kryten_llm.llm.base import provider_types
+from kryten_llm.llm.specs import parse_provider_spec
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,38 +72,38 @@ def resolve_targets(
         providers = [llm.default_provider] * len(models)
     for index, spec in enumerate(providers):
         model = models[0] if len(models) == 1 else models[index] if models else None
-        name, base = _provider(spec, configs)
-        if model is not None and model != base.model:
-            key = f"{name}/{model}"
-            configs[key] = base.model_copy(update={"model": model})
+        if spec in llm.providers:
+            base = llm.providers[spec]
+            if model is not None and model != base.model:
+                key = f"{spec}/{model}"
+                configs[key] = base.model_copy(update={"model": model})
+            else:
+                key = spec
         else:
-            key = name
+            _known_kind(spec, llm)
+            # Batch sends no probe, so "auto" would reach the server as a model name: without
+            # a --model, inline specs keep the config's default model name.
+            _, base = parse_provider_spec(spec, model=model, default_model="default")
+            key = spec if model is None else f"{spec}/{model}"
             configs.setdefault(key, base)
-        label = f"{name}/{configs[key].model}"
+        label = f"{spec}/{configs[key].model}"
         if any(t.label == label for t in targets):
             raise ConfigError([("--provider", f"{label} is given twice", "remove the repeat")])
         targets.append(Target(label, (key,)))
     return _config(llm, configs, default=targets[0].chain[0]), targets
 
 
-def _provider(spec: str, configs: dict[str, ProviderConfig]) -> tuple[str, ProviderConfig]:
-    """(name, config) for one ``--provider`` value."""
-    if spec in configs:
-        return spec, configs[spec]
-    kind, _, url = spec.partition(":")
+def _known_kind(spec: str, llm: LLMConfig) -> None:
+    """Fail, listing the configured names, when ``spec`` is neither a name nor TYPE[:WHERE]."""
     types = provider_types()
-    if kind in types:
-        try:
-            config = ProviderConfig(type=kind, base_url=url) if url else ProviderConfig(type=kind)
-        except ValueError as exc:
-            raise ConfigError([("--provider", f"{spec!r}: {exc}", "check the spec")]) from None
-        return spec, config
-    known = ", ".join(sorted(configs)) or "(none)"
+    if spec.partition(":")[0] in types:
+        return
+    known = ", ".join(sorted(llm.providers)) or "(none)"
     raise ConfigError(
         [
             (
                 "--provider",
-                f"{spec!r} is neither a configured provider nor TYPE:URL",
+                f"{spec!r} is neither a configured provider nor TYPE:WHERE",
                 f"use one of {known}, or e.g. openai:http://127.0.0.1:8080/v1 "
                 f"(types: {', '.join(types)})",
             )

@@ -1,9 +1,11 @@
 """Turn an input row into the prompt text: ``--template "Summarise {title}: {body}"``.
 
 Sits between the input readers and the runner. A template names columns in braces (``{{`` and
-``}}`` are literal braces); it is checked against the columns of the first row *before any
-request is sent*, so a typo costs nothing but an error naming the variable and listing the
-columns the file has. Without a template the row's ``prompt`` column is the prompt.
+``}}`` are literal braces). Only plain column names may stand in braces: no attribute, index,
+conversion or format spec of Python's ``str.format``, which would fail in mid-run or expose
+Python internals. It is checked against the columns of the first row *before any request is
+sent*, so a typo costs nothing but an error naming the variable and listing the columns the
+file has. Without a template the row's ``prompt`` column is the prompt.
 """
 
 from __future__ import annotations
@@ -25,24 +27,24 @@ class PromptTemplate:
             value of the ``prompt`` column.
 
     Raises:
-        ConfigError: the template itself is malformed (an unclosed brace, a positional field).
+        ConfigError: the template itself is malformed (an unclosed brace, a positional field,
+            an attribute or index, a conversion or a format spec).
     """
 
     def __init__(self, text: str | None) -> None:
         self.text = text
+        self._pieces: list[tuple[str, str | None]] = []  # (literal text, column or None)
         if text is None:
             self.variables: tuple[str, ...] = (DEFAULT_COLUMN,)
             return
         names: list[str] = []
         try:
-            for _, field, _, _ in string.Formatter().parse(text):
-                if field is None:
-                    continue
-                if not field or field.isdigit():
-                    raise ValueError("fields must name a column, e.g. {title}")
-                name = field.split(".")[0].split("[")[0]
-                if name not in names:
-                    names.append(name)
+            for literal, field, spec, conversion in string.Formatter().parse(text):
+                if field is not None:
+                    _check_field(field, spec, conversion)
+                    if field not in names:
+                        names.append(field)
+                self._pieces.append((literal, field))
         except ValueError as exc:
             raise ConfigError(
                 [("--template", f"malformed template: {exc}", "write {column} around names")]
@@ -87,10 +89,33 @@ class PromptTemplate:
                 self.check(row.keys())
             return _text(value)
         try:
-            return self.text.format_map({k: _text(v) for k, v in row.items()})
-        except (KeyError, AttributeError, IndexError):
+            return "".join(
+                literal + ("" if name is None else _text(row[name]))
+                for literal, name in self._pieces
+            )
+        except KeyError:
             self.check(row.keys())
             raise
+
+
+def _check_field(field: str, spec: str | None, conversion: str | None) -> None:
+    """Only a plain column name may stand in braces.
+
+    Python's format mini-language would let a template read attributes (``{title.__class__}``),
+    index values, convert them or apply a format spec that fails on text (``{title:d}``) in the
+    middle of a run; none of that is needed to put a column's text in a prompt.
+
+    Raises:
+        ValueError: saying what is not allowed (the caller makes it a ConfigError).
+    """
+    if not field or field.isdigit():
+        raise ValueError("fields must name a column, e.g. {title}")
+    if "." in field or "[" in field:
+        raise ValueError(f"{{{field}}}: only a column name may stand in braces (no . or [])")
+    if conversion is not None:
+        raise ValueError(f"{{{field}!{conversion}}}: conversions are not supported")
+    if spec:
+        raise ValueError(f"{{{field}:{spec}}}: format specs are not supported")
 
 
 def _text(value: Any) -> str:

@@ -5,6 +5,9 @@
 stops cleanly when ``kryten.<service>.explore.stop`` carries its id (or ``"*"``). The bot's
 operator surface listens to the first and publishes the second when the operator presses
 stop, so an explore run in its own process shows up next to the bot that will use its lines.
+
+The link never breaks the run: a server that goes away (and stays away past a few reconnect
+attempts) is logged once as ``explore_link_failed`` and the run carries on unannounced.
 """
 
 from __future__ import annotations
@@ -23,6 +26,11 @@ from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 
 log = structlog.get_logger(__name__)
+
+# Best effort: a server that stays away for a few seconds ends the announcement, not the run.
+RECONNECT_ATTEMPTS = 3
+RECONNECT_WAIT = 1.0
+CLOSE_TIMEOUT = 5.0
 
 
 def progress_subject(service: str) -> str:
@@ -74,9 +82,11 @@ class ExploreLink:
             self._nc = await nats.connect(
                 servers=self._servers,
                 connect_timeout=2,
-                max_reconnect_attempts=3,
+                max_reconnect_attempts=RECONNECT_ATTEMPTS,
+                reconnect_time_wait=RECONNECT_WAIT,
                 allow_reconnect=True,
                 name="kryten-llm-explore",
+                error_cb=self._on_error,
             )
         except Exception as exc:
             log.warning("explore_not_announced", servers=self._servers, error=str(exc))
@@ -88,27 +98,54 @@ class ExploreLink:
         return True
 
     async def close(self) -> None:
-        """Publish the final snapshot, then disconnect."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-        if self._nc is not None:
+        """Publish the final snapshot, then disconnect. Never raises: the run's files matter,
+        the announcement does not."""
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        nc, self._nc = self._nc, None
+        if nc is None:
+            return
+        try:
+            async with asyncio.timeout(CLOSE_TIMEOUT):
+                await self._publish(nc, final=True)
+                await nc.drain()
+        except Exception as exc:  # server gone, reconnecting, or too slow: just let go
+            log.debug("explore_link_close_failed", error=repr(exc))
             with contextlib.suppress(Exception):
-                await self._publish(final=True)
-                await self._nc.drain()
+                await nc.close()
 
     async def _publish_loop(self) -> None:
+        """Publish every ``interval`` until cancelled; a failure is logged once, not raised.
+
+        A closed connection (the server stayed away longer than the reconnect attempts) ends
+        the loop: the run goes on unannounced.
+        """
+        assert self._nc is not None
+        nc = self._nc
+        failing = False
         while True:
-            await self._publish(final=False)
+            try:
+                await self._publish(nc, final=False)
+            except Exception as exc:
+                if not failing:
+                    log.warning("explore_link_failed", run=self._run, error=repr(exc))
+                failing = True
+                if nc.is_closed:
+                    return
+            else:
+                failing = False
             await asyncio.sleep(self._interval)
 
-    async def _publish(self, *, final: bool) -> None:
-        assert self._nc is not None
+    async def _publish(self, nc: NATS, *, final: bool) -> None:
         body = {"run": self._run, "final": final, **self._snapshot()}
-        await self._nc.publish(
-            progress_subject(self._service), json.dumps(body, default=str).encode()
-        )
+        await nc.publish(progress_subject(self._service), json.dumps(body, default=str).encode())
+
+    async def _on_error(self, exc: Exception) -> None:
+        # The client reports every failed reconnect; the loop above reports what matters.
+        log.debug("explore_link_error", error=repr(exc))
 
     async def _on_stop(self, msg: Msg) -> None:
         try:

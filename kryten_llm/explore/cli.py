@@ -23,7 +23,7 @@ from kryten_llm.errors import ConfigError
 from kryten_llm.explore.bus import ExploreLink, run_id
 from kryten_llm.explore.explorer import Explorer, ExploreSettings, StopReason
 from kryten_llm.explore.normalize import slug
-from kryten_llm.explore.output import OutputStore
+from kryten_llm.explore.output import Checkpoint, OutputStore
 from kryten_llm.explore.pool import DEFAULT_POOL_DIR, FallbackPool, personality_pool_name
 from kryten_llm.explore.progress import Progress
 from kryten_llm.logs import configure_logging
@@ -201,6 +201,8 @@ def run(args: argparse.Namespace) -> int:
     except OSError as exc:
         print(f"kryten-llm explore: cannot write the output: {exc}", file=sys.stderr)
         return EXIT_FAILED
+    finally:
+        plan.store.unlock()
     if reason is StopReason.INTERRUPTED:
         return EXIT_INTERRUPTED
     if reason is StopReason.PROVIDERS_FAILED:
@@ -209,7 +211,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 class _Plan:
-    """Everything resolved from the arguments before any I/O starts."""
+    """Everything resolved from the arguments before the run starts; the output folder is
+    locked for this run and its checkpoint (if any) loaded."""
 
     def __init__(
         self,
@@ -217,6 +220,7 @@ class _Plan:
         llm: LLMConfig,
         providers: list[str],
         store: OutputStore,
+        checkpoint: Checkpoint | None,
         pool: FallbackPool | None,
         pool_filter: Callable[[str], bool] | None,
         args: argparse.Namespace,
@@ -225,6 +229,7 @@ class _Plan:
         self.llm = llm
         self.providers = providers
         self.store = store
+        self.checkpoint = checkpoint
         self.pool = pool
         self.pool_filter = pool_filter
         self.args = args
@@ -233,6 +238,11 @@ class _Plan:
 
 
 def _plan(args: argparse.Namespace) -> _Plan:
+    """Resolve the arguments; the output folder is locked when this returns.
+
+    Raises:
+        ConfigError: what to fix (including a folder another run is writing to).
+    """
     config = load_settings(args.config)
     _check_numbers(args)
     providers, order = resolve_providers(config, args.provider, args.model, args.api_key_env)
@@ -251,40 +261,45 @@ def _plan(args: argparse.Namespace) -> _Plan:
             raise ConfigError([("--topic", "required", "name a topic, or --output DIR to resume")])
         output = Path("output") / slug(topic)
     store = OutputStore(output)
-    checkpoint = store.load()
-    if checkpoint is None and args.resume:
+    if args.resume and not store.exists():  # before lock() creates the folder
         raise ConfigError([("--resume", f"{output} holds no output.json", "check --output")])
-    if checkpoint is not None:
-        topic = topic or checkpoint.topic
-    if not topic:
-        raise ConfigError([("--topic", "required", "name a topic")])
-    settings = ExploreSettings(
-        topic=topic,
-        producers=args.producers,
-        iterations=args.iterations,
-        target=args.target,
-        min_yield=args.min_yield,
-        yield_window=args.yield_window,
-        similarity=args.similarity,
-        batch=args.batch,
-        max_item_chars=args.max_item_chars,
-        request_timeout=args.timeout,
-        checkpoint_items=args.checkpoint_items,
-        checkpoint_seconds=args.checkpoint_seconds,
-        instructions=instructions,
-        seed=args.seed,
-    )
-    llm = LLMConfig(
-        providers=providers,
-        default_provider=order[0],
-        retry=config.llm.retry,
-        circuit=config.llm.circuit,
-    )
-    plan = _Plan(settings, llm, order, store, pool, pool_filter, args)
-    if args.nats is not None:
-        plan.nats_servers = [args.nats] if args.nats else list(config.nats.servers)
-        plan.service = config.service.name
-    return plan
+    store.lock()
+    try:  # the folder is ours from here: a later problem gives it back
+        checkpoint = store.load()
+        if checkpoint is not None:
+            topic = topic or checkpoint.topic
+        if not topic:
+            raise ConfigError([("--topic", "required", "name a topic")])
+        settings = ExploreSettings(
+            topic=topic,
+            producers=args.producers,
+            iterations=args.iterations,
+            target=args.target,
+            min_yield=args.min_yield,
+            yield_window=args.yield_window,
+            similarity=args.similarity,
+            batch=args.batch,
+            max_item_chars=args.max_item_chars,
+            request_timeout=args.timeout,
+            checkpoint_items=args.checkpoint_items,
+            checkpoint_seconds=args.checkpoint_seconds,
+            instructions=instructions,
+            seed=args.seed,
+        )
+        llm = LLMConfig(
+            providers=providers,
+            default_provider=order[0],
+            retry=config.llm.retry,
+            circuit=config.llm.circuit,
+        )
+        plan = _Plan(settings, llm, order, store, checkpoint, pool, pool_filter, args)
+        if args.nats is not None:
+            plan.nats_servers = [args.nats] if args.nats else list(config.nats.servers)
+            plan.service = config.service.name
+        return plan
+    except BaseException:
+        store.unlock()
+        raise
 
 
 def _check_numbers(args: argparse.Namespace) -> None:
@@ -492,7 +507,7 @@ async def _explore(plan: _Plan) -> StopReason:
             pool=plan.pool,
             pool_filter=plan.pool_filter,
         )
-        checkpoint = plan.store.load()
+        checkpoint = plan.checkpoint
         if checkpoint is not None:
             explorer.resume_from(checkpoint)
             print(

@@ -13,8 +13,11 @@ iterations, a yield of new items below ``min_yield`` over the last ``yield_windo
 
 Progress is checkpointed (:mod:`~kryten_llm.explore.output`) after ``checkpoint_items`` new
 items or ``checkpoint_seconds``, whichever comes first, and once more at the end; writes run in a
-thread, one at a time, newest state last. :meth:`Explorer.snapshot` gives the live state as
-plain data.
+thread, one at a time, newest state last. Every checkpoint rewrites the whole run, so a write
+that took W seconds is followed by a pause of at least ``WRITE_PAUSE_FACTOR`` x W: rewriting
+stays a small share of the time (not O(n^2) I/O) however long the run grows. A write that fails
+keeps its pool lines for the next one. :meth:`Explorer.snapshot` gives the live state as plain
+data.
 """
 
 from __future__ import annotations
@@ -45,6 +48,9 @@ if TYPE_CHECKING:
     from kryten_llm.llm.manager import ProviderManager
 
 log = structlog.get_logger(__name__)
+
+# A checkpoint that took W seconds is followed by at least this many times W without one.
+WRITE_PAUSE_FACTOR = 10.0
 
 
 class StopReason(enum.StrEnum):
@@ -192,6 +198,7 @@ class Explorer:
         self._recent: deque[tuple[int, int]] = deque(maxlen=settings.yield_window)
         self._pool_pending: list[str] = []
         self.state = RunState.CREATED
+        self._ran = False
         self.stop_reason: StopReason | None = None
         self._stop = asyncio.Event()
         self._checkpoint_wanted = asyncio.Event()
@@ -204,11 +211,15 @@ class Explorer:
         self._started_at = ""
         self._resumed = 0
         self._checkpoints = 0
+        self._write_seconds = 0.0  # how long the last checkpoint write took
+        self._written_at: float | None = None  # when it ended (clock time)
 
     # -- lifecycle -------------------------------------------------------------------------
 
     def stop(self, reason: StopReason | str = StopReason.STOPPED) -> None:
         """Ask the run to end; producers are cancelled and the files written. Idempotent.
+
+        Before :meth:`run`, the run starts stopped: it only writes the files.
 
         Args:
             reason: recorded as the stop reason unless one was already set.
@@ -266,10 +277,13 @@ class Explorer:
 
         Raises:
             OSError: the output folder cannot be written (at the final checkpoint).
+            RuntimeError: called a second time.
         """
-        if self.state is not RunState.CREATED:
+        if self._ran:
             raise RuntimeError("an Explorer runs once")
-        self.state = RunState.RUNNING
+        self._ran = True
+        if self.state is RunState.CREATED:  # else stop() came first: producers end at once
+            self.state = RunState.RUNNING
         self._started = self._clock()
         self._sessions += 1
         self._started_at = self._started_at or _now()
@@ -293,6 +307,7 @@ class Explorer:
                     self._manager,
                     digest=self._digest.render,
                     ingest=self._ingest,
+                    discard=self._count_usage,
                     stopping=self._stop.is_set,
                     clock=self._clock,
                 ),
@@ -323,8 +338,8 @@ class Explorer:
             await asyncio.gather(*tasks, stopper, return_exceptions=True)
             self._checkpoint_wanted.set()
             await checkpointer  # it sees the stop and returns; never cancelled mid-write
+            self.state = RunState.STOPPED  # before the last write, so metadata.json says so
             await self._checkpoint()
-            self.state = RunState.STOPPED
         assert self.stop_reason is not None
         log.info("explore_finished", reason=self.stop_reason.value, items=len(self._items))
         return self.stop_reason
@@ -367,16 +382,9 @@ class Explorer:
                 self._digest.observe(line)
                 if self._pool is not None and self._pool_filter(line):
                     self._pool_pending.append(line)
-        cost = self._manager.cost(completion) or 0.0
-        usage = completion.usage
-        for counts in (totals, by_provider):
-            counts.responses += 1
-            counts.received += received
-            if usage is not None:
-                counts.prompt_tokens += usage.prompt_tokens
-                counts.completion_tokens += usage.completion_tokens
-            counts.cost_usd += cost
-        self._dirty = True
+        totals.received += received
+        by_provider.received += received
+        self._count_usage(producer, completion)
         self._new_since_checkpoint += new
         if self._new_since_checkpoint >= self.settings.checkpoint_items:
             self._checkpoint_wanted.set()
@@ -389,6 +397,18 @@ class Explorer:
             if (found / lines if lines else 0.0) < self.settings.min_yield:
                 self.stop(StopReason.LOW_YIELD)
 
+    def _count_usage(self, producer: ProducerState, completion: Completion) -> None:
+        """Count an answer's tokens and cost (paid for, even when it came after a stop)."""
+        cost = self._manager.cost(completion) or 0.0
+        usage = completion.usage
+        for counts in (self._totals, self._providers.of(producer.provider)):
+            counts.responses += 1
+            if usage is not None:
+                counts.prompt_tokens += usage.prompt_tokens
+                counts.completion_tokens += usage.completion_tokens
+            counts.cost_usd += cost
+        self._dirty = True
+
     def _target_reached(self) -> bool:
         target = self.settings.target
         return target is not None and len(self._items) >= target
@@ -397,10 +417,16 @@ class Explorer:
 
     async def _checkpoint_loop(self) -> None:
         while not self._stop.is_set():
+            pause = WRITE_PAUSE_FACTOR * self._write_seconds
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(
-                    self._checkpoint_wanted.wait(), self.settings.checkpoint_seconds
+                    self._checkpoint_wanted.wait(), max(self.settings.checkpoint_seconds, pause)
                 )
+            if self._written_at is not None:  # wanted early (item count): still pause
+                rest = self._written_at + pause - self._clock()
+                if rest > 0:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._stop.wait(), rest)
             if self._stop.is_set():
                 return
             self._checkpoint_wanted.clear()
@@ -411,27 +437,40 @@ class Explorer:
                     log.error("explore_checkpoint_failed", error=str(exc))
 
     async def _checkpoint(self) -> None:
-        """Write the current state (in a thread); one write at a time, newest last."""
+        """Write the current state (in a thread); one write at a time, newest last.
+
+        Raises:
+            OSError: the store or the pool cannot be written; what was not written is kept
+                for the next checkpoint.
+        """
         async with self._write_lock:
             self._refresh_request_counts()
             self._dirty = False
             self._new_since_checkpoint = 0
             pending, self._pool_pending = self._pool_pending, []
-            if self._store is None:
-                if self._pool is not None and pending:
-                    self._pool.add(pending)
-                return
-            checkpoint = Checkpoint(self.settings.topic, list(self._items), self._state())
-            metadata = self.metadata()
             store, pool = self._store, self._pool
+            if store is not None:
+                checkpoint = Checkpoint(self.settings.topic, list(self._items), self._state())
+                metadata = self.metadata()
 
             def write() -> None:
-                store.write(checkpoint, metadata)
+                if store is not None:
+                    store.write(checkpoint, metadata)
                 if pool is not None and pending:
                     pool.add(pending)
 
-            await asyncio.to_thread(write)
-            self._checkpoints += 1
+            started = self._clock()
+            try:
+                await asyncio.to_thread(write)
+            except OSError:
+                self._pool_pending[:0] = pending  # not in the pool file: try again next time
+                self._dirty = True
+                raise
+            finally:
+                self._written_at = self._clock()
+                self._write_seconds = self._written_at - started
+            if store is not None:
+                self._checkpoints += 1
 
     def _refresh_request_counts(self) -> None:
         """Fold the producers' request and failure counts into the counters."""

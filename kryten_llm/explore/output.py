@@ -12,12 +12,20 @@ previous version or the new one, never a torn file:
   tokens, cost, duration and stop reason (derived).
 
 Whatever is lost in a crash is only what came after the last checkpoint.
+
+One run at a time per folder: :meth:`OutputStore.lock` takes an exclusive ``flock`` on
+``<folder>/.lock`` for the life of the run (the kernel drops it when the process dies, so a
+killed run never leaves the folder locked), and a second run fails at once with a
+:class:`~kryten_llm.errors.ConfigError` naming the folder.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
+import os
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,7 +38,23 @@ __all__ = ["atomic_write"]  # re-exported: pools and callers write through it
 OUTPUT_JSON = "output.json"
 OUTPUT_TXT = "output.txt"
 METADATA_JSON = "metadata.json"
+LOCK_FILE = ".lock"
 FORMAT_VERSION = 1
+
+
+@contextlib.contextmanager
+def file_lock(path: Path) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on ``path`` (created if missing), waiting for it.
+
+    Raises:
+        OSError: the lock file cannot be created.
+    """
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
 
 
 def dump_json(data: Any) -> bytes:
@@ -56,6 +80,43 @@ class OutputStore:
 
     def __init__(self, folder: Path) -> None:
         self.folder = folder
+        self._lock_fd: int | None = None
+
+    def lock(self) -> None:
+        """Take the folder for this run (creating it), or fail at once if another run has it.
+
+        Idempotent; :meth:`unlock` (or the end of the process) gives it back.
+
+        Raises:
+            ConfigError: another run holds the folder, or it cannot be created.
+        """
+        if self._lock_fd is not None:
+            return
+        path = self.folder / LOCK_FILE
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise ConfigError(
+                [(str(self.folder), f"cannot use the folder ({exc.strerror})", "check --output")]
+            ) from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            os.close(fd)
+            if isinstance(exc, BlockingIOError):
+                problem = "another explore run is writing to this folder"
+                fix = "wait for it to finish, or choose another --output folder"
+            else:
+                problem, fix = f"cannot lock the folder ({exc.strerror})", "use a local folder"
+            raise ConfigError([(str(self.folder), problem, fix)]) from None
+        self._lock_fd = fd
+
+    def unlock(self) -> None:
+        """Give the folder back (the lock file stays: removing it would race a new run)."""
+        fd, self._lock_fd = self._lock_fd, None
+        if fd is not None:
+            os.close(fd)
 
     @property
     def checkpoint_path(self) -> Path:
@@ -68,14 +129,17 @@ class OutputStore:
     def load(self) -> Checkpoint | None:
         """The last checkpoint, or None when the folder holds none.
 
-        Leftover temp files of an interrupted write are removed.
+        Leftover temp files of an interrupted write (only the temp names :func:`atomic_write`
+        gives our three files) are removed; call :meth:`lock` first so that they cannot be
+        another run's writes in progress.
 
         Raises:
             ConfigError: ``output.json`` is not a checkpoint of this program.
         """
-        for stale in self.folder.glob(".*.tmp"):
-            with contextlib.suppress(OSError):
-                stale.unlink()
+        for name in (OUTPUT_JSON, OUTPUT_TXT, METADATA_JSON):
+            for stale in self.folder.glob(f".{name}.*.tmp"):
+                with contextlib.suppress(OSError):
+                    stale.unlink()
         path = self.checkpoint_path
         try:
             raw = path.read_bytes()

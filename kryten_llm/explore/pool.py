@@ -9,9 +9,16 @@ failed. A pool is one JSON file, ``<pool dir>/<name>.json``::
 Lines are handed out as a shuffled cycle: each line once per cycle, then a new shuffle. The
 line that ended a cycle never starts the next one, so the same line never comes twice in a
 row. The one exception: a pool of a single line hands out that line every time (there is
-nothing else to say). The position in the cycle is saved after every line (atomically, see
-:func:`kryten_llm.explore.output.atomic_write`), so a restarted bot carries on where it was.
-A hand-written file holding just a JSON list of strings is accepted too.
+nothing else to say). With ``autosave``, the position in the cycle is saved after every line
+(atomically, see :func:`kryten_llm.explore.output.atomic_write`) for explore's own use and for
+other readers of the file; the bot does not use it: it only reads pool files and keeps its
+position in memory (a restarted bot starts a new shuffle, see
+:mod:`kryten_llm.pipeline.fallback`). A hand-written file holding just a JSON list of strings
+is accepted too.
+
+Several explore runs may fill the same pool at once: :meth:`FallbackPool.save` takes an
+exclusive lock on a sibling file (``.<name>.json.lock``), reads the file again and keeps the
+lines others added since (their order kept, duplicates dropped) before it writes.
 """
 
 from __future__ import annotations
@@ -23,7 +30,7 @@ from typing import Any
 
 from kryten_llm.errors import ConfigError
 from kryten_llm.explore.normalize import normalize, slug
-from kryten_llm.explore.output import atomic_write, dump_json
+from kryten_llm.explore.output import atomic_write, dump_json, file_lock
 
 DEFAULT_POOL_DIR = Path("fallback")
 PERSONALITY_PREFIX = "personality-"
@@ -43,7 +50,8 @@ def personality_pool_name(personality: str) -> str:
 class FallbackPool:
     """A persisted rotation of unique lines.
 
-    Build it with :meth:`load`. Not thread-safe; one process should own a pool file.
+    Build it with :meth:`load`. Not thread-safe; several processes may add to one pool file
+    (each save merges what the others wrote).
 
     Args:
         path: the JSON file.
@@ -97,25 +105,10 @@ class FallbackPool:
             ConfigError: the file exists but is not a pool (unreadable, not JSON, wrong shape).
         """
         path = Path(folder) / pool_file_name(trigger_name)
-        try:
-            raw = path.read_bytes()
-        except FileNotFoundError:
+        data = _read(path)
+        if data is None:
             return cls(path, trigger_name, rng=rng, autosave=autosave)
-        except OSError as exc:
-            raise _bad(path, f"cannot read ({exc.strerror})") from None
-        try:
-            data: Any = json.loads(raw)
-        except ValueError:
-            raise _bad(path, "not valid JSON") from None
-        if isinstance(data, list):
-            data = {"lines": data}
-        if not isinstance(data, dict):
-            raise _bad(path, "must hold a JSON object or a list of strings")
-        lines = data.get("lines", [])
-        order = data.get("order", [])
-        last = data.get("last")
-        if not (isinstance(lines, list) and all(isinstance(x, str) for x in lines)):
-            raise _bad(path, '"lines" must be a list of strings')
+        lines, order, last = data["lines"], data.get("order", []), data.get("last")
         if not (isinstance(order, list) and all(isinstance(x, int) for x in order)):
             order = []
         if not isinstance(last, int):
@@ -139,11 +132,16 @@ class FallbackPool:
         """Add the lines not already in the pool (compared normalised); blanks are skipped.
 
         New lines join the current cycle at random places, so they are heard before the next
-        reshuffle.
+        reshuffle. With ``autosave``, a save that fails takes the lines out again, so adding
+        them later is not a no-op.
 
         Returns:
             How many lines were added.
+
+        Raises:
+            OSError: the autosave failed.
         """
+        before = (len(self._lines), list(self._order))
         added = 0
         for line in lines:
             line = line.strip()
@@ -155,7 +153,14 @@ class FallbackPool:
             self._order.insert(self._rng.randint(0, len(self._order)), len(self._lines) - 1)
             added += 1
         if added and self.autosave:
-            self.save()
+            try:
+                self.save()
+            except OSError:
+                count, self._order = before
+                for line in self._lines[count:]:
+                    self._keys.discard(normalize(line))
+                del self._lines[count:]
+                raise
         return added
 
     def next_line(self) -> str | None:
@@ -180,24 +185,55 @@ class FallbackPool:
         return self._lines[index]
 
     def save(self) -> None:
-        """Write the pool file atomically (creating its folder).
+        """Write the pool file atomically (creating its folder), keeping other writers' lines.
+
+        Under an exclusive lock of ``.<file>.lock``, the file is read again; lines it holds
+        that this pool lacks are taken in (they join the current cycle). The file's lines keep
+        their order and this pool's new lines follow them.
 
         Raises:
             OSError: the folder cannot be written.
         """
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write(
-            self.path,
-            dump_json(
-                {
-                    "version": 1,
-                    "name": self.name,
-                    "lines": self._lines,
-                    "order": self._order,
-                    "last": self._last,
-                }
-            ),
-        )
+        with file_lock(self.path.with_name(f".{self.path.name}.lock")):
+            try:
+                data = _read(self.path)
+            except ConfigError:  # unreadable or broken: ours replaces it, as before
+                data = None
+            lines, order, last = self._merged(data["lines"] if data is not None else [])
+            atomic_write(
+                self.path,
+                dump_json(
+                    {"version": 1, "name": self.name, "lines": lines, "order": order, "last": last}
+                ),
+            )
+        if lines is not self._lines:  # written: take the other writers' lines in
+            self._lines, self._order, self._last = lines, order, last
+            self._keys = {normalize(line) for line in lines}
+
+    def _merged(self, theirs: list[str]) -> tuple[list[str], list[int], int | None]:
+        """The file's lines ``theirs`` (in their order), then ours not among them, and our
+        cycle remapped onto them; their lines we lacked join the cycle at random places.
+        Our own lists when there is nothing to take in."""
+        merged: dict[str, str] = {}  # normalised -> line, in file order
+        for line in theirs:
+            line = line.strip()
+            key = normalize(line)
+            if key and key not in merged:
+                merged[key] = line
+        if list(merged.values()) == self._lines[: len(merged)]:
+            return self._lines, self._order, self._last  # the file holds a prefix of ours
+        ours = [normalize(line) for line in self._lines]
+        for key, line in zip(ours, self._lines, strict=True):
+            merged.setdefault(key, line)
+        index = {key: i for i, key in enumerate(merged)}
+        remap = [index[key] for key in ours]
+        order = [remap[i] for i in self._order]
+        last = remap[self._last] if self._last is not None else None
+        for key, i in index.items():
+            if key not in self._keys:
+                order.insert(self._rng.randint(0, len(order)), i)
+        return list(merged.values()), order, last
 
     def _shuffled(self) -> list[int]:
         order = list(range(len(self._lines)))
@@ -206,6 +242,32 @@ class FallbackPool:
             swap = self._rng.randrange(1, len(order))
             order[0], order[swap] = order[swap], order[0]
         return order
+
+
+def _read(path: Path) -> dict[str, Any] | None:
+    """A pool file's content with ``lines`` checked, or None when there is no file.
+
+    Raises:
+        ConfigError: the file cannot be read or is not a pool.
+    """
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise _bad(path, f"cannot read ({exc.strerror})") from None
+    try:
+        data: Any = json.loads(raw)
+    except ValueError:
+        raise _bad(path, "not valid JSON") from None
+    if isinstance(data, list):
+        data = {"lines": data}
+    if not isinstance(data, dict):
+        raise _bad(path, "must hold a JSON object or a list of strings")
+    lines = data.setdefault("lines", [])
+    if not (isinstance(lines, list) and all(isinstance(x, str) for x in lines)):
+        raise _bad(path, '"lines" must be a list of strings')
+    return data
 
 
 def _bad(path: Path, problem: str) -> ConfigError:

@@ -104,6 +104,7 @@ async def run_producer(
     *,
     digest: Callable[[], str],
     ingest: Callable[[ProducerState, Completion], None],
+    discard: Callable[[ProducerState, Completion], None],
     stopping: Callable[[], bool],
     clock: Callable[[], float] = time.monotonic,
 ) -> None:
@@ -115,6 +116,8 @@ async def run_producer(
         manager: asks the provider (retries and breaker included).
         digest: renders the current digest of known items.
         ingest: takes an answer (called synchronously, so one answer is checked at a time).
+        discard: takes an answer that arrived after the stop: its items are not wanted, but
+            its tokens and cost were paid for.
         stopping: true once the run is stopping.
         clock: monotonic time, for deadlines.
     """
@@ -148,6 +151,7 @@ async def run_producer(
             continue
         state.consecutive_failures = 0
         if stopping():
+            discard(state, completion)
             break
         ingest(state, completion)
         # An instant provider (scripted, a cache) never suspends: yield to the loop so that
