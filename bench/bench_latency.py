@@ -29,11 +29,13 @@ from _harness import (
 
 from kryten_llm.bus.settle import settle
 
+EXTRA: dict[str, object] = {"web": {"enabled": False}} if "--no-web" in sys.argv else {}
+
 
 async def main(count: int, warmup: int = 200) -> None:
     server = NatsServer()
     server.start()
-    bot = Bot(bench_config(server.url, Path(tempfile.mkdtemp())))
+    bot = Bot(bench_config(server.url, Path(tempfile.mkdtemp()), **EXTRA))
     nc = await connect(server.url)
     samples: list[float] = []
     try:
@@ -63,4 +65,5 @@ async def main(count: int, warmup: int = 200) -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main(int(sys.argv[1]) if len(sys.argv) > 1 else 2000))
+    args = [a for a in sys.argv[1:] if not a.startswith("--")]
+    asyncio.run(main(int(args[0]) if args else 2000))
