@@ -7,6 +7,7 @@ mention -> ``say`` latency one question at a time. Targets are the core service'
 p99 <= 10 ms.
 
     python bench/bench_dashboard.py [N]
+    BENCH_STREAMS=0 BENCH_FLOOD_RATE=10 BENCH_PAUSE=0.005 python bench/bench_dashboard.py 1000
 """
 
 from __future__ import annotations
@@ -36,8 +37,11 @@ from _harness import (
 from kryten_llm.bus.settle import settle
 from tests.natsserver import free_port
 
-FLOOD_PER_SECOND = 1000
+FLOOD_PER_SECOND = int(os.environ.get("BENCH_FLOOD_RATE", "1000"))
 FLOOD_SECONDS = float(os.environ.get("BENCH_FLOOD_SECONDS", "12"))
+# Seconds between questions. 0 measures exactly as bench_latency.py does (the core target);
+# a pause lets every process fall asleep between questions, which adds this VM's wake-up time.
+PAUSE = float(os.environ.get("BENCH_PAUSE", "0"))
 STREAMS = int(os.environ.get("BENCH_STREAMS", "3"))
 LINES = ["lol", "this movie is so bad", "who picked this one?", "brb popcorn", "Plan 9 &amp; more"]
 
@@ -120,7 +124,8 @@ async def main(count: int, warmup: int = 100) -> None:
                 await sub.next_msg(5)
                 if i >= warmup:
                     samples.append((time.perf_counter() - start) * 1000)
-                await asyncio.sleep(0.005)  # questions spread over the flood
+                if PAUSE:
+                    await asyncio.sleep(PAUSE)
             elapsed = time.perf_counter() - began
             stop.set()
             out, _ = await asyncio.to_thread(flooder.communicate)
@@ -147,4 +152,4 @@ async def main(count: int, warmup: int = 100) -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main(int(sys.argv[1]) if len(sys.argv) > 1 else 1000))
+    asyncio.run(main(int(sys.argv[1]) if len(sys.argv) > 1 else 6000))
