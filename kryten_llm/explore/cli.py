@@ -16,8 +16,6 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pydantic import ValidationError
-
 from kryten_llm.config import LLMConfig, ProviderConfig, Settings, load_settings
 from kryten_llm.errors import ConfigError
 from kryten_llm.explore.bus import ExploreLink, run_id
@@ -26,6 +24,7 @@ from kryten_llm.explore.normalize import slug
 from kryten_llm.explore.output import Checkpoint, OutputStore
 from kryten_llm.explore.pool import DEFAULT_POOL_DIR, FallbackPool, personality_pool_name
 from kryten_llm.explore.progress import Progress
+from kryten_llm.llm.specs import parse_provider_spec
 from kryten_llm.logs import configure_logging
 
 if TYPE_CHECKING:
@@ -35,7 +34,6 @@ EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
-INLINE_TYPES = ("openai", "anthropic", "local", "scripted")
 
 
 def add_parser(subparsers: Any) -> None:
@@ -366,20 +364,15 @@ def resolve_providers(
             name = inline[spec]
             provider = chosen[name]
         else:
-            kind, _, where = spec.partition(":")
-            if kind not in INLINE_TYPES or (not where and kind != "scripted"):
+            try:
+                kind, provider = parse_provider_spec(spec, model=model, api_key_env=api_key_env)
+            except ConfigError as exc:
                 known = ", ".join(sorted(config.llm.providers)) or "none"
+                where, message, fix = exc.problems[0]
                 raise ConfigError(
-                    [
-                        (
-                            f"--provider {spec}",
-                            f"not a configured provider ({known}) nor TYPE:WHERE",
-                            "use a name from llm.providers or e.g. openai:http://HOST:PORT/v1",
-                        )
-                    ]
-                )
+                    [(where, f"not a configured provider ({known}); {message}", fix)]
+                ) from None
             name = f"{kind}-{sum(1 for n in inline.values() if n.startswith(kind)) + 1}"
-            provider = _inline(spec, kind, where, model, api_key_env)
             inline[spec] = name
         if provider.api_key_env and provider.resolve_api_key() is None:
             raise ConfigError(
@@ -394,28 +387,6 @@ def resolve_providers(
         chosen[name] = provider
         order.append(name)
     return chosen, order
-
-
-def _inline(
-    spec: str, kind: str, where: str, model: str | None, api_key_env: str | None
-) -> ProviderConfig:
-    values: dict[str, Any] = {"type": kind}
-    if kind == "scripted":
-        values["model"] = where or model or "wordlist"
-    elif kind == "local":
-        values["model_path"] = where
-        values["model"] = model or "local"
-    else:
-        values["base_url"] = where
-        values["model"] = model or "auto"
-        values["api_key_env"] = api_key_env
-    try:
-        return ProviderConfig(**values)
-    except ValidationError as exc:
-        problems = [
-            (f"--provider {spec}", str(err.get("msg")), "check the spec") for err in exc.errors()
-        ]
-        raise ConfigError(problems) from None
 
 
 def _pool_target(config: Settings, args: argparse.Namespace) -> tuple[str, str, str]:
