@@ -1,0 +1,1 @@
+"""The reply pipeline: filters, triggers, limits, prompts, validation and formatting."""
