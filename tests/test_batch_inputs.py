@@ -240,7 +240,7 @@ async def test_cli_bad_template_spec_exits_2_before_any_request(tmp_path: Path) 
         )
         assert result.code == 2, result.stderr
         assert "Traceback" not in result.stderr
-        assert "format specs are not supported" in result.stderr
+        assert "may not have a conversion or format spec" in result.stderr
         assert llm.completions == []
 
 

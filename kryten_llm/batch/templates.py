@@ -10,11 +10,11 @@ file has. Without a template the row's ``prompt`` column is the prompt.
 
 from __future__ import annotations
 
-import string
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 from kryten_llm.errors import ConfigError
+from kryten_llm.pipeline.templates import TemplateError, pieces
 
 DEFAULT_COLUMN = "prompt"
 
@@ -37,19 +37,14 @@ class PromptTemplate:
         if text is None:
             self.variables: tuple[str, ...] = (DEFAULT_COLUMN,)
             return
-        names: list[str] = []
         try:
-            for literal, field, spec, conversion in string.Formatter().parse(text):
-                if field is not None:
-                    _check_field(field, spec, conversion)
-                    if field not in names:
-                        names.append(field)
-                self._pieces.append((literal, field))
-        except ValueError as exc:
+            self._pieces = pieces(text)
+        except TemplateError as exc:
             raise ConfigError(
                 [("--template", f"malformed template: {exc}", "write {column} around names")]
             ) from None
-        self.variables = tuple(names)
+        names = [name for _, name in self._pieces if name is not None]
+        self.variables = tuple(dict.fromkeys(names))
 
     def check(self, columns: Iterable[str]) -> None:
         """Fail if a variable is not one of ``columns``.
@@ -96,26 +91,6 @@ class PromptTemplate:
         except KeyError:
             self.check(row.keys())
             raise
-
-
-def _check_field(field: str, spec: str | None, conversion: str | None) -> None:
-    """Only a plain column name may stand in braces.
-
-    Python's format mini-language would let a template read attributes (``{title.__class__}``),
-    index values, convert them or apply a format spec that fails on text (``{title:d}``) in the
-    middle of a run; none of that is needed to put a column's text in a prompt.
-
-    Raises:
-        ValueError: saying what is not allowed (the caller makes it a ConfigError).
-    """
-    if not field or field.isdigit():
-        raise ValueError("fields must name a column, e.g. {title}")
-    if "." in field or "[" in field:
-        raise ValueError(f"{{{field}}}: only a column name may stand in braces (no . or [])")
-    if conversion is not None:
-        raise ValueError(f"{{{field}!{conversion}}}: conversions are not supported")
-    if spec:
-        raise ValueError(f"{{{field}:{spec}}}: format specs are not supported")
 
 
 def _text(value: Any) -> str:

@@ -46,33 +46,46 @@ class TemplateError(ValueError):
     """A template uses an unknown variable or a construct other than a bare name."""
 
 
-def fields(template: str) -> list[str]:
-    """The variable names ``template`` uses, in order.
+def pieces(template: str) -> list[tuple[str, str | None]]:
+    """``template`` as (literal text, field name or None) pieces, refusing all but bare names.
+
+    Python's format mini-language would let a template read attributes (``{x.__class__}``),
+    index values, convert them or apply a format spec that fails on text; a prompt only ever
+    needs a value's text. Used by the bot's templates and by ``kryten-llm batch``.
 
     Raises:
-        TemplateError: the template does not parse, or a field is not a bare known name.
+        TemplateError: the template does not parse, or a field is empty, positional, dotted,
+            indexed, converted or has a format spec.
     """
     try:
         parsed = list(string.Formatter().parse(template))
     except ValueError as exc:
         raise TemplateError(f"{exc} (write literal braces as {{{{ and }}}})") from exc
-    names: list[str] = []
-    for _literal, name, spec, conversion in parsed:
-        if name is None:
-            continue
-        if name == "" or not name.isidentifier():
-            raise TemplateError(
-                f"{{{name}}} is not allowed: use bare names such as {{user}}"
-                if name
-                else "an empty {} is not allowed: name the variable, such as {user}"
-            )
-        if spec or conversion:
-            raise TemplateError(f"{{{name}}} may not have a conversion or format spec")
+    result: list[tuple[str, str | None]] = []
+    for literal, name, spec, conversion in parsed:
+        if name is not None:
+            if name == "":
+                raise TemplateError("an empty {} is not allowed: name the variable, such as {user}")
+            if name.isdigit() or "." in name or "[" in name:
+                raise TemplateError(f"{{{name}}} is not allowed: use bare names such as {{user}}")
+            if spec or conversion:
+                raise TemplateError(f"{{{name}}} may not have a conversion or format spec")
+        result.append((literal, name))
+    return result
+
+
+def fields(template: str) -> list[str]:
+    """The variable names ``template`` uses, in order.
+
+    Raises:
+        TemplateError: see :func:`pieces`, or a name is not one of :data:`VARIABLES`.
+    """
+    names = [name for _, name in pieces(template) if name is not None]
+    for name in names:
         if name not in VARIABLES:
             raise TemplateError(
                 f"unknown variable {{{name}}}; known: {', '.join(sorted(VARIABLES))}"
             )
-        names.append(name)
     return names
 
 
