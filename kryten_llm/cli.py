@@ -304,9 +304,7 @@ def _logs(settings: Settings, args: argparse.Namespace) -> int:
 
 def _print_config_error(exc: ConfigError, path: Path | None) -> None:
     source = f" in {path}" if path else ""
-    print(f"kryten-llm: invalid configuration{source}:", file=sys.stderr)
-    for where, message, fix in exc.problems:
-        print(f"  {where}: {message}\n      fix: {fix}", file=sys.stderr)
+    print(exc.report(f"kryten-llm: invalid configuration{source}:"), file=sys.stderr)
 
 
 def _validate(settings: Settings, *, as_json: bool) -> int:

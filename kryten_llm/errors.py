@@ -35,6 +35,11 @@ class ConfigError(KrytenLLMError):
         lines = [f"{path}: {message} -> {fix}" for path, message, fix in problems]
         super().__init__("invalid configuration:\n  " + "\n  ".join(lines))
 
+    def report(self, headline: str) -> str:
+        """``headline``, then each problem and its fix indented below: what a CLI prints."""
+        body = "".join(f"\n  {where}: {msg}\n      fix: {fix}" for where, msg, fix in self.problems)
+        return headline + body
+
 
 class BusError(KrytenLLMError):
     """NATS could not be used (connect, subscribe or publish failed)."""

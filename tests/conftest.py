@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
+import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -83,3 +85,21 @@ async def running(service: Service, timeout: float = 10.0) -> AsyncIterator[Serv
         service.request_stop("test finished")
         stop.set()
         assert await asyncio.wait_for(task, 10) == 0
+
+
+def read_log(directory: Path) -> list[dict[str, Any]]:
+    """Every response-log record written in ``directory``, oldest file first."""
+    return [
+        json.loads(line)
+        for path in sorted(directory.glob("responses-*.jsonl"))
+        for line in path.read_text().splitlines()
+    ]
+
+
+async def eventually(predicate: Any, timeout: float = 10.0) -> None:
+    """Wait until ``predicate()`` is true; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(0.02)

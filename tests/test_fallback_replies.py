@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 import json
-import time
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +13,7 @@ from kryten_llm.cli import main
 from kryten_llm.explore.pool import FallbackPool, personality_pool_name
 from kryten_llm.service import Service
 from tests.bridge import FakeBridge
-from tests.conftest import running, settings_for
+from tests.conftest import eventually, read_log, running, settings_for
 from tests.natsserver import NatsServer, free_port
 
 pytestmark = pytest.mark.nats
@@ -25,22 +23,6 @@ LINES = [
     "Ask me again after the reel change.",
     "My brain is buffering, like this stream.",
 ]
-
-
-def read_log(directory: Path) -> list[dict[str, Any]]:
-    return [
-        json.loads(line)
-        for path in sorted(directory.glob("responses-*.jsonl"))
-        for line in path.read_text().splitlines()
-    ]
-
-
-async def eventually(predicate: Any, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.02)
 
 
 def all_down(nats_url: str, log_dir: Path, **sections: Any) -> Any:

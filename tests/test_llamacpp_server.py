@@ -14,7 +14,6 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import aiohttp
 import pytest
@@ -26,7 +25,7 @@ from kryten_llm.llm.local import bundled_model
 from kryten_llm.llm.openai import OpenAIProvider
 from kryten_llm.service import Service
 from tests.bridge import FakeBridge
-from tests.conftest import running, settings_for
+from tests.conftest import read_log, running, settings_for
 from tests.natsserver import NatsServer, free_port
 
 pytestmark = pytest.mark.e2e
@@ -168,17 +167,9 @@ async def test_the_llamacpp_server_answers_a_mention_through_the_whole_bot(
     assert text.strip()
     assert len(text) <= 240
     assert not text.startswith("/")
-    (record,) = _records(tmp_path)
+    (record,) = read_log(tmp_path)
     assert record["answered"] is True
     assert record["provider"] == "llamacpp"
     assert record["model"] == ALIAS
     assert record["usage"]["completion_tokens"] > 0
     assert record["parts"] == [text]
-
-
-def _records(directory: Path) -> list[dict[str, Any]]:
-    return [
-        json.loads(line)
-        for path in sorted(directory.glob("responses-*.jsonl"))
-        for line in path.read_text().splitlines()
-    ]

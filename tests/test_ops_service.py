@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import re
-import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -18,7 +16,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from kryten_llm.bus.settle import settle
 from kryten_llm.service import Service
 from tests.bridge import FakeBridge
-from tests.conftest import running, settings_for
+from tests.conftest import eventually, running, settings_for
 from tests.natsserver import NatsServer, free_port
 
 pytestmark = pytest.mark.nats
@@ -36,14 +34,6 @@ def url(service: Service, path: str) -> str:
     assert service.surface is not None
     assert service.surface.web is not None
     return f"http://127.0.0.1:{service.surface.web.port}{path}"
-
-
-async def eventually(predicate: Any, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.02)
 
 
 async def get_json(http: aiohttp.ClientSession, address: str) -> tuple[int, dict[str, Any]]:

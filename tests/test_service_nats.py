@@ -17,26 +17,11 @@ import pytest
 from kryten_llm.bus.settle import settle
 from kryten_llm.service import Service
 from tests.bridge import FakeBridge
-from tests.conftest import running, settings_for
+from tests.conftest import eventually, read_log, running, settings_for
 from tests.natsserver import NatsServer, free_port
 from tests.openai_server import ScriptedOpenAIServer, reply
 
 pytestmark = pytest.mark.nats
-
-
-def read_log(directory: Path) -> list[dict[str, Any]]:
-    lines: list[dict[str, Any]] = []
-    for path in sorted(directory.glob("responses-*.jsonl")):
-        lines += [json.loads(line) for line in path.read_text().splitlines()]
-    return lines
-
-
-async def eventually(predicate: Any, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.02)
 
 
 async def test_mention_produces_one_say_command_with_the_protocol_body(

@@ -142,9 +142,7 @@ def run(args: argparse.Namespace) -> int:
             return _action(args)
         return _run_batch(args)
     except ConfigError as exc:
-        print("kryten-llm batch: cannot start:", file=sys.stderr)
-        for where, message, fix in exc.problems:
-            print(f"  {where}: {message}\n      fix: {fix}", file=sys.stderr)
+        print(exc.report("kryten-llm batch: cannot start:"), file=sys.stderr)
         return EXIT_USAGE
     except KrytenLLMError as exc:
         print(f"kryten-llm batch: {exc}", file=sys.stderr)

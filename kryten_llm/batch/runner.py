@@ -697,26 +697,16 @@ class BatchRunner:
         record = await self._pipeline.answer(item.username, item.prompt, target.chain)
         status, response, error = outcome(record)
         usage = record.get("usage") or {}
-        return ItemResult(
-            row_key=item.row_key,
-            model=target.label,
-            prompt_hash=item.prompt_hash,
-            status=status,
-            row_json=item.row_json,
-            response=response,
-            error=error,
-            attempts=requests[0],
-            provider=record.get("provider"),
+        spent = _Usage(
             prompt_tokens=usage.get("prompt_tokens"),
             completion_tokens=usage.get("completion_tokens"),
             cost_usd=record.get("cost_usd"),
             latency_ms=record.get("latency_ms"),
-            extra=json.dumps(
-                {"reason": record.get("reason"), "parts": record.get("parts") or []},
-                ensure_ascii=False,
-            ),
-            started_at=started,
-            finished_at=time.time(),
+            provider=record.get("provider"),
+        )
+        extra = {"reason": record.get("reason"), "parts": record.get("parts") or []}
+        return spent.result(
+            item, target, status, response, error, requests[0], started, extra=extra
         )
 
 
@@ -751,6 +741,8 @@ class _Usage:
         error: str | None,
         attempts: int,
         started: float,
+        *,
+        extra: dict[str, Any] | None = None,
     ) -> ItemResult:
         return ItemResult(
             row_key=item.row_key,
@@ -766,6 +758,7 @@ class _Usage:
             completion_tokens=self.completion_tokens,
             cost_usd=self.cost_usd,
             latency_ms=self.latency_ms,
+            extra=None if extra is None else json.dumps(extra, ensure_ascii=False),
             started_at=started,
             finished_at=time.time(),
         )

@@ -549,6 +549,4 @@ async def _probe(provider: Any) -> tuple[str, str | None]:
 
 
 def _print_problems(exc: ConfigError) -> None:
-    print("kryten-llm explore: cannot start:", file=sys.stderr)
-    for where, message, fix in exc.problems:
-        print(f"  {where}: {message}\n      fix: {fix}", file=sys.stderr)
+    print(exc.report("kryten-llm explore: cannot start:"), file=sys.stderr)

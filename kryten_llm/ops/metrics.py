@@ -107,18 +107,15 @@ class Gauge(Metric):
         self._read = read
 
     def samples(self) -> Iterable[str]:
+        suffix = "_total" if self.kind == "counter" else ""
         for values, value in sorted(self._read().items()):
-            yield self._sample("", self._key(values), value)
+            yield self._sample(suffix, self._key(values), value)
 
 
 class ReadCounter(Gauge):
     """A counter read from a callback when scraped (values that only go up)."""
 
     kind = "counter"
-
-    def samples(self) -> Iterable[str]:
-        for values, value in sorted(self._read().items()):
-            yield self._sample("_total", self._key(values), value)
 
 
 class Histogram(Metric):

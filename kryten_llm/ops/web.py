@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import ipaddress
 import json
+import time
 from collections.abc import Callable
 from importlib import resources
 from typing import TYPE_CHECKING, Any
@@ -82,6 +83,7 @@ class WebServer:
         self._runner: web.AppRunner | None = None
         self.port: int | None = None
         self.streams = 0
+        self._cached: tuple[float, bytes] | None = None
         middlewares = [_loopback_hosts_only] if _is_loopback(config.host) else []
         app = web.Application(middlewares=middlewares)
         app.on_response_prepare.append(_security_headers)
@@ -144,8 +146,7 @@ class WebServer:
         self.streams += 1
         try:
             while not self._closing.is_set():
-                payload = json.dumps(self._state(), separators=(",", ":"))
-                await response.write(f"data: {payload}\n\n".encode())
+                await response.write(self._event())
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._closing.wait(), self._config.push_interval_seconds)
         except (ConnectionResetError, ConnectionError):
@@ -153,6 +154,14 @@ class WebServer:
         finally:
             self.streams -= 1
         return response
+
+    def _event(self) -> bytes:
+        """The current snapshot as one SSE event, built once per push for every open stream."""
+        now = time.monotonic()
+        if self._cached is None or now - self._cached[0] >= self._config.push_interval_seconds / 2:
+            payload = json.dumps(self._state(), separators=(",", ":"))
+            self._cached = (now, f"data: {payload}\n\n".encode())
+        return self._cached[1]
 
     async def _control(self, request: web.Request) -> web.Response:
         header = request.headers.get("Authorization", "")
