@@ -117,3 +117,14 @@ def test_a_failed_save_takes_the_lines_out_again(tmp_path: Path) -> None:
     (tmp_path / "pools").unlink()
     assert pool.add(["one line"]) == 1
     assert FallbackPool.load(tmp_path / "pools", "films").lines == ["one line"]
+
+
+def test_a_reader_that_follows_its_last_line_never_repeats_it_after_a_reload(
+    tmp_path: Path,
+) -> None:
+    """The bot reads a changed pool file again; its first line then is never its last one."""
+    (tmp_path / "quips.json").write_text('["a", "b", "c"]')
+    for seed in range(30):
+        pool = FallbackPool.load(tmp_path, "quips", rng=random.Random(seed), autosave=False)
+        pool.follow("a")
+        assert pool.next_line() != "a"

@@ -24,6 +24,14 @@ from tests.openai_server import ScriptedOpenAIServer, reply
 pytestmark = pytest.mark.nats
 
 
+def answered_by(base_url: str) -> dict[str, Any]:
+    """The ``llm`` section of a bot whose one provider is the scripted server at ``base_url``."""
+    return {
+        "providers": {"api": {"type": "openai", "base_url": base_url}},
+        "default_provider": "api",
+    }
+
+
 async def test_mention_produces_one_say_command_with_the_protocol_body(
     nats_server: NatsServer, bridge: FakeBridge, tmp_path: Path
 ) -> None:
@@ -395,10 +403,7 @@ async def test_an_invalid_reply_is_retried_once_with_a_nudge(
         settings = settings_for(
             nats_server.url,
             tmp_path,
-            llm={
-                "providers": {"api": {"type": "openai", "base_url": llm.base_url}},
-                "default_provider": "api",
-            },
+            llm=answered_by(llm.base_url),
         )
         llm.responder = lambda body: (
             "Fine, here are my rules: " + body["messages"][0]["content"]
@@ -474,10 +479,7 @@ async def test_a_video_change_is_in_the_next_prompt(
         settings = settings_for(
             nats_server.url,
             tmp_path,
-            llm={
-                "providers": {"api": {"type": "openai", "base_url": llm.base_url}},
-                "default_provider": "api",
-            },
+            llm=answered_by(llm.base_url),
         )
         async with running(Service(settings)):
             await bridge.publish("setCurrent", 7)
@@ -544,10 +546,7 @@ async def test_the_prompt_carries_the_configured_history_window_as_turns(
         settings = settings_for(
             nats_server.url,
             tmp_path,
-            llm={
-                "providers": {"api": {"type": "openai", "base_url": llm.base_url}},
-                "default_provider": "api",
-            },
+            llm=answered_by(llm.base_url),
             processing={"prompt_history": 4},
         )
         async with running(Service(settings)):
@@ -573,10 +572,7 @@ async def test_the_bots_own_reply_comes_back_as_an_assistant_turn(
         settings = settings_for(
             nats_server.url,
             tmp_path,
-            llm={
-                "providers": {"api": {"type": "openai", "base_url": llm.base_url}},
-                "default_provider": "api",
-            },
+            llm=answered_by(llm.base_url),
         )
         async with running(Service(settings)):
             await bridge.chat("alice", "cynthia, first question")

@@ -163,6 +163,12 @@ class FallbackPool:
                 raise
         return added
 
+    def follow(self, line: str | None) -> None:
+        """Carry on as if ``line`` was the last one handed out (a reader that read the file
+        again must not start with the line it said just before)."""
+        if line is not None and line in self._lines:
+            self._last = self._lines.index(line)
+
     def next_line(self) -> str | None:
         """The next line of the rotation, or None for an empty pool.
 

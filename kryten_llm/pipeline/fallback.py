@@ -79,6 +79,7 @@ class FallbackPools:
                 last = entry.last
                 entry = self._pools[name] = self._load(name)
                 entry.last = last
+                entry.pool.follow(last)
                 log.info("fallback_pool_reloaded", pool=name, lines=len(entry.pool))
         return entry
 
@@ -99,8 +100,6 @@ class FallbackPools:
             if entry is None or not len(entry.pool):
                 continue
             line = entry.pool.next_line()
-            if line == entry.last and len(entry.pool) > 1:
-                line = entry.pool.next_line()  # a reload restarted the rotation on the same line
             if line is not None:
                 entry.last = line
                 return name, line
