@@ -25,7 +25,7 @@ from kryten_llm.batch.options import RESUMABLE_OVERRIDES, BatchOptions
 from kryten_llm.batch.outputs import output_format
 from kryten_llm.batch.store import RunInfo, RunStore, process_alive
 from kryten_llm.batch.targets import Target, resolve_targets
-from kryten_llm.batch.templates import PromptTemplate
+from kryten_llm.batch.templates import PromptTemplate, cell_text
 from kryten_llm.config import LLMConfig, Settings, load_settings
 from kryten_llm.errors import ConfigError
 from kryten_llm.pipeline.prompt import system_prompt
@@ -72,7 +72,7 @@ class BatchPlan:
     def prompt_of(self, row: Mapping[str, Any]) -> str:
         """The user prompt of a row (the chat message in pipeline mode)."""
         if self.options.pipeline:
-            return _text(row.get("message"))
+            return cell_text(row.get("message"))
         return self.template.render(row)
 
     def prompt_hash(self, row: Mapping[str, Any], prompt: str) -> str:
@@ -86,7 +86,7 @@ class BatchPlan:
         opts = self.options
         if opts.pipeline:
             # The live reply path takes its sampling from the config, not from the options.
-            parts = ["pipeline", self.system() or "", _text(row.get("username")), prompt]
+            parts = ["pipeline", self.system() or "", cell_text(row.get("username")), prompt]
         else:
             mode = "text"
             if self.expectation is not None:
@@ -272,7 +272,3 @@ def _replace(options: BatchOptions, **changes: Any) -> BatchOptions:
     import dataclasses
 
     return dataclasses.replace(options, **changes)
-
-
-def _text(value: Any) -> str:
-    return "" if value is None else str(value)

@@ -82,10 +82,10 @@ class PromptTemplate:
             value = row.get(DEFAULT_COLUMN)
             if value is None:
                 self.check(row.keys())
-            return _text(value)
+            return cell_text(value)
         try:
             return "".join(
-                literal + ("" if name is None else _text(row[name]))
+                literal + ("" if name is None else cell_text(row[name]))
                 for literal, name in self._pieces
             )
         except KeyError:
@@ -93,5 +93,6 @@ class PromptTemplate:
             raise
 
 
-def _text(value: Any) -> str:
+def cell_text(value: Any) -> str:
+    """A cell's value as prompt text (``None`` is empty)."""
     return "" if value is None else str(value)
