@@ -4,17 +4,28 @@ Errors are split by who has to act on them::
 
     KrytenLLMError
     ├── ConfigError                 the operator, at startup: names the field and the fix
+    ├── TemplateError               a prompt template uses an unknown or non-bare field
+    ├── ControlError                an operator's runtime action was refused (``status``)
     ├── BusError                    NATS is unreachable or refused us
     │   └── MalformedEvent          one bad payload: logged and dropped, never fatal
+    ├── BatchError                  a batch run cannot go on as asked
+    │   ├── RunExists                a run with that id is already in the store
+    │   ├── RunNotFound              no run has that id
+    │   └── InputError               an input file or row cannot be read as asked
+    ├── ExploreError                an exploration cannot start or go on as asked
     └── ProviderError               an LLM call failed (carries the provider name)
         ├── retryable (another try or another provider may succeed)
         │   ├── ProviderTimeout
         │   ├── ProviderUnavailable  connection refused, 5xx, garbage body
+        │   │   └── UnusableAnswer    a 200 whose answer is empty or all stripped away
         │   └── RateLimited          429, with ``retry_after`` seconds when the server said
         └── fatal (retrying cannot help until someone fixes something)
             ├── AuthFailed           401/403
-            ├── BadRequest           400, 404, 422
+            ├── BadRequest           400, 404, 413, 422
             └── QuotaExhausted       402 or "credit/usage limit"
+
+Library code says what is wrong in its own terms (a path, a run id, a field); the command line
+translates that to its flags.
 
 "Not for us" (a message that fires no trigger, a rate-limited user) is *not* an error: those
 are decision values in :mod:`kryten_llm.pipeline.decisions`.
@@ -41,6 +52,18 @@ class ConfigError(KrytenLLMError):
         return headline + body
 
 
+class TemplateError(KrytenLLMError):
+    """A template does not parse, or uses a field that is unknown or not a bare name."""
+
+
+class ControlError(KrytenLLMError):
+    """An operator's action was refused; ``status`` is the HTTP status that says why."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
 class BusError(KrytenLLMError):
     """NATS could not be used (connect, subscribe or publish failed)."""
 
@@ -52,6 +75,34 @@ class MalformedEvent(BusError):
         self.subject = subject
         self.reason = reason
         super().__init__(f"{subject}: {reason}")
+
+
+class BatchError(KrytenLLMError):
+    """A batch run cannot start or go on as asked."""
+
+
+class RunExists(BatchError):
+    """A run with this id is already in the store."""
+
+    def __init__(self, run_id: str) -> None:
+        self.run_id = run_id
+        super().__init__(f"a batch run {run_id!r} already exists")
+
+
+class RunNotFound(BatchError):
+    """No run in the store has this id."""
+
+    def __init__(self, run_id: str) -> None:
+        self.run_id = run_id
+        super().__init__(f"no batch run {run_id!r}")
+
+
+class InputError(BatchError):
+    """An input file or one of its rows cannot be read as asked."""
+
+
+class ExploreError(KrytenLLMError):
+    """An exploration cannot start or go on as asked (bad options, a locked folder)."""
 
 
 class ProviderError(KrytenLLMError):
@@ -75,6 +126,10 @@ class ProviderUnavailable(ProviderError):
     """Connection refused or reset, a 5xx, or a body that is not a completion."""
 
     retryable = True
+
+
+class UnusableAnswer(ProviderUnavailable):
+    """A 200 whose answer cannot be used: empty, only whitespace, or all stripped away."""
 
 
 class RateLimited(ProviderError):
