@@ -20,6 +20,7 @@ from kryten_llm.llm.base import (
     register,
 )
 from kryten_llm.llm.local import LocalProvider
+from kryten_llm.llm.manager import ProbeResult, ProviderManager, build_manager
 from kryten_llm.llm.openai import OpenAIProvider
 from kryten_llm.llm.scripted import ScriptedProvider
 
@@ -30,9 +31,12 @@ __all__ = [
     "CompletionRequest",
     "LocalProvider",
     "OpenAIProvider",
+    "ProbeResult",
     "Provider",
+    "ProviderManager",
     "ScriptedProvider",
     "Usage",
+    "build_manager",
     "create_provider",
     "provider_types",
     "register",

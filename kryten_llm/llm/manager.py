@@ -37,9 +37,12 @@ from kryten_llm.errors import (
     QuotaExhausted,
     RateLimited,
 )
+from kryten_llm.llm.base import create_provider
 from kryten_llm.llm.health import ProviderHealth
 
 if TYPE_CHECKING:
+    import aiohttp
+
     from kryten_llm.config import LLMConfig
     from kryten_llm.llm.base import Completion, CompletionRequest, Provider
 
@@ -275,3 +278,26 @@ class ProviderManager:
     def _fits(self, seconds: float | None, deadline: float) -> bool:
         """Whether waiting ``seconds`` still leaves time to ask again before the deadline."""
         return self._clock() + (seconds or 0) < deadline
+
+
+def build_manager(
+    config: LLMConfig,
+    session: aiohttp.ClientSession,
+    *,
+    wrap: Callable[[str, Provider], Provider] | None = None,
+    observer: CallObserver | None = None,
+) -> ProviderManager:
+    """The one way to turn the ``llm`` section into providers behind a manager.
+
+    Args:
+        config: the ``llm`` section (providers, chain, retry, circuit).
+        session: the HTTP session every API provider shares (closed by the caller).
+        wrap: called with each provider as built, returns what the manager uses instead
+            (batch paces its providers this way).
+        observer: told about every provider call (metrics, dashboards).
+    """
+    providers: dict[str, Provider] = {}
+    for name, cfg in config.providers.items():
+        provider = create_provider(name, cfg, session)
+        providers[name] = wrap(name, provider) if wrap is not None else provider
+    return ProviderManager(providers, config, observer=observer)
