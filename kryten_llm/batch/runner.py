@@ -581,7 +581,7 @@ class BatchRunner:
                 # long for the context, say): the next rows may still ask it.
                 health = self._manager.health.get(exc.provider)
                 if health is not None and exc.provider in self._answered_by:
-                    health.state = "closed"
+                    health.forgive()
                 raise
             except ProviderError as exc:
                 rounds += 1

@@ -101,6 +101,14 @@ class ProviderHealth:
         self.state = "misconfigured"
         self._probing = False
 
+    def forgive(self) -> None:
+        """A request error was about one request, not the provider (batch: one row too long).
+
+        Undoes :meth:`misconfigured`; any other state is left as it is.
+        """
+        if self.state == "misconfigured":
+            self.state = "closed"
+
     def _record(self, ok: bool) -> None:
         self.calls += 1
         self.outcomes.append(ok)
