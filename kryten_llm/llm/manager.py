@@ -23,7 +23,7 @@ import asyncio
 import dataclasses
 import random
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING
 
 import structlog
@@ -101,8 +101,10 @@ class ProviderManager:
         """Every provider's health, for heartbeats and operator surfaces."""
         return {name: health.snapshot() for name, health in self.health.items()}
 
-    async def probe_all(self, timeout_seconds: float = 5.0) -> list[ProbeResult]:
-        """Probe every provider at once; failures become their initial health.
+    async def probe_all(
+        self, timeout_seconds: float = 5.0, *, names: Iterable[str] | None = None
+    ) -> list[ProbeResult]:
+        """Probe every provider (or those ``names``) at once; failures become their health.
 
         An authentication or request error marks the provider misconfigured, an exhausted
         credit or a rate limit cools it down as a reply's call would, anything else counts as
@@ -138,7 +140,8 @@ class ProviderManager:
                 log.warning("provider_probe_failed", provider=name, error=detail)
             return result
 
-        return list(await asyncio.gather(*(one(name) for name in self._providers)))
+        chosen = list(self._providers) if names is None else list(names)
+        return list(await asyncio.gather(*(one(name) for name in chosen)))
 
     def cost(self, completion: Completion) -> float | None:
         """The price of a completion in USD from the answering provider's prices, if set."""
