@@ -14,7 +14,7 @@ from kryten_llm.llm.base import CompletionRequest
 from kryten_llm.pipeline.decisions import TriggerMatch
 from kryten_llm.pipeline.prompt import PromptBuilder, PromptInput
 from kryten_llm.pipeline.state import ChannelState, HistoryLine, NowPlaying
-from kryten_llm.pipeline.templates import VARIABLES, render
+from kryten_llm.templates import VARIABLES, render
 
 ENV = Envelope("changeMedia", "MyChannel", "cytu.be", "2026-11-23T08:12:29+00:00", "c-1")
 MENTION = TriggerMatch("mention", "mention", 100, "")

@@ -1,5 +1,8 @@
 """Prompt templates: what the bot is asked, per trigger, checked when the config is loaded.
 
+The template language is shared by the config (checked at load), the prompt builder (rendered)
+and batch (row templates), so it sits below all three.
+
 A template is a ``str.format`` string over a fixed set of variables (:data:`VARIABLES`). Only
 bare names are accepted: ``{user}`` is fine, while ``{user.__class__}``, ``{history[0]}``,
 ``{user!r}`` and ``{user:>10}`` are refused, so a template can read nothing but the strings we
@@ -13,6 +16,8 @@ from __future__ import annotations
 
 import string
 from collections.abc import Mapping
+
+from kryten_llm.errors import TemplateError
 
 # Every variable a template may use, with what it holds (also the README's reference).
 VARIABLES: Mapping[str, str] = {
@@ -40,10 +45,6 @@ DEFAULT_TEMPLATE = (
     "{video}\n{user} wrote to you {where} (untrusted user text):\n"
     "{user}: {message}{context}\nReply to {user} in character."
 )
-
-
-class TemplateError(ValueError):
-    """A template uses an unknown variable or a construct other than a bare name."""
 
 
 def pieces(template: str) -> list[tuple[str, str | None]]:

@@ -1,0 +1,71 @@
+"""Typed configuration: one ``Settings`` object, one nested model per component.
+
+Sources, strongest first: environment variables ``KRYTEN_LLM_<SECTION>__<KEY>`` (``__`` nests),
+then the JSON file given with ``--config``, then the defaults below. Every model forbids unknown
+keys so that a typo fails at startup with its path instead of being silently ignored. Secrets are
+``SecretStr`` or are read from the environment variable named by ``api_key_env``; they are never
+printed (see :func:`redacted`).
+
+Components receive their own slice (``settings.ratelimit``, ``settings.formatting`` ...); there
+is no module-level configuration global.
+"""
+
+from kryten_llm.config.base import ENV_PREFIX
+from kryten_llm.config.behaviour import (
+    FiltersConfig,
+    FormattingConfig,
+    PersonalityConfig,
+    PromptsConfig,
+    RankMultiplierConfig,
+    RateLimitConfig,
+    SpamConfig,
+    TriggersConfig,
+    TriggerWordConfig,
+    ValidationConfig,
+)
+from kryten_llm.config.llm import CircuitConfig, LLMConfig, ProviderConfig, RetryConfig
+from kryten_llm.config.redact import MASK, redact_url, redacted
+from kryten_llm.config.runtime import (
+    BotConfig,
+    ChannelConfig,
+    FallbackConfig,
+    LoggingConfig,
+    NatsConfig,
+    ProcessingConfig,
+    SendConfig,
+    ServiceConfig,
+    WebConfig,
+)
+from kryten_llm.config.settings import Settings, load_settings
+
+__all__ = [
+    "ENV_PREFIX",
+    "MASK",
+    "BotConfig",
+    "ChannelConfig",
+    "CircuitConfig",
+    "FallbackConfig",
+    "FiltersConfig",
+    "FormattingConfig",
+    "LLMConfig",
+    "LoggingConfig",
+    "NatsConfig",
+    "PersonalityConfig",
+    "ProcessingConfig",
+    "PromptsConfig",
+    "ProviderConfig",
+    "RankMultiplierConfig",
+    "RateLimitConfig",
+    "RetryConfig",
+    "SendConfig",
+    "ServiceConfig",
+    "Settings",
+    "SpamConfig",
+    "TriggerWordConfig",
+    "TriggersConfig",
+    "ValidationConfig",
+    "WebConfig",
+    "load_settings",
+    "redact_url",
+    "redacted",
+]

@@ -1,0 +1,249 @@
+"""The whole configuration in one object, read from a JSON file and the environment.
+
+Every problem becomes a :class:`~kryten_llm.errors.ConfigError` naming the path and the fix
+(with "did you mean" for a misspelt key)."""
+
+from __future__ import annotations
+
+import difflib
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, ValidationError, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    JsonConfigSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+
+from kryten_llm.config.base import ENV_PREFIX
+from kryten_llm.config.behaviour import (
+    FiltersConfig,
+    FormattingConfig,
+    PersonalityConfig,
+    PromptsConfig,
+    RateLimitConfig,
+    SpamConfig,
+    TriggersConfig,
+    ValidationConfig,
+)
+from kryten_llm.config.llm import LLMConfig
+from kryten_llm.config.runtime import (
+    BotConfig,
+    ChannelConfig,
+    FallbackConfig,
+    LoggingConfig,
+    NatsConfig,
+    ProcessingConfig,
+    SendConfig,
+    ServiceConfig,
+    WebConfig,
+)
+from kryten_llm.errors import ConfigError
+from kryten_llm.templates import KINDS
+
+
+class Settings(BaseSettings):
+    """The whole configuration. Build it with :func:`load_settings`."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter="__",
+        extra="forbid",
+        validate_assignment=True,
+        nested_model_default_partial_update=True,
+    )
+
+    nats: NatsConfig = Field(default_factory=NatsConfig)
+    channels: list[ChannelConfig] = Field(
+        default_factory=lambda: [ChannelConfig(domain="cytu.be", channel="MyChannel")],
+        min_length=1,
+    )
+    bot: BotConfig = Field(default_factory=BotConfig)
+    personalities: dict[str, PersonalityConfig] = Field(
+        default_factory=lambda: {"cynthia": PersonalityConfig()},
+        min_length=1,
+        description="Named personalities; a legacy single `personality` object is read as "
+        '{"default": ...}.',
+    )
+    active_personality: str = Field("cynthia", description="The key in `personalities` in use.")
+    prompts: PromptsConfig = Field(default_factory=PromptsConfig)
+    llm: LLMConfig = Field(default_factory=LLMConfig)
+    triggers: TriggersConfig = Field(default_factory=TriggersConfig)
+    filters: FiltersConfig = Field(default_factory=FiltersConfig)
+    ratelimit: RateLimitConfig = Field(default_factory=RateLimitConfig)
+    spam: SpamConfig = Field(default_factory=SpamConfig)
+    validation: ValidationConfig = Field(default_factory=ValidationConfig)
+    formatting: FormattingConfig = Field(default_factory=FormattingConfig)
+    send: SendConfig = Field(default_factory=SendConfig)
+    processing: ProcessingConfig = Field(default_factory=ProcessingConfig)
+    logging: LoggingConfig = Field(default_factory=LoggingConfig)
+    service: ServiceConfig = Field(default_factory=ServiceConfig)
+    web: WebConfig = Field(default_factory=WebConfig)
+    fallback: FallbackConfig = Field(default_factory=FallbackConfig)
+    dry_run: bool = Field(False, description="Decide and log everything, send nothing.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _single_personality(cls, data: Any) -> Any:
+        """Accept the one-personality form ``"personality": {...}`` of earlier configs."""
+        if isinstance(data, dict) and "personality" in data:
+            if "personalities" in data:
+                raise ValueError(
+                    "personality and personalities are both set: move `personality` into "
+                    "`personalities` under a name"
+                )
+            data = dict(data)
+            data["personalities"] = {"default": data.pop("personality")}
+            data.setdefault("active_personality", "default")
+        return data
+
+    @property
+    def personality(self) -> PersonalityConfig:
+        """The active personality."""
+        return self.personalities[self.active_personality]
+
+    @model_validator(mode="after")
+    def _active_personality_exists(self) -> Settings:
+        if self.active_personality not in self.personalities:
+            raise ValueError(
+                f"active_personality {self.active_personality!r} is not in personalities "
+                f"({', '.join(sorted(self.personalities))})"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _templates_have_triggers(self) -> Settings:
+        words = {word.name for word in self.triggers.words}
+        unknown = sorted(set(self.prompts.templates) - words - set(KINDS))
+        if unknown:
+            raise ValueError(
+                f"prompts.templates {unknown} match no trigger: use a trigger word's name "
+                f"({', '.join(sorted(words)) or 'none configured'}) or one of {', '.join(KINDS)}"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _trigger_providers_exist(self) -> Settings:
+        known = set(self.llm.providers)
+        for word in self.triggers.words:
+            unknown = [name for name in word.providers if name not in known]
+            if unknown:
+                raise ValueError(
+                    f"triggers.words {word.name!r}: providers {unknown} are not in llm.providers "
+                    f"({', '.join(sorted(known))})"
+                )
+        return self
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        path = _config_file.get()
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        if path is not None:
+            sources.append(JsonConfigSettingsSource(settings_cls, json_file=path))
+        return tuple(sources)
+
+
+_config_file: ContextVar[Path | None] = ContextVar("kryten_llm_config_file", default=None)
+
+
+@contextmanager
+def _reading(path: Path | None) -> Iterator[None]:
+    token = _config_file.set(path)
+    try:
+        yield
+    finally:
+        _config_file.reset(token)
+
+
+def load_settings(path: Path | str | None = None, **overrides: Any) -> Settings:
+    """Read the JSON file (if any) and the environment into a checked :class:`Settings`.
+
+    Args:
+        path: a JSON config file; ``None`` uses defaults plus the environment.
+        overrides: values that win over every other source (used by the CLI and tests).
+
+    Raises:
+        ConfigError: listing every problem with its path and how to fix it.
+    """
+    file = Path(path) if path is not None else None
+    if file is not None:
+        _check_json_file(file)
+    try:
+        with _reading(file):
+            return Settings(**overrides)
+    except ValidationError as exc:
+        raise ConfigError([_explain(err) for err in exc.errors()]) from None
+
+
+def _check_json_file(file: Path) -> None:
+    """Turn a missing or unparsable file into a ConfigError instead of a traceback."""
+    try:
+        raw = file.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(
+            [(str(file), f"cannot read ({exc.strerror})", "check the --config path")]
+        ) from None
+    try:
+        data = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        where = f"line {exc.lineno} column {exc.colno}"
+        raise ConfigError(
+            [(str(file), f"not valid JSON: {exc.msg} at {where}", "fix the JSON")]
+        ) from None
+    if not isinstance(data, dict):
+        raise ConfigError([(str(file), "must hold a JSON object", "wrap the sections in { }")])
+
+
+def _explain(err: Any) -> tuple[str, str, str]:
+    """One pydantic error as (dotted path, what is wrong, how to fix it)."""
+    loc = tuple(err.get("loc", ()))
+    path = ".".join(str(part) for part in loc) or "(root)"
+    kind = err.get("type", "")
+    message = err.get("msg", "invalid")
+    env_name = ENV_PREFIX + "__".join(str(part).upper() for part in loc)
+    if kind == "extra_forbidden":
+        fix = "remove this key"
+        suggestion = _suggest(loc)
+        if suggestion:
+            fix += f" (did you mean {suggestion!r}?)"
+        return path, "unknown key", fix
+    if kind == "missing":
+        return path, "required", f"add it to the config file or set {env_name}"
+    ctx = err.get("ctx") or {}
+    if kind == "value_error":
+        return path, message.removeprefix("Value error, "), "correct it in the config file"
+    if "expected" in ctx:
+        return path, message, f"use one of {ctx['expected']}"
+    return path, message, f"change the value in the config file or {env_name}"
+
+
+def _suggest(loc: tuple[Any, ...]) -> str | None:
+    """The closest known key to a misspelt one, found by walking the models along ``loc``."""
+    model: Any = Settings
+    for part in loc[:-1]:
+        if isinstance(part, int):
+            continue
+        field = getattr(model, "model_fields", {}).get(part)
+        if field is None:
+            return None
+        annotation = field.annotation
+        args = getattr(annotation, "__args__", ())
+        model = next((a for a in (annotation, *args) if hasattr(a, "model_fields")), None)
+        if model is None:
+            return None
+    known = list(getattr(model, "model_fields", {}))
+    matches = difflib.get_close_matches(str(loc[-1]), known, n=1, cutoff=0.6)
+    return matches[0] if matches else None
