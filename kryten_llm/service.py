@@ -1,12 +1,13 @@
 """Wiring and lifecycle of the live bot: connect, subscribe, run workers, shut down cleanly.
 
-Nothing here decides anything about a message; :mod:`kryten_llm.intake` and
-:mod:`kryten_llm.responder` do. This module owns the resources (NATS connection, the shared
-aiohttp session, the response log, worker tasks) in an ``AsyncExitStack`` and the order of
-start and stop:
+Nothing here decides anything about a message or builds the parts that do:
+:mod:`kryten_llm.bot.assembly` builds them from the settings. This module owns the resources
+(NATS connection, the shared aiohttp session, the response log, supervised tasks) in an
+``AsyncExitStack``, the order of start and stop, and the read-only view the operator surface
+is given (:class:`~kryten_llm.ops.view.BotView`):
 
 start: connect to NATS (retrying with backoff while it is unreachable) → build providers and
-pipeline → start workers → subscribe to each channel → announce startup.
+the bot → start supervised reply workers → subscribe to each channel → announce startup.
 
 stop (SIGTERM/SIGINT, group restart): stop intake → give in-flight replies
 ``shutdown_grace_seconds`` → publish shutdown → drain NATS → close the log. Each step is bounded,
@@ -18,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+import signal
 import time
 from collections.abc import Sequence
 from contextlib import AsyncExitStack
@@ -29,40 +31,34 @@ import structlog
 from nats.aio.client import Client as NATS
 
 from kryten_llm import __version__
+from kryten_llm.bot.assembly import Bot
+from kryten_llm.bot.responselog import Listener, ResponseLog
+from kryten_llm.bot.supervisor import Supervisor
 from kryten_llm.bus.lifecycle import Lifecycle
 from kryten_llm.bus.sender import ChatSender
 from kryten_llm.bus.settle import settle
 from kryten_llm.bus.subjects import channel_events
-from kryten_llm.errors import BusError
-from kryten_llm.intake import ChannelContext, Intake, channel_key
-from kryten_llm.llm import create_provider
-from kryten_llm.llm.manager import ProviderManager
+from kryten_llm.console import EXIT_FAILED, EXIT_OK, EXIT_RESTART, on_stop_signals
+from kryten_llm.errors import BusError, ControlError
+from kryten_llm.llm import build_manager
+from kryten_llm.ops.health import Liveness
 from kryten_llm.ops.surface import OperatorSurface
 from kryten_llm.ops.telemetry import Telemetry
-from kryten_llm.pipeline.fallback import FallbackPools
-from kryten_llm.pipeline.filters import IntakeFilter
-from kryten_llm.pipeline.jobs import JobQueue
-from kryten_llm.pipeline.prompt import PromptBuilder
-from kryten_llm.pipeline.ratelimit import RateLimiter
-from kryten_llm.pipeline.spam import SpamGuard
-from kryten_llm.pipeline.state import ChannelState
-from kryten_llm.pipeline.triggers import TriggerEngine
-from kryten_llm.pipeline.validator import ReplyValidator
-from kryten_llm.responder import Responder
-from kryten_llm.responselog import Listener, ResponseLog
-from kryten_llm.stats import Flags, Stats
+from kryten_llm.pipeline.stats import Count, Flags, Stats
 
 if TYPE_CHECKING:
     from nats.aio.msg import Msg
 
-    from kryten_llm.config import Settings
+    from kryten_llm.bot.intake import ChannelContext, Intake
+    from kryten_llm.config import ChannelConfig, Settings
     from kryten_llm.llm.base import Completion
+    from kryten_llm.llm.manager import ProviderManager
+    from kryten_llm.pipeline.state import ChannelState
 
 log = structlog.get_logger(__name__)
 
-EXIT_OK = 0
-EXIT_RESTART = 75  # EX_TEMPFAIL: asked to restart; llm.service restarts on it
 _FIRST_RETRY_SECONDS = 0.25  # doubled before the first retry
+_WORKER = "reply-worker-"
 
 
 class State(StrEnum):
@@ -76,10 +72,13 @@ class State(StrEnum):
 class Service:
     """The live bot: ``await Service(settings).run(stop_event)`` runs it until the event is set.
 
+    It is also the bot's :class:`~kryten_llm.ops.view.BotView` and
+    :class:`~kryten_llm.ops.controls.Controlled` for the operator surface.
+
     Args:
         settings: the whole configuration.
         rng: randomness for trigger probabilities (seed it for reproducible runs).
-        listeners: called with every response-log record (transcripts, dashboards).
+        listeners: called with every outcome written to the response log (transcripts).
     """
 
     def __init__(
@@ -89,52 +88,106 @@ class Service:
         rng: random.Random | None = None,
         listeners: Sequence[Listener] = (),
     ) -> None:
-        self.settings = settings
+        self._settings = settings
         self._listeners = tuple(listeners)
         self.state = State.NEW
         self._started_at = time.monotonic()
-        self.stats = Stats()
-        self.flags = Flags(dry_run=settings.dry_run)
-        self.channels: dict[str, ChannelContext] = {
-            channel_key(c.domain, c.channel): ChannelContext(
-                c, ChannelState(settings.processing.history_size)
-            )
-            for c in settings.channels
-        }
-        self.queue = JobQueue(settings.processing.queue_size)
         self._rng = rng
         self._stop: asyncio.Event | None = None
         self._stop_reason = ""
+        self._fatal: str | None = None
         self.nc: NATS | None = None
-        self.intake: Intake | None = None
-        self.responder: Responder | None = None
+        self.bot: Bot | None = None
         self.lifecycle: Lifecycle | None = None
-        self.manager: ProviderManager | None = None
         self.ready = asyncio.Event()
         self._connect_attempts = 0
-        self.telemetry = Telemetry(self.stats)
+        self._stats = Stats()  # until the bot is built
+        self._flags = Flags(dry_run=settings.dry_run)
+        self.telemetry = Telemetry(self._stats)
         self.surface: OperatorSurface | None = None
-        self.prompts: PromptBuilder | None = None
-        self.validator: ReplyValidator | None = None
-        self.limiter: RateLimiter | None = None
-        self.pools: FallbackPools | None = None
-        if settings.fallback.enabled:
-            self.pools = FallbackPools(
-                settings.fallback.pool_dir,
-                [word.name for word in settings.triggers.words],
-                settings.personalities,
-            )
+        self._sender: ChatSender | None = None
+        self._supervisor = Supervisor(self._give_up)
+
+    # --- the view the operator surface reads (kryten_llm.ops.view.BotView) --------------------
+
+    @property
+    def settings(self) -> Settings:
+        return self.bot.settings if self.bot is not None else self._settings
+
+    @property
+    def state_name(self) -> str:
+        return self.state.value
+
+    @property
+    def running(self) -> bool:
+        return self.state is State.RUNNING
+
+    @property
+    def nats_connected(self) -> bool:
+        return bool(self.nc is not None and self.nc.is_connected)
 
     @property
     def uptime_seconds(self) -> float:
         return time.monotonic() - self._started_at
 
     @property
+    def stats(self) -> Stats:
+        return self.bot.stats if self.bot is not None else self._stats
+
+    @property
+    def flags(self) -> Flags:
+        return self.bot.flags if self.bot is not None else self._flags
+
+    @property
+    def manager(self) -> ProviderManager | None:
+        return self.bot.manager if self.bot is not None else None
+
+    @property
+    def intake(self) -> Intake | None:
+        return self.bot.intake if self.bot is not None else None
+
+    @property
+    def queue_depth(self) -> int:
+        return len(self.bot.queue) if self.bot is not None else 0
+
+    @property
+    def queue_capacity(self) -> int:
+        return self._settings.processing.queue_size
+
+    @property
     def fallback_lines(self) -> int:
         """Lines in the fallback pools for when every provider fails (0: none)."""
-        return self.pools.total_lines if self.pools is not None else 0
+        pools = self.bot.pools if self.bot is not None else None
+        return pools.total_lines if pools is not None else 0
 
-    # --- the operator's switches (see kryten_llm.ops.controls) -------------------------------
+    def pool_sizes(self) -> dict[str, int]:
+        pools = self.bot.pools if self.bot is not None else None
+        return pools.sizes() if pools is not None else {}
+
+    def channel_states(self) -> list[tuple[ChannelConfig, ChannelState]]:
+        if self.bot is None:
+            return []
+        return [(c.config, c.state) for c in self.bot.channels.values()]
+
+    def liveness(self) -> Liveness | None:
+        bot = self.bot
+        if bot is None or self.state is not State.RUNNING:
+            return None
+        sender = self._sender
+        return Liveness(
+            workers=self._settings.processing.workers,
+            workers_alive=self._supervisor.alive(_WORKER),
+            queue_stalled_seconds=bot.queue.stalled_seconds(),
+            send_paused_seconds=(
+                {c.channel: sender.paused_for(c) for c in self._settings.channels}
+                if sender is not None
+                else {}
+            ),
+            worker_errors=bot.stats.totals[Count.WORKER_ERRORS],
+            task_restarts=self._supervisor.restarts,
+        )
+
+    # --- the operator's switches (kryten_llm.ops.controls.Controlled) -------------------------
 
     @property
     def dry_run(self) -> bool:
@@ -150,32 +203,23 @@ class Service:
         """Speak as another configured personality from the next reply on.
 
         Raises:
-            KeyError: no personality has that name (the message lists them).
+            ControlError: no personality has that name (the message lists them).
         """
-        settings = self.settings
-        if name not in settings.personalities:
-            known = ", ".join(sorted(settings.personalities))
-            raise KeyError(f"no personality {name!r}; configured: {known}")
-        settings.active_personality = name
-        personality = settings.personality
-        if self.prompts is not None:
-            self.prompts.switch(personality)
-        if self.validator is not None and self.prompts is not None:
-            self.validator.use_system_prompt(self.prompts.system)
-        if self.intake is not None:
-            self.intake.use_triggers(TriggerEngine(settings.triggers, personality, rng=self._rng))
-        if self.responder is not None:
-            self.responder.use_personality(name, personality)
+        if self.bot is None:
+            raise ControlError(503, "the bot is not running yet")
+        self.bot.switch_personality(name)
         log.info("personality_switched", personality=name)
 
     async def clear_cooldowns(self) -> None:
-        if self.limiter is not None:
-            await self.limiter.clear()
+        if self.bot is not None:
+            await self.bot.limiter.clear()
 
     async def stop_explore(self, run: str) -> None:
         """Stop an explore run shown on the dashboard (``kryten-llm explore --nats``)."""
         if self.surface is not None:
             await self.surface.stop_explore(run)
+
+    # --- lifecycle ---------------------------------------------------------------------------
 
     def request_stop(self, reason: str) -> None:
         """Ask :meth:`run` to shut down (signal handlers, group restart, tests).
@@ -185,6 +229,11 @@ class Service:
         self._stop_reason = self._stop_reason or reason
         if self._stop is not None:
             self._stop.set()
+
+    def _give_up(self, reason: str) -> None:
+        """A supervised task kept dying: stop with that as the error."""
+        self._fatal = reason
+        self.request_stop(reason)
 
     async def run(self, stop: asyncio.Event) -> int:
         """Run until ``stop`` is set; returns the process exit code.
@@ -206,11 +255,11 @@ class Service:
             stack.push_async_callback(self._close_nats, nc)
             session = await stack.enter_async_context(aiohttp.ClientSession())
             response_log = ResponseLog(
-                self.settings.logging.response_log_dir,
-                enabled=self.settings.logging.response_log,
+                self._settings.logging.response_log_dir,
+                enabled=self._settings.logging.response_log,
             )
             stack.callback(response_log.close)
-            response_log.add_listener(self.telemetry.on_record)
+            response_log.add_listener(self.telemetry.on_outcome)
             for listener in self._listeners:
                 response_log.add_listener(listener)
             await self._start(nc, session, response_log, stack)
@@ -219,14 +268,17 @@ class Service:
             self.ready.set()
             log.info(
                 "service_started",
-                channels=[c.channel for c in self.settings.channels],
+                channels=[c.channel for c in self._settings.channels],
                 dry_run=self.flags.dry_run,
-                provider=self.settings.llm.default_provider,
+                provider=self._settings.llm.default_provider,
             )
             await stop.wait()
             self.state = State.STOPPING
             await self._shutdown(nc)
         self.state = State.STOPPED
+        if self._fatal is not None:
+            log.error("service_stopped", reason=self._fatal)
+            return EXIT_FAILED
         log.info("service_stopped", reason=self._stop_reason or "stop event")
         restart = self.lifecycle is not None and self.lifecycle.restart_requested
         return EXIT_RESTART if restart else EXIT_OK
@@ -238,53 +290,24 @@ class Service:
         response_log: ResponseLog,
         stack: AsyncExitStack,
     ) -> None:
-        """Build the pipeline and start everything; each part is stopped by ``stack``, even
-        when a later step of the start fails."""
-        settings = self.settings
-        providers = {
-            name: create_provider(name, cfg, session)
-            for name, cfg in settings.llm.providers.items()
-        }
-        self.manager = manager = ProviderManager(
-            providers, settings.llm, observer=self._observe_call
-        )
+        """Build the bot and start everything; each part is stopped by ``stack``, even when a
+        later step of the start fails."""
+        settings = self._settings
+        manager = build_manager(settings.llm, session, observer=self._observe_call)
         await manager.probe_all()
-        sender = ChatSender(nc, settings.send)
-        self.limiter = RateLimiter(settings.ratelimit, settings.triggers)
-        self.intake = Intake(
-            settings,
-            intake_filter=IntakeFilter(settings.filters, settings.bot.username),
-            triggers=TriggerEngine(settings.triggers, settings.personality, rng=self._rng),
-            limiter=self.limiter,
-            spam=SpamGuard(settings.spam),
-            queue=self.queue,
-            sender=sender,
-            response_log=response_log,
-            stats=self.stats,
-            flags=self.flags,
+        self._sender = sender = ChatSender(nc, settings.send)
+        self.bot = bot = Bot(
+            settings, manager=manager, sender=sender, response_log=response_log, rng=self._rng
         )
-        self.prompts = prompts = PromptBuilder(settings.personality, settings.prompts)
-        self.validator = ReplyValidator(settings.validation, prompts.system)
-        self.responder = Responder(
-            settings,
-            manager=manager,
-            prompts=prompts,
-            validator=self.validator,
-            sender=sender,
-            channels=self.channels,
-            response_log=response_log,
-            stats=self.stats,
-            flags=self.flags,
-            pools=self.pools,
-        )
-        workers = [
-            asyncio.create_task(self.responder.run(self.queue), name=f"reply-worker-{i}")
-            for i in range(settings.processing.workers)
-        ]
-        stack.push_async_callback(self._stop_workers, workers)
-        for context in self.channels.values():
+        bot.flags.dry_run = self._flags.dry_run
+        self.telemetry.stats = bot.stats
+        stack.push_async_callback(self._supervisor.stop)
+        responder, queue = bot.reply.responder, bot.queue
+        for i in range(settings.processing.workers):
+            self._supervisor.spawn(f"{_WORKER}{i}", lambda: responder.run(queue))
+        for context in bot.channels.values():
             await nc.subscribe(channel_events(context.config.channel), cb=self._callback(context))
-        self.surface = surface = OperatorSurface(self)
+        self.surface = surface = OperatorSurface(self, self, self.telemetry)
         stack.push_async_callback(surface.stop)
         await surface.start(nc)
         self.lifecycle = Lifecycle(
@@ -296,11 +319,11 @@ class Service:
             listeners=[surface.registry.on_lifecycle] if surface.registry is not None else (),
         )
         await self.lifecycle.start()
-        await settle(nc, self.settings.nats.connect_timeout_seconds)
+        await settle(nc, settings.nats.connect_timeout_seconds)
 
     def _callback(self, context: ChannelContext) -> Any:
-        intake = self.intake
-        assert intake is not None
+        assert self.bot is not None
+        intake = self.bot.intake
 
         async def on_event(msg: Msg) -> None:
             await intake.handle(context, msg.subject, msg.data)
@@ -331,14 +354,14 @@ class Service:
                 else None
             ),
             "channels": [
-                {"domain": c.domain, "channel": c.channel} for c in self.settings.channels
+                {"domain": c.domain, "channel": c.channel} for c in self._settings.channels
             ],
-            "bot_username": self.settings.bot.username,
+            "bot_username": self._settings.bot.username,
             "dry_run": self.flags.dry_run,
             "paused": self.flags.paused,
-            "provider": self.settings.llm.default_provider,
+            "provider": self._settings.llm.default_provider,
             "providers": self.manager.snapshot() if self.manager is not None else {},
-            "queue_depth": len(self.queue),
+            "queue_depth": self.queue_depth,
             "stats": self.stats.snapshot(),
         }
 
@@ -348,7 +371,7 @@ class Service:
         nats-py retries a first connection by itself, endlessly; we let it, and lengthen its
         wait after every failed attempt from the error callback, which also logs the attempt.
         """
-        cfg = self.settings.nats
+        cfg = self._settings.nats
         nc = NATS()
         self._connect_attempts = 0
         options: dict[str, Any] = {
@@ -393,8 +416,8 @@ class Service:
         return nc
 
     def _nats_error_callback(self, nc: NATS) -> Any:
-        cap = self.settings.nats.initial_retry_max_seconds
-        servers = self.settings.nats.servers
+        cap = self._settings.nats.initial_retry_max_seconds
+        servers = self._settings.nats.servers
 
         async def on_error(exc: Exception) -> None:
             error = str(exc) or type(exc).__name__
@@ -423,15 +446,16 @@ class Service:
 
     async def _shutdown(self, nc: NATS) -> None:
         """Stop intake, let in-flight replies finish within the grace, announce shutdown."""
-        if self.intake is not None:
-            self.intake.accepting = False
-        grace = self.settings.processing.shutdown_grace_seconds
-        try:
-            await asyncio.wait_for(self.queue.wait_idle(), grace)
-        except TimeoutError:
-            log.warning("shutdown_grace_expired", waiting=len(self.queue))
-        for job in self.queue.drain():
-            log.info("reply_abandoned_at_shutdown", username=job.chat.username)
+        bot = self.bot
+        if bot is not None:
+            bot.intake.accepting = False
+            grace = self._settings.processing.shutdown_grace_seconds
+            try:
+                await asyncio.wait_for(bot.queue.wait_idle(), grace)
+            except TimeoutError:
+                log.warning("shutdown_grace_expired", waiting=len(bot.queue))
+            for job in bot.queue.drain():
+                log.info("reply_abandoned_at_shutdown", username=job.chat.username)
         if self.lifecycle is not None:
             try:
                 reason = self._stop_reason or "stopped"
@@ -440,11 +464,6 @@ class Service:
                 log.warning("shutdown_announce_timeout")
         if self.surface is not None:
             await self.surface.stop()  # before NATS drains; the exit stack's call is then a no-op
-
-    async def _stop_workers(self, workers: list[asyncio.Task[None]]) -> None:
-        for task in workers:
-            task.cancel()
-        await asyncio.gather(*workers, return_exceptions=True)
 
     async def _close_nats(self, nc: NATS) -> None:
         """Drain (flush what we published, let subscriptions finish), bounded; then close."""
@@ -459,18 +478,23 @@ class Service:
 
 
 async def run_service(settings: Settings) -> int:
-    """Run the bot until SIGTERM/SIGINT; returns the exit code."""
-    import signal
-
+    """Run the bot until SIGTERM/SIGINT; returns the exit code. SIGHUP is logged, not fatal."""
     service = Service(settings)
     stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, service.request_stop, signal.Signals(sig).name)
     started = time.monotonic()
-    try:
-        return await service.run(stop)
-    finally:
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.remove_signal_handler(sig)
-        log.debug("service_run_seconds", seconds=round(time.monotonic() - started, 3))
+    with (
+        on_stop_signals(lambda sig: service.request_stop(sig.name)),
+        on_stop_signals(_hangup_ignored, signals=(signal.SIGHUP,)),
+    ):
+        try:
+            return await service.run(stop)
+        finally:
+            log.debug("service_run_seconds", seconds=round(time.monotonic() - started, 3))
+
+
+def _hangup_ignored(sig: signal.Signals) -> None:
+    log.warning(
+        "signal_ignored",
+        signal=sig.name,
+        detail="live reload is not available yet; restart the service to apply a new config",
+    )

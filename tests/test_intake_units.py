@@ -140,18 +140,33 @@ async def test_full_job_queue_drops_the_oldest() -> None:
 
 
 def test_a_failing_response_listener_does_not_stop_the_log(tmp_path: Path) -> None:
-    """A listener that raises (a closed terminal, say) is skipped; the record is still kept."""
-    from kryten_llm.responselog import ResponseLog
+    """A listener that raises (a closed terminal, say) is skipped; the outcome is still kept."""
+    from kryten_llm.bot.responselog import ResponseLog
+    from kryten_llm.pipeline.outcome import Outcome
 
-    seen: list[dict[str, object]] = []
+    seen: list[Outcome] = []
 
-    def broken(record: dict[str, object]) -> None:
+    def broken(outcome: Outcome) -> None:
         raise BrokenPipeError
 
     log = ResponseLog(tmp_path)
     log.add_listener(broken)
     log.add_listener(seen.append)
-    log.write({"reason": "answered"})
+    log.write(
+        Outcome(
+            "c1",
+            "MyChannel",
+            "cytu.be",
+            "bob",
+            None,
+            "chat",
+            "hi",
+            "mention",
+            "mention",
+            Reason.ANSWERED,
+        )
+    )
     log.close()
-    assert [r["reason"] for r in seen] == ["answered"]
+    assert [o.reason for o in seen] == [Reason.ANSWERED]
+    assert seen[0].logged_at is not None
     assert '"reason": "answered"' in next(tmp_path.glob("responses-*.jsonl")).read_text()

@@ -199,8 +199,8 @@ async def test_switching_personality_changes_names_and_the_system_prompt(
         status, body = await control(http, service, {"action": "personality", "value": "nobody"})
         assert status == 400
         assert "configured: critic, cynthia" in body["error"]
-        assert service.prompts is not None
-        assert service.prompts.system.startswith("You are Roger,")
+        assert service.bot is not None
+        assert service.bot.reply.prompts.system.startswith("You are Roger,")
     assert bridge.says() == ["You said: alice: rog, thoughts now?"]
 
 

@@ -10,7 +10,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from kryten_llm.ops.health import HealthInputs, assess
 from kryten_llm.ops.metrics import Registry
 from kryten_llm.ops.telemetry import Telemetry
-from kryten_llm.stats import Stats
+from kryten_llm.pipeline.decisions import Reason
+from kryten_llm.pipeline.outcome import Outcome
+from kryten_llm.pipeline.stats import Count, Stats
 
 
 def families(text: str) -> dict[str, Any]:
@@ -61,19 +63,24 @@ def test_labels_are_checked_and_counters_never_go_down() -> None:
 def test_telemetry_counts_from_stats_without_user_labels() -> None:
     stats = Stats()
     telemetry = Telemetry(stats)
-    stats.inc("event_type:chat", 5)
-    stats.inc("decision_answered", 2)
-    stats.inc("trigger_mention", 3)
-    telemetry.on_record(
-        {
-            "answered": True,
-            "parts": ["a", "b"],
-            "total_ms": 1500,
-            "username": "alice",
-            "input": "cynthia hi",
-            "trigger": {"kind": "mention", "name": "mention"},
-            "reason": "answered",
-        }
+    stats.event_types["chat"] += 5
+    stats.decisions[Reason.ANSWERED] += 2
+    stats.triggers["mention"] += 3
+    telemetry.on_outcome(
+        Outcome(
+            "c1",
+            "MyChannel",
+            "cytu.be",
+            "alice",
+            None,
+            "chat",
+            "cynthia hi",
+            "mention",
+            "mention",
+            Reason.ANSWERED,
+            parts=("a", "b"),
+            total_ms=1500,
+        )
     )
     text = telemetry.registry.render()
     parsed = families(text)
@@ -90,8 +97,8 @@ def test_the_sampler_turns_counters_into_rates() -> None:
     stats = Stats()
     telemetry = Telemetry(stats, clock=lambda: now[0], monotonic=lambda: now[0])
     telemetry.sample()
-    stats.inc("events", 30)
-    stats.inc("chat", 10)
+    stats.totals[Count.EVENTS] += 30
+    stats.totals[Count.CHAT] += 10
     now[0] += 2
     point = telemetry.sample()
     assert point["events"] == 15

@@ -193,11 +193,11 @@ async def test_a_slow_llm_does_not_delay_channel_events(
     service = Service(settings)
     async with running(service):
         await bridge.chat("alice", "cynthia, take your time")
-        assert service.responder is not None
-        responder = service.responder
+        assert service.bot is not None
+        responder = service.bot.reply.responder
         await eventually(lambda: responder.in_flight == 1)
         await bridge.userlist([("alice", 1), ("newcomer", 2)])
-        state = next(iter(service.channels.values())).state
+        state = next(iter(service.bot.channels.values())).state
         await eventually(lambda: "newcomer" in state.users, timeout=2.0)
         assert responder.in_flight == 1  # the LLM call is still running
         assert bridge.commands == []
@@ -352,8 +352,8 @@ async def test_a_full_queue_drops_the_oldest_job_and_logs_it(
     service = Service(settings)
     async with running(service):
         await bridge.chat("u1", "cynthia first")
-        assert service.responder is not None
-        responder = service.responder
+        assert service.bot is not None
+        responder = service.bot.reply.responder
         await eventually(lambda: responder.in_flight == 1)
         await bridge.chat("u2", "cynthia second")
         await bridge.chat("u3", "cynthia third")

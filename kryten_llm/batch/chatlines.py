@@ -2,10 +2,11 @@
 
 Each row (``username``, ``message``) becomes the same :class:`~kryten_llm.pipeline.jobs.Job`
 the intake would queue for a mention in the first configured channel, and is handed to the
-live :class:`~kryten_llm.responder.Responder` in dry-run mode: the same PromptBuilder,
-ProviderManager, formatter, validator (with its corrective retry and repetition memory) as in
-the channel; only the sending is left out. The response-log record the responder writes is
-captured and becomes the item: ``parts`` are the chat messages the bot would have sent.
+reply path built by :func:`kryten_llm.bot.assembly.build_reply_path` in dry-run mode: the same
+prompt builder (templates and context budget included), provider manager, formatter and
+validator (with its corrective retry and repetition memory) as in the channel; only the sending
+is left out. The responder's :class:`~kryten_llm.pipeline.outcome.Outcome` becomes the item:
+``parts`` are the chat messages the bot would have sent.
 """
 
 from __future__ import annotations
@@ -13,67 +14,58 @@ from __future__ import annotations
 import time
 import uuid
 from pathlib import Path
-from typing import Any
 
 from kryten_llm.batch.store import now_iso
+from kryten_llm.bot.assembly import build_reply_path
+from kryten_llm.bot.responselog import ResponseLog
 from kryten_llm.bus.events import ChatEvent, Envelope
 from kryten_llm.config import Settings
 from kryten_llm.llm.manager import ProviderManager
 from kryten_llm.pipeline.decisions import Reason, TriggerMatch
 from kryten_llm.pipeline.jobs import Job
-from kryten_llm.pipeline.prompt import PromptBuilder, PromptInput
-from kryten_llm.pipeline.validator import ReplyValidator
-from kryten_llm.responder import Responder
-from kryten_llm.responselog import ResponseLog
-from kryten_llm.stats import Flags, Stats
+from kryten_llm.pipeline.outcome import Outcome
+from kryten_llm.pipeline.prompt import PromptInput
+from kryten_llm.pipeline.stats import Flags, Stats
 
 REQUIRED_COLUMNS = ("username", "message")
 # Outcomes where the pipeline worked and decided: the bot would have sent `parts` (possibly
 # none, for an answer the validator or formatter refused).
-_DECIDED = {Reason.DRY_RUN.value, Reason.ANSWERED.value}
-_REFUSED = {Reason.EMPTY_REPLY.value, Reason.INVALID_REPLY.value}
+_DECIDED = frozenset({Reason.DRY_RUN, Reason.ANSWERED})
+_REFUSED = frozenset({Reason.EMPTY_REPLY, Reason.INVALID_REPLY})
 
 
 class ChatLinePipeline:
     """The live reply path, minus the sending, for batch rows.
 
     Args:
-        settings: the bot's settings (personality, formatting, validation, deadlines).
+        settings: the bot's settings (personality, prompts, formatting, validation, deadlines).
         manager: the provider manager of the batch.
     """
 
     def __init__(self, settings: Settings, manager: ProviderManager) -> None:
         self._settings = settings
         self._channel = settings.channels[0]
-        self.prompts = PromptBuilder(settings.personality)
-        self._records: dict[str, dict[str, Any]] = {}
-        log = ResponseLog(Path("."), enabled=False)
-        log.add_listener(self._capture)
-        self._responder = Responder(
+        self._path = build_reply_path(
             settings,
-            manager=manager,
-            prompts=self.prompts,
-            validator=ReplyValidator(settings.validation, self.prompts.system),
-            sender=None,
-            channels={},
-            response_log=log,
+            manager,
+            response_log=ResponseLog(Path("."), enabled=False),
             stats=Stats(),
             flags=Flags(dry_run=True),
         )
 
     @property
     def system(self) -> str:
-        return self.prompts.system
+        return self._path.prompts.system
 
-    def _capture(self, record: dict[str, Any]) -> None:
-        self._records[str(record.get("correlation_id"))] = record
-
-    async def answer(self, username: str, message: str, chain: tuple[str, ...]) -> dict[str, Any]:
-        """The responder's decision record for one chat line (``reason``, ``parts``...)."""
-        correlation_id = f"batch-{uuid.uuid4().hex}"
+    async def answer(self, username: str, message: str, chain: tuple[str, ...]) -> Outcome:
+        """What the responder decided for one chat line (``reason``, ``parts``...)."""
         chat = ChatEvent(
             envelope=Envelope(
-                "chatMsg", self._channel.channel, self._channel.domain, now_iso(), correlation_id
+                "chatMsg",
+                self._channel.channel,
+                self._channel.domain,
+                now_iso(),
+                f"batch-{uuid.uuid4().hex}",
             ),
             username=username,
             text=message,
@@ -87,20 +79,22 @@ class ChatLinePipeline:
         job = Job(
             channel=self._channel,
             chat=chat,
-            prompt=PromptInput(username=username, text=message, trigger=trigger),
+            prompt=PromptInput(
+                username=username,
+                text=message,
+                trigger=trigger,
+                channel=self._channel.channel,
+            ),
             received_at=now,
             deadline=now + self._settings.processing.reply_deadline_seconds,
         )
-        await self._responder.handle(job)
-        return self._records.pop(correlation_id, {"reason": Reason.INTERNAL_ERROR.value})
+        return await self._path.responder.handle(job)
 
 
-def outcome(record: dict[str, Any]) -> tuple[str, str | None, str | None]:
-    """(item status, response text, error) for a responder record."""
-    reason = str(record.get("reason"))
-    parts = record.get("parts") or []
-    if reason in _DECIDED:
-        return "done", " ".join(parts), None
-    if reason in _REFUSED:
+def outcome(result: Outcome) -> tuple[str, str | None, str | None]:
+    """(item status, response text, error) for a responder outcome."""
+    if result.reason in _DECIDED:
+        return "done", " ".join(result.parts or ()), None
+    if result.reason in _REFUSED:
         return "done", "", None
-    return "failed", None, str(record.get("error") or reason)
+    return "failed", None, result.error or result.reason.value

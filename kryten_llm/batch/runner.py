@@ -694,17 +694,17 @@ class BatchRunner:
         requests = count_requests()
         await prepay(self._pacers.get(target.chain[0], []))
         started = time.time()
-        record = await self._pipeline.answer(item.username, item.prompt, target.chain)
-        status, response, error = outcome(record)
-        usage = record.get("usage") or {}
+        result = await self._pipeline.answer(item.username, item.prompt, target.chain)
+        status, response, error = outcome(result)
+        usage = result.usage
         spent = _Usage(
-            prompt_tokens=usage.get("prompt_tokens"),
-            completion_tokens=usage.get("completion_tokens"),
-            cost_usd=record.get("cost_usd"),
-            latency_ms=record.get("latency_ms"),
-            provider=record.get("provider"),
+            prompt_tokens=usage.prompt_tokens if usage is not None else None,
+            completion_tokens=usage.completion_tokens if usage is not None else None,
+            cost_usd=result.cost_usd,
+            latency_ms=result.latency_ms,
+            provider=result.provider,
         )
-        extra = {"reason": record.get("reason"), "parts": record.get("parts") or []}
+        extra = {"reason": result.reason.value, "parts": list(result.parts or ())}
         return spent.result(
             item, target, status, response, error, requests[0], started, extra=extra
         )

@@ -106,6 +106,11 @@ class ChatSender:
         """CyTube throttled the bot: back off by the configured time."""
         self._push_back(channel, self._config.noflood_backoff_seconds)
 
+    def paused_for(self, channel: ChannelConfig) -> float:
+        """Seconds until ``channel`` may be sent to again (0 when it may be now)."""
+        pace = self._paces.get(channel.key)
+        return max(pace.next_at - self._clock(), 0.0) if pace is not None else 0.0
+
     def _push_back(self, channel: ChannelConfig, seconds: float) -> None:
         pace = self._pace(channel)
         pace.next_at = max(pace.next_at, self._clock() + seconds)

@@ -36,6 +36,11 @@ class ChannelConfig(Section):
     domain: str = Field("cytu.be", min_length=1, description="Exactly as the bridge has it.")
     channel: str = Field(min_length=1, description="Exactly as the bridge has it (case kept).")
 
+    @property
+    def key(self) -> str:
+        """How a channel is looked up: the domain as configured, the channel ignoring case."""
+        return f"{self.domain}/{self.channel.lower()}"
+
 
 class BotConfig(Section):
     """The CyTube account the bridge is logged in as."""
@@ -136,4 +141,11 @@ class WebConfig(Section):
     )
     stale_after_seconds: float = Field(
         900.0, ge=1, description="A channel silent this long makes /health degraded."
+    )
+    stall_after_seconds: float = Field(
+        30.0,
+        ge=1,
+        le=3600,
+        description="A reply queue that has not moved this long, or sending paused this long "
+        "in every channel, makes /health failing.",
     )

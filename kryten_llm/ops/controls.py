@@ -12,6 +12,8 @@ from typing import Any, Protocol
 
 import structlog
 
+from kryten_llm.errors import ControlError
+
 log = structlog.get_logger(__name__)
 
 ACTIONS = ("pause", "resume", "dry_run", "personality", "clear_cooldowns", "explore_stop")
@@ -24,7 +26,8 @@ class Controlled(Protocol):
 
     def set_dry_run(self, dry_run: bool) -> None: ...
 
-    def switch_personality(self, name: str) -> None: ...
+    def switch_personality(self, name: str) -> None:
+        """Raises ControlError when no personality has that name."""
 
     async def clear_cooldowns(self) -> None: ...
 
@@ -32,14 +35,6 @@ class Controlled(Protocol):
 
     @property
     def dry_run(self) -> bool: ...
-
-
-class ControlError(Exception):
-    """A refused action; ``status`` is the HTTP status that says why."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
 
 
 class Controls:
@@ -99,10 +94,7 @@ class Controls:
         if action == "personality":
             if not isinstance(value, str) or not value:
                 raise ControlError(400, "personality takes the name of a configured personality")
-            try:
-                target.switch_personality(value)
-            except KeyError as exc:
-                raise ControlError(400, str(exc.args[0])) from None
+            target.switch_personality(value)  # ControlError names the personalities
             return {"personality": value}
         if action == "clear_cooldowns":
             await target.clear_cooldowns()

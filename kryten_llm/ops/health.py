@@ -1,22 +1,41 @@
 """One verdict on the bot's health, with its reasons, for ``/health``, heartbeats and alerts.
 
-``failing``: the bot cannot answer at all (not connected to NATS, not running, or no provider
-in the chain can be asked and no fallback pool has lines). ``degraded``: it answers, but
-something needs a look (a provider's circuit is open or cooling or misconfigured, every
-provider is down but the fallback pools answer, the reply queue is full, a channel has been
-silent longer than ``stale_after_seconds``). ``healthy`` otherwise. Pausing and dry-run are the
-operator's choices: reported, never a degradation.
+Health measures what the bot can do right now, not only how it is configured:
+
+``failing``: the bot cannot answer at all: not running, not connected to NATS, no reply worker
+alive, the reply queue has not moved for ``stall_after_seconds``, every channel's sending is
+paused by a cooldown for longer than that, or no provider in the chain can be asked and no
+fallback pool has lines. ``degraded``: it answers, but something needs a look (a provider's
+circuit is open or cooling or misconfigured, every provider is down but the fallback pools
+answer, fewer reply workers than configured, the queue is full, a channel's sending is paused,
+a channel has been silent longer than ``stale_after_seconds``). ``healthy`` otherwise. Pausing
+and dry-run are the operator's choices: reported, never a degradation.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 Status = Literal["healthy", "degraded", "failing"]
 _RANK: dict[Status, int] = {"healthy": 0, "degraded": 1, "failing": 2}
 _UNAVAILABLE = ("open", "cooling", "misconfigured")
+# Sending waits this long between messages anyway (send.min_gap_seconds and its jitter are far
+# below it); a longer pause comes from a CyTube cooldown or noflood and is worth reporting.
+_PACING_SECONDS = 10.0
+
+
+@dataclass(frozen=True, slots=True)
+class Liveness:
+    """What the running parts are doing now (as opposed to how they are configured)."""
+
+    workers: int  # reply workers configured
+    workers_alive: int
+    queue_stalled_seconds: float  # jobs waiting with none taken for this long (0: moving)
+    send_paused_seconds: Mapping[str, float] = field(default_factory=dict)  # per channel
+    worker_errors: int = 0  # unexpected exceptions the workers survived
+    task_restarts: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,10 +53,13 @@ class HealthInputs:
     paused: bool = False
     dry_run: bool = False
     fallback_lines: int = 0
+    liveness: Liveness | None = None
     extra: Mapping[str, Any] = field(default_factory=dict)
 
 
-def assess(inputs: HealthInputs, *, stale_after_seconds: float) -> dict[str, Any]:
+def assess(
+    inputs: HealthInputs, *, stale_after_seconds: float, stall_after_seconds: float = 30.0
+) -> dict[str, Any]:
     """The verdict: ``status``, ``reasons`` and the state of each component."""
     status: Status = "healthy"
     reasons: list[str] = []
@@ -79,6 +101,7 @@ def assess(inputs: HealthInputs, *, stale_after_seconds: float) -> dict[str, Any
     queue_full = inputs.queue_depth >= inputs.queue_capacity
     if queue_full:
         worse("degraded", f"reply queue full ({inputs.queue_depth}/{inputs.queue_capacity})")
+    workers = _liveness(inputs.liveness, stall_after_seconds, worse)
     return {
         "status": status,
         "reasons": reasons,
@@ -92,9 +115,38 @@ def assess(inputs: HealthInputs, *, stale_after_seconds: float) -> dict[str, Any
                 "capacity": inputs.queue_capacity,
                 "status": "full" if queue_full else "ok",
             },
+            "workers": workers,
         },
         "paused": inputs.paused,
         "dry_run": inputs.dry_run,
         "uptime_seconds": round(inputs.uptime_seconds, 1),
         **inputs.extra,
+    }
+
+
+def _liveness(
+    live: Liveness | None, stall_after: float, worse: Callable[[Status, str], None]
+) -> dict[str, Any]:
+    """Judge the running parts; returns their component entry."""
+    if live is None:
+        return {}
+    if live.workers_alive == 0:
+        worse("failing", "no reply worker is running")
+    elif live.workers_alive < live.workers:
+        worse("degraded", f"{live.workers_alive} of {live.workers} reply workers running")
+    if live.queue_stalled_seconds > stall_after:
+        worse("failing", f"reply queue has not moved for {live.queue_stalled_seconds:.0f} s")
+    paused = {name: s for name, s in live.send_paused_seconds.items() if s > _PACING_SECONDS}
+    for name, seconds in sorted(paused.items()):
+        worse("degraded", f"sending to {name} paused by a cooldown for {seconds:.0f} s")
+    long_pauses = [s for s in live.send_paused_seconds.values() if s > stall_after]
+    if live.send_paused_seconds and len(long_pauses) == len(live.send_paused_seconds):
+        worse("failing", "sending is paused in every channel")
+    return {
+        "configured": live.workers,
+        "alive": live.workers_alive,
+        "queue_stalled_seconds": round(live.queue_stalled_seconds, 1),
+        "send_paused_seconds": {name: round(s, 1) for name, s in paused.items()},
+        "errors": live.worker_errors,
+        "task_restarts": live.task_restarts,
     }

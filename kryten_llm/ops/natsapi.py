@@ -24,7 +24,8 @@ from nats import micro
 from nats.js.errors import BucketNotFoundError
 from nats.js.kv import KeyValue
 
-from kryten_llm.ops.controls import ControlError, Controls
+from kryten_llm.errors import ControlError
+from kryten_llm.ops.controls import Controls
 
 if TYPE_CHECKING:
     from nats.aio.client import Client as NATS

@@ -1,7 +1,8 @@
-"""Assembles the operator surface around a running service, and takes it down again.
+"""Assembles the operator surface around a running bot, and takes it down again.
 
-The service owns the pipeline; this module only reads it (counters, provider health, channel
-state, the queue) and offers the operator's switches through :class:`Controls`. It starts the
+The service owns the pipeline; this module only reads it through a
+:class:`~kryten_llm.ops.view.BotView` (counters, provider health, channel state, the queue,
+liveness) and offers the operator's switches through :class:`Controls`. It starts the
 web server, the NATS Services API endpoint, the KV registry entry and the once-a-second
 sampler, and builds the three views they share: the health verdict, the dashboard snapshot
 and the Prometheus gauges.
@@ -21,7 +22,7 @@ from nats.micro.service import SEMVER_REGEX
 from kryten_llm import __version__
 from kryten_llm.config import redacted
 from kryten_llm.explore.bus import progress_subject, stop_subject
-from kryten_llm.ops.controls import Controls
+from kryten_llm.ops.controls import Controlled, Controls
 from kryten_llm.ops.health import HealthInputs, assess
 from kryten_llm.ops.metrics import LabelValues
 from kryten_llm.ops.natsapi import CommandEndpoint, ServiceRegistry
@@ -32,7 +33,9 @@ if TYPE_CHECKING:
     from nats.aio.client import Client as NATS
     from nats.aio.msg import Msg
 
-    from kryten_llm.service import Service
+    from kryten_llm.config import ChannelConfig, Settings
+    from kryten_llm.ops.view import BotView
+    from kryten_llm.pipeline.state import ChannelState
 
 log = structlog.get_logger(__name__)
 
@@ -50,15 +53,20 @@ def _semver(version: str) -> str:
 
 
 class OperatorSurface:
-    """Health, metrics, dashboard, controls and NATS endpoints of one service."""
+    """Health, metrics, dashboard, controls and NATS endpoints of one bot.
 
-    def __init__(self, service: Service) -> None:
-        self._service = service
-        settings = service.settings
-        self._settings = settings
-        self.telemetry: Telemetry = service.telemetry
+    Args:
+        view: what the surface reads.
+        controlled: what the operator's switches act on.
+        telemetry: the bot's metrics and recent decisions.
+    """
+
+    def __init__(self, view: BotView, controlled: Controlled, telemetry: Telemetry) -> None:
+        self._view = view
+        settings = view.settings
+        self.telemetry = telemetry
         token = settings.web.token.get_secret_value() if settings.web.token else None
-        self.controls = Controls(service, token)
+        self.controls = Controls(controlled, token)
         self.web: WebServer | None = None
         self.endpoint: CommandEndpoint | None = None
         self.registry: ServiceRegistry | None = None
@@ -66,6 +74,10 @@ class OperatorSurface:
         self._nc: NATS | None = None
         self.explore_runs: dict[str, tuple[float, dict[str, Any]]] = {}
         self._register_gauges()
+
+    @property
+    def _settings(self) -> Settings:
+        return self._view.settings
 
     # --- lifecycle ---------------------------------------------------------------------------
 
@@ -101,7 +113,7 @@ class OperatorSurface:
                 _semver(__version__),
                 views={
                     "health": self.health,
-                    "stats": self._service.stats.snapshot,
+                    "stats": lambda: self._view.stats.snapshot(),
                     "config": lambda: redacted(self._settings),
                 },
                 controls=self.controls,
@@ -158,7 +170,10 @@ class OperatorSurface:
 
     async def _sample(self) -> None:
         while True:
-            self.telemetry.sample()
+            try:
+                self.telemetry.sample()
+            except Exception:  # a chart point lost, never the sampler
+                log.exception("telemetry_sample_failed")
             await asyncio.sleep(1.0)
 
     def endpoints(self) -> dict[str, Any]:
@@ -176,39 +191,39 @@ class OperatorSurface:
 
     def health(self) -> dict[str, Any]:
         """The health verdict (see :mod:`kryten_llm.ops.health`)."""
-        service = self._service
+        view = self._view
         now = time.monotonic()
-        manager = service.manager
+        manager = view.manager
         return assess(
             HealthInputs(
-                running=service.state.value == "running",
-                nats_connected=bool(service.nc is not None and service.nc.is_connected),
+                running=view.running,
+                nats_connected=view.nats_connected,
                 channel_ages={
-                    context.config.channel: (
-                        now - context.state.last_event_at
-                        if context.state.last_event_at is not None
-                        else None
+                    config.channel: (
+                        now - state.last_event_at if state.last_event_at is not None else None
                     )
-                    for context in service.channels.values()
+                    for config, state in view.channel_states()
                 },
                 providers=manager.snapshot() if manager is not None else {},
                 chain=manager.chain if manager is not None else [],
-                queue_depth=len(service.queue),
-                queue_capacity=service.queue.capacity,
-                uptime_seconds=service.uptime_seconds,
-                paused=service.flags.paused,
-                dry_run=service.flags.dry_run,
-                fallback_lines=service.fallback_lines,
+                queue_depth=view.queue_depth,
+                queue_capacity=view.queue_capacity,
+                uptime_seconds=view.uptime_seconds,
+                paused=view.flags.paused,
+                dry_run=view.flags.dry_run,
+                fallback_lines=view.fallback_lines,
+                liveness=view.liveness(),
             ),
             stale_after_seconds=self._settings.web.stale_after_seconds,
+            stall_after_seconds=self._settings.web.stall_after_seconds,
         )
 
     def state(self) -> dict[str, Any]:
         """Everything the dashboard shows, as one JSON-able snapshot."""
-        service = self._service
+        view = self._view
         settings = self._settings
         telemetry = self.telemetry
-        manager = service.manager
+        manager = view.manager
         providers: dict[str, Any] = {}
         if manager is not None:
             for name, snapshot in manager.snapshot().items():
@@ -218,36 +233,36 @@ class OperatorSurface:
                     "outcomes": telemetry.provider_calls.get(name, {}),
                     "in_chain": name in manager.chain,
                 }
+        stats = view.stats.snapshot()
         return {
             "service": {
                 "name": settings.service.name,
                 "version": __version__,
-                "state": service.state.value,
-                "uptime_seconds": round(service.uptime_seconds, 1),
-                "paused": service.flags.paused,
-                "dry_run": service.flags.dry_run,
+                "state": view.state_name,
+                "uptime_seconds": round(view.uptime_seconds, 1),
+                "paused": view.flags.paused,
+                "dry_run": view.flags.dry_run,
                 "personality": settings.active_personality,
                 "personalities": sorted(settings.personalities),
                 "controls_enabled": self.controls.enabled,
             },
             "health": self.health(),
             "counters": {
-                key: service.stats[key]
+                key: stats.get(key, 0)
                 for key in ("events", "chat", "triggered", "decision_answered", "events_malformed")
             },
-            "triggers": telemetry.breakdown("trigger_"),
-            "decisions": telemetry.breakdown("decision_"),
+            "triggers": telemetry.breakdown("triggers"),
+            "decisions": telemetry.breakdown("decisions"),
             "series": list(telemetry.series),
             "providers": providers,
-            "channels": [self._channel(context) for context in service.channels.values()],
+            "channels": [self._channel(c, s) for c, s in view.channel_states()],
             "recent": list(telemetry.recent),
-            "queue": {"depth": len(service.queue), "capacity": service.queue.capacity},
+            "queue": {"depth": view.queue_depth, "capacity": view.queue_capacity},
             "explore": self.explore(),
-            "fallback_pools": service.pools.sizes() if service.pools is not None else {},
+            "fallback_pools": dict(view.pool_sizes()),
         }
 
-    def _channel(self, context: Any) -> dict[str, Any]:
-        state = context.state
+    def _channel(self, config: ChannelConfig, state: ChannelState) -> dict[str, Any]:
         now_playing = state.now_playing
         video = None
         if now_playing is not None:
@@ -261,8 +276,8 @@ class OperatorSurface:
                 "paused": now_playing.paused,
             }
         return {
-            "channel": context.config.channel,
-            "domain": context.config.domain,
+            "channel": config.channel,
+            "domain": config.domain,
             "users": len(state.users),
             "video": video,
         }
@@ -270,11 +285,11 @@ class OperatorSurface:
     # --- gauges ------------------------------------------------------------------------------
 
     def _register_gauges(self) -> None:
-        service = self._service
+        view = self._view
         registry = self.telemetry.registry
 
         def providers() -> dict[LabelValues, float]:
-            manager = service.manager
+            manager = view.manager
             if manager is None:
                 return {}
             return {
@@ -288,12 +303,12 @@ class OperatorSurface:
             return {(s,): float(s == current) for s in _STATUSES}
 
         registry.gauge(
-            "queue_depth", "Replies waiting for a worker.", lambda: {(): len(service.queue)}
+            "queue_depth", "Replies waiting for a worker.", lambda: {(): view.queue_depth}
         )
         registry.gauge(
             "nats_connected",
             "1 while connected to NATS.",
-            lambda: {(): float(bool(service.nc is not None and service.nc.is_connected))},
+            lambda: {(): float(view.nats_connected)},
         )
         registry.gauge(
             "provider_state",
@@ -303,19 +318,17 @@ class OperatorSurface:
         )
         registry.gauge("health_status", "1 for the current health status.", status, ("status",))
         registry.gauge(
-            "paused", "1 while replies are paused.", lambda: {(): float(service.flags.paused)}
+            "paused", "1 while replies are paused.", lambda: {(): float(view.flags.paused)}
         )
-        registry.gauge("dry_run", "1 while in dry-run.", lambda: {(): float(service.flags.dry_run)})
+        registry.gauge("dry_run", "1 while in dry-run.", lambda: {(): float(view.flags.dry_run)})
         registry.gauge(
             "channel_users",
             "Users present, per configured channel.",
-            lambda: {
-                (c.config.channel,): float(len(c.state.users)) for c in service.channels.values()
-            },
+            lambda: {(c.channel,): float(len(s.users)) for c, s in view.channel_states()},
             ("channel",),
         )
         registry.gauge(
             "uptime_seconds",
             "Seconds since the service started.",
-            lambda: {(): service.uptime_seconds},
+            lambda: {(): view.uptime_seconds},
         )

@@ -2,8 +2,8 @@
 
 One :class:`Telemetry` per service collects from three places, all cheap and non-blocking:
 
-- the service's :class:`~kryten_llm.stats.Stats` counters (events, triggers, decisions), read
-  only when something asks;
+- the service's :class:`~kryten_llm.pipeline.stats.Stats` counters (events, triggers,
+  decisions), read only when something asks;
 - every provider call, reported by the :class:`~kryten_llm.llm.manager.ProviderManager`
   (outcome, latency, tokens, cost);
 - every response-log record (the decision table, reply latency).
@@ -16,31 +16,31 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 from kryten_llm.ops.metrics import LATENCY_BUCKETS, LabelValues, Registry
+from kryten_llm.pipeline.decisions import Reason
+from kryten_llm.pipeline.stats import Count
 
 if TYPE_CHECKING:
     from kryten_llm.llm.base import Completion
-    from kryten_llm.stats import Stats
+    from kryten_llm.pipeline.outcome import Outcome
+    from kryten_llm.pipeline.stats import Stats
 
-# The counters charted on the dashboard, as (series name, Stats key).
-RATE_SERIES = (
-    ("events", "events"),
-    ("chat", "chat"),
-    ("triggered", "triggered"),
-    ("answered", "decision_answered"),
+# The counters charted on the dashboard, as (series name, how to read it from Stats).
+RATE_SERIES: tuple[tuple[str, Callable[[Stats], int]], ...] = (
+    ("events", lambda s: s.totals[Count.EVENTS]),
+    ("chat", lambda s: s.totals[Count.CHAT]),
+    ("triggered", lambda s: s.totals[Count.TRIGGERED]),
+    ("answered", lambda s: s.decisions[Reason.ANSWERED]),
 )
 _TEXT_LIMIT = 300  # characters of chat text kept per recent decision
 
 
-def _prefixed(stats: Stats, prefix: str) -> dict[LabelValues, float]:
-    return {
-        (key.removeprefix(prefix),): float(value)
-        for key, value in stats.counts.items()
-        if key.startswith(prefix)
-    }
+def _by_label(counts: Iterable[tuple[str, int]]) -> dict[LabelValues, float]:
+    """A typed counter's items as metric samples, one label value per key (enums are str)."""
+    return {(str(key),): float(value) for key, value in counts}
 
 
 class Telemetry:
@@ -75,30 +75,30 @@ class Telemetry:
         r.counter_from(
             "events",
             "Channel events received, by kind.",
-            lambda: _prefixed(stats, "event_type:"),
+            lambda: _by_label(self.stats.event_types.items()),
             ("type",),
         )
         r.counter_from(
             "events_malformed",
             "Events dropped because their payload was not the bridge's envelope.",
-            lambda: {(): float(stats["events_malformed"])},
+            lambda: {(): float(self.stats.totals[Count.EVENTS_MALFORMED])},
         )
         r.counter_from(
             "triggers",
             "Messages that fired a trigger, by trigger kind.",
-            lambda: _prefixed(stats, "trigger_"),
+            lambda: _by_label(self.stats.triggers.items()),
             ("kind",),
         )
         r.counter_from(
             "decisions",
             "What became of triggered messages, by reason.",
-            lambda: _prefixed(stats, "decision_"),
+            lambda: _by_label(self.stats.decisions.items()),
             ("reason",),
         )
         r.counter_from(
             "ignored",
             "Chat messages ignored before any trigger, by reason.",
-            lambda: _prefixed(stats, "ignored_"),
+            lambda: _by_label(self.stats.ignored.items()),
             ("reason",),
         )
         self.replies = r.counter("replies", "Replies sent to the channel.")
@@ -139,27 +139,25 @@ class Telemetry:
     def on_cost(self, provider: str, usd: float) -> None:
         self.cost.inc(provider, amount=usd)
 
-    def on_record(self, record: dict[str, Any]) -> None:
-        """A response-log record: a decision for the table, a reply for the counters."""
-        if record.get("answered"):
+    def on_outcome(self, outcome: Outcome) -> None:
+        """What became of a message: a decision for the table, a reply for the counters."""
+        if outcome.answered:
             self.replies.inc()
-            self.reply_parts.inc(amount=len(record.get("parts") or ()))
-            total_ms = record.get("total_ms")
-            if isinstance(total_ms, int | float):
-                self.reply_seconds.observe(total_ms / 1000)
-        trigger = record.get("trigger")
+            self.reply_parts.inc(amount=len(outcome.parts or ()))
+            if outcome.total_ms is not None:
+                self.reply_seconds.observe(outcome.total_ms / 1000)
         self.recent.appendleft(
             {
                 "time": self._clock(),
-                "channel": record.get("channel"),
-                "username": record.get("username"),
-                "text": str(record.get("input") or "")[:_TEXT_LIMIT],
-                "trigger": trigger.get("name") if isinstance(trigger, dict) else None,
-                "reason": record.get("reason"),
-                "answered": bool(record.get("answered")),
-                "provider": record.get("provider"),
-                "reply": " ".join(record.get("parts") or ())[:_TEXT_LIMIT],
-                "total_ms": record.get("total_ms"),
+                "channel": outcome.channel,
+                "username": outcome.username,
+                "text": outcome.input[:_TEXT_LIMIT],
+                "trigger": outcome.trigger_name,
+                "reason": outcome.reason.value,
+                "answered": outcome.answered,
+                "provider": outcome.provider,
+                "reply": " ".join(outcome.parts or ())[:_TEXT_LIMIT],
+                "total_ms": outcome.total_ms,
             }
         )
 
@@ -168,21 +166,20 @@ class Telemetry:
     def sample(self) -> dict[str, float]:
         """Record one point of per-second rates since the previous sample; return it."""
         now = self._monotonic()
-        counts = {key: self.stats[key] for _, key in RATE_SERIES}
+        counts = {name: read(self.stats) for name, read in RATE_SERIES}
         point: dict[str, float] = {"time": self._clock()}
         if self._last_counts is not None:
             elapsed = max(now - self._last_sample_at, 1e-6)
-            for name, key in RATE_SERIES:
-                point[name] = round((counts[key] - self._last_counts[key]) / elapsed, 3)
+            for name, _ in RATE_SERIES:
+                point[name] = round((counts[name] - self._last_counts[name]) / elapsed, 3)
             self.series.append(point)
         self._last_counts = counts
         self._last_sample_at = now
         return point
 
-    def breakdown(self, prefix: str) -> dict[str, int]:
-        """Counters sharing ``prefix``, without it (``trigger_``, ``decision_``...)."""
-        return {
-            key.removeprefix(prefix): value
-            for key, value in sorted(self.stats.counts.items())
-            if key.startswith(prefix)
-        }
+    def breakdown(self, kind: str) -> dict[str, int]:
+        """One family of counters by key, sorted: ``triggers`` or ``decisions``."""
+        counts: Iterable[tuple[str, int]] = (
+            self.stats.triggers.items() if kind == "triggers" else self.stats.decisions.items()
+        )
+        return {str(key): value for key, value in sorted(counts)}

@@ -28,7 +28,8 @@ from typing import TYPE_CHECKING, Any
 import structlog
 from aiohttp import web
 
-from kryten_llm.ops.controls import ControlError, Controls
+from kryten_llm.errors import ControlError
+from kryten_llm.ops.controls import Controls
 
 if TYPE_CHECKING:
     from kryten_llm.config import WebConfig

@@ -10,6 +10,8 @@ caller so that they are logged, never lost silently.
 from __future__ import annotations
 
 import asyncio
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -41,8 +43,16 @@ class Job:
 class JobQueue:
     """A bounded FIFO of jobs with a drop-oldest overflow policy."""
 
-    def __init__(self, capacity: int) -> None:
+    def __init__(self, capacity: int, *, clock: Callable[[], float] = time.monotonic) -> None:
         self._queue: asyncio.Queue[Job] = asyncio.Queue(capacity)
+        self._clock = clock
+        self._progress_at = clock()  # last time the queue was empty or a job was taken
+
+    def stalled_seconds(self) -> float:
+        """How long jobs have waited with none taken (0 while empty): a liveness signal."""
+        if self._queue.empty():
+            return 0.0
+        return self._clock() - self._progress_at
 
     def __len__(self) -> int:
         return self._queue.qsize()
@@ -54,6 +64,8 @@ class JobQueue:
     def put(self, job: Job) -> Job | None:
         """Add ``job``; returns the job dropped to make room, if any."""
         dropped = None
+        if self._queue.empty():
+            self._progress_at = self._clock()
         if self._queue.full():
             dropped = self._queue.get_nowait()
             self._queue.task_done()
@@ -62,7 +74,9 @@ class JobQueue:
 
     async def get(self) -> Job:
         """Wait for the next job; call :meth:`done` when it is finished."""
-        return await self._queue.get()
+        job = await self._queue.get()
+        self._progress_at = self._clock()
+        return job
 
     def done(self) -> None:
         """Mark one job taken with :meth:`get` as finished."""

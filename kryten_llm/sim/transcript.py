@@ -11,43 +11,47 @@ from __future__ import annotations
 import os
 import sys
 import time
-from typing import IO, Any
+from typing import IO
+
+from kryten_llm.pipeline.decisions import Reason
+from kryten_llm.pipeline.outcome import Outcome
 
 _KEEP_LINES = 2000  # recent lines kept in memory, for tests and summaries
 _RESET, _DIM, _BOLD = "\033[0m", "\033[2m", "\033[1m"
 _GREEN, _YELLOW, _RED, _CYAN = "\033[32m", "\033[33m", "\033[31m", "\033[36m"
+_IGNORED = frozenset({Reason.OTHER_BOT, Reason.IGNORED_USER, Reason.COMMAND, Reason.SHADOW_MUTED})
 
 
-def describe(record: dict[str, Any]) -> tuple[str, str]:
-    """A decision record as (colour, one short line)."""
-    reason = record.get("reason", "?")
-    if reason == "answered":
-        parts = len(record.get("parts") or [])
+def describe(outcome: Outcome) -> tuple[str, str]:
+    """A decision as (colour, one short line)."""
+    reason = outcome.reason
+    if reason is Reason.ANSWERED:
+        parts = len(outcome.parts or ())
         extra = f", {parts} messages" if parts > 1 else ""
         return _GREEN, (
-            f"answered by {record.get('provider')} in {record.get('latency_ms', 0):.0f} ms "
-            f"(total {record.get('total_ms', 0):.0f} ms{extra})"
+            f"answered by {outcome.provider} in {outcome.latency_ms or 0:.0f} ms "
+            f"(total {outcome.total_ms or 0:.0f} ms{extra})"
         )
-    if reason == "dry_run":
-        return _CYAN, "dry run: would have answered " + " / ".join(record.get("parts") or [])
-    if reason == "rate_limited":
+    if reason is Reason.FALLBACK:
+        return _YELLOW, f"every provider failed: said a line from pool {outcome.fallback_pool}"
+    if reason is Reason.DRY_RUN:
+        return _CYAN, "dry run: would have answered " + " / ".join(outcome.parts or ())
+    if reason is Reason.RATE_LIMITED:
         return _YELLOW, (
-            f"rate limited ({record.get('limit')}), free again in "
-            f"{record.get('retry_after', 0):.0f} s"
+            f"rate limited ({outcome.limit}), free again in {outcome.retry_after or 0:.0f} s"
         )
-    if reason == "spam":
-        offence = record.get("offence", "")
+    if reason is Reason.SPAM:
         return _RED, (
-            f"ignored as spam ({offence}, strike {record.get('strikes')}), "
-            f"penalty {record.get('retry_after', 0):.0f} s"
+            f"ignored as spam ({outcome.offence or ''}, strike {outcome.strikes}), "
+            f"penalty {outcome.retry_after or 0:.0f} s"
         )
-    if reason in ("other_bot", "ignored_user", "command", "shadow_muted"):
-        return _DIM, f"ignored: {reason.replace('_', ' ')}"
-    if reason == "invalid_reply":
-        return _YELLOW, f"reply refused by the validator ({record.get('check')})"
-    if reason == "llm_failed":
-        return _RED, f"LLM failed: {record.get('error', '')}"
-    return _YELLOW, reason.replace("_", " ")
+    if reason in _IGNORED:
+        return _DIM, f"ignored: {reason.value.replace('_', ' ')}"
+    if reason is Reason.INVALID_REPLY:
+        return _YELLOW, f"reply refused by the validator ({outcome.check})"
+    if reason is Reason.LLM_FAILED:
+        return _RED, f"LLM failed: {outcome.error or ''}"
+    return _YELLOW, reason.value.replace("_", " ")
 
 
 class Transcript:
@@ -96,8 +100,8 @@ class Transcript:
         """Something that is not chat (a video change)."""
         self._emit(f"{self._paint(_DIM, self._clock())} {self._paint(_DIM, '* ' + text)}")
 
-    def decision(self, record: dict[str, Any]) -> None:
-        """A response-log record from the bot."""
-        colour, line = describe(record)
-        who = record.get("username", "?")
+    def decision(self, outcome: Outcome) -> None:
+        """What the bot decided about a message aimed at it."""
+        colour, line = describe(outcome)
+        who = outcome.username
         self._emit(f"        {self._paint(colour, f'-> {who}: {line}')}")

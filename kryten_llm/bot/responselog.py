@@ -4,20 +4,27 @@ Operators read these files to answer "why did (or didn't) the bot say that?". Ea
 the correlation id, times, channel, user, trigger, the input, the decision and its reason, the
 parts sent, and the provider, model, latency and token usage of the LLM call. A new file starts
 each UTC day (``responses-YYYY-MM-DD.jsonl``). Writes are line-buffered so a crash loses at most
-the line being written.
+the line being written. Each line is an :class:`~kryten_llm.pipeline.outcome.Outcome`; listeners
+(telemetry, the demo's transcript) get the same value.
+
+Writing never fails a reply: text that cannot be encoded (a lone surrogate from the wire) is
+written as a JSON escape, and a file that cannot be written (disk full) is logged and skipped.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, Any
+from typing import IO
 
 import structlog
 
-Listener = Callable[[dict[str, Any]], None]
+from kryten_llm.pipeline.outcome import Outcome
+
+Listener = Callable[[Outcome], None]
 log = structlog.get_logger(__name__)
 
 
@@ -44,31 +51,36 @@ class ResponseLog:
         """The file written to now, if any."""
         return self._directory / f"responses-{self._day}.jsonl" if self._file else None
 
-    def write(self, record: dict[str, Any]) -> None:
-        """Append one record; adds ``logged_at`` (UTC ISO-8601)."""
+    def write(self, outcome: Outcome) -> Outcome:
+        """Append one line; stamps ``logged_at`` (UTC ISO-8601) and returns the stamped value."""
         now = datetime.now(UTC)
-        full = {"logged_at": now.isoformat(), **record}
+        outcome = replace(outcome, logged_at=now.isoformat())
         for listener in self._listeners:
             try:
-                listener(full)
+                listener(outcome)
             except Exception:
                 log.exception("response_listener_failed", listener=repr(listener))
-        if not self._enabled:
-            return
-        day = now.strftime("%Y-%m-%d")
-        if day != self._day or self._file is None:
-            self._open(day)
-        assert self._file is not None
-        line = json.dumps(full, ensure_ascii=False)
-        self._file.write(line + "\n")
+        if self._enabled:
+            try:
+                self._append(
+                    now.strftime("%Y-%m-%d"), json.dumps(outcome.to_json(), ensure_ascii=False)
+                )
+            except OSError as exc:
+                log.error(
+                    "response_log_write_failed", error=str(exc), directory=str(self._directory)
+                )
+        return outcome
 
-    def _open(self, day: str) -> None:
-        self.close()
-        self._directory.mkdir(parents=True, exist_ok=True)
-        self._day = day
-        self._file = (self._directory / f"responses-{day}.jsonl").open(
-            "a", encoding="utf-8", buffering=1
-        )
+    def _append(self, day: str, line: str) -> None:
+        if day != self._day or self._file is None:
+            self.close()
+            self._directory.mkdir(parents=True, exist_ok=True)
+            self._day = day
+            # backslashreplace: a lone surrogate becomes the JSON escape it stands for
+            self._file = (self._directory / f"responses-{day}.jsonl").open(
+                "a", encoding="utf-8", errors="backslashreplace", buffering=1
+            )
+        self._file.write(line + "\n")
 
     def close(self) -> None:
         """Flush and close the current file; writing again reopens it."""

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 import structlog
@@ -20,19 +20,20 @@ from kryten_llm.bus.events import ChatEvent, CooldownEvent, NoFloodEvent, parse_
 from kryten_llm.errors import MalformedEvent
 from kryten_llm.pipeline.decisions import Reason, TriggerMatch
 from kryten_llm.pipeline.jobs import Job, JobQueue
+from kryten_llm.pipeline.outcome import Outcome
 from kryten_llm.pipeline.prompt import PromptInput
-from kryten_llm.records import chat_record
+from kryten_llm.pipeline.stats import Count
 
 if TYPE_CHECKING:
+    from kryten_llm.bot.responselog import ResponseLog
     from kryten_llm.bus.sender import ChatSender
     from kryten_llm.config import ChannelConfig, Settings
     from kryten_llm.pipeline.filters import IntakeFilter
     from kryten_llm.pipeline.ratelimit import RateLimiter
     from kryten_llm.pipeline.spam import SpamGuard
     from kryten_llm.pipeline.state import ChannelState
+    from kryten_llm.pipeline.stats import Flags, Stats
     from kryten_llm.pipeline.triggers import TriggerEngine
-    from kryten_llm.responselog import ResponseLog
-    from kryten_llm.stats import Flags, Stats
 
 log = structlog.get_logger(__name__)
 
@@ -42,11 +43,6 @@ _EXPLAINED = frozenset({Reason.IGNORED_USER, Reason.OTHER_BOT, Reason.COMMAND, R
 _NOT_HISTORY = frozenset(
     {Reason.SERVER_NOTICE, Reason.SHADOW_MUTED, Reason.DUPLICATE, Reason.COMMAND, Reason.EMPTY}
 )
-
-
-def channel_key(domain: str, channel: str) -> str:
-    """How a channel is looked up: the domain as configured, the channel ignoring case."""
-    return f"{domain}/{channel.lower()}"
 
 
 @dataclass(slots=True)
@@ -93,15 +89,25 @@ class Intake:
         self.accepting = True
 
     async def handle(self, channel: ChannelContext, subject: str, data: bytes) -> None:
-        """Process one message from ``kryten.events.cytube.<channel>.>``; never raises."""
-        self._stats.inc("events")
+        """Process one message from ``kryten.events.cytube.<channel>.>``; never raises.
+
+        A payload that is not the bridge's envelope is counted and logged in one line; any
+        other failure is a bug of ours, logged with its traceback and counted, and the next
+        event is handled as usual.
+        """
+        totals = self._stats.totals
+        totals[Count.EVENTS] += 1
         try:
             event = parse_event(subject, data)
         except MalformedEvent as exc:
-            self._stats.inc("events_malformed")
+            totals[Count.EVENTS_MALFORMED] += 1
             log.warning("event_malformed", subject=exc.subject, reason=exc.reason)
             return
-        self._stats.inc(_event_key(type(event)))
+        except Exception:
+            totals[Count.EVENTS_FAILED] += 1
+            log.exception("event_handling_failed", subject=subject)
+            return
+        self._stats.event_types[_event_name(type(event))] += 1
         try:
             if event.envelope.domain != channel.config.domain:
                 self._foreign(channel, event.envelope.domain)
@@ -117,7 +123,7 @@ class Intake:
             else:
                 channel.state.apply(event)
         except Exception:
-            self._stats.inc("events_failed")
+            totals[Count.EVENTS_FAILED] += 1
             log.exception("event_handling_failed", subject=subject)
 
     def use_triggers(self, triggers: TriggerEngine) -> None:
@@ -126,7 +132,7 @@ class Intake:
 
     def _foreign(self, channel: ChannelContext, domain: str) -> None:
         """Same channel name on another domain: not ours, and the bridge would refuse us."""
-        self._stats.inc("events_foreign_domain")
+        self._stats.totals[Count.EVENTS_FOREIGN_DOMAIN] += 1
         if not channel.foreign_domains_warned:
             channel.foreign_domains_warned = True
             log.warning(
@@ -138,18 +144,15 @@ class Intake:
             )
 
     async def _on_chat(self, channel: ChannelContext, chat: ChatEvent) -> None:
-        self._stats.inc("chat")
+        self._stats.totals[Count.CHAT] += 1
         state = channel.state
         state.last_event_at = self._clock()
         reason = self._filter.check(chat)
         if reason is not None:
-            self._stats.inc(f"ignored_{reason.value}")
+            self._stats.ignored[reason] += 1
             if reason in _EXPLAINED and (chat.is_pm or self._triggers.is_mention(chat.text)):
                 # Someone addressed the bot and gets no answer: say why in the response log.
-                self._log.write(
-                    chat_record(channel.config, chat, TriggerMatch("mention", "mention"))
-                    | {"answered": False, "reason": reason.value}
-                )
+                self._log.write(Outcome.of(channel.config, chat, _MENTION, reason))
             if reason is Reason.OWN_MESSAGE and not chat.is_pm:
                 state.add_chat(chat.username, chat.text, chat.time_ms, from_bot=True)
             elif reason not in _NOT_HISTORY and not chat.is_pm:
@@ -175,23 +178,21 @@ class Intake:
                 chat.username, chat.text, rank=rank, present=state.users.keys()
             )
             if not verdict.allowed and trigger is not None:
-                self._stats.inc("decision_spam")
+                self._stats.decisions[Reason.SPAM] += 1
                 log.info("spam_ignored", username=chat.username, offence=verdict.offence)
                 self._log.write(
-                    chat_record(channel.config, chat, trigger, rank=rank)
-                    | {
-                        "answered": False,
-                        "reason": Reason.SPAM.value,
-                        "offence": verdict.offence or "penalised",
-                        "strikes": verdict.strikes,
-                        "retry_after": round(verdict.retry_after, 3),
-                    }
+                    replace(
+                        Outcome.of(channel.config, chat, trigger, Reason.SPAM, rank=rank),
+                        offence=verdict.offence or "penalised",
+                        strikes=verdict.strikes,
+                        retry_after=round(verdict.retry_after, 3),
+                    )
                 )
                 return
         if trigger is None:
             return
-        self._stats.inc("triggered")
-        self._stats.inc(f"trigger_{trigger.kind}")
+        self._stats.totals[Count.TRIGGERED] += 1
+        self._stats.triggers[trigger.kind] += 1
         if not self.accepting or self._flags.paused:
             self._refuse(
                 channel, chat, trigger, Reason.PAUSED if self.accepting else Reason.SHUTDOWN
@@ -199,7 +200,7 @@ class Intake:
             return
         decision = await self._limiter.acquire(username=chat.username, rank=rank, trigger=trigger)
         if not decision.allowed:
-            self._stats.inc("decision_rate_limited")
+            self._stats.decisions[Reason.RATE_LIMITED] += 1
             log.info(
                 "reply_rate_limited",
                 username=chat.username,
@@ -207,14 +208,12 @@ class Intake:
                 retry_after=round(decision.retry_after, 3),
             )
             self._log.write(
-                chat_record(channel.config, chat, trigger, rank=rank)
-                | {
-                    "answered": False,
-                    "reason": Reason.RATE_LIMITED.value,
-                    "limit": decision.limit,
-                    "retry_after": round(decision.retry_after, 3),
-                    "dry_run": self._flags.dry_run,
-                }
+                replace(
+                    Outcome.of(channel.config, chat, trigger, Reason.RATE_LIMITED, rank=rank),
+                    limit=decision.limit,
+                    retry_after=round(decision.retry_after, 3),
+                    dry_run=self._flags.dry_run,
+                )
             )
             return
         now = self._clock()
@@ -236,11 +235,12 @@ class Intake:
         )
         dropped = self._queue.put(job)
         if dropped is not None:
-            self._stats.inc("decision_queue_overflow")
+            self._stats.decisions[Reason.QUEUE_OVERFLOW] += 1
             log.warning("reply_dropped_queue_full", dropped_username=dropped.chat.username)
             self._log.write(
-                chat_record(dropped.channel, dropped.chat, dropped.prompt.trigger)
-                | {"answered": False, "reason": Reason.QUEUE_OVERFLOW.value}
+                Outcome.of(
+                    dropped.channel, dropped.chat, dropped.prompt.trigger, Reason.QUEUE_OVERFLOW
+                )
             )
 
     def _pm_trigger(self, chat: ChatEvent) -> TriggerMatch | None:
@@ -253,21 +253,20 @@ class Intake:
     def _refuse(
         self, channel: ChannelContext, chat: ChatEvent, trigger: TriggerMatch, reason: Reason
     ) -> None:
-        self._stats.inc(f"decision_{reason.value}")
-        self._log.write(
-            chat_record(channel.config, chat, trigger) | {"answered": False, "reason": reason.value}
-        )
+        self._stats.decisions[reason] += 1
+        self._log.write(Outcome.of(channel.config, chat, trigger, reason))
 
 
-_EVENT_KEYS: dict[type, str] = {}
+_MENTION = TriggerMatch("mention", "mention")
+_EVENT_NAMES: dict[type, str] = {}
 
 
-def _event_key(kind: type) -> str:
-    """The counter of an event type, built once per type: ``ChatEvent`` -> ``event_type:chat``.
+def _event_name(kind: type) -> str:
+    """The counter name of an event type, built once per type: ``ChatEvent`` -> ``chat``.
 
     The NATS callback then pays a dict lookup per event, not string work.
     """
-    key = _EVENT_KEYS.get(kind)
-    if key is None:
-        key = _EVENT_KEYS[kind] = "event_type:" + kind.__name__.removesuffix("Event").lower()
-    return key
+    name = _EVENT_NAMES.get(kind)
+    if name is None:
+        name = _EVENT_NAMES[kind] = kind.__name__.removesuffix("Event").lower()
+    return name

@@ -1,0 +1,301 @@
+"""The reply worker: from a queued job to chat messages sent through the bridge.
+
+For each :class:`~kryten_llm.pipeline.jobs.Job`: build the prompt, ask the provider manager
+within the job's deadline, format the answer into CyTube-safe parts, validate it (one retry with
+a corrective nudge if it fails), send the parts (or, in dry-run, only log them), and write one
+:class:`~kryten_llm.pipeline.outcome.Outcome` saying what happened and why. When every provider
+fails, a line from a fallback pool is said instead, if one has any (reason ``fallback``).
+
+Several workers run :meth:`Responder.run` concurrently; the NATS callback never waits for them.
+A worker survives anything a single job throws at it: the job's outcome says
+``internal_error``, the error is logged with the job's correlation id and counted, and the
+worker takes the next job.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Collection
+from dataclasses import replace
+from typing import TYPE_CHECKING
+
+import structlog
+
+from kryten_llm.errors import ProviderError
+from kryten_llm.llm.base import ChatMessage, Completion, CompletionRequest
+from kryten_llm.pipeline.decisions import Reason
+from kryten_llm.pipeline.formatter import FormattedReply, format_reply
+from kryten_llm.pipeline.outcome import FirstAttempt, Outcome, Tokens
+from kryten_llm.pipeline.stats import Count
+
+if TYPE_CHECKING:
+    from kryten_llm.bot.intake import ChannelContext
+    from kryten_llm.bot.responselog import ResponseLog
+    from kryten_llm.bus.sender import ChatSender
+    from kryten_llm.config import PersonalityConfig, Settings
+    from kryten_llm.llm.manager import ProviderManager
+    from kryten_llm.pipeline.fallback import FallbackPools
+    from kryten_llm.pipeline.jobs import Job, JobQueue
+    from kryten_llm.pipeline.prompt import PromptBuilder
+    from kryten_llm.pipeline.stats import Flags, Stats
+    from kryten_llm.pipeline.validator import ReplyValidator
+
+log = structlog.get_logger(__name__)
+
+_FALLBACK_TRIES = 3  # pool lines tried when the validator rejects one (a recent repeat, say)
+
+
+class Responder:
+    """Produces and sends the reply for one job at a time (run several for concurrency)."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        manager: ProviderManager,
+        prompts: PromptBuilder,
+        validator: ReplyValidator,
+        sender: ChatSender | None,
+        channels: dict[str, ChannelContext],
+        response_log: ResponseLog,
+        stats: Stats,
+        flags: Flags,
+        pools: FallbackPools | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._formatting = settings.formatting
+        self._pools = pools
+        self._bot = settings.bot.username
+        self.use_personality(settings.active_personality, settings.personality)
+        self._manager = manager
+        self._prompts = prompts
+        self._validator = validator
+        self._retry = settings.validation.retry
+        self._sender = sender
+        self._channels = channels
+        self._log = response_log
+        self._stats = stats
+        self._flags = flags
+        self._clock = clock
+        self.in_flight = 0
+        self.last_finished_at: float | None = None  # when a worker last finished a job
+
+    def use_personality(self, name: str, personality: PersonalityConfig) -> None:
+        """Speak as ``name``: its names are the bot's own, its fallback pool is used."""
+        self._personality = name
+        self._bot_names = (personality.character_name, *personality.name_variations, self._bot)
+
+    async def run(self, queue: JobQueue) -> None:
+        """Take jobs from ``queue`` until cancelled; no job can end the loop."""
+        while True:
+            job = await queue.get()
+            self.in_flight += 1
+            try:
+                await self.handle(job)
+            except Exception:  # handle() already logs its own failures; this is the last net
+                self._stats.totals[Count.WORKER_ERRORS] += 1
+                log.exception(
+                    "reply_worker_error",
+                    correlation_id=job.chat.envelope.correlation_id,
+                    channel=job.channel.channel,
+                )
+            finally:
+                self.in_flight -= 1
+                self.last_finished_at = self._clock()
+                queue.done()
+
+    async def handle(self, job: Job) -> Outcome:
+        """Reply to one job within its deadline; every outcome ends in one log line.
+
+        Returns:
+            What became of the job, as written to the response log.
+        """
+        structlog.contextvars.bind_contextvars(
+            correlation_id=job.chat.envelope.correlation_id,
+            channel=job.channel.channel,
+            username=job.chat.username,
+        )
+        outcome = Outcome.of(job.channel, job.chat, job.prompt.trigger, Reason.INTERNAL_ERROR)
+        outcome = replace(outcome, queued_ms=_ms(self._clock() - job.received_at))
+        try:
+            async with asyncio.timeout(max(job.deadline - self._clock(), 0)):
+                outcome = await self._reply(job, outcome)
+        except TimeoutError:
+            outcome = replace(outcome, reason=Reason.DEADLINE)
+            log.warning("reply_deadline_exceeded")
+        except asyncio.CancelledError:
+            self._finish(replace(outcome, reason=Reason.SHUTDOWN), job)
+            raise
+        except Exception as exc:  # a bug of ours: logged with its traceback, never fatal
+            self._stats.totals[Count.WORKER_ERRORS] += 1
+            outcome = replace(outcome, reason=Reason.INTERNAL_ERROR, error=repr(exc))
+            log.exception("reply_failed")
+        return self._finish(outcome, job)
+
+    def _finish(self, outcome: Outcome, job: Job) -> Outcome:
+        outcome = replace(outcome, total_ms=_ms(self._clock() - job.received_at))
+        self._stats.decisions[outcome.reason] += 1
+        written = self._log.write(outcome)
+        structlog.contextvars.clear_contextvars()
+        return written
+
+    def _format(self, text: str, present: Collection[str]) -> FormattedReply:
+        return format_reply(
+            text, self._formatting, bot_names=self._bot_names, present_users=present
+        )
+
+    def _account(self, outcome: Outcome, completion: Completion) -> Outcome:
+        """Name who answered; add this call's time, tokens and cost to the reply's totals.
+
+        After a validator retry the outcome names the provider of the answer that was kept,
+        and ``latency_ms``, ``usage`` and ``cost_usd`` cover both calls.
+        """
+        usage = outcome.usage
+        if completion.usage is not None:
+            call = Tokens(completion.usage.prompt_tokens, completion.usage.completion_tokens)
+            usage = call if usage is None else usage + call
+        return replace(
+            outcome,
+            provider=completion.provider,
+            model=completion.model,
+            fallback_from=tuple(completion.tried),
+            cost_usd=_add(outcome.cost_usd, self._manager.cost(completion)),
+            latency_ms=round((outcome.latency_ms or 0.0) + completion.latency_ms, 3),
+            usage=usage,
+        )
+
+    async def _ask(
+        self, request: CompletionRequest, job: Job, present: Collection[str]
+    ) -> Completion:
+        """The manager's answer; one the formatter would strip to nothing counts as a failure."""
+
+        def usable(completion: Completion) -> str | None:
+            if self._format(completion.text, present).parts:
+                return None
+            return "nothing left after formatting"
+
+        chain = list(job.prompt.trigger.providers) or None
+        return await self._manager.complete(
+            request,
+            deadline=job.deadline,
+            chain=chain,  # MERGE: accept=usable
+        )
+
+    async def _reply(self, job: Job, outcome: Outcome) -> Outcome:
+        request = self._prompts.build(job.prompt)
+        key = job.channel.key
+        context = self._channels.get(key)
+        present = context.state.users.keys() if context is not None else ()
+        try:
+            completion = await self._ask(request, job, present)
+        except ProviderError as exc:
+            return await self._fall_back(job, outcome, exc, present)
+        outcome = self._account(outcome, completion)
+        reply = self._format(completion.text, present)
+        if not reply.parts:  # MERGE: gone once the manager takes accept=
+            return replace(outcome, reason=Reason.EMPTY_REPLY, parts=(), removed=reply.removed)
+        verdict = self._validator.check(reply.kept, key)
+        if not verdict.ok and self._retry:
+            log.info("reply_invalid_retrying", check=verdict.reason, detail=verdict.detail)
+            first = FirstAttempt(verdict.reason, completion.text[:500], completion.provider)
+            outcome = replace(outcome, first_attempt=first)
+            retry = CompletionRequest(
+                messages=(
+                    *request.messages,
+                    ChatMessage("assistant", completion.text),
+                    ChatMessage("user", self._validator.nudge(verdict)),
+                )
+            )
+            try:
+                completion = await self._ask(retry, job, present)
+            except ProviderError as exc:
+                return await self._fall_back(job, outcome, exc, present)
+            outcome = self._account(outcome, completion)
+            reply = self._format(completion.text, present)
+            if not reply.parts:  # MERGE: gone once the manager takes accept=
+                return replace(outcome, reason=Reason.EMPTY_REPLY, parts=(), removed=reply.removed)
+            verdict = self._validator.check(reply.kept, key)
+        outcome = replace(outcome, removed=reply.removed)
+        if not verdict.ok:
+            log.info("reply_invalid", check=verdict.reason, detail=verdict.detail)
+            return replace(
+                outcome,
+                reason=Reason.INVALID_REPLY,
+                check=verdict.reason,
+                detail=verdict.detail,
+                rejected_parts=reply.parts,
+            )
+        self._validator.remember(reply.kept, key)
+        return await self._send(job, outcome, reply, Reason.ANSWERED)
+
+    async def _fall_back(
+        self, job: Job, outcome: Outcome, exc: ProviderError, present: Collection[str]
+    ) -> Outcome:
+        """Every provider failed: say a line from a fallback pool, or report the failure.
+
+        Pool lines were written by a model too, so they pass the validator's content checks
+        (length, blocklist, prompt leaks; not repetition: a pool repeats by design, once per
+        rotation); a rejected line is skipped for the next one.
+        """
+        log.warning("provider_failed", provider=exc.provider, error=str(exc))
+        outcome = replace(
+            outcome,
+            reason=Reason.LLM_FAILED,
+            provider=exc.provider,
+            error=str(exc),
+            error_type=type(exc).__name__,
+        )
+        if self._pools is None:
+            return outcome
+        for _ in range(_FALLBACK_TRIES):
+            picked = self._pools.line_for(job.prompt.trigger, self._personality)
+            if picked is None:
+                return outcome
+            pool, line = picked
+            reply = self._format(line, present)
+            verdict = (
+                self._validator.check(reply.kept, job.channel.key, repetition=False)
+                if reply.parts
+                else None
+            )
+            if verdict is None or not verdict.ok:
+                log.info("fallback_line_rejected", pool=pool, check=verdict and verdict.reason)
+                continue
+            log.info("reply_from_fallback_pool", pool=pool, error_type=type(exc).__name__)
+            outcome = replace(outcome, fallback_pool=pool, provider=None)
+            return await self._send(job, outcome, reply, Reason.FALLBACK)
+        return outcome
+
+    async def _send(
+        self, job: Job, outcome: Outcome, reply: FormattedReply, reason: Reason
+    ) -> Outcome:
+        """Send the parts (or only log them in dry-run); the outcome says which."""
+        outcome = replace(outcome, parts=reply.parts, truncated=reply.truncated)
+        if self._flags.dry_run or self._sender is None:
+            context = self._channels.get(job.channel.key)
+            if context is not None and not job.chat.is_pm:
+                for part in reply.parts:
+                    context.state.add_chat(self._bot, part, 0, from_bot=True)
+            log.info("reply_dry_run", parts=len(reply.parts))
+            return replace(outcome, reason=Reason.DRY_RUN, dry_run=True)
+        request_ids = []
+        ack = None
+        for part in reply.parts:
+            if job.chat.is_pm:
+                result = await self._sender.pm(job.channel, job.chat.username, part)
+            else:
+                result = await self._sender.say(job.channel, part)
+            request_ids.append(result.request_id)
+            if result.ack not in ("not_requested", "accepted"):
+                ack = result.ack
+        log.info("reply_sent", parts=len(reply.parts), provider=outcome.provider)
+        return replace(outcome, reason=reason, request_ids=tuple(request_ids), ack=ack)
+
+
+def _add(a: float | None, b: float | None) -> float | None:
+    return b if a is None else a if b is None else a + b
+
+
+def _ms(seconds: float) -> float:
+    return round(seconds * 1000, 3)
