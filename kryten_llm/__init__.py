@@ -6,11 +6,8 @@ The live bot is :class:`kryten_llm.service.Service`; its configuration is
 
 from __future__ import annotations
 
-from importlib.metadata import PackageNotFoundError, version
-
-try:
-    __version__ = version("kryten-llm")
-except PackageNotFoundError:  # running from a source tree that was never installed
-    __version__ = "0.0.0"
+# The same as pyproject.toml's version (a test checks): reading package metadata at import
+# would cost every command a tenth of a second.
+__version__ = "0.1.0"
 
 __all__ = ["__version__"]

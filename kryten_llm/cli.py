@@ -3,8 +3,11 @@
 The CLI is the boundary where domain errors become one line that says what to fix and a
 non-zero exit code; nothing below it prints or exits.
 
-Exit codes: 0 success, 2 invalid configuration or usage, 75 stopped to be restarted
-(``kryten.lifecycle.group.restart``).
+Exit codes (:mod:`kryten_llm.console`): 0 success, 1 failed, 2 invalid configuration or usage,
+75 stopped to be restarted (``kryten.lifecycle.group.restart``), 130 interrupted.
+
+Only what parsing needs is imported up front; each command imports its own machinery, so
+``kryten-llm --version`` and the bot's start pay for nothing they do not use.
 """
 
 from __future__ import annotations
@@ -14,20 +17,27 @@ import asyncio
 import json
 import sys
 from collections.abc import Sequence
+from importlib import import_module
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kryten_llm import __version__
-from kryten_llm.batch import cli as batch_cli
-from kryten_llm.config import Settings, load_settings, redacted
-from kryten_llm.errors import ConfigError, KrytenLLMError
-from kryten_llm.explore import cli as explore_cli
-from kryten_llm.logs import configure_logging
+from kryten_llm.console import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE
 
-EXIT_CONFIG = 2
+if TYPE_CHECKING:
+    from kryten_llm.config import Settings
+    from kryten_llm.errors import ConfigError
+
+# Subcommands with their own command line, imported only when asked for: ``kryten-llm
+# --version`` or the bot itself never pay for batch's or explore's imports.
+_LAZY = {
+    "batch": ("kryten_llm.batch.cli", "run prompts from files through the providers (resumable)"),
+    "explore": ("kryten_llm.explore.cli", "generate unique material on a topic with many models"),
+}
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(full: str | None = None) -> argparse.ArgumentParser:
+    """The whole command line; ``full`` names the lazy subcommand whose options are needed."""
     parser = argparse.ArgumentParser(
         prog="kryten-llm",
         description="An LLM chat bot for CyTube channels, as a Kryten NATS service.",
@@ -96,8 +106,11 @@ def build_parser() -> argparse.ArgumentParser:
     simulate.add_argument("--bot-username", default="CynthiaRothbot", help="the bot's account")
     simulate.add_argument("--duration", type=float, metavar="SECONDS", help="stop after this long")
     simulate.add_argument("--speed", type=float, default=1.0, help="scenario speed factor")
-    explore_cli.add_parser(sub)
-    batch_cli.add_parser(sub)
+    for name, (module, help_text) in _LAZY.items():
+        if name == full:
+            import_module(module).add_parser(sub)
+        else:  # listed in --help; its options are read when it is the command
+            sub.add_parser(name, help=help_text, add_help=False)
     logs = sub.add_parser("logs", parents=[common], help="summarise the response logs")
     logs.add_argument("action", choices=["stats", "plot"], help="stats: print; plot: HTML report")
     logs.add_argument(
@@ -116,26 +129,31 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``kryten-llm`` console script."""
-    args = build_parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    lazy = next((a for a in argv if a in _LAZY), None)
+    args = build_parser(lazy).parse_args(argv)
     command = args.command or "run"
+    if command in _LAZY:
+        return int(import_module(_LAZY[command][0]).run(args))
     if command in ("demo", "simulate"):
         return _simulation(command, args)
-    if command == "explore":
-        return explore_cli.run(args)
-    if command == "batch":
-        return batch_cli.run(args)
+    from kryten_llm.errors import ConfigError, KrytenLLMError
+    from kryten_llm.logs import configure_logging
+
     if args.validate_config:
         command = "validate-config"
     try:
         settings = _load(args)
     except ConfigError as exc:
         _print_config_error(exc, args.config)
-        return EXIT_CONFIG
+        return EXIT_USAGE
     if command == "validate-config":
         return _validate(settings, as_json=getattr(args, "json", False))
     if command == "providers":
+        from kryten_llm.checks import check_providers
+
         configure_logging("ERROR", "console")
-        return asyncio.run(_check_providers(settings, args.timeout))
+        return asyncio.run(check_providers(settings, args.timeout))
     if command == "logs":
         return _logs(settings, args)
     configure_logging(settings.logging.level, settings.logging.format)
@@ -144,16 +162,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return asyncio.run(run_service(settings))
     except KeyboardInterrupt:  # a second Ctrl+C while shutting down
-        return 130
+        return EXIT_INTERRUPTED
     except KrytenLLMError as exc:
         print(f"kryten-llm: {exc}", file=sys.stderr)
-        return 1
+        return EXIT_FAILED
 
 
 def _simulation(command: str, args: argparse.Namespace) -> int:
-    configure_logging("WARNING", "console")
+    from kryten_llm.errors import ConfigError
+    from kryten_llm.logs import configure_logging
     from kryten_llm.sim.demo import run_demo, run_simulate
 
+    configure_logging("WARNING", "console")
     try:
         if command == "demo":
             return asyncio.run(
@@ -179,13 +199,17 @@ def _simulation(command: str, args: argparse.Namespace) -> int:
         )
     except ConfigError as exc:
         _print_config_error(exc, getattr(args, "config", None))
-        return EXIT_CONFIG
+        return EXIT_USAGE
     except (FileNotFoundError, OSError) as exc:
         print(f"kryten-llm {command}: {exc}", file=sys.stderr)
-        return 1
+        return EXIT_FAILED
 
 
 def _load(args: argparse.Namespace) -> Settings:
+    from kryten_llm.checks import startup_problems
+    from kryten_llm.config import load_settings
+    from kryten_llm.errors import ConfigError
+
     overrides: dict[str, Any] = {}
     if args.dry_run:
         overrides["dry_run"] = True
@@ -200,78 +224,6 @@ def _load(args: argparse.Namespace) -> Settings:
     return settings
 
 
-def startup_problems(settings: Settings) -> list[tuple[str, str, str]]:
-    """Checks that need the environment, not just the file: missing API keys.
-
-    Only providers the bot will call (the default and the fallbacks) are checked; a spare
-    provider without its key is shown as "no key" by the summary instead.
-    """
-    from kryten_llm.llm.local import local_problems
-
-    problems = []
-    in_use = set(settings.llm.chain)
-    for name, provider in settings.llm.providers.items():
-        if name in in_use and provider.type == "local":
-            problems += [
-                (f"llm.providers.{name}", "the local model cannot run", fix)
-                for fix in local_problems(provider)
-            ]
-        if name in in_use and provider.api_key_env and provider.resolve_api_key() is None:
-            problems.append(
-                (
-                    f"llm.providers.{name}.api_key_env",
-                    f"environment variable {provider.api_key_env} is not set",
-                    f"export {provider.api_key_env}=<your key> (or put it in the "
-                    "EnvironmentFile of llm.service)",
-                )
-            )
-    if settings.fallback.enabled:
-        from kryten_llm.pipeline.fallback import FallbackPools
-
-        try:
-            FallbackPools(
-                settings.fallback.pool_dir,
-                [word.name for word in settings.triggers.words],
-                settings.personalities,
-            )
-        except ConfigError as exc:
-            problems += exc.problems
-    return problems
-
-
-async def _check_providers(settings: Settings, per_provider_seconds: float) -> int:
-    """Probe every configured provider, print one line each; 0 when all are ready."""
-    import aiohttp
-
-    from kryten_llm.llm import create_provider
-    from kryten_llm.llm.manager import ProviderManager
-
-    async with aiohttp.ClientSession() as session:
-        providers = {
-            name: create_provider(name, cfg, session)
-            for name, cfg in settings.llm.providers.items()
-        }
-        results = await ProviderManager(providers, settings.llm).probe_all(per_provider_seconds)
-    chain = settings.llm.chain
-    rows = [("provider", "type", "model", "status", "ms", "detail")]
-    for r in results:
-        role = " (default)" if r.name == chain[0] else " (fallback)" if r.name in chain else ""
-        rows.append(
-            (
-                r.name + role,
-                settings.llm.providers[r.name].type,
-                r.model,
-                "ready" if r.ok else "FAILED",
-                f"{r.latency_ms:.0f}",
-                r.detail,
-            )
-        )
-    widths = [max(len(row[i]) for row in rows) for i in range(5)]
-    for row in rows:
-        print("  ".join(cell.ljust(w) for cell, w in zip(row[:5], widths, strict=True)), row[5])
-    return 0 if all(r.ok for r in results) else 1
-
-
 def _logs(settings: Settings, args: argparse.Namespace) -> int:
     """``logs stats`` / ``logs plot``: read the response logs, print or write the summary."""
     from kryten_llm.ops.logstats import log_files, render_html, render_text, summarise
@@ -282,24 +234,24 @@ def _logs(settings: Settings, args: argparse.Namespace) -> int:
             f"kryten-llm logs: no responses-*.jsonl in {settings.logging.response_log_dir}",
             file=sys.stderr,
         )
-        return 1
+        return EXIT_FAILED
     try:
         data = summarise(files).as_dict()
     except OSError as exc:
         print(f"kryten-llm logs: cannot read {exc.filename}: {exc.strerror}", file=sys.stderr)
-        return 1
+        return EXIT_FAILED
     if args.action == "plot":
         try:
             args.output.write_text(render_html(data), encoding="utf-8")
         except OSError as exc:
             print(f"kryten-llm logs: cannot write {args.output}: {exc.strerror}", file=sys.stderr)
-            return 1
+            return EXIT_FAILED
         print(f"wrote {args.output} ({data['records']} records)")
     elif args.json:
         print(json.dumps(data, indent=2))
     else:
         print(render_text(data))
-    return 0
+    return EXIT_OK
 
 
 def _print_config_error(exc: ConfigError, path: Path | None) -> None:
@@ -308,55 +260,15 @@ def _print_config_error(exc: ConfigError, path: Path | None) -> None:
 
 
 def _validate(settings: Settings, *, as_json: bool) -> int:
+    from kryten_llm.checks import summary
+    from kryten_llm.config import redacted
+
     if as_json:
         print(json.dumps(redacted(settings), indent=2))
-        return 0
+        return EXIT_OK
     for line in summary(settings):
         print(line)
-    return 0
-
-
-def summary(settings: Settings) -> list[str]:
-    """A short, secret-free description of what the bot will do."""
-    data = redacted(settings)
-    lines = ["configuration OK"]
-    lines.append("  nats:       " + ", ".join(settings.nats.servers))
-    for channel in settings.channels:
-        lines.append(f"  channel:    {channel.channel} on {channel.domain}")
-    lines.append(f"  bot:        {settings.bot.username} as {settings.personality.character_name}")
-    chain = settings.llm.chain
-    for name, provider in data["llm"]["providers"].items():
-        default = " (default)" if name == chain[0] else " (fallback)" if name in chain else ""
-        key = "key set" if provider["api_key"] else "no key"
-        where = {
-            "openai": provider["base_url"],
-            "anthropic": provider["base_url"],
-            "local": provider["model_path"] or "SmolLM2",
-        }.get(provider["type"], "in-process")
-        lines.append(
-            f"  provider:   {name}{default}: {provider['type']} {provider['model']} "
-            f"at {where}, {key}"
-        )
-    words = ", ".join(w.name for w in settings.triggers.words) or "none"
-    lines.append(
-        f"  triggers:   mentions={'on' if settings.triggers.mentions else 'off'}, words: {words}"
-    )
-    rl = settings.ratelimit
-    lines.append(
-        f"  ratelimit:  {rl.global_per_minute}/min, {rl.global_per_hour}/h overall; "
-        f"{rl.user_per_hour}/h and {rl.user_cooldown_seconds:g}s cooldown per user"
-    )
-    log_dir = settings.logging.response_log_dir if settings.logging.response_log else "off"
-    lines.append(f"  logs:       level {settings.logging.level}, responses in {log_dir}")
-    web = settings.web
-    controls = "controls on" if web.token else "controls off (no web.token)"
-    lines.append(
-        f"  web:        http://{web.host}:{web.port}/ ({controls})"
-        if web.enabled
-        else "  web:        off"
-    )
-    lines.append(f"  dry run:    {'yes' if settings.dry_run else 'no'}")
-    return lines
+    return EXIT_OK
 
 
 if __name__ == "__main__":
