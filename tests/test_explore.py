@@ -23,10 +23,10 @@ from kryten_llm.config import LLMConfig, ProviderConfig
 from kryten_llm.errors import ConfigError
 from kryten_llm.explore import Explorer, ExploreSettings, OutputStore, RunState, StopReason
 from kryten_llm.explore.output import Checkpoint
-from kryten_llm.explore.pool import FallbackPool
 from kryten_llm.explore.producer import ProducerConfig, ProducerState, run_producer
 from kryten_llm.llm import Completion, create_provider
 from kryten_llm.llm.manager import ProviderManager
+from kryten_llm.pools import FallbackPool
 from tests.explore_helpers import (
     ItemResponder,
     SameItems,

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 from kryten_llm.explore import StopReason, cli
-from kryten_llm.explore.pool import FallbackPool
+from kryten_llm.pools import FallbackPool
 from tests.explore_helpers import (
     Gated,
     ItemResponder,

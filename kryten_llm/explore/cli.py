@@ -20,12 +20,11 @@ from kryten_llm.config import LLMConfig, ProviderConfig, Settings, load_settings
 from kryten_llm.errors import ConfigError
 from kryten_llm.explore.bus import ExploreLink, run_id
 from kryten_llm.explore.explorer import Explorer, ExploreSettings, StopReason
-from kryten_llm.explore.normalize import slug
 from kryten_llm.explore.output import Checkpoint, OutputStore
-from kryten_llm.explore.pool import DEFAULT_POOL_DIR, FallbackPool, personality_pool_name
 from kryten_llm.explore.progress import Progress
 from kryten_llm.llm.specs import parse_provider_spec
 from kryten_llm.logs import configure_logging
+from kryten_llm.pools import DEFAULT_POOL_DIR, FallbackPool, personality_pool_name, slug
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence

@@ -30,7 +30,8 @@ import math
 from array import array
 from dataclasses import dataclass
 
-from kryten_llm.explore.normalize import SHINGLE, item_hash, normalize, shingles
+from kryten_llm.explore.items import SHINGLE, item_hash, shingles
+from kryten_llm.pools import normalize
 
 DEFAULT_THRESHOLD = 0.85
 _EMPTY: frozenset[int] = frozenset()

@@ -38,14 +38,14 @@ import structlog
 from kryten_llm.errors import ConfigError
 from kryten_llm.explore.dedup import DEFAULT_THRESHOLD, DedupIndex, Verdict
 from kryten_llm.explore.digest import DEFAULT_MAX_CHARS, Digest
-from kryten_llm.explore.normalize import is_header, parse_items
+from kryten_llm.explore.items import is_header, parse_items
 from kryten_llm.explore.output import Checkpoint, OutputStore
 from kryten_llm.explore.producer import ProducerConfig, ProducerState, run_producer
 
 if TYPE_CHECKING:
-    from kryten_llm.explore.pool import FallbackPool
     from kryten_llm.llm.base import Completion
     from kryten_llm.llm.manager import ProviderManager
+    from kryten_llm.pools import FallbackPool
 
 log = structlog.get_logger(__name__)
 

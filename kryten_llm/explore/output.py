@@ -25,7 +25,6 @@ import contextlib
 import fcntl
 import json
 import os
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,28 +32,11 @@ from typing import Any
 from kryten_llm.errors import ConfigError
 from kryten_llm.files import atomic_write
 
-__all__ = ["atomic_write"]  # re-exported: pools and callers write through it
-
 OUTPUT_JSON = "output.json"
 OUTPUT_TXT = "output.txt"
 METADATA_JSON = "metadata.json"
 LOCK_FILE = ".lock"
 FORMAT_VERSION = 1
-
-
-@contextlib.contextmanager
-def file_lock(path: Path) -> Iterator[None]:
-    """Hold an exclusive ``flock`` on ``path`` (created if missing), waiting for it.
-
-    Raises:
-        OSError: the lock file cannot be created.
-    """
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)  # releases the lock
 
 
 def dump_json(data: Any) -> bytes:
