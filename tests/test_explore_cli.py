@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 from kryten_llm.explore import StopReason, cli
+from kryten_llm.explore.plan import plan_run
 from kryten_llm.pools import FallbackPool
 from tests.explore_helpers import (
     Gated,
@@ -230,7 +231,7 @@ async def test_the_checkpoint_is_read_once_when_the_run_is_planned(tmp_path: Pat
     code, stderr = await explore(tmp_path, *args, "--iterations", "2")
     assert code == 0, stderr
     before, _, _ = read_run(out)
-    plan = cli._plan(cli.build_parser().parse_args([*args, "--iterations", "1"]))
+    plan = plan_run(cli.build_parser().parse_args([*args, "--iterations", "1"]))
     try:
         (out / "output.json").unlink()  # gone: only the plan still knows the first run's items
         assert await cli._explore(plan) is StopReason.ITERATIONS

@@ -15,14 +15,17 @@ live bot.
 from __future__ import annotations
 
 from kryten_llm.explore.dedup import DedupIndex, Verdict
-from kryten_llm.explore.explorer import Explorer, ExploreSettings, RunState, StopReason
+from kryten_llm.explore.explorer import Explorer, RunState, StopReason
 from kryten_llm.explore.output import OutputStore
+from kryten_llm.explore.producer import ProducerStatus
+from kryten_llm.explore.settings import ExploreSettings
 
 __all__ = [
     "DedupIndex",
     "ExploreSettings",
     "Explorer",
     "OutputStore",
+    "ProducerStatus",
     "RunState",
     "StopReason",
     "Verdict",
