@@ -17,7 +17,8 @@ import random
 from pathlib import Path
 from typing import Any
 
-from kryten_llm.explore.normalize import jaccard, normalize, shingles
+from kryten_llm.explore.items import jaccard, shingles
+from kryten_llm.pools import normalize
 
 _WORDS = (
     "marigold tangerine obsidian lighthouse carnival porcupine velvet harmonica lantern "

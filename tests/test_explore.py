@@ -20,13 +20,13 @@ import aiohttp
 import pytest
 
 from kryten_llm.config import LLMConfig, ProviderConfig
-from kryten_llm.errors import ConfigError
+from kryten_llm.errors import ExploreError
 from kryten_llm.explore import Explorer, ExploreSettings, OutputStore, RunState, StopReason
 from kryten_llm.explore.output import Checkpoint
-from kryten_llm.explore.pool import FallbackPool
 from kryten_llm.explore.producer import ProducerConfig, ProducerState, run_producer
 from kryten_llm.llm import Completion, create_provider
 from kryten_llm.llm.manager import ProviderManager
+from kryten_llm.pools import FallbackPool
 from tests.explore_helpers import (
     ItemResponder,
     SameItems,
@@ -438,14 +438,14 @@ async def test_an_answer_that_arrives_after_the_stop_is_paid_for_but_not_used(
 
 
 def test_one_run_at_a_time_holds_an_output_folder(tmp_path: Path) -> None:
-    """A second store cannot lock a folder another holds (a ConfigError naming the folder);
-    once the first lets go, it can."""
+    """A second store cannot lock a folder another holds (an ExploreError caused by the busy
+    lock); once the first lets go, it can."""
     first, second = OutputStore(tmp_path / "run"), OutputStore(tmp_path / "run")
     first.lock()
     first.lock()  # idempotent
-    with pytest.raises(ConfigError, match="another explore run") as caught:
+    with pytest.raises(ExploreError, match="another explore run") as caught:
         second.lock()
-    assert caught.value.problems[0][0] == str(tmp_path / "run")
+    assert isinstance(caught.value.__cause__, BlockingIOError)
     first.unlock()
     second.lock()
     second.unlock()

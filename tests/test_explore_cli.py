@@ -12,7 +12,8 @@ import sys
 from pathlib import Path
 
 from kryten_llm.explore import StopReason, cli
-from kryten_llm.explore.pool import FallbackPool
+from kryten_llm.explore.plan import plan_run
+from kryten_llm.pools import FallbackPool
 from tests.explore_helpers import (
     Gated,
     ItemResponder,
@@ -230,7 +231,7 @@ async def test_the_checkpoint_is_read_once_when_the_run_is_planned(tmp_path: Pat
     code, stderr = await explore(tmp_path, *args, "--iterations", "2")
     assert code == 0, stderr
     before, _, _ = read_run(out)
-    plan = cli._plan(cli.build_parser().parse_args([*args, "--iterations", "1"]))
+    plan = plan_run(cli.build_parser().parse_args([*args, "--iterations", "1"]))
     try:
         (out / "output.json").unlink()  # gone: only the plan still knows the first run's items
         assert await cli._explore(plan) is StopReason.ITERATIONS
@@ -239,3 +240,42 @@ async def test_the_checkpoint_is_read_once_when_the_run_is_planned(tmp_path: Pat
     items, _, metadata = read_run(out)
     assert items[: len(before)] == before
     assert metadata["sessions"] == 2
+
+
+async def test_a_folder_of_another_topic_exits_2_naming_the_flags(tmp_path: Path) -> None:
+    """The explorer refuses a checkpoint of another topic in its own terms; the command line
+    tells which flags to change."""
+    out = tmp_path / "run"
+    args = ["--provider", "scripted", "--output", str(out), "--iterations", "1"]
+    code, stderr = await explore(tmp_path, "--topic", "films", *args)
+    assert code == 0, stderr
+    code, stderr = await explore(tmp_path, "--topic", "books", *args)
+    assert code == 2, stderr
+    assert "--output: the folder holds the topic 'films'" in stderr
+    assert "fix: use the same --topic, or another --output folder" in stderr
+
+
+async def test_a_folder_with_a_foreign_output_json_exits_2(tmp_path: Path) -> None:
+    """An output.json that is not a checkpoint is named, with a fix that names ``--output``."""
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "output.json").write_text('{"not": "ours"}')
+    code, stderr = await explore(
+        tmp_path, "--topic", "x", "--provider", "scripted", "--output", str(out)
+    )
+    assert code == 2, stderr
+    assert f"{out / 'output.json'}: not an explorer checkpoint" in stderr
+    assert "fix: choose another --output folder or remove the file" in stderr
+
+
+async def test_an_auto_model_provider_that_lists_nothing_exits_2(tmp_path: Path) -> None:
+    """An inline provider without ``--model`` is probed for its model first (through the
+    manager's probe); a server that lists no model stops the run before any request."""
+    async with ScriptedOpenAIServer(models=()) as llm:
+        code, stderr = await explore(
+            tmp_path, "--topic", "x", "--provider", f"openai:{llm.base_url}", "--iterations", "1"
+        )
+        assert llm.completions == []
+    assert code == 2, stderr
+    assert "provider openai-1: openai-1: model is auto but the server lists none" in stderr
+    assert "fix: check its URL" in stderr

@@ -7,7 +7,8 @@ import random
 import pytest
 
 from kryten_llm.explore.dedup import DedupIndex, Verdict
-from kryten_llm.explore.normalize import is_header, jaccard, normalize, parse_items, shingles
+from kryten_llm.explore.items import is_header, jaccard, parse_items, shingles
+from kryten_llm.pools import normalize
 
 
 @pytest.mark.parametrize(

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from kryten_llm.errors import ConfigError
-from kryten_llm.explore.pool import FallbackPool, personality_pool_name
+from kryten_llm.pools import FallbackPool, personality_pool_name
 
 
 def filled(folder: Path, count: int, seed: int = 1) -> FallbackPool:

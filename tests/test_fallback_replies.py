@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from kryten_llm.cli import main
-from kryten_llm.explore.pool import FallbackPool, personality_pool_name
+from kryten_llm.pools import FallbackPool, personality_pool_name
 from kryten_llm.service import Service
 from tests.bridge import FakeBridge
 from tests.conftest import eventually, read_log, running, settings_for

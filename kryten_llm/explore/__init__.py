@@ -4,29 +4,29 @@
 duplicates across all of them, checkpoints to an output folder it can resume from, and can
 fill a :class:`FallbackPool` that the live bot draws on when no provider answers.
 
-Stages, one module each: :mod:`.normalize` (parse and normalise items), :mod:`.dedup`
+Stages, one module each: :mod:`.items` (parse items, trigram measures), :mod:`.dedup`
 (exact and near-duplicate index), :mod:`.digest` (what the prompt says is known),
 :mod:`.producer` (one request loop), :mod:`.explorer` (orchestration and stop conditions),
-:mod:`.output` (crash-safe files), :mod:`.pool` (fallback pools), :mod:`.progress` (stderr),
-:mod:`.cli` (the command).
+:mod:`.output` (crash-safe files), :mod:`.progress` (stderr), :mod:`.cli` (the command).
+The fallback pools it fills live in :mod:`kryten_llm.pools`, below both the explorer and the
+live bot.
 """
 
 from __future__ import annotations
 
 from kryten_llm.explore.dedup import DedupIndex, Verdict
-from kryten_llm.explore.explorer import Explorer, ExploreSettings, RunState, StopReason
-from kryten_llm.explore.output import OutputStore, atomic_write
-from kryten_llm.explore.pool import FallbackPool, personality_pool_name
+from kryten_llm.explore.explorer import Explorer, RunState, StopReason
+from kryten_llm.explore.output import OutputStore
+from kryten_llm.explore.producer import ProducerStatus
+from kryten_llm.explore.settings import ExploreSettings
 
 __all__ = [
     "DedupIndex",
     "ExploreSettings",
     "Explorer",
-    "FallbackPool",
     "OutputStore",
+    "ProducerStatus",
     "RunState",
     "StopReason",
     "Verdict",
-    "atomic_write",
-    "personality_pool_name",
 ]

@@ -1,39 +1,41 @@
 """``kryten-llm explore``: the command line of the topic explorer.
 
-The boundary of the explore package: arguments and the config file become
-:class:`ExploreSettings`, providers and an output folder; domain errors become one line that
-says what to fix and an exit code (0 done, 1 every provider failed, 2 usage or configuration
-error, 130 interrupted by Ctrl+C or SIGTERM, files written). :func:`add_parser` plugs the
-subcommand into the main CLI; ``python -m kryten_llm.explore`` runs it on its own.
+The boundary of the explore package: :mod:`kryten_llm.explore.plan` turns the arguments and
+the config file into settings, providers and an output folder; this module runs the explorer
+with progress, stop signals and the dashboard link, and turns domain errors into what to fix
+and an exit code of :mod:`kryten_llm.console` (0 done, 1 every provider failed, 2 usage or
+configuration error, 130 interrupted by Ctrl+C or SIGTERM, files written). :func:`add_parser`
+plugs the subcommand into the main CLI; ``python -m kryten_llm.explore`` runs it on its own.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import signal
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from kryten_llm.config import LLMConfig, ProviderConfig, Settings, load_settings
-from kryten_llm.errors import ConfigError
+from kryten_llm.console import (
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_USAGE,
+    on_stop_signals,
+)
+from kryten_llm.errors import ConfigError, ExploreError
 from kryten_llm.explore.bus import ExploreLink, run_id
-from kryten_llm.explore.explorer import Explorer, ExploreSettings, StopReason
-from kryten_llm.explore.normalize import slug
-from kryten_llm.explore.output import Checkpoint, OutputStore
-from kryten_llm.explore.pool import DEFAULT_POOL_DIR, FallbackPool, personality_pool_name
+from kryten_llm.explore.explorer import Explorer, StopReason
+from kryten_llm.explore.plan import Plan, plan_run
+from kryten_llm.explore.producer import ProducerStatus
 from kryten_llm.explore.progress import Progress
-from kryten_llm.llm.specs import parse_provider_spec
 from kryten_llm.logs import configure_logging
+from kryten_llm.pools import DEFAULT_POOL_DIR
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Sequence
+    from collections.abc import Sequence
 
-EXIT_OK = 0
-EXIT_FAILED = 1
-EXIT_USAGE = 2
-EXIT_INTERRUPTED = 130
+PROBE_SECONDS = 10.0  # how long an "auto"-model provider has to name its model
 
 
 def add_parser(subparsers: Any) -> None:
@@ -185,7 +187,7 @@ def run(args: argparse.Namespace) -> int:
     """
     configure_logging(args.log_level, "console")
     try:
-        plan = _plan(args)
+        plan = plan_run(args)
     except ConfigError as exc:
         _print_problems(exc)
         return EXIT_USAGE
@@ -208,266 +210,19 @@ def run(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-class _Plan:
-    """Everything resolved from the arguments before the run starts; the output folder is
-    locked for this run and its checkpoint (if any) loaded."""
-
-    def __init__(
-        self,
-        settings: ExploreSettings,
-        llm: LLMConfig,
-        providers: list[str],
-        store: OutputStore,
-        checkpoint: Checkpoint | None,
-        pool: FallbackPool | None,
-        pool_filter: Callable[[str], bool] | None,
-        args: argparse.Namespace,
-    ) -> None:
-        self.settings = settings
-        self.llm = llm
-        self.providers = providers
-        self.store = store
-        self.checkpoint = checkpoint
-        self.pool = pool
-        self.pool_filter = pool_filter
-        self.args = args
-        self.nats_servers: list[str] | None = None
-        self.service = "llm"
-
-
-def _plan(args: argparse.Namespace) -> _Plan:
-    """Resolve the arguments; the output folder is locked when this returns.
-
-    Raises:
-        ConfigError: what to fix (including a folder another run is writing to).
-    """
-    config = load_settings(args.config)
-    _check_numbers(args)
-    providers, order = resolve_providers(config, args.provider, args.model, args.api_key_env)
-    output: Path | None = args.output
-    instructions = ""
-    pool: FallbackPool | None = None
-    pool_filter: Callable[[str], bool] | None = None
-    topic: str | None = args.topic
-    if args.for_trigger is not None or args.for_personality is not None:
-        pool_name, instructions, default_topic = _pool_target(config, args)
-        topic = topic or default_topic
-        pool = FallbackPool.load(args.pool_dir, pool_name)
-        pool_filter = _chat_line_filter(config)
-    if output is None:
-        if not topic:
-            raise ConfigError([("--topic", "required", "name a topic, or --output DIR to resume")])
-        output = Path("output") / slug(topic)
-    store = OutputStore(output)
-    if args.resume and not store.exists():  # before lock() creates the folder
-        raise ConfigError([("--resume", f"{output} holds no output.json", "check --output")])
-    store.lock()
-    try:  # the folder is ours from here: a later problem gives it back
-        checkpoint = store.load()
-        if checkpoint is not None:
-            topic = topic or checkpoint.topic
-        if not topic:
-            raise ConfigError([("--topic", "required", "name a topic")])
-        settings = ExploreSettings(
-            topic=topic,
-            producers=args.producers,
-            iterations=args.iterations,
-            target=args.target,
-            min_yield=args.min_yield,
-            yield_window=args.yield_window,
-            similarity=args.similarity,
-            batch=args.batch,
-            max_item_chars=args.max_item_chars,
-            request_timeout=args.timeout,
-            checkpoint_items=args.checkpoint_items,
-            checkpoint_seconds=args.checkpoint_seconds,
-            instructions=instructions,
-            seed=args.seed,
-        )
-        llm = LLMConfig(
-            providers=providers,
-            default_provider=order[0],
-            retry=config.llm.retry,
-            circuit=config.llm.circuit,
-        )
-        plan = _Plan(settings, llm, order, store, checkpoint, pool, pool_filter, args)
-        if args.nats is not None:
-            plan.nats_servers = [args.nats] if args.nats else list(config.nats.servers)
-            plan.service = config.service.name
-        return plan
-    except BaseException:
-        store.unlock()
-        raise
-
-
-def _check_numbers(args: argparse.Namespace) -> None:
-    checks = [
-        ("--producers", args.producers, args.producers >= 1, "at least 1"),
-        ("--iterations", args.iterations, args.iterations is None or args.iterations >= 1, ">= 1"),
-        ("--target", args.target, args.target is None or args.target >= 1, ">= 1"),
-        ("--min-yield", args.min_yield, 0 <= args.min_yield <= 1, "between 0 and 1"),
-        ("--yield-window", args.yield_window, args.yield_window >= 1, ">= 1"),
-        ("--similarity", args.similarity, 0 < args.similarity <= 1, "in (0, 1]"),
-        ("--batch", args.batch, 1 <= args.batch <= 500, "between 1 and 500"),
-        ("--max-item-chars", args.max_item_chars, args.max_item_chars >= 1, ">= 1"),
-        ("--timeout", args.timeout, args.timeout > 0, "> 0"),
-        ("--checkpoint-items", args.checkpoint_items, args.checkpoint_items >= 1, ">= 1"),
-        ("--checkpoint-seconds", args.checkpoint_seconds, args.checkpoint_seconds > 0, "> 0"),
-    ]
-    problems = [
-        (flag, f"{value} is out of range", f"use {rule}")
-        for flag, value, ok, rule in checks
-        if not ok
-    ]
-    if problems:
-        raise ConfigError(problems)
-
-
-def resolve_providers(
-    config: Settings, specs: Sequence[str], model: str | None, api_key_env: str | None
-) -> tuple[dict[str, ProviderConfig], list[str]]:
-    """The providers to explore with, from ``--provider`` specs and the config.
-
-    Args:
-        config: the loaded settings (their ``llm.providers``).
-        specs: names of configured providers or inline ``TYPE:WHERE`` specs; empty means the
-            config's chain, or the scripted word list when the config is the built-in one.
-        model: the model of inline providers (``"auto"`` when None; ``"wordlist"`` for
-            scripted).
-        api_key_env: the key variable of inline providers.
-
-    Returns:
-        The provider configs by name, and the names in ``--provider`` order (repeats kept,
-        so a provider named twice gets twice the producers).
-
-    Raises:
-        ConfigError: an unknown name, an unknown type, an invalid inline spec, a missing key.
-    """
-    if not specs:
-        defaults = LLMConfig().providers
-        if config.llm.providers.keys() == defaults.keys():
-            specs = ["scripted"]
-            print(
-                "kryten-llm explore: no --provider or provider config: using the scripted word "
-                "list (try --provider openai:http://HOST:PORT/v1)",
-                file=sys.stderr,
-            )
-        else:
-            specs = config.llm.chain
-    chosen: dict[str, ProviderConfig] = {}
-    order: list[str] = []
-    inline: dict[str, str] = {}
-    for spec in specs:
-        if spec in config.llm.providers:
-            name, provider = spec, config.llm.providers[spec]
-        elif spec in inline:
-            name = inline[spec]
-            provider = chosen[name]
-        else:
-            try:
-                kind, provider = parse_provider_spec(spec, model=model, api_key_env=api_key_env)
-            except ConfigError as exc:
-                known = ", ".join(sorted(config.llm.providers)) or "none"
-                where, message, fix = exc.problems[0]
-                raise ConfigError(
-                    [(where, f"not a configured provider ({known}); {message}", fix)]
-                ) from None
-            name = f"{kind}-{sum(1 for n in inline.values() if n.startswith(kind)) + 1}"
-            inline[spec] = name
-        if provider.api_key_env and provider.resolve_api_key() is None:
-            raise ConfigError(
-                [
-                    (
-                        f"provider {name}",
-                        f"environment variable {provider.api_key_env} is not set",
-                        f"export {provider.api_key_env}=<your key>",
-                    )
-                ]
-            )
-        chosen[name] = provider
-        order.append(name)
-    return chosen, order
-
-
-def _pool_target(config: Settings, args: argparse.Namespace) -> tuple[str, str, str]:
-    """The pool name, the extra instructions and a default topic for a pool run."""
-    limit = config.formatting.max_message_length
-    chat = (
-        f"Write every item as one self-contained chat line under {limit} characters, "
-        "plain text, no hashtags, not starting with / or !."
-    )
-    if args.for_trigger is not None:
-        word = next((w for w in config.triggers.words if w.name == args.for_trigger), None)
-        if word is None:
-            known = ", ".join(w.name for w in config.triggers.words) or "none configured"
-            raise ConfigError(
-                [
-                    (
-                        "--for-trigger",
-                        f"no trigger word named {args.for_trigger!r} ({known})",
-                        "check the name or add it under triggers.words in the config",
-                    )
-                ]
-            )
-        extra = f" {word.context}" if word.context else ""
-        topic = "chat lines about " + ", ".join(word.patterns)
-        return args.for_trigger, chat + extra, topic
-    name, persona = _personality(config, args.for_personality or "")
-    character = getattr(persona, "character_name", name)
-    description = getattr(persona, "description", "")
-    style = getattr(persona, "response_style", "")
-    instructions = (
-        f"{chat} Every line is something {character}, {description}, would say in the chat. {style}"
-    )
-    return personality_pool_name(name), instructions, f"things {character} might say in chat"
-
-
-def _personality(config: Settings, wanted: str) -> tuple[str, Any]:
-    """The personality ``wanted`` (or the active one), for both config shapes."""
-    personalities = getattr(config, "personalities", None)
-    if isinstance(personalities, dict) and personalities:
-        name = wanted or str(getattr(config, "active_personality", next(iter(personalities))))
-        if name not in personalities:
-            raise ConfigError(
-                [
-                    (
-                        "--for-personality",
-                        f"no personality named {name!r} ({', '.join(sorted(personalities))})",
-                        "check the name",
-                    )
-                ]
-            )
-        return name, personalities[name]
-    persona = getattr(config, "personality", None)
-    return wanted or getattr(persona, "character_name", "default"), persona
-
-
-def _chat_line_filter(config: Settings) -> Callable[[str], bool]:
-    """Lines fit for the chat: short enough, not a command."""
-    limit = config.formatting.max_message_length
-    prefixes = (*config.filters.command_prefixes, "/")
-
-    def accept(line: str) -> bool:
-        return len(line) <= limit and not line.startswith(prefixes)
-
-    return accept
-
-
-async def _explore(plan: _Plan) -> StopReason:
+async def _explore(plan: Plan) -> StopReason:
     import aiohttp
 
-    from kryten_llm.llm import create_provider
-    from kryten_llm.llm.manager import ProviderManager
+    from kryten_llm.llm import build_manager
 
     async with aiohttp.ClientSession() as session:
-        providers = {
-            name: create_provider(name, cfg, session) for name, cfg in plan.llm.providers.items()
-        }
-        manager = ProviderManager(providers, plan.llm)
+        manager = build_manager(plan.llm, session)
         auto = [n for n, cfg in plan.llm.providers.items() if cfg.model == "auto"]
         if auto:
-            results = await asyncio.gather(*(_probe(providers[n]) for n in auto))
-            problems = [(f"provider {n}", err, "check its URL") for n, err in results if err]
+            results = await manager.probe_all(PROBE_SECONDS, names=auto)
+            problems = [
+                (f"provider {r.name}", r.detail, "check its URL") for r in results if not r.ok
+            ]
             if problems:
                 raise ConfigError(problems)
         explorer = Explorer(
@@ -480,7 +235,18 @@ async def _explore(plan: _Plan) -> StopReason:
         )
         checkpoint = plan.checkpoint
         if checkpoint is not None:
-            explorer.resume_from(checkpoint)
+            try:
+                explorer.resume_from(checkpoint)
+            except ExploreError:  # another topic
+                raise ConfigError(
+                    [
+                        (
+                            "--output",
+                            f"the folder holds the topic {checkpoint.topic!r}",
+                            "use the same --topic, or another --output folder",
+                        )
+                    ]
+                ) from None
             print(
                 f"kryten-llm explore: resuming {plan.store.folder} with "
                 f"{len(checkpoint.items)} known items",
@@ -492,31 +258,27 @@ async def _explore(plan: _Plan) -> StopReason:
             mode=plan.args.progress,
             interval=plan.args.progress_interval,
         )
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, explorer.stop, StopReason.INTERRUPTED)
-        reporter = asyncio.create_task(progress.run())
-        link = None
-        if plan.nats_servers is not None:
-            link = ExploreLink(
-                plan.nats_servers,
-                plan.service,
-                run_id(str(plan.store.folder)),
-                explorer.snapshot,
-                explorer.stop,
-            )
-            if not await link.start():
-                link = None
-        try:
-            reason = await explorer.run()
-        finally:
-            if link is not None:
-                await link.close()
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                loop.remove_signal_handler(sig)
-            reporter.cancel()
-            await asyncio.gather(reporter, return_exceptions=True)
-            progress.finish()
+        with on_stop_signals(lambda _sig: explorer.stop(StopReason.INTERRUPTED)):
+            reporter = asyncio.create_task(progress.run())
+            link = None
+            if plan.nats_servers is not None:
+                link = ExploreLink(
+                    plan.nats_servers,
+                    plan.service,
+                    run_id(str(plan.store.folder)),
+                    explorer.snapshot,
+                    explorer.stop,
+                )
+                if not await link.start():
+                    link = None
+            try:
+                reason = await explorer.run()
+            finally:
+                if link is not None:
+                    await link.close()
+                reporter.cancel()
+                await asyncio.gather(reporter, return_exceptions=True)
+                progress.finish()
     meta = explorer.metadata()
     rate = meta["duplicate_rate"]
     print(
@@ -530,22 +292,12 @@ async def _explore(plan: _Plan) -> StopReason:
             file=sys.stderr,
         )
     for producer in meta["producers"]:
-        if producer["last_error"] and producer["state"] == "failed":
+        if producer["last_error"] and producer["state"] == ProducerStatus.FAILED:
             print(
                 f"  {producer['name']} ({producer['provider']}): {producer['last_error']}",
                 file=sys.stderr,
             )
     return reason
-
-
-async def _probe(provider: Any) -> tuple[str, str | None]:
-    from kryten_llm.errors import ProviderError
-
-    try:
-        await asyncio.wait_for(provider.probe(10.0), 10.0)
-    except (ProviderError, TimeoutError) as exc:
-        return provider.name, str(exc) or "probe timed out"
-    return provider.name, None
 
 
 def _print_problems(exc: ConfigError) -> None:

@@ -30,7 +30,8 @@ import math
 from array import array
 from dataclasses import dataclass
 
-from kryten_llm.explore.normalize import SHINGLE, item_hash, normalize, shingles
+from kryten_llm.explore.items import SHINGLE, item_hash, shingles
+from kryten_llm.pools import normalize
 
 DEFAULT_THRESHOLD = 0.85
 _EMPTY: frozenset[int] = frozenset()
@@ -60,12 +61,11 @@ class DedupIndex:
 
     Args:
         threshold: Jaccard similarity (0 < t <= 1) at or above which an item is a near
-            duplicate; 1.0 turns near-duplicate detection into exact-duplicate detection.
+            duplicate; 1.0 turns near-duplicate detection into exact-duplicate detection. Taken
+            as given: :class:`~kryten_llm.explore.settings.ExploreSettings` checks it.
     """
 
     def __init__(self, threshold: float = DEFAULT_THRESHOLD) -> None:
-        if not 0 < threshold <= 1:
-            raise ValueError(f"threshold must be in (0, 1], not {threshold}")
         self.threshold = threshold
         self._hashes: dict[bytes, int] = {}
         self._token_ids: dict[str, int] = {}

@@ -12,7 +12,7 @@ from __future__ import annotations
 import random
 from collections import Counter, deque
 
-from kryten_llm.explore.normalize import normalize
+from kryten_llm.pools import normalize
 
 _STOPWORD_TEXT = (
     "a an and are as at be by for from in into is it its of on or that the this to with "

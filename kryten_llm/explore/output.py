@@ -15,8 +15,9 @@ Whatever is lost in a crash is only what came after the last checkpoint.
 
 One run at a time per folder: :meth:`OutputStore.lock` takes an exclusive ``flock`` on
 ``<folder>/.lock`` for the life of the run (the kernel drops it when the process dies, so a
-killed run never leaves the folder locked), and a second run fails at once with a
-:class:`~kryten_llm.errors.ConfigError` naming the folder.
+killed run never leaves the folder locked), and a second run fails at once with an
+:class:`~kryten_llm.errors.ExploreError`. Errors say what is wrong with the folder or the file
+(the caller knows which one it gave); an ``OSError`` behind one is kept as its ``__cause__``.
 """
 
 from __future__ import annotations
@@ -25,36 +26,18 @@ import contextlib
 import fcntl
 import json
 import os
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from kryten_llm.errors import ConfigError
+from kryten_llm.errors import ExploreError
 from kryten_llm.files import atomic_write
-
-__all__ = ["atomic_write"]  # re-exported: pools and callers write through it
 
 OUTPUT_JSON = "output.json"
 OUTPUT_TXT = "output.txt"
 METADATA_JSON = "metadata.json"
 LOCK_FILE = ".lock"
 FORMAT_VERSION = 1
-
-
-@contextlib.contextmanager
-def file_lock(path: Path) -> Iterator[None]:
-    """Hold an exclusive ``flock`` on ``path`` (created if missing), waiting for it.
-
-    Raises:
-        OSError: the lock file cannot be created.
-    """
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)  # releases the lock
 
 
 def dump_json(data: Any) -> bytes:
@@ -88,7 +71,8 @@ class OutputStore:
         Idempotent; :meth:`unlock` (or the end of the process) gives it back.
 
         Raises:
-            ConfigError: another run holds the folder, or it cannot be created.
+            ExploreError: another run holds the folder (its cause is a ``BlockingIOError``),
+                or the folder cannot be created or locked (caused by that ``OSError``).
         """
         if self._lock_fd is not None:
             return
@@ -97,19 +81,16 @@ class OutputStore:
             self.folder.mkdir(parents=True, exist_ok=True)
             fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         except OSError as exc:
-            raise ConfigError(
-                [(str(self.folder), f"cannot use the folder ({exc.strerror})", "check --output")]
-            ) from None
+            raise ExploreError(f"cannot use the folder ({exc.strerror})") from exc
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as exc:
             os.close(fd)
             if isinstance(exc, BlockingIOError):
-                problem = "another explore run is writing to this folder"
-                fix = "wait for it to finish, or choose another --output folder"
-            else:
-                problem, fix = f"cannot lock the folder ({exc.strerror})", "use a local folder"
-            raise ConfigError([(str(self.folder), problem, fix)]) from None
+                raise ExploreError("another explore run is writing to this folder") from exc
+            raise ExploreError(
+                f"cannot lock the folder ({exc.strerror}); a local folder can be locked"
+            ) from exc
         self._lock_fd = fd
 
     def unlock(self) -> None:
@@ -134,7 +115,8 @@ class OutputStore:
         another run's writes in progress.
 
         Raises:
-            ConfigError: ``output.json`` is not a checkpoint of this program.
+            ExploreError: ``output.json`` cannot be read (caused by the ``OSError``) or is not
+                a checkpoint of this program.
         """
         for name in (OUTPUT_JSON, OUTPUT_TXT, METADATA_JSON):
             for stale in self.folder.glob(f".{name}.*.tmp"):
@@ -146,9 +128,7 @@ class OutputStore:
         except FileNotFoundError:
             return None
         except OSError as exc:
-            raise ConfigError(
-                [(str(path), f"cannot read ({exc.strerror})", "check the folder")]
-            ) from None
+            raise ExploreError(f"cannot read ({exc.strerror})") from exc
         try:
             data = json.loads(raw)
             topic = data["topic"]
@@ -159,15 +139,7 @@ class OutputStore:
             if not all(isinstance(i, dict) and isinstance(i.get("text"), str) for i in items):
                 raise TypeError
         except (ValueError, KeyError, TypeError):
-            raise ConfigError(
-                [
-                    (
-                        str(path),
-                        "not an explorer checkpoint",
-                        "choose another --output folder or remove the file",
-                    )
-                ]
-            ) from None
+            raise ExploreError("not an explorer checkpoint") from None
         return Checkpoint(topic=topic, items=items, state=state if isinstance(state, dict) else {})
 
     def write(self, checkpoint: Checkpoint, metadata: dict[str, Any]) -> None:

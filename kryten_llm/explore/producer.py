@@ -12,6 +12,7 @@ and too many in a row end it too.
 from __future__ import annotations
 
 import asyncio
+import enum
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -48,6 +49,16 @@ class ProducerConfig:
     backoff_seconds: float = 1.0
 
 
+class ProducerStatus(enum.StrEnum):
+    """Where one producer is; assigned only by :func:`run_producer`."""
+
+    IDLE = "idle"  # not started yet
+    RUNNING = "running"
+    DONE = "done"  # out of iterations
+    FAILED = "failed"  # a fatal error, or too many retryable ones in a row
+    STOPPED = "stopped"  # the run is stopping
+
+
 @dataclass(slots=True)
 class ProducerState:
     """One producer's progress, shown in snapshots."""
@@ -58,7 +69,7 @@ class ProducerState:
     session_requests: int = 0
     failures: int = 0
     consecutive_failures: int = 0
-    state: str = "idle"  # idle, running, done, failed, stopped
+    state: ProducerStatus = ProducerStatus.IDLE
     last_error: str | None = None
     counted_requests: int = 0  # the part of session_requests already in the run's counters
     counted_failures: int = 0
@@ -69,7 +80,7 @@ class ProducerState:
             "provider": self.provider,
             "iteration": self.iteration,
             "failures": self.failures,
-            "state": self.state,
+            "state": self.state.value,
             "last_error": self.last_error,
         }
 
@@ -122,10 +133,10 @@ async def run_producer(
         clock: monotonic time, for deadlines.
     """
     max_tokens = config.max_tokens or min(4096, max(256, config.batch * 24))
-    state.state = "running"
+    state.state = ProducerStatus.RUNNING
     while not stopping():
         if config.iterations is not None and state.session_requests >= config.iterations:
-            state.state = "done"
+            state.state = ProducerStatus.DONE
             return
         state.iteration += 1
         state.session_requests += 1
@@ -144,7 +155,7 @@ async def run_producer(
             state.last_error = str(exc)
             log.warning("explore_request_failed", producer=state.name, error=str(exc))
             if not exc.retryable or state.consecutive_failures >= config.max_consecutive_failures:
-                state.state = "failed"
+                state.state = ProducerStatus.FAILED
                 return
             pause = config.backoff_seconds * 2 ** (state.consecutive_failures - 1)
             await asyncio.sleep(min(pause, MAX_BACKOFF_SECONDS))
@@ -157,4 +168,4 @@ async def run_producer(
         # An instant provider (scripted, a cache) never suspends: yield to the loop so that
         # progress, checkpoints, signals and a dashboard stop still run.
         await asyncio.sleep(0)
-    state.state = "stopped"
+    state.state = ProducerStatus.STOPPED

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 import structlog
 
 from kryten_llm.errors import ConfigError
-from kryten_llm.explore.pool import FallbackPool, personality_pool_name, pool_file_name
+from kryten_llm.pools import FallbackPool, personality_pool_name, pool_file_name
 
 if TYPE_CHECKING:
     from collections.abc import Iterable

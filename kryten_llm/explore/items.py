@@ -1,23 +1,21 @@
-"""Normalisation and parsing of list items: the first stage of the topic explorer.
+"""Items of a model's answer: parsing, and the measures duplicate checking uses.
 
-A model's answer is cut into candidate items (one per line, bullets and numbering stripped,
-headers and reasoning blocks dropped) by :func:`parse_items`. Each item is then reduced by
-:func:`normalize` to the form that duplicate checking compares (``"The  Matrix!"`` and
-``"the matrix"`` are the same item), and :func:`shingles` gives the character trigrams that
-near-duplicate checking measures with Jaccard similarity (see :mod:`kryten_llm.explore.dedup`).
+The first stage of the topic explorer. A model's answer is cut into candidate items (one per
+line, bullets and numbering stripped, headers and reasoning blocks dropped) by
+:func:`parse_items`. Each item is compared in the form :func:`kryten_llm.pools.normalize` gives
+(``"The  Matrix!"`` and ``"the matrix"`` are the same item, for the explorer and for the
+fallback pools alike); :func:`item_hash` keys exact-duplicate checking and :func:`shingles`
+gives the character trigrams that near-duplicate checking measures with Jaccard similarity
+(see :mod:`kryten_llm.explore.dedup`).
 """
 
 from __future__ import annotations
 
 import hashlib
 import re
-import unicodedata
 
-# Apostrophes vanish ("don't" -> "dont") instead of splitting a word in two.
-_APOSTROPHES = re.compile(r"['\u2018\u2019\u02bc\u0060\u00b4]")
-# Everything that is not a letter, digit or whitespace (punctuation, symbols, underscore).
-_PUNCTUATION = re.compile(r"[^\w\s]|_")
-_SPACES = re.compile(r"\s+")
+from kryten_llm.pools import normalize
+
 # "- ", "* ", "• ", "1. ", "2) ", "(3) ", "[4] ", "#5 ", "a) " and repeats of them.
 _BULLET = re.compile(
     r"^\s*(?:(?:[-*•·‣▪◦–—+>]+|\(?\d{1,4}[.):\]]|\[\d{1,4}\]|#\d{1,4}[.:)]?|\(?[a-zA-Z]\))\s+)+"
@@ -26,21 +24,6 @@ _THINK = re.compile(r"<think>.*?(?:</think>|\Z)", re.DOTALL | re.IGNORECASE)
 _EMPHASIS = re.compile(r"^(\*\*|__|\*|_|`)(.+)\1$")
 _QUOTES = "\"'“”‘’«»`"
 SHINGLE = 3
-
-
-def normalize(text: str) -> str:
-    """The comparable form of an item: NFKC, casefolded, punctuation and whitespace collapsed.
-
-    Args:
-        text: one item as the model wrote it.
-
-    Returns:
-        Lower-case words separated by single spaces; empty when nothing but punctuation is left.
-    """
-    text = unicodedata.normalize("NFKC", text).casefold()
-    text = _APOSTROPHES.sub("", text)
-    text = _PUNCTUATION.sub(" ", text)
-    return _SPACES.sub(" ", text).strip()
 
 
 def item_hash(normalized: str) -> bytes:
@@ -111,15 +94,3 @@ def parse_items(answer: str) -> list[str]:
 def is_header(line: str) -> bool:
     """Whether a parsed line is an introduction rather than an item ("Here are ten more:")."""
     return line.endswith(":")
-
-
-def slug(text: str, limit: int = 60) -> str:
-    """A file-name-safe form of ``text``: normalised words joined by dashes, at most ``limit``.
-
-    Returns:
-        The slug, or ``"topic"`` when nothing usable is left.
-    """
-    words = normalize(text).split()
-    out = "-".join(words)[:limit].strip("-")
-    out = "".join(c for c in out if c.isascii() and (c.isalnum() or c == "-"))
-    return out or "topic"

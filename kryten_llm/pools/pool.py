@@ -1,5 +1,9 @@
 """Fallback pools: lines the live bot can say when no provider answers.
 
+This package sits below both users of a pool: the live bot reads pools
+(:mod:`kryten_llm.pipeline.fallback`) and the explorer fills them (:mod:`kryten_llm.explore`),
+so the bot never imports the explorer.
+
 ``kryten-llm explore --for-trigger NAME`` (or ``--for-personality``) fills a pool with unique
 lines; the bot's responder takes one with :meth:`FallbackPool.next_line` when every provider
 failed. A pool is one JSON file, ``<pool dir>/<name>.json``::
@@ -10,7 +14,7 @@ Lines are handed out as a shuffled cycle: each line once per cycle, then a new s
 line that ended a cycle never starts the next one, so the same line never comes twice in a
 row. The one exception: a pool of a single line hands out that line every time (there is
 nothing else to say). With ``autosave``, the position in the cycle is saved after every line
-(atomically, see :func:`kryten_llm.explore.output.atomic_write`) for explore's own use and for
+(atomically, see :func:`kryten_llm.files.atomic_write`) for explore's own use and for
 other readers of the file; the bot does not use it: it only reads pool files and keeps its
 position in memory (a restarted bot starts a new shuffle, see
 :mod:`kryten_llm.pipeline.fallback`). A hand-written file holding just a JSON list of strings
@@ -23,14 +27,18 @@ lines others added since (their order kept, duplicates dropped) before it writes
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
+import os
 import random
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from kryten_llm.errors import ConfigError
-from kryten_llm.explore.normalize import normalize, slug
-from kryten_llm.explore.output import atomic_write, dump_json, file_lock
+from kryten_llm.files import atomic_write
+from kryten_llm.pools.text import normalize, slug
 
 DEFAULT_POOL_DIR = Path("fallback")
 PERSONALITY_PREFIX = "personality-"
@@ -201,18 +209,14 @@ class FallbackPool:
             OSError: the folder cannot be written.
         """
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        with file_lock(self.path.with_name(f".{self.path.name}.lock")):
+        with _file_lock(self.path.with_name(f".{self.path.name}.lock")):
             try:
                 data = _read(self.path)
             except ConfigError:  # unreadable or broken: ours replaces it, as before
                 data = None
             lines, order, last = self._merged(data["lines"] if data is not None else [])
-            atomic_write(
-                self.path,
-                dump_json(
-                    {"version": 1, "name": self.name, "lines": lines, "order": order, "last": last}
-                ),
-            )
+            data = {"version": 1, "name": self.name, "lines": lines, "order": order, "last": last}
+            atomic_write(self.path, _dump_json(data))
         if lines is not self._lines:  # written: take the other writers' lines in
             self._lines, self._order, self._last = lines, order, last
             self._keys = {normalize(line) for line in lines}
@@ -248,6 +252,26 @@ class FallbackPool:
             swap = self._rng.randrange(1, len(order))
             order[0], order[swap] = order[swap], order[0]
         return order
+
+
+@contextlib.contextmanager
+def _file_lock(path: Path) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on ``path`` (created if missing), waiting for it.
+
+    Raises:
+        OSError: the lock file cannot be created.
+    """
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def _dump_json(data: Any) -> bytes:
+    """Readable, stable JSON with non-ASCII kept as is (the explorer's files look the same)."""
+    return (json.dumps(data, ensure_ascii=False, indent=1) + "\n").encode()
 
 
 def _read(path: Path) -> dict[str, Any] | None:
