@@ -1,7 +1,7 @@
 """What the bot says when no provider answers: lines from the fallback pools.
 
 Pools are filled ahead of time by ``kryten-llm explore --for-trigger NAME`` or
-``--for-personality`` (see :mod:`kryten_llm.explore.pool`). They are all loaded at startup, so a
+``--for-personality`` (see :mod:`kryten_llm.pools`). They are all loaded at startup, so a
 broken pool file stops the bot with a config error instead of failing the one reply that needs
 it. A trigger word uses its own pool first, then the active personality's; a mention or a PM uses
 the personality's. Each pool hands out its lines in a shuffled rotation, never the same line
