@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import pytest
@@ -76,6 +77,15 @@ def test_two_registries_in_one_process_share_nothing() -> None:
     assert families(first.render())["t_calls"].samples[0].value == 3
     assert families(second.render())["t_calls"].samples[0].value == 0
     assert "t_calls_total" not in generate_latest(REGISTRY).decode()
+
+
+def test_metrics_start_no_thread() -> None:
+    """Our aiohttp server serves /metrics: prometheus_client must not start one of its own."""
+    before = threading.enumerate()
+    telemetry = Telemetry(Stats())
+    telemetry.on_call("a", "ok", 0.1, None)
+    telemetry.registry.render()
+    assert threading.enumerate() == before
 
 
 def test_a_name_is_registered_once_per_registry() -> None:
