@@ -1,5 +1,9 @@
-"""Shared fixtures: a real nats-server per test module, the kryten-py bridge stand-in, and a
-running bot service configured for tests."""
+"""Shared fixtures: a real nats-server per test module, the kryten-py bridge stand-in, a running
+bot service configured for tests, an HTTP session and a hand-driven clock.
+
+Also the waits tests share: :func:`eventually` for a condition, :func:`settled` for "the bot has
+dealt with everything it was sent", so that "nothing else happened" is asserted only after
+something proves the bot got that far, never after a fixed sleep."""
 
 from __future__ import annotations
 
@@ -11,9 +15,13 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 
+from kryten_llm.bus.settle import settle
 from kryten_llm.config import Settings, load_settings
+from kryten_llm.pipeline.decisions import Reason
+from kryten_llm.pipeline.stats import Count, Stats
 from kryten_llm.service import Service
 from tests.bridge import FakeBridge
 from tests.natsserver import NatsServer
@@ -34,6 +42,28 @@ def nats_server() -> Iterator[NatsServer]:
 async def bridge(nats_server: NatsServer) -> AsyncIterator[FakeBridge]:
     async with FakeBridge(nats_server.url) as fake:
         yield fake
+
+
+@pytest.fixture
+async def session() -> AsyncIterator[aiohttp.ClientSession]:
+    """One aiohttp client session for the test, closed afterwards."""
+    async with aiohttp.ClientSession() as client:
+        yield client
+
+
+class Clock:
+    """A clock the test moves by hand: pass it where a component takes ``clock=``."""
+
+    def __init__(self, now: float = 10_000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
 
 
 def settings_for(nats_url: str, log_dir: Path, **sections: Any) -> Settings:
@@ -103,3 +133,46 @@ async def eventually(predicate: Any, timeout: float = 10.0) -> None:
         if time.monotonic() > deadline:
             raise AssertionError("condition not met in time")
         await asyncio.sleep(0.02)
+
+
+def undecided(stats: Stats) -> int:
+    """Messages that fired a trigger and have no decision yet (queued or being answered).
+
+    Every triggered message ends in exactly one ``decision_*`` count: from intake (rate
+    limited, paused, queue overflow) or from the responder (answered, dry run, failed...).
+    ``decision_spam`` is counted before the trigger is, so it is not one of them.
+    """
+    decided = sum(n for reason, n in stats.decisions.items() if reason is not Reason.SPAM)
+    return stats.totals[Count.TRIGGERED] - decided
+
+
+async def settled(
+    service: Service,
+    bridge: FakeBridge | None = None,
+    *,
+    chats: int | None = None,
+    timeout: float = 10.0,
+) -> None:
+    """Wait until the bot has taken in ``chats`` chat messages and PMs and decided them all.
+
+    Without ``chats``, wait only until every message taken in so far is decided.
+
+    Count in ``chats`` the echo CyTube sends of each of the bot's own ``say`` commands. A
+    channel's events are handled one at a time, and a message's ``chat`` and ``triggered``
+    counts go up in the same step, so once both counts are reached and nothing is undecided,
+    no message sent before can still produce a reply. The service's NATS connection is then
+    settled (what it published has reached the server), then the ``bridge``'s (the server
+    delivers to it before answering its ping), so its ``commands`` are complete.
+
+    Raises:
+        AssertionError: not settled in ``timeout`` seconds, or more chats than ``chats``.
+    """
+    stats = service.stats
+    least = chats or 0
+    await eventually(lambda: stats["chat"] >= least and undecided(stats) == 0, timeout)
+    if chats is not None:
+        assert stats["chat"] == chats, f"{stats['chat']} chat messages, expected {chats}"
+    if service.nc is not None:
+        await settle(service.nc)
+    if bridge is not None:
+        await bridge.flush()

@@ -8,8 +8,6 @@ characters), quote the system prompt, or mention everyone.
 
 from __future__ import annotations
 
-import asyncio
-import json
 import re
 import unicodedata
 from pathlib import Path
@@ -21,7 +19,7 @@ from kryten_llm.pipeline.formatter import SLASHES
 from kryten_llm.service import Service
 from tests.adversarial import ATTACKS
 from tests.bridge import FakeBridge
-from tests.conftest import running, settings_for
+from tests.conftest import eventually, read_log, running, settings_for, settled
 from tests.natsserver import NatsServer
 from tests.openai_server import ScriptedOpenAIServer
 
@@ -94,20 +92,14 @@ async def test_no_attack_makes_the_bot_send_a_command_or_leak_its_prompt(
             await bridge.userlist([(name, 1) for name in USERS])
             for i, attack in enumerate(ATTACKS):
                 await bridge.chat(f"attacker{i}", attack.message)
-            log = tmp_path
 
             def records() -> list[dict[str, Any]]:
-                return [
-                    json.loads(line)
-                    for path in log.glob("responses-*.jsonl")
-                    for line in path.read_text().splitlines()
-                ]
+                return read_log(tmp_path)
 
-            for _ in range(300):
-                if len(records()) >= len(ATTACKS):
-                    break
-                await asyncio.sleep(0.05)
-            await asyncio.sleep(0.3)
+            await eventually(lambda: len(records()) >= len(ATTACKS), timeout=15)
+            await settled(service, bridge)  # every attack decided, its commands at the bridge
+            # ...and CyTube's echo of each ``say`` taken in and decided too.
+            await settled(service, bridge, chats=len(ATTACKS) + len(bridge.says()))
         system = llm.completions[0].json["messages"][0]["content"]  # type: ignore[index]
     assert len(records()) == len(ATTACKS)  # every attack was decided and logged
     assert not [r["input"] for r in records() if "no attack found" in str(r.get("parts"))]

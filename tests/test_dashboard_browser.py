@@ -14,10 +14,10 @@ import pytest
 from kryten_llm.service import Service
 from tests.bridge import FakeBridge
 from tests.cdp import Browser
-from tests.conftest import running, settings_for
+from tests.conftest import running, settings_for, settled
 from tests.natsserver import NatsServer
 
-pytestmark = pytest.mark.nats
+pytestmark = [pytest.mark.nats, pytest.mark.browser]
 
 TOKEN = "dashboard-token"
 XSS = '<script>window.__xss = 1</script><img src=x onerror="window.__xss = 2">'
@@ -83,6 +83,7 @@ async def test_the_dashboard_follows_the_bot_and_pauses_it(
         await page.wait_for(f"{text('#control-result')} === 'pause: done'")
         await page.wait_for(f"{text('#flags')}.includes('paused')")
         assert service.flags.paused
+        await settled(service, bridge, chats=7)  # six, and the echo of the one reply
         answered = len(bridge.says())
         await bridge.chat("alice", "cynthia, still there?")
         await page.wait_for(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import io
 import json
 import re
@@ -19,6 +18,7 @@ from kryten_llm.bus.settle import settle
 from kryten_llm.pipeline.formatter import SLASHES
 from kryten_llm.sim.channel import SimulatedChannel
 from kryten_llm.sim.demo import run_demo, run_simulate
+from tests.conftest import eventually
 from tests.natsserver import NatsServer
 
 pytestmark = pytest.mark.nats
@@ -102,13 +102,16 @@ async def test_simulate_publishes_what_the_bridge_publishes_and_echoes_say(
                 "request_id": "r",
             },
         }
-        elsewhere = {**say, "meta": {**say["meta"], "domain": "CYTU.BE"}}
+        elsewhere = {
+            "command": "say",
+            "args": {"message": "for another domain"},
+            "meta": {**say["meta"], "domain": "CYTU.BE"},
+        }
         await nc.publish("kryten.robot.command", json.dumps(elsewhere).encode())
         await nc.publish("kryten.robot.command", json.dumps(say).encode())
-        for _ in range(100):
-            if len(raw) >= 2:
-                break
-            await asyncio.sleep(0.02)
+        # The simulator takes commands in order: by the time the second is echoed, an echo
+        # of the first (refused: the domain must match exactly) would be here before it.
+        await eventually(lambda: len(raw) >= 2 and b"welcome" in raw[-1])
     finally:
         await sim.stop()
         await sim_nc.close()
@@ -126,6 +129,7 @@ async def test_simulate_publishes_what_the_bridge_publishes_and_echoes_say(
     assert first["timestamp"].endswith("+00:00")
     assert first["payload"]["msg"] == "what&#39;s &lt;this&gt; &#40;really&#41;?"
     assert "rank" not in first["payload"]
+    assert len(raw) == 2
     echo = json.loads(raw[1])["payload"]
     assert (echo["username"], echo["msg"]) == ("Bot", "hello &amp; welcome")
     assert sim.refused == 1  # the routing guard dropped the wrong-domain command

@@ -8,15 +8,7 @@ from kryten_llm.config import PersonalityConfig, SpamConfig, ValidationConfig
 from kryten_llm.pipeline.prompt import system_prompt
 from kryten_llm.pipeline.spam import SpamGuard
 from kryten_llm.pipeline.validator import ReplyValidator
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
+from tests.conftest import Clock
 
 SYSTEM = system_prompt(PersonalityConfig())
 
@@ -77,8 +69,7 @@ def guard(clock: Clock, **kw: object) -> SpamGuard:
     return SpamGuard(SpamConfig(**kw), clock=clock)  # type: ignore[arg-type]
 
 
-def test_flooding_the_bot_earns_a_penalty_that_grows_and_then_expires() -> None:
-    clock = Clock()
+def test_flooding_the_bot_earns_a_penalty_that_grows_and_then_expires(clock: Clock) -> None:
     g = guard(
         clock,
         max_messages=3,
@@ -105,8 +96,7 @@ def test_flooding_the_bot_earns_a_penalty_that_grows_and_then_expires() -> None:
     assert (during.allowed, during.strikes) == (False, 2)  # no new strike while penalised
 
 
-def test_penalties_are_capped() -> None:
-    clock = Clock()
+def test_penalties_are_capped(clock: Clock) -> None:
     g = guard(
         clock,
         max_messages=1,
@@ -124,8 +114,7 @@ def test_penalties_are_capped() -> None:
     assert penalties == pytest.approx([60, 120, 200, 200, 200, 200])
 
 
-def test_strikes_are_forgiven_after_a_clean_spell() -> None:
-    clock = Clock()
+def test_strikes_are_forgiven_after_a_clean_spell(clock: Clock) -> None:
     g = guard(
         clock,
         max_messages=1,
@@ -165,8 +154,7 @@ def test_moderators_are_exempt() -> None:
     assert len(g) == 0
 
 
-def test_memory_is_bounded_by_idle_cleanup() -> None:
-    clock = Clock()
+def test_memory_is_bounded_by_idle_cleanup(clock: Clock) -> None:
     g = guard(
         clock,
         max_penalty_seconds=100,

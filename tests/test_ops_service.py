@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -24,28 +23,22 @@ pytestmark = pytest.mark.nats
 TOKEN = "s3cret-token"
 
 
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as session:
-        yield session
-
-
 def url(service: Service, path: str) -> str:
     assert service.surface is not None
     assert service.surface.web is not None
     return f"http://127.0.0.1:{service.surface.web.port}{path}"
 
 
-async def get_json(http: aiohttp.ClientSession, address: str) -> tuple[int, dict[str, Any]]:
-    async with http.get(address) as response:
+async def get_json(session: aiohttp.ClientSession, address: str) -> tuple[int, dict[str, Any]]:
+    async with session.get(address) as response:
         return response.status, await response.json()
 
 
 async def control(
-    http: aiohttp.ClientSession, service: Service, body: Any, token: str | None = TOKEN
+    session: aiohttp.ClientSession, service: Service, body: Any, token: str | None = TOKEN
 ) -> tuple[int, dict[str, Any]]:
     headers = {"Authorization": f"Bearer {token}"} if token is not None else {}
-    async with http.post(url(service, "/api/control"), json=body, headers=headers) as response:
+    async with session.post(url(service, "/api/control"), json=body, headers=headers) as response:
         return response.status, await response.json()
 
 
@@ -69,18 +62,18 @@ def with_failing_primary(nats_url: str, log_dir: Path, **sections: Any) -> Any:
 
 
 async def test_health_is_degraded_when_a_providers_circuit_opens(
-    nats_server: NatsServer, bridge: FakeBridge, tmp_path: Path, http: aiohttp.ClientSession
+    nats_server: NatsServer, bridge: FakeBridge, tmp_path: Path, session: aiohttp.ClientSession
 ) -> None:
     settings = settings_for(nats_server.url, tmp_path)
     async with running(Service(settings)) as service:
-        status, health = await get_json(http, url(service, "/health"))
+        status, health = await get_json(session, url(service, "/health"))
         assert (status, health["status"], health["reasons"]) == (200, "healthy", [])
     # The same bot, but its primary refuses connections: the startup probe opens its circuit.
     settings = with_failing_primary(nats_server.url, tmp_path)
     async with running(Service(settings)) as service:
         await bridge.chat("alice", "cynthia, hello?")
         await bridge.wait_for_commands(1)
-        status, health = await get_json(http, url(service, "/health"))
+        status, health = await get_json(session, url(service, "/health"))
     assert status == 200
     assert health["status"] == "degraded"
     assert "provider primary is open" in health["reasons"]
@@ -90,7 +83,7 @@ async def test_health_is_degraded_when_a_providers_circuit_opens(
 
 
 async def test_health_is_failing_when_nats_is_gone(
-    tmp_path: Path, http: aiohttp.ClientSession
+    tmp_path: Path, session: aiohttp.ClientSession
 ) -> None:
     server = NatsServer()
     server.start()
@@ -99,7 +92,7 @@ async def test_health_is_failing_when_nats_is_gone(
         async with running(Service(settings)) as service:
             server.stop()
             await eventually(lambda: service.nc is not None and not service.nc.is_connected)
-            status, health = await get_json(http, url(service, "/health"))
+            status, health = await get_json(session, url(service, "/health"))
     finally:
         server.close()
     assert status == 503
@@ -108,7 +101,7 @@ async def test_health_is_failing_when_nats_is_gone(
 
 
 async def test_metrics_parse_and_count_what_happened(
-    nats_server: NatsServer, bridge: FakeBridge, tmp_path: Path, http: aiohttp.ClientSession
+    nats_server: NatsServer, bridge: FakeBridge, tmp_path: Path, session: aiohttp.ClientSession
 ) -> None:
     settings = with_failing_primary(nats_server.url, tmp_path)
     async with running(Service(settings)) as service:
@@ -118,7 +111,7 @@ async def test_metrics_parse_and_count_what_happened(
         await bridge.wait_for_commands(1)
         await eventually(lambda: service.stats["decision_answered"] == 1)
         await eventually(lambda: service.stats["chat"] == 3)  # the bridge echoes the reply
-        async with http.get(url(service, "/metrics")) as response:
+        async with session.get(url(service, "/metrics")) as response:
             assert response.headers["Content-Type"].startswith("text/plain; version=0.0.4")
             text = await response.text()
     samples = {
@@ -146,38 +139,38 @@ async def test_metrics_parse_and_count_what_happened(
 
 
 async def test_controls_are_refused_without_the_token(
-    nats_server: NatsServer, bridge: FakeBridge, tmp_path: Path, http: aiohttp.ClientSession
+    nats_server: NatsServer, bridge: FakeBridge, tmp_path: Path, session: aiohttp.ClientSession
 ) -> None:
     async with running(Service(settings_for(nats_server.url, tmp_path))) as service:
-        status, body = await control(http, service, {"action": "pause"})
+        status, body = await control(session, service, {"action": "pause"})
         assert status == 403
         assert "controls are disabled" in body["error"]
         assert not service.flags.paused
     settings = settings_for(nats_server.url, tmp_path, web={"port": 0, "token": TOKEN})
     async with running(Service(settings)) as service:
-        assert (await control(http, service, {"action": "pause"}, token=None))[0] == 401
-        assert (await control(http, service, {"action": "pause"}, token="wrong"))[0] == 401
-        async with http.get(url(service, "/api/control")) as response:
+        assert (await control(session, service, {"action": "pause"}, token=None))[0] == 401
+        assert (await control(session, service, {"action": "pause"}, token="wrong"))[0] == 401
+        async with session.get(url(service, "/api/control")) as response:
             assert response.status == 405  # controls are POST only
         assert not service.flags.paused
-        status, body = await control(http, service, {"action": "pause"})
+        status, body = await control(session, service, {"action": "pause"})
         assert (status, body) == (200, {"ok": True, "paused": True})
         await bridge.chat("alice", "cynthia, are you there?")
         await eventually(lambda: service.stats["decision_paused"] == 1)
         assert bridge.commands == []
-        assert (await control(http, service, {"action": "resume"}))[0] == 200
+        assert (await control(session, service, {"action": "resume"}))[0] == 200
         await bridge.chat("alice", "cynthia, and now?")
         await bridge.wait_for_commands(1)
-        status, body = await control(http, service, {"action": "dry_run"})
+        status, body = await control(session, service, {"action": "dry_run"})
         assert body == {"ok": True, "dry_run": True}
-        status, body = await control(http, service, {"action": "selfdestruct"})
+        status, body = await control(session, service, {"action": "selfdestruct"})
         assert status == 400
         assert "unknown action" in body["error"]
-        assert (await control(http, service, {"action": "clear_cooldowns"}))[0] == 200
+        assert (await control(session, service, {"action": "clear_cooldowns"}))[0] == 200
 
 
 async def test_switching_personality_changes_names_and_the_system_prompt(
-    nats_server: NatsServer, bridge: FakeBridge, tmp_path: Path, http: aiohttp.ClientSession
+    nats_server: NatsServer, bridge: FakeBridge, tmp_path: Path, session: aiohttp.ClientSession
 ) -> None:
     settings = settings_for(
         nats_server.url,
@@ -192,11 +185,11 @@ async def test_switching_personality_changes_names_and_the_system_prompt(
     async with running(Service(settings)) as service:
         await bridge.chat("alice", "rog, thoughts?")
         await eventually(lambda: service.stats["chat"] == 1)  # handled as cynthia: not a mention
-        status, body = await control(http, service, {"action": "personality", "value": "critic"})
+        status, body = await control(session, service, {"action": "personality", "value": "critic"})
         assert (status, body) == (200, {"ok": True, "personality": "critic"})
         await bridge.chat("alice", "rog, thoughts now?")
         await bridge.wait_for_commands(1)
-        status, body = await control(http, service, {"action": "personality", "value": "nobody"})
+        status, body = await control(session, service, {"action": "personality", "value": "nobody"})
         assert status == 400
         assert "configured: critic, cynthia" in body["error"]
         assert service.bot is not None
@@ -291,14 +284,14 @@ async def _mirrored_and_kept(nats_server: NatsServer, tmp_path: Path) -> None:
 
 
 async def test_the_stream_pushes_snapshots(
-    nats_server: NatsServer, bridge: FakeBridge, tmp_path: Path, http: aiohttp.ClientSession
+    nats_server: NatsServer, bridge: FakeBridge, tmp_path: Path, session: aiohttp.ClientSession
 ) -> None:
     settings = settings_for(
         nats_server.url, tmp_path, web={"port": 0, "push_interval_seconds": 0.2}
     )
     async with (
         running(Service(settings)) as service,
-        http.get(url(service, "/api/stream")) as response,
+        session.get(url(service, "/api/stream")) as response,
     ):
         assert response.headers["Content-Type"] == "text/event-stream"
         assert "script-src 'self'" in response.headers["Content-Security-Policy"]
@@ -317,14 +310,14 @@ async def test_the_stream_pushes_snapshots(
 
 
 async def test_the_shipped_alert_rules_use_only_exported_metrics(
-    nats_server: NatsServer, tmp_path: Path, http: aiohttp.ClientSession
+    nats_server: NatsServer, tmp_path: Path, session: aiohttp.ClientSession
 ) -> None:
     rules = (Path(__file__).parent.parent / "docs" / "prometheus-alerts.yml").read_text()
     used = set(re.findall(r"\b(kryten_llm_[a-z_]+)", rules))
     assert len(used) >= 5
     async with (
         running(Service(settings_for(nats_server.url, tmp_path))) as service,
-        http.get(url(service, "/metrics")) as response,
+        session.get(url(service, "/metrics")) as response,
     ):
         text = await response.text()
     # A counter with labels has no sample before its first event: compare family names.
@@ -334,11 +327,11 @@ async def test_the_shipped_alert_rules_use_only_exported_metrics(
 
 
 async def test_a_foreign_host_name_is_refused_on_loopback(
-    nats_server: NatsServer, tmp_path: Path, http: aiohttp.ClientSession
+    nats_server: NatsServer, tmp_path: Path, session: aiohttp.ClientSession
 ) -> None:
     """DNS rebinding: a page on evil.example resolving to 127.0.0.1 cannot read the state."""
     async with running(Service(settings_for(nats_server.url, tmp_path))) as service:
-        async with http.get(url(service, "/api/state"), headers={"Host": "evil.example"}) as r:
+        async with session.get(url(service, "/api/state"), headers={"Host": "evil.example"}) as r:
             assert r.status == 421
-        async with http.get(url(service, "/api/state"), headers={"Host": "localhost:1"}) as r:
+        async with session.get(url(service, "/api/state"), headers={"Host": "localhost:1"}) as r:
             assert r.status == 200

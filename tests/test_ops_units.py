@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import pytest
+from prometheus_client import REGISTRY, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from kryten_llm.ops.health import HealthInputs, assess
@@ -24,11 +26,12 @@ def test_the_registry_renders_what_a_prometheus_parser_reads_back() -> None:
     calls = registry.counter("calls", "Calls.", ("provider", "outcome"))
     latency = registry.histogram("latency_seconds", "Latency.", ("provider",), (0.1, 1.0))
     registry.gauge("depth", "Depth.", lambda: {(): 3.0})
-    calls.inc("a", "ok")
-    calls.inc("a", "ok")
-    calls.inc('we"ird\\name\n', "ProviderTimeout")
+    registry.counter_from("seen", "Seen, by kind.", lambda: {("b",): 2.0, ("a",): 1.0}, ("kind",))
+    calls.labels("a", "ok").inc()
+    calls.labels("a", "ok").inc()
+    calls.labels('we"ird\\name\n', "ProviderTimeout").inc()
     for seconds in (0.05, 0.5, 0.7, 5.0):
-        latency.observe(seconds, "a")
+        latency.labels("a").observe(seconds)
     parsed = families(registry.render())
     samples = {
         (s.name, tuple(sorted(s.labels.items()))): s.value for s in parsed["t_calls"].samples
@@ -48,16 +51,62 @@ def test_the_registry_renders_what_a_prometheus_parser_reads_back() -> None:
     assert by_name["t_latency_seconds_count"] == 4
     assert by_name["t_latency_seconds_sum"] == pytest.approx(6.25)
     assert parsed["t_depth"].samples[0].value == 3
+    assert [(s.name, s.labels, s.value) for s in parsed["t_seen"].samples] == [
+        ("t_seen_total", {"kind": "a"}, 1),
+        ("t_seen_total", {"kind": "b"}, 2),
+    ]
     assert parsed["t_calls"].type == "counter"
+    assert parsed["t_seen"].type == "counter"
+    assert parsed["t_depth"].type == "gauge"
     assert parsed["t_latency_seconds"].type == "histogram"
 
 
+def test_the_text_has_no_created_timestamps() -> None:
+    """prometheus_client's ``_created`` series would be one more family per counter."""
+    registry = Registry("t_")
+    registry.counter("calls", "Calls.").inc()
+    registry.histogram("latency_seconds", "Latency.").observe(0.2)
+    text = registry.render()
+    assert "_created" not in text
+    assert set(families(text)) == {"t_calls", "t_latency_seconds"}
+
+
+def test_two_registries_in_one_process_share_nothing() -> None:
+    """Several bots (or tests) in one process each count their own, and nothing is global."""
+    first, second = Registry("t_"), Registry("t_")
+    first.counter("calls", "Calls.").inc(3)
+    second.counter("calls", "Calls.")
+    assert families(first.render())["t_calls"].samples[0].value == 3
+    assert families(second.render())["t_calls"].samples[0].value == 0
+    assert "t_calls_total" not in generate_latest(REGISTRY).decode()
+
+
+def test_metrics_start_no_thread() -> None:
+    """Our aiohttp server serves /metrics: prometheus_client must not start one of its own."""
+    before = threading.enumerate()
+    telemetry = Telemetry(Stats())
+    telemetry.on_call("a", "ok", 0.1, None)
+    telemetry.registry.render()
+    assert threading.enumerate() == before
+
+
+def test_a_name_is_registered_once_per_registry() -> None:
+    registry = Registry("t_")
+    registry.gauge("depth", "Depth.", lambda: {(): 1.0})
+    with pytest.raises(ValueError, match="Duplicated timeseries"):
+        registry.counter("depth", "Depth again.")
+
+
 def test_labels_are_checked_and_counters_never_go_down() -> None:
-    counter = Registry().counter("c", "C.", ("a",))
+    registry = Registry()
+    counter = registry.counter("c", "C.", ("a",))
+    with pytest.raises(ValueError, match="label"):
+        counter.labels("x", "y")
+    with pytest.raises(ValueError, match="non-negative"):
+        counter.labels("x").inc(-1)
+    registry.gauge("g", "G.", lambda: {("x", "y"): 1.0}, ("a",))
     with pytest.raises(ValueError, match="takes labels"):
-        counter.inc("x", "y")
-    with pytest.raises(ValueError, match="cannot go down"):
-        counter.inc("x", amount=-1)
+        registry.render()
 
 
 def test_telemetry_counts_from_stats_without_user_labels() -> None:

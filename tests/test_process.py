@@ -16,6 +16,7 @@ import nats
 import pytest
 
 from kryten_llm.bus.settle import settle
+from tests.conftest import eventually
 from tests.natsserver import NatsServer, free_port
 
 pytestmark = pytest.mark.nats
@@ -72,7 +73,10 @@ async def test_sigterm_publishes_shutdown_and_exits_zero(
         bot.send_signal(signal.SIGTERM)
         code = await asyncio.to_thread(bot.wait, 15)
         elapsed = time.monotonic() - signalled
-        await asyncio.sleep(0.2)
+        # The bot announced its shutdown before exiting: once that announcement is here and
+        # our connection has made a round trip since, a second one would be here too.
+        await eventually(lambda: any(s.endswith(".shutdown") for s, _ in events))
+        await settle(nc)
     finally:
         finish(bot)
         await nc.close()

@@ -17,7 +17,7 @@ import pytest
 from kryten_llm.bus.settle import settle
 from kryten_llm.service import Service
 from tests.bridge import FakeBridge
-from tests.conftest import eventually, read_log, running, settings_for
+from tests.conftest import eventually, read_log, running, settings_for, settled
 from tests.natsserver import NatsServer, free_port
 from tests.openai_server import ScriptedOpenAIServer, reply
 
@@ -36,11 +36,14 @@ async def test_mention_produces_one_say_command_with_the_protocol_body(
     nats_server: NatsServer, bridge: FakeBridge, tmp_path: Path
 ) -> None:
     """A mention yields exactly one ``say`` on kryten.robot.command, shaped as in §4."""
-    async with running(Service(settings_for(nats_server.url, tmp_path))):
+    async with running(Service(settings_for(nats_server.url, tmp_path))) as service:
         await bridge.chat("alice", "hey cynthia, what is on?")
-        (command,) = await bridge.wait_for_commands(1)
-        await asyncio.sleep(0.3)  # nothing else may follow (the echo must not be answered)
-    assert len(bridge.commands) == 1
+        await bridge.wait_for_commands(1)
+        await settled(service, bridge, chats=2)  # the mention, then CyTube's echo of the reply
+        stats = service.stats.snapshot()
+    assert stats["ignored_own_message"] == 1  # the echo was seen, and not answered
+    assert stats["triggered"] == 1
+    (command,) = bridge.commands
     assert command.subject == "kryten.robot.command"
     assert command.reply == ""  # fire-and-forget publish, like kryten-py's send_chat
     body = command.body
@@ -69,7 +72,7 @@ async def test_echo_server_notice_shadow_and_replay_produce_nothing(
     nats_server: NatsServer, bridge: FakeBridge, tmp_path: Path
 ) -> None:
     """Messages the bot must ignore, each of them mentioning it, produce no command."""
-    async with running(Service(settings_for(nats_server.url, tmp_path))):
+    async with running(Service(settings_for(nats_server.url, tmp_path))) as service:
         long_ago = int(time.time() * 1000) - 3_600_000
         await bridge.chat("CynthiaRothbot", "cynthia talking to herself")
         await bridge.chat("cynthiarothbot", "cynthia in lower case")
@@ -81,7 +84,16 @@ async def test_echo_server_notice_shadow_and_replay_produce_nothing(
         await bridge.chat("bob", "!cynthia skip")
         await bridge.chat("carol", "control: hello cynthia")
         await bridge.wait_for_commands(1)
-        await asyncio.sleep(0.3)
+        await settled(service, bridge, chats=8)  # the seven, then the echo of the one reply
+        stats = service.stats.snapshot()
+    assert {key: n for key, n in stats.items() if key.startswith("ignored_")} == {
+        "ignored_own_message": 3,  # both spellings of the bot's name, and the echo
+        "ignored_server_notice": 1,
+        "ignored_shadow_muted": 1,
+        "ignored_replay": 1,
+        "ignored_command": 1,
+    }
+    assert stats["triggered"] == 1
     assert len(bridge.commands) == 1
     assert "control: hello cynthia" in bridge.says()[0]
 
@@ -90,12 +102,15 @@ async def test_a_replay_after_a_bridge_reconnect_is_not_answered_twice(
     nats_server: NatsServer, bridge: FakeBridge, tmp_path: Path
 ) -> None:
     """The same message (user, time, text) arriving again is a replay, not a new question."""
-    async with running(Service(settings_for(nats_server.url, tmp_path))):
+    async with running(Service(settings_for(nats_server.url, tmp_path))) as service:
         sent_at = int(time.time() * 1000)
         await bridge.chat("alice", "cynthia, once", time_ms=sent_at)
         await bridge.wait_for_commands(1)
         await bridge.chat("alice", "cynthia, once", time_ms=sent_at)
-        await asyncio.sleep(0.3)
+        await settled(service, bridge, chats=3)  # the message, the echo, the replay
+        stats = service.stats.snapshot()
+    assert stats["ignored_duplicate"] == 1
+    assert stats["triggered"] == 1
     assert len(bridge.commands) == 1
 
 
@@ -127,10 +142,11 @@ async def test_dry_run_logs_the_reply_and_publishes_no_command(
     nats_server: NatsServer, bridge: FakeBridge, tmp_path: Path
 ) -> None:
     """In dry-run the decision and the parts are logged, and nothing goes to the bridge."""
-    async with running(Service(settings_for(nats_server.url, tmp_path, dry_run=True))):
+    settings = settings_for(nats_server.url, tmp_path, dry_run=True)
+    async with running(Service(settings)) as service:
         await bridge.chat("alice", "cynthia, are you there?")
-        await eventually(lambda: any(r.get("reason") == "dry_run" for r in read_log(tmp_path)))
-        await asyncio.sleep(0.2)
+        await settled(service, bridge, chats=1)
+        assert service.stats["decision_dry_run"] == 1
     assert bridge.commands == []
     (record,) = read_log(tmp_path)
     assert record["dry_run"] is True
@@ -150,11 +166,12 @@ async def test_trigger_word_probability_follows_the_seeded_rng(
     replica = random.Random(1234)
     expected = sum(replica.random() < 0.5 for _ in range(20))
     assert 0 < expected < 20
-    async with running(Service(settings, rng=random.Random(1234))):
+    async with running(Service(settings, rng=random.Random(1234))) as service:
         for i in range(20):
             await bridge.chat(f"user{i}", f"popcorn time {i}")
         await bridge.wait_for_commands(expected)
-        await asyncio.sleep(0.3)
+        await settled(service, bridge, chats=20 + expected)  # and an echo per reply
+        assert service.stats["trigger_word"] == expected
     assert len(bridge.commands) == expected
 
 
@@ -163,14 +180,15 @@ async def test_rate_limited_user_gets_no_reply_until_the_cooldown_ends(
 ) -> None:
     """A per-user cooldown refuses the second mention, logs why, then lets the next through."""
     settings = settings_for(nats_server.url, tmp_path, ratelimit={"user_cooldown_seconds": 0.5})
-    async with running(Service(settings)):
+    async with running(Service(settings)) as service:
         await bridge.chat("alice", "cynthia one")
         await bridge.wait_for_commands(1)
         await bridge.chat("alice", "cynthia two")
         await eventually(lambda: any(r["reason"] == "rate_limited" for r in read_log(tmp_path)))
-        await asyncio.sleep(0.6)
+        await asyncio.sleep(0.6)  # the cooldown runs on the real monotonic clock
         await bridge.chat("alice", "cynthia three")
         await bridge.wait_for_commands(2)
+        await settled(service, bridge, chats=5)  # three, and the echoes of two replies
     refused = [r for r in read_log(tmp_path) if r["reason"] == "rate_limited"]
     assert [r["input"] for r in refused] == ["cynthia two"]
     assert refused[0]["limit"] == "user_cooldown"
@@ -313,10 +331,9 @@ async def test_cyTube_cooldown_event_delays_the_next_message(
     nats_server: NatsServer, bridge: FakeBridge, tmp_path: Path
 ) -> None:
     """After a ``cooldown`` event the sender waits that long before the next message."""
-    async with running(Service(settings_for(nats_server.url, tmp_path))):
+    async with running(Service(settings_for(nats_server.url, tmp_path))) as service:
         await bridge.publish("cooldown", 800)
-        await bridge.flush()
-        await asyncio.sleep(0.1)
+        await eventually(lambda: service.stats["event_type:cooldown"] == 1)
         sent = time.monotonic()
         await bridge.chat("alice", "cynthia after the cooldown")
         (command,) = await bridge.wait_for_commands(1)
@@ -358,7 +375,8 @@ async def test_a_full_queue_drops_the_oldest_job_and_logs_it(
         await bridge.chat("u2", "cynthia second")
         await bridge.chat("u3", "cynthia third")
         await bridge.wait_for_commands(2)
-        await asyncio.sleep(0.2)
+        await settled(service, bridge, chats=5)  # three, and the echoes of two replies
+    assert len(bridge.commands) == 2
     records = read_log(tmp_path)
     dropped = [r for r in records if r["reason"] == "queue_overflow"]
     assert [r["username"] for r in dropped] == ["u2"]
@@ -385,10 +403,9 @@ async def test_noflood_from_cytube_backs_the_sender_off(
 ) -> None:
     """``noflood`` means CyTube is throttling the bot: it waits the configured back-off."""
     settings = settings_for(nats_server.url, tmp_path, send={"noflood_backoff_seconds": 0.8})
-    async with running(Service(settings)):
+    async with running(Service(settings)) as service:
         await bridge.publish("noflood", {"action": "chat", "msg": "You are sending too fast"})
-        await bridge.flush()
-        await asyncio.sleep(0.1)
+        await eventually(lambda: service.stats["event_type:noflood"] == 1)
         sent = time.monotonic()
         await bridge.chat("alice", "cynthia after the flood warning")
         (command,) = await bridge.wait_for_commands(1)
@@ -438,8 +455,10 @@ async def test_the_bot_survives_a_nats_server_restart(tmp_path: Path) -> None:
             await asyncio.sleep(0.5)
             server.start()
             await eventually(lambda: service.nc is not None and service.nc.is_connected, 15)
+            assert service.nc is not None
+            # The bot re-sends its subscriptions on reconnect: wait until the server has them.
+            await settle(service.nc)
             async with FakeBridge(server.url) as bridge:
-                await asyncio.sleep(0.3)  # the bot re-sends its subscriptions on reconnect
                 await bridge.chat("alice", "cynthia, after")
                 (command,) = await bridge.wait_for_commands(1)
             assert "after" in command.body["args"]["message"]

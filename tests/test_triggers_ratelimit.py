@@ -13,6 +13,7 @@ from kryten_llm.config import PersonalityConfig, RateLimitConfig, TriggersConfig
 from kryten_llm.pipeline.decisions import TriggerMatch
 from kryten_llm.pipeline.ratelimit import InMemoryRateLimitStore, RateLimiter
 from kryten_llm.pipeline.triggers import TriggerEngine
+from tests.conftest import Clock
 
 TODD = PersonalityConfig(character_name="Todd", name_variations=["toddbot", "r2-d2"])
 
@@ -93,14 +94,6 @@ def test_a_missed_roll_falls_through_to_the_next_candidate() -> None:
 def test_match_never_raises(text: str) -> None:
     e = engine([{"name": "w", "patterns": ["popcorn", "a.b"]}])
     e.match(text)
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 10_000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 MENTION = TriggerMatch("mention", "mention", 100)

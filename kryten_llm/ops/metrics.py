@@ -1,186 +1,102 @@
-"""A small Prometheus registry: counters, gauges and histograms rendered as text format 0.0.4.
+"""The metrics of one service on ``prometheus_client``, and their text for ``GET /metrics``.
 
-The service needs a dozen metrics and one exposition format; ``prometheus_client`` would bring a
-process-global registry and threads for that. Here a :class:`Registry` belongs to one service,
-every metric declares its label names up front, and :meth:`Registry.render` writes the text
-format (``# HELP``, ``# TYPE``, escaped label values, ``_bucket``/``_sum``/``_count`` for
-histograms). Label values must come from bounded sets (event kinds, reasons, provider names):
-never a user name or a message.
+Each :class:`Registry` owns its own :class:`~prometheus_client.CollectorRegistry`: several
+services (or tests) in one process never share a metric, and nothing is put on the library's
+global ``REGISTRY``. Nothing here starts a thread or an HTTP server; the aiohttp server in
+:mod:`kryten_llm.ops.web` serves :meth:`Registry.render`.
+
+Two kinds of metric:
+
+- live ones this process updates as things happen (:meth:`Registry.counter`,
+  :meth:`Registry.histogram`): ``prometheus_client``'s own ``Counter`` and ``Histogram``;
+- read ones whose values live elsewhere (the service's :class:`~kryten_llm.stats.Stats`, the
+  queue, the circuit breakers) and are read when scraped (:meth:`Registry.gauge`,
+  :meth:`Registry.counter_from`): a small collector calls back for ``{label values: value}``.
+
+Label values must come from bounded sets (event kinds, reasons, provider names): never a user
+name or a message.
 """
 
 from __future__ import annotations
 
-import bisect
-import math
-from collections.abc import Callable, Iterable, Sequence
-from typing import ClassVar, TypeVar
+from collections.abc import Callable, Iterator, Sequence
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+__all__ = ["LATENCY_BUCKETS", "LabelValues", "Read", "Registry"]
 
 LabelValues = tuple[str, ...]
+Read = Callable[[], dict[LabelValues, float]]
 
 # Latency buckets in seconds, from a cached local answer to a slow cloud model.
 LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 
 
-def _escape(value: str) -> str:
-    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+class _ReadOnScrape(Collector):
+    """One metric family whose samples come from a callback at each scrape."""
 
-
-def _number(value: float) -> str:
-    if math.isinf(value):
-        return "+Inf" if value > 0 else "-Inf"
-    if math.isnan(value):
-        return "NaN"
-    return repr(float(value)) if not float(value).is_integer() else str(int(value))
-
-
-class Metric:
-    """Common parts: name, help text, label names, rendering of one sample line."""
-
-    kind: ClassVar[str] = "untyped"
-
-    def __init__(self, name: str, help_text: str, labels: Sequence[str] = ()) -> None:
+    def __init__(
+        self, name: str, help_text: str, read: Read, labels: Sequence[str], *, counter: bool
+    ) -> None:
         self.name = name
         self.help = help_text
         self.labels = tuple(labels)
-
-    def _key(self, values: Sequence[str]) -> LabelValues:
-        if len(values) != len(self.labels):
-            raise ValueError(f"{self.name} takes labels {self.labels}, got {tuple(values)}")
-        return tuple(str(v) for v in values)
-
-    def _sample(
-        self, suffix: str, values: LabelValues, value: float, extra: tuple[str, str] | None = None
-    ) -> str:
-        pairs = [f'{k}="{_escape(v)}"' for k, v in zip(self.labels, values, strict=True)]
-        if extra is not None:
-            pairs.append(f'{extra[0]}="{_escape(extra[1])}"')
-        labels = "{" + ",".join(pairs) + "}" if pairs else ""
-        return f"{self.name}{suffix}{labels} {_number(value)}"
-
-    def samples(self) -> Iterable[str]:  # pragma: no cover - overridden
-        return ()
-
-    def render(self) -> list[str]:
-        # Text format 0.0.4 names a counter's family with its ``_total`` suffix.
-        family = self.name + ("_total" if self.kind == "counter" else "")
-        return [f"# HELP {family} {self.help}", f"# TYPE {family} {self.kind}", *self.samples()]
-
-
-class Counter(Metric):
-    """A value that only goes up (per label combination)."""
-
-    kind = "counter"
-
-    def __init__(self, name: str, help_text: str, labels: Sequence[str] = ()) -> None:
-        super().__init__(name, help_text, labels)
-        self.values: dict[LabelValues, float] = {}
-        if not self.labels:
-            self.values[()] = 0.0
-
-    def inc(self, *labels: str, amount: float = 1.0) -> None:
-        if amount < 0:
-            raise ValueError("a counter cannot go down")
-        key = self._key(labels)
-        self.values[key] = self.values.get(key, 0.0) + amount
-
-    def get(self, *labels: str) -> float:
-        return self.values.get(self._key(labels), 0.0)
-
-    def samples(self) -> Iterable[str]:
-        for values, value in sorted(self.values.items()):
-            yield self._sample("_total", values, value)
-
-
-class Gauge(Metric):
-    """A value read when scraped, from a callback returning ``{label values: value}``."""
-
-    kind = "gauge"
-
-    def __init__(
-        self,
-        name: str,
-        help_text: str,
-        read: Callable[[], dict[LabelValues, float]],
-        labels: Sequence[str] = (),
-    ) -> None:
-        super().__init__(name, help_text, labels)
         self._read = read
+        self._counter = counter
 
-    def samples(self) -> Iterable[str]:
-        suffix = "_total" if self.kind == "counter" else ""
+    def _family(self) -> CounterMetricFamily | GaugeMetricFamily:
+        kind = CounterMetricFamily if self._counter else GaugeMetricFamily
+        return kind(self.name, self.help, labels=self.labels)
+
+    def describe(self) -> Iterator[Metric]:
+        # Lets the registry refuse a second metric of the same name without calling back.
+        yield self._family()
+
+    def collect(self) -> Iterator[Metric]:
+        family = self._family()
         for values, value in sorted(self._read().items()):
-            yield self._sample(suffix, self._key(values), value)
+            if len(values) != len(self.labels):
+                raise ValueError(f"{self.name} takes labels {self.labels}, got {values}")
+            family.add_metric([str(v) for v in values], float(value))
+        yield family
 
 
-class ReadCounter(Gauge):
-    """A counter read from a callback when scraped (values that only go up)."""
+class _WithoutCreated(Collector):
+    """A registry's metrics without the ``_created`` timestamps of counters and histograms.
 
-    kind = "counter"
+    ``prometheus_client`` adds them to every counter and histogram, and the text format 0.0.4
+    shows each as one more gauge family (``kryten_llm_replies_created``...). Prometheus reads
+    nothing from them and ``generate_latest`` cannot leave them out per registry (only a
+    process-wide switch can), so they are dropped here.
+    """
 
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self._registry = registry
 
-class Histogram(Metric):
-    """Observations counted into cumulative buckets, with their sum and count."""
-
-    kind = "histogram"
-
-    def __init__(
-        self,
-        name: str,
-        help_text: str,
-        labels: Sequence[str] = (),
-        buckets: Sequence[float] = LATENCY_BUCKETS,
-    ) -> None:
-        super().__init__(name, help_text, labels)
-        self.buckets = tuple(sorted(buckets))
-        self._series: dict[LabelValues, list[float]] = {}  # per bucket counts, sum, count
-
-    def observe(self, value: float, *labels: str) -> None:
-        key = self._key(labels)
-        series = self._series.get(key)
-        if series is None:
-            series = self._series[key] = [0.0] * (len(self.buckets) + 2)
-        index = bisect.bisect_left(self.buckets, value)
-        if index < len(self.buckets):
-            series[index] += 1
-        series[-2] += value
-        series[-1] += 1
-
-    def count(self, *labels: str) -> int:
-        series = self._series.get(self._key(labels))
-        return int(series[-1]) if series else 0
-
-    def samples(self) -> Iterable[str]:
-        for values, series in sorted(self._series.items()):
-            running = 0.0
-            for bound, hits in zip(self.buckets, series, strict=False):
-                running += hits
-                yield self._sample("_bucket", values, running, ("le", repr(float(bound))))
-            yield self._sample("_bucket", values, series[-1], ("le", "+Inf"))
-            yield self._sample("_sum", values, series[-2])
-            yield self._sample("_count", values, series[-1])
-
-
-_M = TypeVar("_M", bound=Metric)
+    def collect(self) -> Iterator[Metric]:
+        for metric in self._registry.collect():
+            created = metric.name + "_created"
+            metric.samples = [s for s in metric.samples if s.name != created]
+            yield metric
 
 
 class Registry:
-    """The metrics of one service, in registration order."""
+    """The metrics of one service.
+
+    Args:
+        prefix: put before every metric name (``kryten_llm_``).
+    """
 
     def __init__(self, prefix: str = "") -> None:
         self._prefix = prefix
-        self._metrics: list[Metric] = []
+        self.collectors = CollectorRegistry()
+        self._exposed = _WithoutCreated(self.collectors)
 
     def counter(self, name: str, help_text: str, labels: Sequence[str] = ()) -> Counter:
-        return self._add(Counter(self._prefix + name, help_text, labels))
-
-    def gauge(
-        self,
-        name: str,
-        help_text: str,
-        read: Callable[[], dict[LabelValues, float]],
-        labels: Sequence[str] = (),
-    ) -> Gauge:
-        return self._add(Gauge(self._prefix + name, help_text, read, labels))
+        """A counter this process increments; exported as ``<prefix><name>_total``."""
+        return Counter(self._prefix + name, help_text, labels, registry=self.collectors)
 
     def histogram(
         self,
@@ -189,25 +105,27 @@ class Registry:
         labels: Sequence[str] = (),
         buckets: Sequence[float] = LATENCY_BUCKETS,
     ) -> Histogram:
-        return self._add(Histogram(self._prefix + name, help_text, labels, buckets))
+        """Observations counted into cumulative buckets, with their sum and count."""
+        return Histogram(
+            self._prefix + name, help_text, labels, registry=self.collectors, buckets=buckets
+        )
+
+    def gauge(self, name: str, help_text: str, read: Read, labels: Sequence[str] = ()) -> None:
+        """A gauge whose values ``read()`` returns when scraped."""
+        self._read(name, help_text, read, labels, counter=False)
 
     def counter_from(
-        self,
-        name: str,
-        help_text: str,
-        read: Callable[[], dict[LabelValues, float]],
-        labels: Sequence[str] = (),
-    ) -> Gauge:
+        self, name: str, help_text: str, read: Read, labels: Sequence[str] = ()
+    ) -> None:
         """A counter whose values live elsewhere (the service's :class:`Stats`), read on scrape."""
-        return self._add(ReadCounter(self._prefix + name, help_text, read, labels))
+        self._read(name, help_text, read, labels, counter=True)
 
-    def _add(self, metric: _M) -> _M:
-        self._metrics.append(metric)
-        return metric
+    def _read(
+        self, name: str, help_text: str, read: Read, labels: Sequence[str], *, counter: bool
+    ) -> None:
+        collector = _ReadOnScrape(self._prefix + name, help_text, read, labels, counter=counter)
+        self.collectors.register(collector)
 
     def render(self) -> str:
-        """The whole registry in the Prometheus text format."""
-        lines: list[str] = []
-        for metric in self._metrics:
-            lines += metric.render()
-        return "\n".join(lines) + "\n"
+        """The whole registry in the Prometheus text format 0.0.4."""
+        return generate_latest(self._exposed).decode()

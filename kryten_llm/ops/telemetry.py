@@ -128,22 +128,22 @@ class Telemetry:
         self, provider: str, outcome: str, seconds: float, completion: Completion | None
     ) -> None:
         """One provider call ended (``outcome`` is ``ok`` or the error's class name)."""
-        self.calls.inc(provider, outcome)
-        self.call_seconds.observe(seconds, provider)
+        self.calls.labels(provider, outcome).inc()
+        self.call_seconds.labels(provider).observe(seconds)
         calls = self.provider_calls.setdefault(provider, {})
         calls[outcome] = calls.get(outcome, 0) + 1
         if completion is not None and completion.usage is not None:
-            self.tokens.inc(provider, "prompt", amount=completion.usage.prompt_tokens)
-            self.tokens.inc(provider, "completion", amount=completion.usage.completion_tokens)
+            self.tokens.labels(provider, "prompt").inc(completion.usage.prompt_tokens)
+            self.tokens.labels(provider, "completion").inc(completion.usage.completion_tokens)
 
     def on_cost(self, provider: str, usd: float) -> None:
-        self.cost.inc(provider, amount=usd)
+        self.cost.labels(provider).inc(usd)
 
     def on_outcome(self, outcome: Outcome) -> None:
         """What became of a message: a decision for the table, a reply for the counters."""
         if outcome.answered:
             self.replies.inc()
-            self.reply_parts.inc(amount=len(outcome.parts or ()))
+            self.reply_parts.inc(len(outcome.parts or ()))
             if outcome.total_ms is not None:
                 self.reply_seconds.observe(outcome.total_ms / 1000)
         self.recent.appendleft(
