@@ -17,7 +17,6 @@ so the process exits within 10 s even when NATS is gone.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import random
 import signal
 import time
@@ -34,12 +33,13 @@ from kryten_llm import __version__
 from kryten_llm.bot.assembly import Bot
 from kryten_llm.bot.responselog import Listener, ResponseLog
 from kryten_llm.bot.supervisor import Supervisor
+from kryten_llm.bus.connection import close, connect
 from kryten_llm.bus.lifecycle import Lifecycle
 from kryten_llm.bus.sender import ChatSender
 from kryten_llm.bus.settle import settle
 from kryten_llm.bus.subjects import channel_events
 from kryten_llm.console import EXIT_FAILED, EXIT_OK, EXIT_RESTART, on_stop_signals
-from kryten_llm.errors import BusError, ControlError
+from kryten_llm.errors import ControlError
 from kryten_llm.llm import build_manager
 from kryten_llm.ops.health import Liveness
 from kryten_llm.ops.surface import OperatorSurface
@@ -57,7 +57,6 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger(__name__)
 
-_FIRST_RETRY_SECONDS = 0.25  # doubled before the first retry
 _WORKER = "reply-worker-"
 
 
@@ -100,7 +99,6 @@ class Service:
         self.bot: Bot | None = None
         self.lifecycle: Lifecycle | None = None
         self.ready = asyncio.Event()
-        self._connect_attempts = 0
         self._stats = Stats()  # until the bot is built
         self._flags = Flags(dry_run=settings.dry_run)
         self.telemetry = Telemetry(self._stats)
@@ -246,13 +244,13 @@ class Service:
             stop.set()
         async with AsyncExitStack() as stack:
             self.state = State.CONNECTING
-            nc = await self._connect(stop)
+            nc = await connect(self._settings.nats, stop, running=lambda: self.running)
             if nc is None:
                 self.state = State.STOPPED
                 log.info("service_stopped", reason="stopped before NATS was reached")
                 return EXIT_OK
             self.nc = nc
-            stack.push_async_callback(self._close_nats, nc)
+            stack.push_async_callback(close, nc)
             session = await stack.enter_async_context(aiohttp.ClientSession())
             response_log = ResponseLog(
                 self._settings.logging.response_log_dir,
@@ -365,85 +363,6 @@ class Service:
             "stats": self.stats.snapshot(),
         }
 
-    async def _connect(self, stop: asyncio.Event) -> NATS | None:
-        """Connect, retrying with exponential backoff until connected or ``stop`` is set.
-
-        nats-py retries a first connection by itself, endlessly; we let it, and lengthen its
-        wait after every failed attempt from the error callback, which also logs the attempt.
-        """
-        cfg = self._settings.nats
-        nc = NATS()
-        self._connect_attempts = 0
-        options: dict[str, Any] = {
-            "servers": cfg.servers,
-            "name": cfg.connection_name,
-            "connect_timeout": cfg.connect_timeout_seconds,
-            "reconnect_time_wait": _FIRST_RETRY_SECONDS,
-            "max_reconnect_attempts": -1,
-            "allow_reconnect": True,
-            "error_cb": self._nats_error_callback(nc),
-            "disconnected_cb": self._on_disconnected,
-            "reconnected_cb": self._on_reconnected,
-        }
-        if cfg.user:
-            options["user"] = cfg.user
-        if cfg.password:
-            options["password"] = cfg.password.get_secret_value()
-        if cfg.token:
-            options["token"] = cfg.token.get_secret_value()
-        if cfg.creds_file:
-            options["user_credentials"] = str(cfg.creds_file)
-        connecting = asyncio.ensure_future(nc.connect(**options))
-        stopping = asyncio.ensure_future(stop.wait())
-        await asyncio.wait({connecting, stopping}, return_when="FIRST_COMPLETED")
-        stopping.cancel()
-        if not connecting.done():
-            connecting.cancel()
-            with contextlib.suppress(BaseException):
-                await connecting
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(nc.close(), 1.0)
-            return None
-        try:
-            connecting.result()
-        except Exception as exc:  # bad credentials and the like: nats-py gave up
-            log.error("nats_connect_failed", servers=cfg.servers, error=str(exc) or repr(exc))
-            raise BusError(f"cannot connect to NATS at {', '.join(cfg.servers)}: {exc}") from exc
-        # From now on nats-py reconnects by itself at the configured pace, for as long as it takes.
-        nc.options["reconnect_time_wait"] = cfg.reconnect_wait_seconds
-        url = nc.connected_url
-        log.info("nats_connected", server=f"{url.hostname}:{url.port}" if url else "")
-        return nc
-
-    def _nats_error_callback(self, nc: NATS) -> Any:
-        cap = self._settings.nats.initial_retry_max_seconds
-        servers = self._settings.nats.servers
-
-        async def on_error(exc: Exception) -> None:
-            error = str(exc) or type(exc).__name__
-            if self.state is State.CONNECTING:
-                self._connect_attempts += 1
-                wait = min(float(nc.options["reconnect_time_wait"]) * 2, cap)
-                nc.options["reconnect_time_wait"] = wait  # read by nats-py before its next try
-                log.warning(
-                    "nats_unreachable",
-                    servers=servers,
-                    attempt=self._connect_attempts,
-                    error=error,
-                    retry_in=round(wait, 2),
-                )
-            elif self.state is State.RUNNING:
-                log.warning("nats_error", error=error)
-
-        return on_error
-
-    async def _on_disconnected(self) -> None:
-        if self.state is State.RUNNING:
-            log.warning("nats_disconnected")
-
-    async def _on_reconnected(self) -> None:
-        log.info("nats_reconnected")
-
     async def _shutdown(self, nc: NATS) -> None:
         """Stop intake, let in-flight replies finish within the grace, announce shutdown."""
         bot = self.bot
@@ -464,17 +383,6 @@ class Service:
                 log.warning("shutdown_announce_timeout")
         if self.surface is not None:
             await self.surface.stop()  # before NATS drains; the exit stack's call is then a no-op
-
-    async def _close_nats(self, nc: NATS) -> None:
-        """Drain (flush what we published, let subscriptions finish), bounded; then close."""
-        if nc.is_connected:
-            try:
-                await asyncio.wait_for(nc.drain(), 2.0)
-            except Exception as exc:
-                log.warning("nats_drain_failed", error=str(exc) or type(exc).__name__)
-        if not nc.is_closed:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(nc.close(), 1.0)
 
 
 async def run_service(settings: Settings) -> int:

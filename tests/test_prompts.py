@@ -9,12 +9,12 @@ import pytest
 
 from kryten_llm.bus.events import Envelope, MediaEvent, MediaUpdateEvent
 from kryten_llm.config import PersonalityConfig, PromptsConfig, load_settings
+from kryten_llm.config.templates import VARIABLES, render
 from kryten_llm.errors import ConfigError
 from kryten_llm.llm.base import CompletionRequest
 from kryten_llm.pipeline.decisions import TriggerMatch
 from kryten_llm.pipeline.prompt import PromptBuilder, PromptInput
 from kryten_llm.pipeline.state import ChannelState, HistoryLine, NowPlaying
-from kryten_llm.templates import VARIABLES, render
 
 ENV = Envelope("changeMedia", "MyChannel", "cytu.be", "2026-11-23T08:12:29+00:00", "c-1")
 MENTION = TriggerMatch("mention", "mention", 100, "")

@@ -13,8 +13,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from kryten_llm.config.templates import pieces
 from kryten_llm.errors import ConfigError, TemplateError
-from kryten_llm.templates import pieces
 
 DEFAULT_COLUMN = "prompt"
 

@@ -7,8 +7,8 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 
 from kryten_llm.config.base import Section, checked_patterns
+from kryten_llm.config.templates import check_template
 from kryten_llm.errors import TemplateError
-from kryten_llm.templates import check_template
 
 
 class PersonalityConfig(Section):

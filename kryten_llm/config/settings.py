@@ -44,8 +44,8 @@ from kryten_llm.config.runtime import (
     ServiceConfig,
     WebConfig,
 )
+from kryten_llm.config.templates import KINDS
 from kryten_llm.errors import ConfigError
-from kryten_llm.templates import KINDS
 
 
 class Settings(BaseSettings):

@@ -3,7 +3,7 @@
 The request is a conversation: the system prompt (the active personality plus rules nothing in
 the chat can change), the recent chat as turns (the bot's own lines as ``assistant`` turns,
 everyone else's as ``user`` turns), and last the triggering message, rendered through the
-trigger's template (:mod:`kryten_llm.templates`). Turns alternate strictly, as every
+trigger's template (:mod:`kryten_llm.config.templates`). Turns alternate strictly, as every
 chat API and chat template accepts, and the conversation always ends on a user turn.
 
 All chat text is *spotlighted*: wrapped in markers and declared as data written by channel
@@ -23,10 +23,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from kryten_llm.config import PersonalityConfig, PromptsConfig
+from kryten_llm.config.templates import fields, pick, render
 from kryten_llm.llm.base import ChatMessage, CompletionRequest, Role
 from kryten_llm.pipeline.decisions import TriggerMatch
 from kryten_llm.pipeline.state import HistoryLine, NowPlaying
-from kryten_llm.templates import fields, pick, render
 
 OPEN, CLOSE = "«", "»"
 CHARS_PER_TOKEN = 4

@@ -1,7 +1,7 @@
 """Prompt templates: what the bot is asked, per trigger, checked when the config is loaded.
 
-The template language is shared by the config (checked at load), the prompt builder (rendered)
-and batch (row templates), so it sits below all three.
+The template language is part of the config (checked at load) and is shared with the prompt
+builder (rendered) and batch (row templates).
 
 A template is a ``str.format`` string over a fixed set of variables (:data:`VARIABLES`). Only
 bare names are accepted: ``{user}`` is fine, while ``{user.__class__}``, ``{history[0]}``,

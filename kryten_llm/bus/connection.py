@@ -1,0 +1,134 @@
+"""The bot's NATS connection: connect with backoff while the server is away, close cleanly.
+
+nats-py retries a first connection by itself, endlessly, whatever ``allow_reconnect`` says; we
+let it, and lengthen its wait after every failed attempt from the error callback, which also
+logs each attempt (``nats_unreachable`` with the attempt and the next wait). A stop request
+cancels the attempt. Once connected, nats-py reconnects by itself at the configured pace for
+as long as it takes; disconnects and reconnects are logged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+import structlog
+from nats.aio.client import Client as NATS
+
+from kryten_llm.errors import BusError
+
+if TYPE_CHECKING:
+    from kryten_llm.config import NatsConfig
+
+log = structlog.get_logger(__name__)
+
+_FIRST_RETRY_SECONDS = 0.25  # doubled before the first retry
+
+
+async def connect(
+    cfg: NatsConfig, stop: asyncio.Event, *, running: Callable[[], bool]
+) -> NATS | None:
+    """Connect, retrying with exponential backoff until connected or ``stop`` is set.
+
+    Args:
+        cfg: the ``nats`` section.
+        stop: set to give up (returns ``None``).
+        running: whether the service is up; errors are logged as ``nats_error`` only then.
+
+    Raises:
+        BusError: NATS refused the connection for good (bad credentials, say).
+    """
+    nc = NATS()
+    connected = asyncio.Event()
+    options: dict[str, Any] = {
+        "servers": cfg.servers,
+        "name": cfg.connection_name,
+        "connect_timeout": cfg.connect_timeout_seconds,
+        "reconnect_time_wait": _FIRST_RETRY_SECONDS,
+        "max_reconnect_attempts": -1,
+        "allow_reconnect": True,
+        "error_cb": _on_error(nc, cfg, connected, running),
+        "disconnected_cb": _on_disconnected(running),
+        "reconnected_cb": _on_reconnected,
+    }
+    if cfg.user:
+        options["user"] = cfg.user
+    if cfg.password:
+        options["password"] = cfg.password.get_secret_value()
+    if cfg.token:
+        options["token"] = cfg.token.get_secret_value()
+    if cfg.creds_file:
+        options["user_credentials"] = str(cfg.creds_file)
+    connecting = asyncio.ensure_future(nc.connect(**options))
+    stopping = asyncio.ensure_future(stop.wait())
+    await asyncio.wait({connecting, stopping}, return_when="FIRST_COMPLETED")
+    stopping.cancel()
+    if not connecting.done():
+        connecting.cancel()
+        with contextlib.suppress(BaseException):
+            await connecting
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(nc.close(), 1.0)
+        return None
+    try:
+        connecting.result()
+    except Exception as exc:  # bad credentials and the like: nats-py gave up
+        log.error("nats_connect_failed", servers=cfg.servers, error=str(exc) or repr(exc))
+        raise BusError(f"cannot connect to NATS at {', '.join(cfg.servers)}: {exc}") from exc
+    connected.set()
+    # From now on nats-py reconnects by itself at the configured pace, for as long as it takes.
+    nc.options["reconnect_time_wait"] = cfg.reconnect_wait_seconds
+    url = nc.connected_url
+    log.info("nats_connected", server=f"{url.hostname}:{url.port}" if url else "")
+    return nc
+
+
+def _on_error(
+    nc: NATS, cfg: NatsConfig, connected: asyncio.Event, running: Callable[[], bool]
+) -> Callable[[Exception], Awaitable[None]]:
+    attempts = 0
+
+    async def on_error(exc: Exception) -> None:
+        nonlocal attempts
+        error = str(exc) or type(exc).__name__
+        if not connected.is_set():
+            attempts += 1
+            wait = min(float(nc.options["reconnect_time_wait"]) * 2, cfg.initial_retry_max_seconds)
+            nc.options["reconnect_time_wait"] = wait  # read by nats-py before its next try
+            log.warning(
+                "nats_unreachable",
+                servers=cfg.servers,
+                attempt=attempts,
+                error=error,
+                retry_in=round(wait, 2),
+            )
+        elif running():
+            log.warning("nats_error", error=error)
+
+    return on_error
+
+
+def _on_disconnected(running: Callable[[], bool]) -> Callable[[], Awaitable[None]]:
+    async def on_disconnected() -> None:
+        if running():
+            log.warning("nats_disconnected")
+
+    return on_disconnected
+
+
+async def _on_reconnected() -> None:
+    log.info("nats_reconnected")
+
+
+async def close(nc: NATS) -> None:
+    """Drain (flush what we published, let subscriptions finish), bounded; then close."""
+    if nc.is_connected:
+        try:
+            await asyncio.wait_for(nc.drain(), 2.0)
+        except Exception as exc:
+            log.warning("nats_drain_failed", error=str(exc) or type(exc).__name__)
+    if not nc.is_closed:
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(nc.close(), 1.0)
