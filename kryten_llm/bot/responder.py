@@ -79,7 +79,6 @@ class Responder:
         self._flags = flags
         self._clock = clock
         self.in_flight = 0
-        self.last_finished_at: float | None = None  # when a worker last finished a job
 
     def use_personality(self, name: str, personality: PersonalityConfig) -> None:
         """Speak as ``name``: its names are the bot's own, its fallback pool is used."""
@@ -102,7 +101,6 @@ class Responder:
                 )
             finally:
                 self.in_flight -= 1
-                self.last_finished_at = self._clock()
                 queue.done()
 
     async def handle(self, job: Job) -> Outcome:

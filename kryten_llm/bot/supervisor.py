@@ -89,13 +89,13 @@ class Supervisor:
         slot.task.add_done_callback(lambda task: self._ended(slot, task))
 
     def _ended(self, slot: _Slot, task: asyncio.Task[None]) -> None:
-        if self.state is SupervisorState.STOPPED or task.cancelled():
+        if self.state is SupervisorState.STOPPED:
             return
-        error = task.exception()
+        error = None if task.cancelled() else task.exception()
         if error is not None:
             log.error("task_died", task=slot.name, exc_info=error)
-        else:
-            log.error("task_ended", task=slot.name, detail="a service task returned early")
+        else:  # returned, or cancelled by someone other than stop()
+            log.error("task_ended", task=slot.name, detail="a service task ended early")
         now = self._clock()
         slot.deaths.append(now)
         while slot.deaths and now - slot.deaths[0] > self._window:

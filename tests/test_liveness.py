@@ -1,0 +1,147 @@
+"""Liveness: no task of the bot ends silently, and /health says when the bot cannot answer."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from kryten_llm.bot.supervisor import Supervisor
+from kryten_llm.ops.health import HealthInputs, Liveness, assess
+from kryten_llm.service import Service
+from tests.bridge import FakeBridge
+from tests.conftest import Clock, eventually, running, settings_for
+from tests.natsserver import NatsServer
+from tests.openai_server import ScriptedOpenAIServer, drip, reply
+
+
+def verdict(live: Liveness, **changes: Any) -> dict[str, Any]:
+    inputs = HealthInputs(
+        running=True,
+        nats_connected=True,
+        channel_ages={"MyChannel": 1.0},
+        providers={"a": {"state": "closed"}},
+        chain=["a"],
+        queue_depth=0,
+        queue_capacity=32,
+        uptime_seconds=60.0,
+        liveness=live,
+        **changes,
+    )
+    return assess(inputs, stale_after_seconds=900, stall_after_seconds=30)
+
+
+def test_watchdog_states_from_liveness() -> None:
+    """Each liveness signal leads to the state it must: the watchdog's truth table."""
+    ok = Liveness(workers=2, workers_alive=2, queue_stalled_seconds=0.0)
+    assert verdict(ok)["status"] == "healthy"
+    dead = verdict(Liveness(workers=2, workers_alive=0, queue_stalled_seconds=0.0))
+    assert (dead["status"], dead["reasons"]) == ("failing", ["no reply worker is running"])
+    half = verdict(Liveness(workers=2, workers_alive=1, queue_stalled_seconds=0.0))
+    assert half["status"] == "degraded"
+    stuck = verdict(Liveness(workers=2, workers_alive=2, queue_stalled_seconds=31.0))
+    assert stuck["status"] == "failing"
+    assert stuck["reasons"] == ["reply queue has not moved for 31 s"]
+    pacing = verdict(Liveness(2, 2, 0.0, send_paused_seconds={"MyChannel": 1.5}))
+    assert pacing["status"] == "healthy"  # the gap between two messages is no pause
+    cooled = verdict(Liveness(2, 2, 0.0, send_paused_seconds={"MyChannel": 20.0, "Other": 0.0}))
+    assert cooled["status"] == "degraded"
+    muted = verdict(Liveness(2, 2, 0.0, send_paused_seconds={"MyChannel": 59.0, "Other": 45.0}))
+    assert muted["status"] == "failing"
+    assert "sending is paused in every channel" in muted["reasons"]
+    assert muted["components"]["workers"]["send_paused_seconds"] == {
+        "MyChannel": 59.0,
+        "Other": 45.0,
+    }
+
+
+async def test_a_task_that_dies_is_restarted_and_one_that_keeps_dying_is_given_up() -> None:
+    runs: list[str] = []
+    gave_up: list[str] = []
+
+    async def flaky() -> None:
+        runs.append("flaky")
+        if len(runs) < 3:
+            raise RuntimeError("boom")
+        await asyncio.Event().wait()
+
+    supervisor = Supervisor(gave_up.append, max_restarts=5)
+    supervisor.spawn("worker-0", flaky)
+    await eventually(lambda: len(runs) == 3 and supervisor.alive("worker") == 1)
+    assert supervisor.restarts == 2
+
+    async def doomed() -> None:
+        raise RuntimeError("always")
+
+    clock = Clock()
+    hopeless = Supervisor(gave_up.append, max_restarts=2, clock=clock)
+    hopeless.spawn("doomed", doomed)
+    await eventually(lambda: len(gave_up) == 1)
+    assert "task doomed died 3 times" in gave_up[0]
+    await supervisor.stop()
+    await supervisor.stop()  # idempotent
+    assert supervisor.alive() == 0
+    await hopeless.stop()
+
+
+async def test_a_killed_reply_worker_is_replaced_and_the_bot_still_answers(
+    nats_server: NatsServer, bridge: FakeBridge, tmp_path: Path
+) -> None:
+    settings = settings_for(nats_server.url, tmp_path, processing={"workers": 1})
+    async with running(Service(settings)) as service:
+        worker = next(t for t in asyncio.all_tasks() if t.get_name() == "reply-worker-0")
+        worker.cancel()
+        await eventually(lambda: service.liveness() is not None and worker.done())
+        await eventually(lambda: (service.liveness() or Liveness(1, 0, 0)).task_restarts == 1)
+        await bridge.chat("alice", "cynthia, are you still there?")
+        await bridge.wait_for_commands(1)
+        assert (service.liveness() or Liveness(1, 0, 0)).workers_alive == 1
+
+
+async def test_health_fails_while_the_queue_does_not_move_and_recovers_after(
+    nats_server: NatsServer, bridge: FakeBridge, tmp_path: Path
+) -> None:
+    """One worker stuck on a slow model: waiting jobs make /health failing, then healthy."""
+    async with ScriptedOpenAIServer(
+        drip(chunks=4, interval=1.0, text="slow"), reply("fast")
+    ) as llm:
+        settings = settings_for(
+            nats_server.url,
+            tmp_path,
+            processing={"workers": 1},
+            web={"port": 0, "stall_after_seconds": 1},
+            llm={
+                "default_provider": "main",
+                "providers": {"main": {"type": "openai", "base_url": llm.base_url}},
+            },
+        )
+        async with (
+            running(Service(settings)) as service,
+            aiohttp.ClientSession() as http,
+        ):
+            assert service.surface is not None
+            assert service.surface.web is not None
+            url = f"http://127.0.0.1:{service.surface.web.port}/health"
+            await bridge.chat("alice", "cynthia, first question")
+            await eventually(lambda: service.queue_depth == 0 and len(llm.completions) == 1)
+            await bridge.chat("bob", "cynthia, second question")
+            await eventually(lambda: service.queue_depth == 1)
+
+            async def status() -> tuple[int, dict[str, Any]]:
+                async with http.get(url) as response:
+                    return response.status, await response.json()
+
+            deadline = time.monotonic() + 10
+            code, body = await status()
+            while code != 503 and time.monotonic() < deadline:
+                await asyncio.sleep(0.1)
+                code, body = await status()
+            assert code == 503, body
+            assert any("reply queue has not moved" in r for r in body["reasons"])
+            await bridge.wait_for_commands(2, timeout=15)
+            await eventually(lambda: service.queue_depth == 0)
+            code, body = await status()
+            assert (code, body["status"]) == (200, "healthy")
