@@ -335,3 +335,43 @@ async def test_a_foreign_host_name_is_refused_on_loopback(
             assert r.status == 421
         async with session.get(url(service, "/api/state"), headers={"Host": "localhost:1"}) as r:
             assert r.status == 200
+
+
+async def test_bound_beyond_loopback_chat_text_needs_the_token(tmp_path: Path) -> None:
+    """``web.host: 0.0.0.0``: who said what is hidden from requests without the control token.
+
+    The server under test is still reached only on 127.0.0.1: aiohttp's test server serves the
+    same application object, and the exposure is decided from the configured host.
+    """
+    from aiohttp.test_utils import TestClient, TestServer
+
+    from kryten_llm.config import WebConfig
+    from kryten_llm.ops.controls import Controls
+    from kryten_llm.ops.web import WebServer
+
+    snapshot = {
+        "recent": [{"username": "alice", "text": "my secret", "reply": "hi", "reason": "answered"}]
+    }
+    server = WebServer(
+        WebConfig(host="0.0.0.0", token="s3cret"),
+        state=lambda: snapshot,
+        health=lambda: {"status": "healthy"},
+        metrics=lambda: "",
+        controls=Controls(None, "s3cret"),  # type: ignore[arg-type]  # no action is run
+    )
+    assert server.exposed
+    async with TestClient(TestServer(server.app, host="127.0.0.1")) as client:
+        anonymous = await (await client.get("/api/state")).json()
+        assert anonymous["recent"] == [{"reason": "answered"}]
+        assert anonymous["chat_hidden"] is True
+        wrong = await client.get("/api/state", headers={"Authorization": "Bearer nope"})
+        assert "text" not in (await wrong.json())["recent"][0]
+        holder = await client.get("/api/state", headers={"Authorization": "Bearer s3cret"})
+        assert (await holder.json())["recent"][0]["text"] == "my secret"
+        stream = await client.get("/api/stream")
+        first = await stream.content.readline()
+        assert b"my secret" not in first
+        assert b'"reason":"answered"' in first
+        stream.close()
+        health = await client.get("/health")
+        assert health.status == 200

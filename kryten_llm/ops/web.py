@@ -9,9 +9,13 @@
   ``Authorization: Bearer`` header (never a cookie, so another site cannot forge the request).
 
 It binds to 127.0.0.1 by default, and then answers only requests whose ``Host`` is a loopback
-name (a DNS-rebinding page cannot read it). Every page is sent with a strict
-Content-Security-Policy: scripts only from this server, no inline code, so chat text can never
-run as a script even if it were inserted as HTML (the page inserts it as text).
+name (a DNS-rebinding page cannot read it). Bound to any other address, the chat text (who said
+what, and the replies) is left out of ``/api/state`` and ``/api/stream`` for requests that do
+not present the control token (``Authorization: Bearer`` or ``?token=``), and a warning says so
+at startup; ``/health`` and ``/metrics`` carry no chat text and stay open for scrapers.
+Every page is sent with a strict Content-Security-Policy: scripts only from this server, no
+inline code, so chat text can never run as a script even if it were inserted as HTML (the page
+inserts it as text).
 """
 
 from __future__ import annotations
@@ -84,8 +88,9 @@ class WebServer:
         self._runner: web.AppRunner | None = None
         self.port: int | None = None
         self.streams = 0
-        self._cached: tuple[float, bytes] | None = None
-        middlewares = [_loopback_hosts_only] if _is_loopback(config.host) else []
+        self._cached: dict[bool, tuple[float, bytes]] = {}
+        self.exposed = not _is_loopback(config.host)
+        middlewares = [] if self.exposed else [_loopback_hosts_only]
         app = web.Application(middlewares=middlewares)
         app.on_response_prepare.append(_security_headers)
         app.router.add_get("/", self._dashboard)
@@ -107,6 +112,15 @@ class WebServer:
         address = runner.addresses[0]
         self.port = int(address[1])
         log.info("web_listening", url=f"http://{self._config.host}:{self.port}/")
+        if self.exposed:
+            log.warning(
+                "web_exposed",
+                host=self._config.host,
+                detail="chat text is shown only to requests with the control token",
+                fix="bind web.host to 127.0.0.1 behind a reverse proxy, or set web.token"
+                if not self._controls.enabled
+                else "keep web.token secret; /health and /metrics stay open",
+            )
 
     async def stop(self) -> None:
         """End open streams, then stop listening."""
@@ -137,7 +151,20 @@ class WebServer:
         )
 
     async def _get_state(self, request: web.Request) -> web.Response:
-        return web.json_response(self._state())
+        state = self._state()
+        return web.json_response(state if self._may_read_chat(request) else _without_chat(state))
+
+    def _may_read_chat(self, request: web.Request) -> bool:
+        """Loopback binds show chat to anyone local; other binds only to the token's holder."""
+        if not self.exposed:
+            return True
+        header = request.headers.get("Authorization", "")
+        token = header.removeprefix("Bearer ").strip() if header.startswith("Bearer ") else None
+        try:
+            self._controls.authorize(token or request.query.get("token"))
+        except ControlError:
+            return False
+        return True
 
     async def _stream(self, request: web.Request) -> web.StreamResponse:
         response = web.StreamResponse(
@@ -145,9 +172,10 @@ class WebServer:
         )
         await response.prepare(request)
         self.streams += 1
+        chat = self._may_read_chat(request)
         try:
             while not self._closing.is_set():
-                await response.write(self._event())
+                await response.write(self._event(chat=chat))
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._closing.wait(), self._config.push_interval_seconds)
         except (ConnectionResetError, ConnectionError):
@@ -156,13 +184,15 @@ class WebServer:
             self.streams -= 1
         return response
 
-    def _event(self) -> bytes:
+    def _event(self, *, chat: bool) -> bytes:
         """The current snapshot as one SSE event, built once per push for every open stream."""
         now = time.monotonic()
-        if self._cached is None or now - self._cached[0] >= self._config.push_interval_seconds / 2:
-            payload = json.dumps(self._state(), separators=(",", ":"))
-            self._cached = (now, f"data: {payload}\n\n".encode())
-        return self._cached[1]
+        cached = self._cached.get(chat)
+        if cached is None or now - cached[0] >= self._config.push_interval_seconds / 2:
+            state = self._state()
+            payload = json.dumps(state if chat else _without_chat(state), separators=(",", ":"))
+            cached = self._cached[chat] = (now, f"data: {payload}\n\n".encode())
+        return cached[1]
 
     async def _control(self, request: web.Request) -> web.Response:
         header = request.headers.get("Authorization", "")
@@ -183,6 +213,18 @@ class WebServer:
         except ControlError as exc:
             return web.json_response({"ok": False, "error": str(exc)}, status=exc.status)
         return web.json_response({"ok": True, **result})
+
+
+_CHAT_FIELDS = ("username", "text", "reply")
+
+
+def _without_chat(state: dict[str, Any]) -> dict[str, Any]:
+    """The snapshot minus who said what and what the bot answered."""
+    recent = [
+        {key: value for key, value in entry.items() if key not in _CHAT_FIELDS}
+        for entry in state.get("recent", ())
+    ]
+    return {**state, "recent": recent, "chat_hidden": True}
 
 
 def _is_loopback(host: str) -> bool:
