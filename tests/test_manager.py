@@ -137,7 +137,10 @@ async def test_the_circuit_opens_then_lets_one_probe_through(
 async def test_one_deadline_bounds_every_retry_and_fallback(
     session: aiohttp.ClientSession,
 ) -> None:
-    async with ScriptedOpenAIServer(hang()) as a, ScriptedOpenAIServer(hang()) as b:
+    async with (
+        ScriptedOpenAIServer(default=hang()) as a,
+        ScriptedOpenAIServer(default=hang()) as b,
+    ):
         m = manager(session, {"a": a.base_url, "b": b.base_url}, **FAST)
         started = time.monotonic()
         with pytest.raises(ProviderTimeout):

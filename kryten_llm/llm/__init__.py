@@ -20,8 +20,9 @@ from kryten_llm.llm.base import (
     register,
 )
 from kryten_llm.llm.local import LocalProvider
-from kryten_llm.llm.manager import ProbeResult, ProviderManager, build_manager
+from kryten_llm.llm.manager import ProviderManager, build_manager
 from kryten_llm.llm.openai import OpenAIProvider
+from kryten_llm.llm.probe import ProbeResult
 from kryten_llm.llm.scripted import ScriptedProvider
 
 __all__ = [
