@@ -19,7 +19,7 @@ import pytest
 from structlog.testing import capture_logs
 
 from kryten_llm.config import LLMConfig, ProviderConfig
-from kryten_llm.errors import ProviderError
+from kryten_llm.errors import BadRequest, ProviderError
 from kryten_llm.llm import ChatMessage, CompletionRequest, build_manager
 from kryten_llm.llm.redact import Redactor
 from tests.openai_server import ScriptedOpenAIServer, Step, echo_headers, status
@@ -121,3 +121,20 @@ def test_the_redactor_knows_every_kind_of_secret() -> None:
     for secret in (API_KEY, HEADER_SECRET, BASIC, PASSWORD, "p@ss/word", "p%40ss%2Fword"):
         assert secret not in cleaned
     assert cleaned.startswith("key [redacted] bearer [redacted]")
+
+
+async def test_credentials_in_the_url_and_a_key_make_the_provider_misconfigured(
+    session: aiohttp.ClientSession,
+) -> None:
+    """aiohttp cannot send both (Basic from the URL, Bearer from the key): a config error."""
+    async with ScriptedOpenAIServer() as llm:
+        url = llm.base_url.replace("http://", f"http://{USER}:{PASSWORD}@")
+        config = LLMConfig(
+            providers={"api": ProviderConfig(base_url=url, api_key=API_KEY)},  # type: ignore[arg-type]
+            default_provider="api",
+        )
+        manager = build_manager(config, session)
+        with pytest.raises(BadRequest, match="cannot be sent") as caught:
+            await manager.complete(REQUEST, deadline=time.monotonic() + 10)
+    assert leaks(str(caught.value), [PASSWORD, API_KEY, BASIC]) == []
+    assert manager.snapshot()["api"]["state"] == "misconfigured"

@@ -17,6 +17,7 @@ refused, reset, DNS failure, cut body       ProviderUnavailable      yes
 402, or 400/403/429 about credit (below)    QuotaExhausted           no
 401, 403                                    AuthFailed               no
 400, 404, 413, 422 and any other 4xx        BadRequest               no
+a request aiohttp refuses to send           BadRequest               no
 ==========================================  =======================  =========
 
 The credit heuristic is the one place where text is matched: servers report an exhausted
@@ -111,6 +112,9 @@ async def request_json(
         raise ProviderUnavailable(provider, f"connection failed: {type(exc).__name__}") from None
     except aiohttp.ClientError as exc:
         raise ProviderUnavailable(provider, f"request failed: {type(exc).__name__}") from None
+    except ValueError as exc:  # aiohttp refuses it (credentials in the URL and a key header)
+        message = f"the request cannot be sent: {redact(str(exc))}"
+        raise BadRequest(provider, message) from None
     try:
         data = json.loads(raw)
     except ValueError:
