@@ -5,9 +5,10 @@ patching internals (STYLE.md practice 12), so what is tested is the request that
 over the wire and the error classification of real statuses, headers, hangs and slow bodies.
 
 Tests push :class:`Step` values (a reply, an error status, a hang, a slow drip, a malformed
-body, a dropped or reset connection, a truncated body, headers echoed back...) and the server plays them in order, one per
-``POST /v1/chat/completions`` (or ``POST /v1/messages``, the Anthropic path). Once the script is used up every request gets ``default``; with
-no ``default`` the reply is built from the request by ``responder`` (by default an echo of the
+body, a dropped or reset connection, a truncated body, headers echoed back...) and the server
+plays them in order, one per ``POST /v1/chat/completions`` (or ``POST /v1/messages``, the
+Anthropic path). Once the script is used up every request gets ``default``; with no
+``default`` the reply is built from the request by ``responder`` (by default an echo of the
 last user message, so integration tests can see what reached the model). ``GET /v1/models``
 lists ``models`` unless steps were queued for it with :meth:`ScriptedOpenAIServer.push_models`.
 Every request is recorded with its headers, JSON body and monotonic arrival time.
