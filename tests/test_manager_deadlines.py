@@ -21,6 +21,7 @@ from kryten_llm.errors import ConfigError, ProviderTimeout, UnusableAnswer
 from kryten_llm.llm import ChatMessage, Completion, CompletionRequest, build_manager
 from kryten_llm.llm.budget import attempt_budget
 from kryten_llm.llm.manager import ProviderManager
+from tests.conftest import eventually
 from tests.openai_server import ScriptedOpenAIServer, hang, reply
 
 REQUEST = CompletionRequest(messages=(ChatMessage("user", "hi"),))
@@ -221,3 +222,21 @@ def test_a_chain_without_any_built_provider_is_a_config_error() -> None:
     assert where == "llm.default_provider"
     assert "echo" in message
     assert fix
+
+
+async def test_a_call_hanging_right_now_shows_in_the_snapshot(
+    session: aiohttp.ClientSession,
+) -> None:
+    """Before its timeout turns a hang into a counted failure, the call is in the snapshot."""
+    async with ScriptedOpenAIServer(default=hang(60)) as only:
+        manager = build_manager(chain({"a": (only.base_url, 30.0)}), session)
+        call = asyncio.create_task(manager.complete(REQUEST, deadline=time.monotonic() + 40))
+        await eventually(lambda: only.completions)  # the server has it: the call is in flight
+        busy = manager.snapshot()["a"]
+        call.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await call
+    assert busy["in_flight"] == 1
+    assert isinstance(busy["oldest_call_seconds"], float)
+    idle = manager.snapshot()["a"]
+    assert (idle["in_flight"], idle["oldest_call_seconds"]) == (0, None)

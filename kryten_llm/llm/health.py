@@ -71,6 +71,22 @@ class ProviderHealth:
     calls: int = 0
     outcomes: deque[bool] = field(default_factory=lambda: deque(maxlen=_WINDOW))
     _probing: bool = False
+    _in_flight: dict[int, float] = field(default_factory=dict)  # call token -> start time
+    _next_token: int = 0
+
+    def call_started(self) -> int:
+        """A call begins; returns the token to hand to :meth:`call_ended`.
+
+        Calls in flight show in the snapshot, so a provider that hangs is visible before
+        its timeout turns the hang into a counted failure.
+        """
+        self._next_token += 1
+        self._in_flight[self._next_token] = self.clock()
+        return self._next_token
+
+    def call_ended(self, token: int) -> None:
+        """The call of ``token`` is over, whatever its outcome."""
+        self._in_flight.pop(token, None)
 
     def available(self) -> bool:
         """Whether a call may go to this provider now (claims the probe when half-open)."""
@@ -194,8 +210,10 @@ class ProviderHealth:
         """Plain data for heartbeats and operator surfaces.
 
         ``state`` is the circuit's string value; ``consecutive_failures`` (reset by a good
-        answer), ``last_error_kind`` and ``timeouts`` say why it is failing.
+        answer), ``last_error_kind`` and ``timeouts`` say why it is failing; ``in_flight`` and
+        ``oldest_call_seconds`` (None when idle) show a call that is hanging right now.
         """
+        oldest = min(self._in_flight.values(), default=None)
         return {
             "state": self.state.value,
             "retry_in": round(self.retry_in(), 3),
@@ -206,4 +224,8 @@ class ProviderHealth:
             "consecutive_failures": self.consecutive_failures,
             "last_error_kind": self.last_error_kind,
             "timeouts": self.timeouts,
+            "in_flight": len(self._in_flight),
+            "oldest_call_seconds": (
+                round(self.clock() - oldest, 3) if oldest is not None else None
+            ),
         }

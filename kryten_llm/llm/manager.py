@@ -68,7 +68,6 @@ log = structlog.get_logger(__name__)
 
 _FIX = "check the provider's base_url, model and API key"
 
-
 # Told about every provider call: provider, outcome ("ok" or the error's class name), seconds,
 # and the completion when there is one (metrics, dashboards; an unusable one cost tokens too).
 CallObserver = Callable[[str, str, float, "Completion | None"], None]
@@ -136,7 +135,8 @@ class ProviderManager:
         Returns:
             By provider: ``state`` (closed, open, half_open, cooling, misconfigured),
             ``retry_in``, ``last_error``, ``last_error_kind``, ``consecutive_failures``,
-            ``timeouts``, ``latency_ms``, ``error_rate`` and ``calls``.
+            ``timeouts``, ``in_flight``, ``oldest_call_seconds``, ``latency_ms``,
+            ``error_rate`` and ``calls``.
         """
         return {name: health.snapshot() for name, health in self.health.items()}
 
@@ -293,14 +293,8 @@ class ProviderManager:
         elif isinstance(exc, RateLimited):
             log.warning("provider_rate_limited", provider=name, retry_after=exc.retry_after)
         else:
-            log.warning(
-                "provider_failed",
-                provider=name,
-                attempt=attempt,
-                kind=kind,
-                error=error,
-                retrying=attempt_left,
-            )
+            fields = {"attempt": attempt, "kind": kind, "retrying": attempt_left}
+            log.warning("provider_failed", provider=name, error=error, **fields)
 
     async def _call(
         self, name: str, request: CompletionRequest, budget: float, accept: Accept | None
@@ -311,8 +305,8 @@ class ProviderManager:
             ProviderError: the provider's (redacted), ProviderTimeout when it ignored its
                 budget, UnusableAnswer when the answer cannot be used.
         """
-        provider = self._providers[name]
-        started = self._clock()
+        provider, health = self._providers[name], self.health[name]
+        started, token = self._clock(), health.call_started()
         try:
             async with asyncio.timeout(budget + BACKSTOP_SECONDS):
                 completion = await provider.complete(
@@ -330,6 +324,8 @@ class ProviderManager:
         except Exception:
             self._observe(name, "internal_error", started, None)
             raise
+        finally:
+            health.call_ended(token)
         reason = _unusable(completion, accept)
         if reason is not None:
             self._observe(name, "UnusableAnswer", started, completion)
