@@ -91,14 +91,14 @@ class ProviderHealth:
     def available(self) -> bool:
         """Whether a call may go to this provider now (claims the probe when half-open)."""
         now = self.clock()
-        if self.state is CircuitState.MISCONFIGURED:
+        if self.state == CircuitState.MISCONFIGURED:
             return False
         if self.state in _PAUSED:
             if now < self.until:
                 return False
             self.state = CircuitState.HALF_OPEN
             self._probing = False
-        if self.state is CircuitState.HALF_OPEN:
+        if self.state == CircuitState.HALF_OPEN:
             if self._probing:
                 return False
             self._probing = True
@@ -109,11 +109,11 @@ class ProviderHealth:
 
         The manager uses it to plan time for the providers after the one it is calling.
         """
-        if self.state is CircuitState.MISCONFIGURED:
+        if self.state == CircuitState.MISCONFIGURED:
             return False
         if self.state in _PAUSED:
             return self.clock() >= self.until
-        return not (self.state is CircuitState.HALF_OPEN and self._probing)
+        return not (self.state == CircuitState.HALF_OPEN and self._probing)
 
     def retry_in(self) -> float:
         """Seconds until the provider may be tried again (0 when it may be now)."""
@@ -144,7 +144,7 @@ class ProviderHealth:
         if timed_out:
             self.timeouts += 1
         if (
-            self.state is CircuitState.HALF_OPEN
+            self.state == CircuitState.HALF_OPEN
             or self.consecutive_failures >= self.config.failure_threshold
         ):
             self.state = CircuitState.OPEN
@@ -191,7 +191,7 @@ class ProviderHealth:
 
         Undoes :meth:`misconfigured`; any other state is left as it is.
         """
-        if self.state is CircuitState.MISCONFIGURED:
+        if self.state == CircuitState.MISCONFIGURED:
             self.state = CircuitState.CLOSED
 
     def _record(self, ok: bool, error: str | None = None, kind: str | None = None) -> None:
@@ -215,7 +215,7 @@ class ProviderHealth:
         """
         oldest = min(self._in_flight.values(), default=None)
         return {
-            "state": self.state.value,
+            "state": str(self.state),
             "retry_in": round(self.retry_in(), 3),
             "last_error": self.last_error,
             "latency_ms": round(self.latency_ms, 1) if self.latency_ms is not None else None,

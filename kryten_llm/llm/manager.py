@@ -217,7 +217,7 @@ class ProviderManager:
         for index, name in enumerate(order):
             health = self.health[name]
             if not health.available():
-                log.debug("provider_skipped", provider=name, state=health.state.value)
+                log.debug("provider_skipped", provider=name, state=str(health.state))
                 continue
             tried.append(name)
             try:
@@ -232,7 +232,7 @@ class ProviderManager:
             return dataclasses.replace(completion, tried=tuple(tried[:-1]))
         if last is not None:
             raise last
-        states = ", ".join(f"{n} {self.health[n].state.value}" for n in order)
+        states = ", ".join(f"{n} {self.health[n].state!s}" for n in order)
         raise ProviderUnavailable(order[0], f"no provider available ({states})")
 
     def _timeout_of(self, name: str) -> float:
@@ -272,7 +272,7 @@ class ProviderManager:
                 delay = self._backoff(attempt)
                 again = exc.retryable and attempt < retry.attempts and self._fits(delay, deadline)
                 self._record_failure(name, exc, attempt_left=again, attempt=attempt)
-                if not again or self.health[name].state is CircuitState.OPEN:
+                if not again or self.health[name].state == CircuitState.OPEN:
                     raise
                 await asyncio.sleep(delay)
                 continue
