@@ -18,8 +18,7 @@ import aiohttp
 from _harness import machine
 
 from kryten_llm.config import LLMConfig, ProviderConfig
-from kryten_llm.llm import ChatMessage, CompletionRequest, create_provider
-from kryten_llm.llm.manager import ProviderManager
+from kryten_llm.llm import ChatMessage, CompletionRequest, build_manager
 from kryten_llm.logs import configure_logging
 from kryten_llm.sim.natsserver import free_port
 
@@ -39,14 +38,14 @@ async def main(count: int) -> None:
         circuit={"failure_threshold": 1, "open_seconds": 3600},  # type: ignore[arg-type]
     )
     async with aiohttp.ClientSession() as session:
-        providers = {n: create_provider(n, c, session) for n, c in config.providers.items()}
-        manager = ProviderManager(providers, config)
+        manager = build_manager(config, session)
+        secondary = manager.providers["secondary"]
         await manager.complete(REQUEST, deadline=time.monotonic() + 5)  # opens the circuit
         assert manager.health["primary"].state == "open"
         direct, through = [], []
         for _ in range(count):
             start = time.perf_counter()
-            await providers["secondary"].complete(REQUEST)
+            await secondary.complete(REQUEST)
             direct.append((time.perf_counter() - start) * 1000)
             start = time.perf_counter()
             result = await manager.complete(REQUEST, deadline=time.monotonic() + 5)

@@ -5,9 +5,10 @@ patching internals (STYLE.md practice 12), so what is tested is the request that
 over the wire and the error classification of real statuses, headers, hangs and slow bodies.
 
 Tests push :class:`Step` values (a reply, an error status, a hang, a slow drip, a malformed
-body, a dropped connection...) and the server plays them in order, one per
-``POST /v1/chat/completions``. Once the script is used up every request gets ``default``; with
-no ``default`` the reply is built from the request by ``responder`` (by default an echo of the
+body, a dropped or reset connection, a truncated body, headers echoed back...) and the server
+plays them in order, one per ``POST /v1/chat/completions`` (or ``POST /v1/messages``, the
+Anthropic path). Once the script is used up every request gets ``default``; with no
+``default`` the reply is built from the request by ``responder`` (by default an echo of the
 last user message, so integration tests can see what reached the model). ``GET /v1/models``
 lists ``models`` unless steps were queued for it with :meth:`ScriptedOpenAIServer.push_models`.
 Every request is recorded with its headers, JSON body and monotonic arrival time.
@@ -27,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
+import struct
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
@@ -36,7 +38,9 @@ from typing import Any, Literal
 from aiohttp import web
 
 Responder = Callable[[dict[str, Any]], str]
-StepKind = Literal["reply", "status", "raw", "hang", "drip", "disconnect"]
+StepKind = Literal[
+    "reply", "status", "raw", "hang", "drip", "disconnect", "reset", "truncated", "echo_headers"
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,6 +124,29 @@ def disconnect() -> Step:
     return Step("disconnect")
 
 
+def reset() -> Step:
+    """Abort the connection with a TCP reset (RST) instead of an answer."""
+    return Step("reset")
+
+
+def truncated() -> Step:
+    """A 200 that announces a full completion's length, sends half of it and hangs up."""
+    return Step("truncated", text="a reply that never arrives whole")
+
+
+def empty_content(text: str = "") -> Step:
+    """A 200 completion whose content is ``text``: empty by default, or only whitespace."""
+    return reply(text)
+
+
+def echo_headers(code: int = 500, extra: str = "") -> Step:
+    """An error ``code`` whose message echoes every request header and ``extra`` back.
+
+    Some servers and proxies do that; secrets in them must not leak into our errors.
+    """
+    return Step("echo_headers", status=code, text=extra)
+
+
 def echo(body: dict[str, Any]) -> str:
     """The default responder: ``"echo: <last user message>"``."""
     users = [m["content"] for m in body.get("messages", []) if m.get("role") == "user"]
@@ -200,7 +227,7 @@ class ScriptedOpenAIServer:
     @property
     def completions(self) -> list[RecordedRequest]:
         """The chat-completion requests only (startup probes list models first)."""
-        return [r for r in self.requests if r.path.endswith("/chat/completions")]
+        return [r for r in self.requests if r.path.endswith(("/chat/completions", "/messages"))]
 
     def push(self, *steps: Step) -> None:
         """Queue steps for the next chat-completion requests, after those already queued."""
@@ -213,6 +240,8 @@ class ScriptedOpenAIServer:
     async def __aenter__(self) -> ScriptedOpenAIServer:
         app = web.Application()
         app.router.add_post("/v1/chat/completions", self._completions)
+        # The Anthropic Messages API path plays the same script: error steps are alike.
+        app.router.add_post("/v1/messages", self._completions)
         app.router.add_get("/v1/models", self._list_models)
         # handler_cancellation: a client that gives up cancels its handler, as in production
         # servers; shutdown_timeout bounds the wait for anything still running on exit.
@@ -279,12 +308,33 @@ async def _play(step: Step, request: web.Request) -> web.StreamResponse:
         return web.json_response({"error": {"message": "hung too long"}}, status=504)
     if step.kind == "drip":
         return await _drip(step, request)
-    if step.kind == "disconnect":
-        assert request.transport is not None
-        request.transport.close()
+    if step.kind == "echo_headers":
+        said = " ".join(f"{k}: {v}" for k, v in request.headers.items()) + " " + step.text
+        return web.json_response({"error": {"message": said}}, status=step.status)
+    if step.kind == "truncated":
+        return await _truncated(step, request)
+    if step.kind in ("disconnect", "reset"):
+        transport = request.transport
+        assert transport is not None
+        if step.kind == "reset":  # SO_LINGER 0: close() sends RST, not FIN
+            sock = transport.get_extra_info("socket")
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        transport.close()
         # The closed connection cancels this handler (handler_cancellation); wait for that.
         await asyncio.Event().wait()
     raise ValueError(f"unknown step {step.kind!r}")
+
+
+async def _truncated(step: Step, request: web.Request) -> web.StreamResponse:
+    body = completion_body(step.text)
+    response = web.StreamResponse(headers={"Content-Type": "application/json"})
+    response.content_length = len(body)
+    await response.prepare(request)
+    await response.write(body[: len(body) // 2])
+    assert request.transport is not None
+    request.transport.close()
+    await asyncio.Event().wait()  # cancelled with the connection
+    return response
 
 
 async def _drip(step: Step, request: web.Request) -> web.StreamResponse:

@@ -145,6 +145,10 @@ async def test_a_message_is_asked_natively_and_its_text_blocks_joined(
             QuotaExhausted,
             id="credit->QuotaExhausted",
         ),
+        pytest.param(413, error("request_too_large", "too big"), {}, BadRequest, id="413"),
+        pytest.param(403, error("permission_error", "no"), {}, AuthFailed, id="403"),
+        pytest.param(402, error("billing_error", "pay"), {}, QuotaExhausted, id="402"),
+        pytest.param(404, error("not_found_error", "model"), {}, BadRequest, id="404"),
     ],
 )
 async def test_errors_are_classified(
@@ -179,3 +183,18 @@ async def test_the_probe_is_a_one_token_completion(
     assert "one-token probe" in detail
     _, body = server.requests[0]
     assert body["max_tokens"] == 1
+
+
+def test_the_anthropic_provider_shares_the_http_ladder_not_the_openai_module() -> None:
+    """One status ladder in llm/http.py; the providers do not import each other."""
+    import ast
+    import inspect
+
+    import kryten_llm.llm.anthropic as anthropic
+
+    tree = ast.parse(inspect.getsource(anthropic))
+    imported = {
+        node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module
+    }
+    assert "kryten_llm.llm.http" in imported
+    assert "kryten_llm.llm.openai" not in imported

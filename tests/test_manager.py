@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import aiohttp
@@ -26,7 +25,26 @@ async def session() -> AsyncIterator[aiohttp.ClientSession]:
         yield s
 
 
-def manager(session: aiohttp.ClientSession, urls: dict[str, str], **llm: Any) -> ProviderManager:
+class Clock:
+    """Monotonic time that a test can move forward instead of sleeping."""
+
+    def __init__(self) -> None:
+        self.offset = 0.0
+
+    def __call__(self) -> float:
+        return time.monotonic() + self.offset
+
+    def advance(self, seconds: float) -> None:
+        self.offset += seconds
+
+
+def manager(
+    session: aiohttp.ClientSession,
+    urls: dict[str, str],
+    *,
+    clock: Callable[[], float] = time.monotonic,
+    **llm: Any,
+) -> ProviderManager:
     config = LLMConfig(
         providers={name: ProviderConfig(base_url=url, model=name) for name, url in urls.items()},
         default_provider=next(iter(urls)),
@@ -36,7 +54,7 @@ def manager(session: aiohttp.ClientSession, urls: dict[str, str], **llm: Any) ->
     providers = {
         name: create_provider(name, cfg, session) for name, cfg in config.providers.items()
     }
-    return ProviderManager(providers, config, jitter=lambda: 0.0)
+    return ProviderManager(providers, config, clock=clock, jitter=lambda: 0.0)
 
 
 def soon(seconds: float = 5.0) -> float:
@@ -117,19 +135,21 @@ async def test_the_circuit_opens_then_lets_one_probe_through(
         ScriptedOpenAIServer(status(500), status(500), reply("back")) as primary,
         ScriptedOpenAIServer() as secondary,
     ):
+        clock = Clock()
         m = manager(
             session,
             {"a": primary.base_url, "b": secondary.base_url},
+            clock=clock,
             retry={"attempts": 1},
-            circuit={"failure_threshold": 2, "open_seconds": 0.5},
+            circuit={"failure_threshold": 2, "open_seconds": 30},
         )
-        await m.complete(REQUEST, deadline=soon())
-        await m.complete(REQUEST, deadline=soon())
+        await m.complete(REQUEST, deadline=clock() + 5)
+        await m.complete(REQUEST, deadline=clock() + 5)
         assert m.health["a"].state == "open"
-        skipped = await m.complete(REQUEST, deadline=soon())
+        skipped = await m.complete(REQUEST, deadline=clock() + 5)
         assert (skipped.provider, len(primary.requests)) == ("b", 2)
-        await asyncio.sleep(0.6)
-        probe = await m.complete(REQUEST, deadline=soon())
+        clock.advance(30)  # the open period is over: one probe may go through
+        probe = await m.complete(REQUEST, deadline=clock() + 5)
     assert (probe.provider, probe.text) == ("a", "back")
     assert m.health["a"].state == "closed"
 
@@ -137,7 +157,10 @@ async def test_the_circuit_opens_then_lets_one_probe_through(
 async def test_one_deadline_bounds_every_retry_and_fallback(
     session: aiohttp.ClientSession,
 ) -> None:
-    async with ScriptedOpenAIServer(hang()) as a, ScriptedOpenAIServer(hang()) as b:
+    async with (
+        ScriptedOpenAIServer(default=hang()) as a,
+        ScriptedOpenAIServer(default=hang()) as b,
+    ):
         m = manager(session, {"a": a.base_url, "b": b.base_url}, **FAST)
         started = time.monotonic()
         with pytest.raises(ProviderTimeout):

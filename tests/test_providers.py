@@ -18,6 +18,7 @@ from kryten_llm.errors import (
     ProviderUnavailable,
     QuotaExhausted,
     RateLimited,
+    UnusableAnswer,
 )
 from kryten_llm.llm import (
     ChatMessage,
@@ -125,11 +126,13 @@ ERRORS = [
     pytest.param(status(404), BadRequest, id="404->BadRequest"),
     pytest.param(status(422), BadRequest, id="422->BadRequest"),
     pytest.param(malformed_json(), ProviderUnavailable, id="malformed-json"),
-    pytest.param(empty_choices(), ProviderUnavailable, id="empty-choices"),
+    pytest.param(status(413), BadRequest, id="413->BadRequest"),
+    pytest.param(status(408), ProviderTimeout, id="408->Timeout"),
+    pytest.param(empty_choices(), UnusableAnswer, id="empty-choices->Unusable"),
     pytest.param(
         raw('{"choices": [{"message": {"role": "assistant", "content": null}}]}'),
-        ProviderUnavailable,
-        id="null-content",
+        UnusableAnswer,
+        id="null-content->Unusable",
     ),
     pytest.param(raw("[1, 2]"), ProviderUnavailable, id="not-an-object"),
 ]
@@ -143,7 +146,7 @@ async def test_errors_are_classified(
         with pytest.raises(error) as info:
             await provider(session, llm.base_url).complete(REQUEST)
     assert info.value.provider == "cloud"
-    retryable = error in (RateLimited, ProviderUnavailable, ProviderTimeout)
+    retryable = issubclass(error, RateLimited | ProviderUnavailable | ProviderTimeout)
     assert info.value.retryable is retryable
 
 

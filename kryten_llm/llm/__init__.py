@@ -19,14 +19,18 @@ from kryten_llm.llm.base import (
     provider_types,
     register,
 )
+from kryten_llm.llm.health import CircuitState
 from kryten_llm.llm.local import LocalProvider
-from kryten_llm.llm.manager import ProbeResult, ProviderManager, build_manager
+from kryten_llm.llm.manager import ProviderManager, build_manager
 from kryten_llm.llm.openai import OpenAIProvider
+from kryten_llm.llm.probe import ProbeResult
+from kryten_llm.llm.redact import Redactor
 from kryten_llm.llm.scripted import ScriptedProvider
 
 __all__ = [
     "AnthropicProvider",
     "ChatMessage",
+    "CircuitState",
     "Completion",
     "CompletionRequest",
     "LocalProvider",
@@ -34,6 +38,7 @@ __all__ = [
     "ProbeResult",
     "Provider",
     "ProviderManager",
+    "Redactor",
     "ScriptedProvider",
     "Usage",
     "build_manager",

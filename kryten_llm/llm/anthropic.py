@@ -2,30 +2,23 @@
 
 POST ``<base_url>/messages`` with ``x-api-key`` and ``anthropic-version`` headers. The system
 prompt travels in the top-level ``system`` field, and turns must alternate user/assistant, so
-consecutive turns of one role are merged. Errors are classified once, here, like the OpenAI
-provider's: 429 with ``retry-after`` is RateLimited, 529 "overloaded" and 5xx are retryable,
-401/403 are AuthFailed, 400/404/422 BadRequest, a credit-balance error is QuotaExhausted.
+consecutive turns of one role are merged. Statuses, timeouts and secrets are classified by the
+one ladder of :mod:`kryten_llm.llm.http`, as for the OpenAI provider: 429 with ``retry-after``
+is RateLimited, 529 "overloaded" and 5xx are retryable, 401/403 AuthFailed, 400/404/413/422
+BadRequest, a "credit balance is too low" error QuotaExhausted. A message without text blocks
+is returned with empty text; the manager treats it as an unusable answer.
 """
 
 from __future__ import annotations
 
-import json
 import time
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import aiohttp
 
-from kryten_llm.errors import (
-    AuthFailed,
-    BadRequest,
-    ProviderError,
-    ProviderUnavailable,
-    QuotaExhausted,
-    RateLimited,
-)
+from kryten_llm.errors import ProviderUnavailable
 from kryten_llm.llm.base import Completion, CompletionRequest, Usage, register
 from kryten_llm.llm.http import request_json
-from kryten_llm.llm.openai import parse_retry_after
 
 if TYPE_CHECKING:
     from kryten_llm.config import ProviderConfig
@@ -121,34 +114,8 @@ class AnthropicProvider:
             self.name,
             "POST",
             self._url,
+            config=self._config,
             headers=self._headers(),
             budget=budget,
-            classify=self._http_error,
             body=body,
         )
-
-    def _http_error(self, status: int, raw: bytes, headers: Any) -> ProviderError:
-        try:
-            error = json.loads(raw).get("error", {})
-        except (ValueError, AttributeError):
-            error = {}
-        message = str(error.get("message", "") if isinstance(error, dict) else "")[:200]
-        if "credit balance" in message.lower() or status == 402:
-            return QuotaExhausted(self.name, f"out of credit ({status}): {message}", status=status)
-        if status == 429:
-            return RateLimited(
-                self.name,
-                f"rate limited: {message}",
-                retry_after=parse_retry_after(headers.get("retry-after")),
-            )
-        if status in (401, 403):
-            where = (
-                self._config.api_key_env
-                or f"KRYTEN_LLM_LLM__PROVIDERS__{self.name.upper()}__API_KEY"
-            )
-            return AuthFailed(
-                self.name, f"authentication failed ({status}): set {where}", status=status
-            )
-        if status in (400, 404, 413, 422):
-            return BadRequest(self.name, f"request refused ({status}): {message}", status=status)
-        return ProviderUnavailable(self.name, f"server error ({status}): {message}", status=status)

@@ -4,17 +4,25 @@ The seam between the pipeline and the providers: the worker asks the manager, ne
 provider. For each provider of the chain (the default, then ``llm.fallback``), skipping those
 whose circuit is open, that are cooling down or misconfigured:
 
-- a retryable failure (timeout, refused connection, 5xx, garbage) is retried after an
-  exponential backoff with jitter, up to ``retry.attempts`` tries, then the next provider is
-  asked; consecutive failures open the provider's circuit;
+- a retryable failure (timeout, refused connection, 5xx, garbage, an unusable answer) is
+  retried after an exponential backoff with jitter, up to ``retry.attempts`` tries, then the
+  next provider is asked; consecutive failures (timeouts included) open the provider's circuit;
+- an unusable answer is a 200 whose text is empty or blank, or one the caller's ``accept``
+  check refuses (the formatter stripped everything): :class:`~kryten_llm.errors.UnusableAnswer`;
 - 429 with a short ``Retry-After`` is waited out and retried; a long one (or none, after the
   retries) cools the provider down until then and fails over at once;
 - 402 or an exhausted credit cools the provider down for ``quota_cooldown_seconds``;
-- 401/403/400/404/422 are never retried: the provider is marked misconfigured, with a log line
-  saying what to fix, and skipped from then on.
+- 401/403/400/404/413/422 are never retried: the provider is marked misconfigured, with a log
+  line saying what to fix, and skipped from then on.
 
-One deadline (the reply's) bounds every call, wait and retry together. The answer names the
-provider and model that actually answered and, in ``tried``, who failed before it.
+Time: one deadline (the reply's) bounds every call, wait and retry together, and each attempt
+has its own budget inside it: ``min(its timeout, time left)``, keeping a reserve of up to 5 s
+for each later provider of the chain (:mod:`kryten_llm.llm.budget` has the formula and why).
+A timeout is a failure like the others: it counts towards opening the circuit.
+
+Every error text is redacted of the provider's secrets (:mod:`kryten_llm.llm.redact`) before it
+is recorded (``last_error``), logged or raised. The answer names the provider and model that
+actually answered and, in ``tried``, who failed before it.
 """
 
 from __future__ import annotations
@@ -31,14 +39,24 @@ import structlog
 from kryten_llm.errors import (
     AuthFailed,
     BadRequest,
+    ConfigError,
     ProviderError,
     ProviderTimeout,
     ProviderUnavailable,
     QuotaExhausted,
     RateLimited,
+    UnusableAnswer,
 )
 from kryten_llm.llm.base import create_provider
-from kryten_llm.llm.health import ProviderHealth
+from kryten_llm.llm.budget import (
+    BACKSTOP_SECONDS,
+    MARGIN_SECONDS,
+    RESERVE_SECONDS,
+    attempt_budget,
+)
+from kryten_llm.llm.health import CircuitState, ProviderHealth
+from kryten_llm.llm.probe import ProbeResult, probe_one
+from kryten_llm.llm.redact import Redactor
 
 if TYPE_CHECKING:
     import aiohttp
@@ -48,25 +66,29 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger(__name__)
 
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class ProbeResult:
-    """The outcome of probing one provider."""
-
-    name: str
-    ok: bool
-    detail: str
-    latency_ms: float
-    model: str
-
+_FIX = "check the provider's base_url, model and API key"
 
 # Told about every provider call: provider, outcome ("ok" or the error's class name), seconds,
-# and the completion when there is one (metrics, dashboards).
+# and the completion when there is one (metrics, dashboards; an unusable one cost tokens too).
 CallObserver = Callable[[str, str, float, "Completion | None"], None]
+
+# The caller's check of an answer: None when it can be used, else why not.
+Accept = Callable[["Completion"], "str | None"]
 
 
 class ProviderManager:
-    """Routes completion requests through the provider chain."""
+    """Routes completion requests through the provider chain.
+
+    Args:
+        providers: the providers by name.
+        config: the ``llm`` section (chain, retry, circuit, each provider's timeout).
+        clock: monotonic seconds; deadlines are in its terms.
+        jitter: a number in [0, 1) that spreads backoffs.
+        observer: told about every provider call.
+
+    Raises:
+        ConfigError: no provider of the configured chain is among ``providers``.
+    """
 
     def __init__(
         self,
@@ -82,23 +104,40 @@ class ProviderManager:
         self._config = config
         self._chain = [name for name in config.chain if name in self._providers]
         if not self._chain:
-            raise KeyError(config.default_provider)
+            built = ", ".join(sorted(self._providers)) or "none"
+            where, fix = "llm.default_provider", "name a built provider in llm.default_provider"
+            problem = f"none of the chain {config.chain} was built (built: {built})"
+            raise ConfigError([(where, problem, fix)])
         self._clock = clock
         self._jitter = jitter
         self.health = {
             name: ProviderHealth(name, config.circuit, clock) for name in self._providers
         }
+        self._redact = {
+            name: Redactor.for_config(cfg)
+            for name, cfg in config.providers.items()
+            if name in self._providers
+        }
 
     @property
     def providers(self) -> Mapping[str, Provider]:
+        """The providers by name."""
         return self._providers
 
     @property
     def chain(self) -> list[str]:
+        """The configured order, limited to the providers that exist."""
         return list(self._chain)
 
     def snapshot(self) -> dict[str, dict[str, object]]:
-        """Every provider's health, for heartbeats and operator surfaces."""
+        """Every provider's health, for heartbeats and operator surfaces.
+
+        Returns:
+            By provider: ``state`` (closed, open, half_open, cooling, misconfigured),
+            ``retry_in``, ``last_error``, ``last_error_kind``, ``consecutive_failures``,
+            ``timeouts``, ``in_flight``, ``oldest_call_seconds``, ``latency_ms``,
+            ``error_rate`` and ``calls``.
+        """
         return {name: health.snapshot() for name, health in self.health.items()}
 
     async def probe_all(
@@ -106,45 +145,36 @@ class ProviderManager:
     ) -> list[ProbeResult]:
         """Probe every provider (or those ``names``) at once; failures become their health.
 
-        An authentication or request error marks the provider misconfigured, an exhausted
-        credit or a rate limit cools it down as a reply's call would, anything else counts as
-        one failure. Each result is logged.
+        Args:
+            timeout_seconds: the budget of each probe.
+            names: the providers to probe; all of them when None.
+
+        Returns:
+            One result per provider, in the order asked (see :func:`probe_one`).
         """
-
-        async def one(name: str) -> ProbeResult:
-            started = self._clock()
-            try:
-                detail = await asyncio.wait_for(
-                    self._providers[name].probe(timeout_seconds), timeout_seconds
-                )
-            except (AuthFailed, BadRequest) as exc:
-                self.health[name].misconfigured(str(exc))
-                ok, detail = False, str(exc)
-            except QuotaExhausted as exc:
-                self.health[name].cool(self._config.circuit.quota_cooldown_seconds, str(exc))
-                ok, detail = False, str(exc)
-            except RateLimited as exc:
-                self.health[name].cool(exc.retry_after or self._backoff(1), str(exc))
-                ok, detail = False, str(exc)
-            except (ProviderError, TimeoutError) as exc:
-                self.health[name].failed(str(exc) or "probe timed out")
-                ok, detail = False, str(exc) or "probe timed out"
-            else:
-                ok = True
-            result = ProbeResult(
-                name, ok, detail, (self._clock() - started) * 1000, self._providers[name].model
-            )
-            if ok:
-                log.info("provider_ready", provider=name, model=result.model, detail=detail)
-            else:
-                log.warning("provider_probe_failed", provider=name, error=detail)
-            return result
-
         chosen = list(self._providers) if names is None else list(names)
-        return list(await asyncio.gather(*(one(name) for name in chosen)))
+        probes = (
+            probe_one(
+                self._providers[name],
+                self.health[name],
+                timeout_seconds,
+                clock=self._clock,
+                redactor=self._redact.get(name),
+                pause=self._backoff(1),
+            )
+            for name in chosen
+        )
+        return list(await asyncio.gather(*probes))
 
     def cost(self, completion: Completion) -> float | None:
-        """The price of a completion in USD from the answering provider's prices, if set."""
+        """The price of a completion in USD from the answering provider's prices, if set.
+
+        Args:
+            completion: an answer.
+
+        Returns:
+            USD, or None when the provider has no prices or reported no usage.
+        """
         cfg = self._config.providers.get(completion.provider)
         if cfg is None or completion.usage is None:
             return None
@@ -162,10 +192,20 @@ class ProviderManager:
         *,
         deadline: float,
         chain: list[str] | None = None,
+        accept: Accept | None = None,
     ) -> Completion:
-        """The first good answer from the chain, before ``deadline`` (a monotonic time).
+        """The first usable answer from the chain, before ``deadline`` (a monotonic time).
 
-        ``chain`` overrides the configured order for this request (a trigger's own providers).
+        Args:
+            request: what to ask; its ``timeout_seconds``, when set, replaces each
+                provider's configured timeout as the cap of one attempt.
+            deadline: when the whole request must be over, in the manager's clock.
+            chain: overrides the configured order for this request (a trigger's providers).
+            accept: the caller's check of an answer: a reason string makes the answer an
+                :class:`~kryten_llm.errors.UnusableAnswer` (retried, counted, failed over).
+
+        Returns:
+            The answer, naming who gave it and, in ``tried``, who failed before.
 
         Raises:
             ProviderError: every provider failed or was unavailable; the last error is raised
@@ -174,14 +214,16 @@ class ProviderManager:
         tried: list[str] = []
         last: ProviderError | None = None
         order = [n for n in chain if n in self._providers] if chain else self._chain
-        for name in order:
+        for index, name in enumerate(order):
             health = self.health[name]
             if not health.available():
-                log.debug("provider_skipped", provider=name, state=health.state)
+                log.debug("provider_skipped", provider=name, state=str(health.state))
                 continue
             tried.append(name)
             try:
-                completion = await self._with_retries(name, request, deadline)
+                completion = await self._with_retries(
+                    name, request, deadline, order[index + 1 :], accept
+                )
             except ProviderError as exc:
                 last = exc
                 if self._clock() >= deadline:
@@ -190,39 +232,33 @@ class ProviderManager:
             return dataclasses.replace(completion, tried=tuple(tried[:-1]))
         if last is not None:
             raise last
-        states = ", ".join(f"{n} {self.health[n].state}" for n in order)
+        states = ", ".join(f"{n} {self.health[n].state!s}" for n in order)
         raise ProviderUnavailable(order[0], f"no provider available ({states})")
 
+    def _timeout_of(self, name: str) -> float:
+        cfg = self._config.providers.get(name)
+        return cfg.timeout_seconds if cfg is not None else RESERVE_SECONDS
+
     async def _with_retries(
-        self, name: str, request: CompletionRequest, deadline: float
+        self,
+        name: str,
+        request: CompletionRequest,
+        deadline: float,
+        later: list[str],
+        accept: Accept | None,
     ) -> Completion:
-        provider = self._providers[name]
-        health = self.health[name]
         retry = self._config.retry
         attempt = 0
         while True:
             attempt += 1
-            remaining = deadline - self._clock()
-            if remaining <= 0:
+            left = deadline - self._clock() - MARGIN_SECONDS
+            if left <= 0:
                 raise ProviderTimeout(name, "no time left in the reply deadline")
-            budget = min(remaining, request.timeout_seconds or remaining)
+            own = request.timeout_seconds or self._timeout_of(name)
+            waiting = [self._timeout_of(n) for n in later if self.health[n].askable()]
+            budget = attempt_budget(own, left, waiting)
             try:
-                completion = await self._call(
-                    name, provider, dataclasses.replace(request, timeout_seconds=budget)
-                )
-            except (AuthFailed, BadRequest) as exc:
-                health.misconfigured(str(exc))
-                log.error(
-                    "provider_misconfigured",
-                    provider=name,
-                    error=str(exc),
-                    fix="check the provider's base_url, model and API key",
-                )
-                raise
-            except QuotaExhausted as exc:
-                health.cool(self._config.circuit.quota_cooldown_seconds, str(exc))
-                log.error("provider_out_of_credit", provider=name, error=str(exc))
-                raise
+                completion = await self._call(name, request, budget, accept)
             except RateLimited as exc:
                 wait = exc.retry_after
                 short = wait is not None and wait <= retry.max_retry_after_seconds
@@ -230,38 +266,76 @@ class ProviderManager:
                     log.info("provider_rate_limited_waiting", provider=name, seconds=wait)
                     await asyncio.sleep(wait or 0)
                     continue
-                health.cool(wait if wait is not None else self._backoff(1), str(exc))
-                log.warning("provider_rate_limited", provider=name, retry_after=wait)
+                self._record_failure(name, exc, attempt_left=False)
                 raise
-            except ProviderError as exc:  # retryable: timeouts, refused, 5xx, garbage
-                health.failed(str(exc))
-                log.warning("provider_failed", provider=name, attempt=attempt, error=str(exc))
+            except ProviderError as exc:
                 delay = self._backoff(attempt)
-                if attempt >= retry.attempts or not self._fits(delay, deadline):
-                    raise
-                if health.state == "open":
+                again = exc.retryable and attempt < retry.attempts and self._fits(delay, deadline)
+                self._record_failure(name, exc, attempt_left=again, attempt=attempt)
+                if not again or self.health[name].state == CircuitState.OPEN:
                     raise
                 await asyncio.sleep(delay)
                 continue
-            health.succeeded(completion.latency_ms)
+            self.health[name].succeeded(completion.latency_ms)
             return completion
 
-    async def _call(self, name: str, provider: Provider, request: CompletionRequest) -> Completion:
-        """One provider call, reported to the observer whatever its outcome."""
-        started = self._clock()
+    def _record_failure(
+        self, name: str, exc: ProviderError, *, attempt_left: bool, attempt: int = 1
+    ) -> None:
+        """Tell ``name``'s health about a failure (already redacted) and log it once."""
+        pause = exc.retry_after if isinstance(exc, RateLimited) else None
+        self.health[name].report(exc, pause=pause if pause is not None else self._backoff(1))
+        error, kind = str(exc), type(exc).__name__
+        if isinstance(exc, AuthFailed | BadRequest):
+            log.error("provider_misconfigured", provider=name, error=error, fix=_FIX)
+        elif isinstance(exc, QuotaExhausted):
+            log.error("provider_out_of_credit", provider=name, error=error)
+        elif isinstance(exc, RateLimited):
+            log.warning("provider_rate_limited", provider=name, retry_after=exc.retry_after)
+        else:
+            fields = {"attempt": attempt, "kind": kind, "retrying": attempt_left}
+            log.warning("provider_failed", provider=name, error=error, **fields)
+
+    async def _call(
+        self, name: str, request: CompletionRequest, budget: float, accept: Accept | None
+    ) -> Completion:
+        """One attempt within ``budget``, reported to the observer whatever its outcome.
+
+        Raises:
+            ProviderError: the provider's (redacted), ProviderTimeout when it ignored its
+                budget, UnusableAnswer when the answer cannot be used.
+        """
+        provider, health = self._providers[name], self.health[name]
+        started, token = self._clock(), health.call_started()
         try:
-            completion = await provider.complete(request)
+            async with asyncio.timeout(budget + BACKSTOP_SECONDS):
+                completion = await provider.complete(
+                    dataclasses.replace(request, timeout_seconds=budget)
+                )
         except ProviderError as exc:
             self._observe(name, type(exc).__name__, started, None)
-            raise
+            raise self._scrub(name, exc) from None
+        except TimeoutError:
+            self._observe(name, "ProviderTimeout", started, None)
+            raise ProviderTimeout(name, f"no answer within {budget:g} s") from None
         except asyncio.CancelledError:  # the reply's deadline or a shutdown
             self._observe(name, "cancelled", started, None)
             raise
         except Exception:
             self._observe(name, "internal_error", started, None)
             raise
+        finally:
+            health.call_ended(token)
+        reason = _unusable(completion, accept)
+        if reason is not None:
+            self._observe(name, "UnusableAnswer", started, completion)
+            raise self._scrub(name, UnusableAnswer(name, f"unusable answer: {reason}"))
         self._observe(name, "ok", started, completion)
         return completion
+
+    def _scrub(self, name: str, exc: ProviderError) -> ProviderError:
+        redactor = self._redact.get(name)
+        return redactor.scrub(exc) if redactor is not None else exc
 
     def _observe(
         self, name: str, outcome: str, started: float, completion: Completion | None
@@ -283,6 +357,15 @@ class ProviderManager:
         return self._clock() + (seconds or 0) < deadline
 
 
+def _unusable(completion: Completion, accept: Accept | None) -> str | None:
+    """Why ``completion`` cannot be used, or None: blank text, or the caller's reason."""
+    if not completion.text.strip():
+        return "empty answer" if not completion.text else "blank answer"
+    if accept is None:
+        return None
+    return accept(completion)
+
+
 def build_manager(
     config: LLMConfig,
     session: aiohttp.ClientSession,
@@ -298,6 +381,13 @@ def build_manager(
         wrap: called with each provider as built, returns what the manager uses instead
             (batch paces its providers this way).
         observer: told about every provider call (metrics, dashboards).
+
+    Returns:
+        The manager, with every configured provider.
+
+    Raises:
+        KeyError: a provider's type is not registered.
+        ConfigError: no provider of the chain exists.
     """
     providers: dict[str, Provider] = {}
     for name, cfg in config.providers.items():

@@ -2,66 +2,29 @@
 
 It sits at the provider seam of the reply pipeline (prompt builder -> LLM manager -> *provider*
 -> validator/formatter): one POST to ``<base_url>/chat/completions`` over the service's shared
-aiohttp session, with ``stream: false``. Every failure is classified here, once, into the
-:mod:`kryten_llm.errors` tree, so the manager can tell "try again or elsewhere" from "someone
-must fix something":
+aiohttp session, with ``stream: false``. Statuses, timeouts, transport failures, bodies that
+are not JSON and secrets in error texts are handled once for every API provider in
+:mod:`kryten_llm.llm.http` (the table of what is raised is there).
 
-==========================================  =======================  =========
-What happened                               Raised                   Retryable
-==========================================  =======================  =========
-no answer within the budget (or 408)        ProviderTimeout          yes
-refused, reset, DNS failure                 ProviderUnavailable      yes
-5xx (``status`` kept)                       ProviderUnavailable      yes
-2xx that is not JSON / has no content       ProviderUnavailable      yes
-429                                         RateLimited(retry_after) yes
-402, or 400/403/429 about credit (below)    QuotaExhausted           no
-401, 403                                    AuthFailed               no
-400, 404, 422 and any other 4xx             BadRequest               no
-==========================================  =======================  =========
-
-The credit heuristic is the one place where text is matched: servers report an exhausted
-balance on statuses other than 402 (OpenAI: 429 ``insufficient_quota``; the Anthropic
-API: 400 "credit balance is too low"), so a 400/403/429 whose error message or code mentions
-credit, quota or a usage limit is QuotaExhausted. A 429 that
-carries ``Retry-After`` stays RateLimited whatever it says: the server is telling us when to
-come back, which an empty account cannot do.
-
-An empty string as content is a valid completion and is returned; the validator decides. The
-API key never appears in an error or a log line, even when a server echoes it back.
+What is left here is the OpenAI shape: a 200 without ``choices`` (or with an empty list, or a
+``null`` content, as a content filter or a tool call gives) has no answer and raises
+:class:`~kryten_llm.errors.UnusableAnswer`; an empty or blank string is returned as it is, and
+the manager treats it as unusable for every provider alike.
 """
 
 from __future__ import annotations
 
-import email.utils
-import json
-import math
-import re
 import time
-from collections.abc import Mapping
-from datetime import UTC
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import aiohttp
 
-from kryten_llm.errors import (
-    AuthFailed,
-    BadRequest,
-    ProviderError,
-    ProviderTimeout,
-    ProviderUnavailable,
-    QuotaExhausted,
-    RateLimited,
-)
+from kryten_llm.errors import ProviderUnavailable, UnusableAnswer
 from kryten_llm.llm.base import Completion, CompletionRequest, Usage, register
 from kryten_llm.llm.http import request_json
 
 if TYPE_CHECKING:
     from kryten_llm.config import ProviderConfig
-
-# How servers say "the account is empty" on statuses other than 402 (see the module docstring).
-_QUOTA = re.compile(r"credit|quota|usage[ _-]?limit", re.IGNORECASE)
-_QUOTA_STATUSES = frozenset({400, 403, 429})
-_MESSAGE_LIMIT = 200
 
 
 @register("openai")
@@ -113,9 +76,7 @@ class OpenAIProvider:
         latency_ms = (time.monotonic() - started) * 1000
         text = _content(data)
         if text is None:
-            raise ProviderUnavailable(
-                self.name, "malformed response: no choices[0].message.content"
-            )
+            raise UnusableAnswer(self.name, "no answer: no choices[0].message.content")
         return Completion(
             text=text,
             provider=self.name,
@@ -179,45 +140,11 @@ class OpenAIProvider:
             self.name,
             method,
             url,
+            config=self._config,
             headers=self._headers(),
             budget=budget,
-            classify=self._http_error,
             body=body,
         )
-
-    def _http_error(self, status: int, raw: bytes, headers: Mapping[str, str]) -> ProviderError:
-        """Classify an HTTP status >= 400 (the table in the module docstring)."""
-        message = self._redact(_error_message(raw))
-        retry_after = headers.get("Retry-After")
-        if status == 402 or (
-            status in _QUOTA_STATUSES
-            and _QUOTA.search(message)
-            and not (status == 429 and retry_after)
-        ):
-            return QuotaExhausted(self.name, f"out of credit ({status}): {message}", status=status)
-        if status == 429:
-            return RateLimited(
-                self.name,
-                f"rate limited: {message}",
-                retry_after=parse_retry_after(retry_after),
-            )
-        if status in (401, 403):
-            # The server's text is left out: some echo the (masked) key back.
-            fix = (
-                f"set {self._config.api_key_env}"
-                if self._config.api_key_env
-                else f"set KRYTEN_LLM_LLM__PROVIDERS__{self.name.upper()}__API_KEY or api_key_env"
-            )
-            return AuthFailed(self.name, f"authentication failed ({status}): {fix}", status=status)
-        if status == 408:
-            return ProviderTimeout(self.name, f"server timed out (408): {message}", status=status)
-        if 400 <= status < 500:
-            return BadRequest(self.name, f"request refused ({status}): {message}", status=status)
-        return ProviderUnavailable(self.name, f"server error ({status}): {message}", status=status)
-
-    def _redact(self, text: str) -> str:
-        key = self._config.resolve_api_key()
-        return text.replace(key, "[api key]") if key else text
 
 
 def _content(data: dict[str, Any]) -> str | None:
@@ -242,50 +169,3 @@ def _usage(usage: Any) -> Usage | None:
         return value if isinstance(value, int) and value >= 0 else 0
 
     return Usage(prompt_tokens=count("prompt_tokens"), completion_tokens=count("completion_tokens"))
-
-
-def _error_message(raw: bytes) -> str:
-    """The server's explanation, at most 200 characters, from the usual error shapes.
-
-    OpenAI ``{"error": {"message", "code", "type"}}``, ``{"error": "text"}``, vLLM
-    ``{"message": ...}``, FastAPI ``{"detail": ...}``, or the body itself when it is not JSON.
-    """
-    try:
-        data = json.loads(raw)
-    except ValueError:
-        return raw[:_MESSAGE_LIMIT].decode("utf-8", "replace").strip()
-    if not isinstance(data, dict):
-        return str(data)[:_MESSAGE_LIMIT]
-    error = data.get("error")
-    if isinstance(error, dict):
-        parts = [str(error[k]) for k in ("message", "code", "type") if error.get(k)]
-        text = " / ".join(parts)
-    else:
-        text = str(error or data.get("message") or data.get("detail") or data)
-    return text[:_MESSAGE_LIMIT]
-
-
-def parse_retry_after(value: str | None) -> float | None:
-    """Seconds to wait from a ``Retry-After`` header.
-
-    Args:
-        value: delta-seconds (``"7"``, ``"0.5"``) or an HTTP-date; a date in the past gives 0.
-
-    Returns:
-        The seconds, or None when the header is absent or unusable.
-    """
-    if not value:
-        return None
-    try:
-        seconds = float(value)
-    except ValueError:
-        pass
-    else:
-        return max(seconds, 0.0) if math.isfinite(seconds) else None
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:  # "-0000": RFC 9110 dates are GMT anyway
-        when = when.replace(tzinfo=UTC)
-    return max(when.timestamp() - time.time(), 0.0)
