@@ -75,12 +75,6 @@ async def server() -> AsyncIterator[MessagesServer]:
         await s.stop()
 
 
-@pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as s:
-        yield s
-
-
 def claude(session: aiohttp.ClientSession, base_url: str) -> AnthropicProvider:
     config = ProviderConfig(
         type="anthropic", base_url=base_url, model="claude-x", api_key_env="TEST_ANTHROPIC_KEY"

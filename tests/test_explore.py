@@ -37,12 +37,6 @@ from tests.explore_helpers import (
 from tests.openai_server import ScriptedOpenAIServer, reply, status
 
 
-@pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as s:
-        yield s
-
-
 @contextlib.asynccontextmanager
 async def servers(*responders: Any) -> AsyncIterator[list[ScriptedOpenAIServer]]:
     async with contextlib.AsyncExitStack() as stack:

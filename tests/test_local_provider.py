@@ -7,7 +7,6 @@ tests run everywhere the suite runs; the model invents facts, so only shape is a
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
@@ -31,12 +30,6 @@ REQUEST = CompletionRequest(
     ),
     max_tokens=24,
 )
-
-
-@pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as s:
-        yield s
 
 
 def test_the_bundled_model_is_installed() -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any
 
 import aiohttp
@@ -17,12 +17,6 @@ from tests.natsserver import free_port
 from tests.openai_server import ScriptedOpenAIServer, hang, reply, status
 
 REQUEST = CompletionRequest(messages=(ChatMessage("user", "hi"),))
-
-
-@pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as s:
-        yield s
 
 
 class Clock:

@@ -42,7 +42,9 @@ async def control(
         return response.status, await response.json()
 
 
-def with_failing_primary(nats_url: str, log_dir: Path, **sections: Any) -> Any:
+def with_failing_primary(
+    nats_url: str, log_dir: Path, *, failure_threshold: int = 1, **sections: Any
+) -> Any:
     dead = f"http://127.0.0.1:{free_port()}/v1"
     return settings_for(
         nats_url,
@@ -55,7 +57,7 @@ def with_failing_primary(nats_url: str, log_dir: Path, **sections: Any) -> Any:
             "default_provider": "primary",
             "fallback": ["backup"],
             "retry": {"attempts": 1, "base_delay_seconds": 0.01},
-            "circuit": {"failure_threshold": 1, "open_seconds": 300},
+            "circuit": {"failure_threshold": failure_threshold, "open_seconds": 300},
         },
         **sections,
     )
@@ -103,9 +105,9 @@ async def test_health_is_failing_when_nats_is_gone(
 async def test_metrics_parse_and_count_what_happened(
     nats_server: NatsServer, bridge: FakeBridge, tmp_path: Path, session: aiohttp.ClientSession
 ) -> None:
-    settings = with_failing_primary(nats_server.url, tmp_path)
+    # The startup probe is the primary's first failure; the reply's call is its second.
+    settings = with_failing_primary(nats_server.url, tmp_path, failure_threshold=2)
     async with running(Service(settings)) as service:
-        service.manager.health["primary"].state = "closed"  # type: ignore[union-attr]
         await bridge.chat("bob", "just chatting")
         await bridge.chat("alice", "cynthia, hello?")
         await bridge.wait_for_commands(1)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
 from email.utils import formatdate
 
 import aiohttp
@@ -45,12 +44,6 @@ from tests.openai_server import (
 REQUEST = CompletionRequest(
     messages=(ChatMessage("system", "be brief"), ChatMessage("user", "hello there"))
 )
-
-
-@pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as s:
-        yield s
 
 
 def provider(session: aiohttp.ClientSession, base_url: str, **kw: object) -> OpenAIProvider:

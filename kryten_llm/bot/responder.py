@@ -177,7 +177,8 @@ class Responder:
         return await self._manager.complete(
             request,
             deadline=job.deadline,
-            chain=chain,  # MERGE: accept=usable
+            chain=chain,
+            accept=usable,
         )
 
     async def _reply(self, job: Job, outcome: Outcome) -> Outcome:
@@ -191,8 +192,6 @@ class Responder:
             return await self._fall_back(job, outcome, exc, present)
         outcome = self._account(outcome, completion)
         reply = self._format(completion.text, present)
-        if not reply.parts:  # MERGE: gone once the manager takes accept=
-            return replace(outcome, reason=Reason.EMPTY_REPLY, parts=(), removed=reply.removed)
         verdict = self._validator.check(reply.kept, key)
         if not verdict.ok and self._retry:
             log.info("reply_invalid_retrying", check=verdict.reason, detail=verdict.detail)
@@ -211,8 +210,6 @@ class Responder:
                 return await self._fall_back(job, outcome, exc, present)
             outcome = self._account(outcome, completion)
             reply = self._format(completion.text, present)
-            if not reply.parts:  # MERGE: gone once the manager takes accept=
-                return replace(outcome, reason=Reason.EMPTY_REPLY, parts=(), removed=reply.removed)
             verdict = self._validator.check(reply.kept, key)
         outcome = replace(outcome, removed=reply.removed)
         if not verdict.ok:
