@@ -42,7 +42,13 @@ from kryten_llm.console import (
     on_stop_signals,
     table,
 )
-from kryten_llm.errors import ConfigError, KrytenLLMError, RunExists, RunNotFound
+from kryten_llm.errors import (
+    ConfigError,
+    InputError,
+    KrytenLLMError,
+    RunExists,
+    RunNotFound,
+)
 
 ACTIONS = ("list", "status", "cancel")
 # Library names that are not an argument's dest, and the flag or argument they are on the CLI.
@@ -188,6 +194,9 @@ def run(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(_in_flags(exc, flags).report("kryten-llm batch: cannot start:"), file=sys.stderr)
         return EXIT_USAGE
+    except InputError as exc:
+        print(f"kryten-llm batch: cannot read the input: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     except RunExists as exc:
         print(
             f"kryten-llm batch: cannot start:\n  --batch-id: {exc}\n"
@@ -271,7 +280,7 @@ async def _execute(plan: BatchPlan, store: RunStore, progress: Progress) -> Batc
     def stop(sig: signal.Signals) -> None:
         print(f"\nkryten-llm batch: stopping ({sig.name}); resumable", file=sys.stderr)
         for runner in runners:
-            runner.request_stop("paused")
+            runner.request_stop(RunStatus.PAUSED)
         if sig == signal.SIGINT:
             loop.remove_signal_handler(signal.SIGINT)
 

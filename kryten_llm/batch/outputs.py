@@ -67,9 +67,9 @@ def output_format(path: Path, explicit: str | None = None) -> str:
         raise ConfigError(
             [
                 (
-                    "--output",
+                    "output",
                     f"cannot tell the output format of {path.name!r}",
-                    "name the file .csv, .json or .jsonl, or give --format",
+                    "name the file .csv, .json or .jsonl, or give the output_format option",
                 )
             ]
         )

@@ -118,7 +118,7 @@ class BatchRunner:
         self._sink: ResultSink | None = None
         self._output: OutputWriter | None = None
 
-    def request_stop(self, reason: str = "paused") -> None:
+    def request_stop(self, reason: str = RunStatus.PAUSED) -> None:
         """Stop taking new rows (SIGINT/SIGTERM use ``paused``); the run stays resumable.
 
         Args:
@@ -145,7 +145,7 @@ class BatchRunner:
             async with aiohttp.ClientSession(connector=connector) as session:
                 await self._execute(self._asker(session))
         except asyncio.CancelledError:
-            self.request_stop("paused")
+            self.request_stop(RunStatus.PAUSED)
             await self._finish()
             raise
         except BaseException as exc:
@@ -202,7 +202,7 @@ class BatchRunner:
 
     def _failed_item(self) -> None:
         log.warning("batch_stopping_on_error", batch_id=self.run_id)
-        self.request_stop("failed")
+        self.request_stop(RunStatus.FAILED)
 
     async def _execute(self, asker: Asker) -> None:
         assert self._producer is not None
@@ -218,7 +218,7 @@ class BatchRunner:
                 progress=self.progress,
                 output=self._output,
                 checkpoint_seconds=self.options.checkpoint_seconds,
-                on_cancel=lambda: self.request_stop("cancelled"),
+                on_cancel=lambda: self.request_stop(RunStatus.CANCELLED),
             )
         )
         counter = asyncio.create_task(self._producer.count_total())
@@ -263,7 +263,7 @@ class BatchRunner:
                 pending.discard(task)
                 if not task.cancelled() and task.exception() is not None:
                     stop.error = stop.error or task.exception()
-                    self.request_stop("failed")
+                    self.request_stop(RunStatus.FAILED)
             if stop.event.is_set() and grace_until is None:
                 grace_until = time.monotonic() + self.options.stop_grace_seconds
             if grace_until is not None and pending and time.monotonic() >= grace_until:
