@@ -33,7 +33,8 @@ from kryten_llm.batch.options import RESUMABLE_OVERRIDES, BatchOptions
 from kryten_llm.batch.plan import BatchPlan, make_plan
 from kryten_llm.batch.progress import Progress, duration, summary_lines
 from kryten_llm.batch.runner import BatchResult, BatchRunner
-from kryten_llm.batch.store import RUN_STATUSES, RunStatus, RunStore, process_alive
+from kryten_llm.batch.store import RunStore, process_alive
+from kryten_llm.batch.storetypes import RUN_STATUSES, RunStatus
 from kryten_llm.console import (
     EXIT_FAILED,
     EXIT_INTERRUPTED,

@@ -23,7 +23,8 @@ from kryten_llm.batch.inputs import Row, count_rows, read_rows
 from kryten_llm.batch.jsoncheck import JsonExpectation
 from kryten_llm.batch.options import RESUMABLE_OVERRIDES, BatchOptions
 from kryten_llm.batch.outputs import output_format
-from kryten_llm.batch.store import RunInfo, RunStatus, RunStore, process_alive
+from kryten_llm.batch.store import RunStore, process_alive
+from kryten_llm.batch.storetypes import RunInfo, RunStatus
 from kryten_llm.batch.targets import Target, resolve_targets
 from kryten_llm.batch.templates import PromptTemplate, cell_text
 from kryten_llm.config import LLMConfig, Settings, load_settings

@@ -38,8 +38,9 @@ from kryten_llm.batch.producer import Producer
 from kryten_llm.batch.progress import Progress
 from kryten_llm.batch.ratelimit import PacedProvider, RequestPacer
 from kryten_llm.batch.sink import OutputWriter, ResultSink
-from kryten_llm.batch.store import ModelSummary, RunStore, iter_items, new_run_id
-from kryten_llm.batch.storetypes import RunStatus
+from kryten_llm.batch.store import RunStore, new_run_id
+from kryten_llm.batch.storedb import iter_items
+from kryten_llm.batch.storetypes import ModelSummary, RunStatus
 from kryten_llm.batch.work import Unit
 from kryten_llm.llm import build_manager
 from kryten_llm.llm.base import Provider

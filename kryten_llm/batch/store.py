@@ -26,37 +26,19 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from kryten_llm.batch.storedb import INSERT_ITEM, Transaction, connect, iter_items, now_iso
+from kryten_llm.batch.storedb import INSERT_ITEM, Transaction, connect, now_iso
 from kryten_llm.batch.storetypes import (
-    FINAL_STATUSES,
-    RUN_STATUSES,
     CachedAnswer,
     ItemResult,
     ItemStatus,
     ModelSummary,
     RunInfo,
     RunStatus,
-    StoredItem,
 )
 from kryten_llm.errors import ConfigError, RunExists, RunNotFound
 
-__all__ = [
-    "FINAL_STATUSES",
-    "MAX_LOOKUP",
-    "RUN_STATUSES",
-    "CachedAnswer",
-    "ItemResult",
-    "ItemStatus",
-    "ModelSummary",
-    "RunInfo",
-    "RunStatus",
-    "RunStore",
-    "StoredItem",
-    "iter_items",
-    "new_run_id",
-    "now_iso",
-    "process_alive",
-]
+# now_iso is used by chatlines; the types and statuses are in storetypes.
+__all__ = ["MAX_LOOKUP", "RunStore", "new_run_id", "now_iso", "process_alive"]
 
 MAX_LOOKUP = 500  # prompt hashes per cached_answers() query (SQLite allows 999 parameters)
 
