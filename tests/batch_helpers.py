@@ -12,11 +12,15 @@ import csv
 import json
 import os
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from aiohttp import web
+
 from kryten_llm.config import Settings, load_settings
+from tests.openai_server import completion_body
 
 ROOT = Path(__file__).resolve().parent.parent
 FAST_RETRY = {"attempts": 2, "base_delay_seconds": 0.01, "max_delay_seconds": 0.05}
@@ -94,3 +98,51 @@ def read_output(path: Path) -> list[dict[str, Any]]:
 def last_user(body: dict[str, Any]) -> str:
     """The last user message of a recorded chat-completion request."""
     return str([m["content"] for m in body["messages"] if m["role"] == "user"][-1])
+
+
+class SlowEchoServer:
+    """An OpenAI-compatible server on 127.0.0.1 that answers each prompt after ``latency``
+    seconds with ``You said: <prompt>`` and records when each answer was sent.
+
+    ``answered`` holds ``(prompt, time.monotonic())`` per answer sent: a crash test compares
+    those times with the moment it killed the batch to count answers the batch had received
+    (or could have) and asked again after resuming.
+    """
+
+    def __init__(self, latency: float) -> None:
+        self.latency = latency
+        self.answered: list[tuple[str, float]] = []
+        self.port = 0
+        self._runner: web.AppRunner | None = None
+
+    @property
+    def base_url(self) -> str:
+        """The API root, e.g. ``http://127.0.0.1:40123/v1``."""
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    async def __aenter__(self) -> SlowEchoServer:
+        app = web.Application()
+        app.router.add_post("/v1/chat/completions", self._complete)
+        # A killed client cancels its handler: a request in flight at a kill is not "answered".
+        self._runner = web.AppRunner(app, handler_cancellation=True, shutdown_timeout=0.2)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, "127.0.0.1", 0).start()
+        self.port = self._runner.addresses[0][1]
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    async def _complete(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        prompt = last_user(body)
+        await asyncio.sleep(self.latency)
+        response = web.Response(
+            body=completion_body(f"You said: {prompt}"), content_type="application/json"
+        )
+        await response.prepare(request)
+        await response.write_eof()
+        self.answered.append((prompt, time.monotonic()))
+        return response

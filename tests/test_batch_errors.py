@@ -13,7 +13,7 @@ from kryten_llm.batch import run_batch
 from kryten_llm.batch.inputs import read_rows
 from kryten_llm.batch.options import BatchOptions
 from kryten_llm.config import load_settings
-from kryten_llm.errors import ConfigError
+from kryten_llm.errors import ConfigError, InputError
 from tests.batch_helpers import FAST_RETRY, cli, write_config
 from tests.openai_server import ScriptedOpenAIServer
 
@@ -26,21 +26,21 @@ def test_a_csv_cell_over_128_kib_is_read(tmp_path: Path) -> None:
     assert list(read_rows(path)) == [{"title": "A", "body": long}]
 
 
-def test_a_csv_cell_over_the_raised_limit_is_a_config_error(tmp_path: Path) -> None:
+def test_a_csv_cell_over_the_raised_limit_is_an_input_error(tmp_path: Path) -> None:
     path = tmp_path / "in.csv"
     with path.open("w", encoding="utf-8") as file:
         file.write('title,body\nA,"')  # a runaway quote swallows the rest of the file
         for _ in range(17):
             file.write("y" * (1 << 20))
         file.write("\n")
-    with pytest.raises(ConfigError) as caught:
+    with pytest.raises(InputError) as caught:
         list(read_rows(path))
     assert "field larger than field limit" in str(caught.value)
     assert str(path) in str(caught.value)
 
 
 @pytest.mark.parametrize("kind", ["garbage", "zip-not-xlsx"])
-def test_a_corrupt_xlsx_is_a_config_error(tmp_path: Path, kind: str) -> None:
+def test_a_corrupt_xlsx_is_an_input_error(tmp_path: Path, kind: str) -> None:
     pytest.importorskip("openpyxl")
     path = tmp_path / "in.xlsx"
     if kind == "garbage":
@@ -48,7 +48,7 @@ def test_a_corrupt_xlsx_is_a_config_error(tmp_path: Path, kind: str) -> None:
     else:
         with zipfile.ZipFile(path, "w") as book:
             book.writestr("hello.txt", "no workbook parts here")
-    with pytest.raises(ConfigError, match=r"not a readable \.xlsx workbook"):
+    with pytest.raises(InputError, match=r"not a readable \.xlsx workbook"):
         list(read_rows(path))
 
 
@@ -96,7 +96,7 @@ async def test_an_unwritable_item_log_stops_the_batch_before_it_starts(tmp_path:
             )
         assert llm.completions == []
     assert "logging.response_log_dir" in str(caught.value)
-    assert "--no-log" in str(caught.value)
+    assert "the no_log option" in str(caught.value)  # the library's name; the CLI's is --no-log
     with contextlib.closing(sqlite3.connect(db)) as conn:
         assert conn.execute("SELECT count(*) FROM batch_runs").fetchone() == (0,)
 

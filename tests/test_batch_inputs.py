@@ -14,7 +14,7 @@ import pytest
 from kryten_llm.batch import run_batch
 from kryten_llm.batch.inputs import count_rows, iter_json_array, read_rows
 from kryten_llm.batch.templates import PromptTemplate
-from kryten_llm.errors import ConfigError
+from kryten_llm.errors import ConfigError, InputError
 from tests.batch_helpers import batch_settings, cli, write_config
 from tests.openai_server import ScriptedOpenAIServer
 
@@ -43,7 +43,7 @@ def test_jsonl_rows_skip_blank_lines_and_name_a_bad_line(tmp_path: Path) -> None
     path.write_text('{"q": 1}\n\n{"q": 2}\n', encoding="utf-8")
     assert list(read_rows(path)) == [{"q": 1}, {"q": 2}]
     path.write_text('{"q": 1}\n{"q": \n', encoding="utf-8")
-    with pytest.raises(ConfigError, match="line 2"):
+    with pytest.raises(InputError, match="line 2"):
         list(read_rows(path))
 
 
@@ -78,7 +78,7 @@ def test_json_array_elements_cut_by_chunk_boundaries_decode_whole(chunk: int) ->
     ],
 )
 def test_malformed_json_arrays_are_config_errors(text: str, problem: str) -> None:
-    with pytest.raises(ConfigError, match=problem):
+    with pytest.raises(InputError, match=problem):
         list(iter_json_array(io.StringIO(text), chunk_size=4))
 
 
@@ -96,7 +96,7 @@ def test_a_bad_element_first_in_a_large_array_fails_at_once_in_bounded_memory(
         file.write("]")
     tracemalloc.start()
     try:
-        with pytest.raises(ConfigError) as caught:
+        with pytest.raises(InputError) as caught:
             list(read_rows(path))
         _, peak = tracemalloc.get_traced_memory()
     finally:
@@ -182,7 +182,7 @@ def test_xlsx_without_openpyxl_names_the_extra(
 def test_unknown_extension_is_a_config_error(tmp_path: Path) -> None:
     path = tmp_path / "in.parquet"
     path.write_text("x")
-    with pytest.raises(ConfigError, match="unknown input format"):
+    with pytest.raises(InputError, match="unknown input format"):
         list(read_rows(path))
 
 

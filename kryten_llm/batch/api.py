@@ -71,8 +71,11 @@ async def run_batch(
         The result: id, status, counts, per-model summary; ``records()`` streams the rows.
 
     Raises:
-        ConfigError: a usage problem found before any request (template variable, provider,
-            file); or a malformed row found later (the run is then marked failed).
+        ConfigError: a usage problem found before any request (template variable, provider).
+        InputError: an input file that cannot be read, before any request; or a malformed row
+            found later (the run is then marked failed).
+        RunExists: ``batch_id`` names a run already in the store (give ``resume=True``).
+        RunNotFound: ``resume=True`` with a ``batch_id`` that is not in the store.
     """
     opts = _options(prompts_or_path, dict(options))
     with RunStore(opts.db) as store:

@@ -8,9 +8,13 @@
 The first positional argument is the action when it is ``list``, ``status`` or ``cancel``,
 otherwise the input file (a file really called ``list`` can be given as ``./list``).
 :func:`add_parser` plugs the subcommand into the main parser; :func:`run` executes it. This is
-the boundary where errors become one line saying what to fix, and an exit code: 0 all rows
-answered, 1 some rows failed (or the run stopped on error), 2 usage or configuration error,
-130 interrupted or cancelled (the run is resumable).
+the boundary where errors become one line saying what to fix, and an exit code (from
+:mod:`kryten_llm.console`): 0 all rows answered, 1 some rows failed (or the run stopped on
+error), 2 usage or configuration error, 130 interrupted or cancelled (the run is resumable).
+
+The library names options by their :class:`~kryten_llm.batch.options.BatchOptions` field
+(``batch_id``, "the resume option") and the store by its path; :func:`_in_flags` puts the
+command line's flags in their place.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import re
 import signal
 import sys
 import time
@@ -25,17 +30,31 @@ from typing import Any
 
 from kryten_llm.batch.api import execute
 from kryten_llm.batch.options import RESUMABLE_OVERRIDES, BatchOptions
-from kryten_llm.batch.plan import make_plan
+from kryten_llm.batch.plan import BatchPlan, make_plan
 from kryten_llm.batch.progress import Progress, duration, summary_lines
 from kryten_llm.batch.runner import BatchResult, BatchRunner
-from kryten_llm.batch.store import RUN_STATUSES, RunStore, process_alive
-from kryten_llm.errors import ConfigError, KrytenLLMError
+from kryten_llm.batch.store import RunStore, process_alive
+from kryten_llm.batch.storetypes import RUN_STATUSES, RunStatus
+from kryten_llm.console import (
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_USAGE,
+    on_stop_signals,
+    table,
+)
+from kryten_llm.errors import (
+    ConfigError,
+    InputError,
+    KrytenLLMError,
+    RunExists,
+    RunNotFound,
+)
 
-EXIT_OK = 0
-EXIT_FAILED = 1
-EXIT_USAGE = 2
-EXIT_INTERRUPTED = 130
 ACTIONS = ("list", "status", "cancel")
+# Library names that are not an argument's dest, and the flag or argument they are on the CLI.
+_NAMES = {"input": "INPUT", "schema": "--expect-json", "db": "--db"}
+_OPTION_REF = re.compile(r"\bthe (\w+) option\b")
 
 
 def add_parser(subparsers: Any) -> None:
@@ -130,6 +149,37 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         type=str.upper,
         choices=["DEBUG", "INFO", "WARNING", "ERROR"],
     )
+    parser.set_defaults(batch_flags=_flags(parser))
+
+
+def _flags(parser: argparse.ArgumentParser) -> dict[str, str]:
+    """Each option's library name (its dest, a BatchOptions field) -> its long flag."""
+    flags = dict(_NAMES)
+    for action in parser._actions:
+        long = [o for o in action.option_strings if o.startswith("--")]
+        if long:
+            flags.setdefault(action.dest, long[0])
+    return flags
+
+
+def _in_flags(exc: ConfigError, flags: dict[str, str]) -> ConfigError:
+    """``exc`` with the library's option names replaced by the command line's flags."""
+
+    def text(value: str) -> str:
+        return _OPTION_REF.sub(lambda m: flags.get(m.group(1), m.group(0)), value)
+
+    return ConfigError(
+        [(flags.get(where, where), text(msg), text(fix)) for where, msg, fix in exc.problems]
+    )
+
+
+def _open_store(path: str) -> RunStore:
+    """The run store at ``path`` (``--db``), or a usage error naming the flag."""
+    try:
+        return RunStore(path)
+    except ConfigError as exc:
+        fix = "give a file in an existing, writable directory (default ./batch.db)"
+        raise ConfigError([("--db", msg, fix) for _, msg, _ in exc.problems]) from None
 
 
 def run(args: argparse.Namespace) -> int:
@@ -137,12 +187,26 @@ def run(args: argparse.Namespace) -> int:
     from kryten_llm.logs import configure_logging
 
     configure_logging(args.log_level, "console")
+    flags: dict[str, str] = getattr(args, "batch_flags", None) or dict(_NAMES)
     try:
         if args.target in ACTIONS:
             return _action(args)
         return _run_batch(args)
     except ConfigError as exc:
-        print(exc.report("kryten-llm batch: cannot start:"), file=sys.stderr)
+        print(_in_flags(exc, flags).report("kryten-llm batch: cannot start:"), file=sys.stderr)
+        return EXIT_USAGE
+    except InputError as exc:
+        print(f"kryten-llm batch: cannot read the input: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except RunExists as exc:
+        print(
+            f"kryten-llm batch: cannot start:\n  --batch-id: {exc}\n"
+            "      fix: add --resume to continue it, or choose another id",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
+    except RunNotFound as exc:
+        print(f"kryten-llm batch: {exc} in {args.db} (see batch list)", file=sys.stderr)
         return EXIT_USAGE
     except KrytenLLMError as exc:
         print(f"kryten-llm batch: {exc}", file=sys.stderr)
@@ -190,7 +254,7 @@ def _run_batch(args: argparse.Namespace) -> int:
     if not args.target and not args.resume:
         raise ConfigError([("INPUT", "no input file given", "kryten-llm batch FILE [options]")])
     options, overrides = _options(args)
-    with RunStore(options.db) as store:
+    with _open_store(options.db) as store:
         plan = make_plan(options, store=store, overrides=overrides)
         if args.estimate_cost:
             for line in plan.estimate().lines():
@@ -200,30 +264,29 @@ def _run_batch(args: argparse.Namespace) -> int:
                 return EXIT_OK
         progress = Progress(interval=plan.options.progress_interval)
         try:
-            result = asyncio.run(execute(plan, store, progress=progress, runner_hook=_signals))
+            result = asyncio.run(_execute(plan, store, progress))
         except KeyboardInterrupt:
             return EXIT_INTERRUPTED
     _report(result)
-    if result.status in ("paused", "cancelled"):
+    if result.status in (RunStatus.PAUSED, RunStatus.CANCELLED):
         return EXIT_INTERRUPTED
     return EXIT_OK if result.ok else EXIT_FAILED
 
 
-def _signals(runner: BatchRunner) -> None:
-    """SIGINT/SIGTERM pause the run cleanly (a second SIGINT interrupts at once)."""
+async def _execute(plan: BatchPlan, store: RunStore, progress: Progress) -> BatchResult:
+    """Run the plan; SIGINT/SIGTERM pause it cleanly (a second SIGINT interrupts at once)."""
     loop = asyncio.get_running_loop()
+    runners: list[BatchRunner] = []
 
-    def stop(signum: int) -> None:
-        print(
-            f"\nkryten-llm batch: stopping ({signal.Signals(signum).name}); resumable",
-            file=sys.stderr,
-        )
-        runner.request_stop("paused")
-        if signum == signal.SIGINT:
+    def stop(sig: signal.Signals) -> None:
+        print(f"\nkryten-llm batch: stopping ({sig.name}); resumable", file=sys.stderr)
+        for runner in runners:
+            runner.request_stop(RunStatus.PAUSED)
+        if sig == signal.SIGINT:
             loop.remove_signal_handler(signal.SIGINT)
 
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, stop, signum)
+    with on_stop_signals(stop):
+        return await execute(plan, store, progress=progress, runner_hook=runners.append)
 
 
 def _confirm(question: str) -> bool:
@@ -237,7 +300,7 @@ def _report(result: BatchResult) -> None:
         print(line, file=sys.stderr)
     where = f", output {result.output}" if result.output else ""
     hint = ""
-    if result.status in ("paused", "cancelled", "failed"):
+    if result.status in (RunStatus.PAUSED, RunStatus.CANCELLED, RunStatus.FAILED):
         hint = f" (continue with --resume --batch-id {result.batch_id})"
     print(
         f"batch {result.batch_id}: {result.status}, {result.completed} answered, "
@@ -247,7 +310,7 @@ def _report(result: BatchResult) -> None:
 
 
 def _action(args: argparse.Namespace) -> int:
-    with RunStore(args.db) as store:
+    with _open_store(args.db) as store:
         if args.target == "list":
             runs = store.list_runs(status=args.status_filter, limit=args.limit or 20)
             if args.json:
@@ -267,15 +330,12 @@ def _action(args: argparse.Namespace) -> int:
                         r.input_file or "-",
                     )
                 )
-            widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-            for row in rows:
-                print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+            for line in table(rows):
+                print(line)
             return EXIT_OK
         if not args.run_id:
             raise ConfigError([("ID", f"batch {args.target} needs a batch id", "see batch list")])
-        info = store.get_run(args.run_id)
-        if info is None:
-            raise ConfigError([("ID", f"no batch {args.run_id!r} in {args.db}", "see batch list")])
+        info = store.run(args.run_id)
         if args.target == "status":
             data = info.as_dict() | {"summary": [s.as_dict() for s in store.summary(info.id)]}
             if args.json:
@@ -295,23 +355,22 @@ def _action(args: argparse.Namespace) -> int:
 
 
 def _cancel(store: RunStore, run_id: str, *, wait: bool) -> int:
-    info = store.get_run(run_id)
-    assert info is not None
-    if info.status in ("completed", "cancelled"):
+    info = store.run(run_id)
+    if info.status in (RunStatus.COMPLETED, RunStatus.CANCELLED):
         print(f"batch {run_id} is already {info.status}", file=sys.stderr)
         return EXIT_FAILED
     alive = process_alive(info.pid)
-    if info.status in ("running", "cancelling") and alive:
-        store.set_status(run_id, "cancelling", only_if=("running",))
+    if info.status in (RunStatus.RUNNING, RunStatus.CANCELLING) and alive:
+        store.request_cancel(run_id)
         print(f"batch {run_id}: cancelling (the run stops within a second)", file=sys.stderr)
         if wait:
             deadline = time.monotonic() + 60
-            while store.status_of(run_id) == "cancelling" and time.monotonic() < deadline:
+            while store.status_of(run_id) is RunStatus.CANCELLING and time.monotonic() < deadline:
                 time.sleep(0.1)
             print(f"batch {run_id}: {store.status_of(run_id)}", file=sys.stderr)
         return EXIT_OK
     # Paused, failed, or left 'running' by a process that no longer exists.
-    store.set_status(run_id, "cancelled")
+    store.cancel(run_id)
     print(f"batch {run_id}: cancelled", file=sys.stderr)
     return EXIT_OK
 

@@ -11,8 +11,9 @@ without ever being loaded whole, so a million-row file costs no more memory than
 .xlsx   the first sheet, header in the first row (optional ``xlsx`` extra: openpyxl)
 ======  ==============================================================================
 
-Malformed input is a :class:`~kryten_llm.errors.ConfigError` naming the file and the place,
-because the operator has to fix the file.
+Unreadable or malformed input is an :class:`~kryten_llm.errors.InputError` naming the file and
+the place, because the operator has to fix the file (a missing optional package is a
+:class:`~kryten_llm.errors.ConfigError`: the installation must be fixed).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from itertools import islice
 from pathlib import Path
 from typing import IO, Any
 
-from kryten_llm.errors import ConfigError
+from kryten_llm.errors import ConfigError, InputError
 
 Row = dict[str, Any]
 FORMATS = ("txt", "csv", "json", "jsonl", "xlsx")
@@ -43,20 +44,16 @@ def input_format(path: Path, explicit: str | None = None) -> str:
     """The format of ``path``: ``explicit`` if given, else from the extension.
 
     Raises:
-        ConfigError: the extension is not one of :data:`FORMATS`.
+        InputError: the extension is not one of :data:`FORMATS`.
     """
     fmt = (explicit or path.suffix.lstrip(".")).lower()
     if fmt == "ndjson":
         fmt = "jsonl"
     if fmt not in FORMATS:
-        raise ConfigError(
-            [
-                (
-                    str(path),
-                    f"unknown input format {fmt or '(no extension)'!r}",
-                    f"use one of {', '.join('.' + f for f in FORMATS)}",
-                )
-            ]
+        raise _bad(
+            path,
+            f"unknown input format {fmt or '(no extension)'!r}",
+            f"use one of {', '.join('.' + f for f in FORMATS)}",
         )
     return fmt
 
@@ -73,7 +70,8 @@ def read_rows(path: Path, fmt: str | None = None, *, limit: int | None = None) -
         One dict per row, column name to value.
 
     Raises:
-        ConfigError: the file cannot be read or is malformed (raised while iterating).
+        InputError: the file cannot be read or is malformed (raised while iterating).
+        ConfigError: reading .xlsx needs openpyxl, which is not installed.
     """
     kind = input_format(path, fmt)
     reader = {
@@ -86,13 +84,9 @@ def read_rows(path: Path, fmt: str | None = None, *, limit: int | None = None) -
     try:
         yield from islice(reader(path), limit)
     except OSError as exc:
-        raise ConfigError(
-            [(str(path), f"cannot read ({exc.strerror or exc})", "check the input path")]
-        ) from None
+        raise _bad(path, f"cannot read ({exc.strerror or exc})", "check the input path") from None
     except UnicodeDecodeError as exc:
-        raise ConfigError(
-            [(str(path), f"not UTF-8 text ({exc.reason})", "save the file as UTF-8")]
-        ) from None
+        raise _bad(path, f"not UTF-8 text ({exc.reason})", "save the file as UTF-8") from None
 
 
 def count_rows(path: Path, fmt: str | None = None, *, limit: int | None = None) -> int:
@@ -160,8 +154,8 @@ def _object(value: Any, path: Path, where: str) -> Row:
     raise _bad(path, f"{where}: expected an object (or a string), got {type(value).__name__}")
 
 
-def _bad(path: Path | str, message: str) -> ConfigError:
-    return ConfigError([(str(path), message, "fix the input file")])
+def _bad(path: Path | str, message: str, fix: str = "fix the input file") -> InputError:
+    return InputError(f"{path}: {message} -> {fix}")
 
 
 def iter_json_array(file: IO[str], name: str = "input", chunk_size: int = _CHUNK) -> Iterator[Any]:
@@ -176,7 +170,7 @@ def iter_json_array(file: IO[str], name: str = "input", chunk_size: int = _CHUNK
         chunk_size: characters read at a time.
 
     Raises:
-        ConfigError: the text is not a JSON array.
+        InputError: the text is not a JSON array.
     """
     decoder = json.JSONDecoder()
     buffer = ""
@@ -279,14 +273,10 @@ def _xlsx(path: Path) -> Iterator[Row]:
         book = openpyxl.load_workbook(path, read_only=True, data_only=True)
     except (zipfile.BadZipFile, invalid, KeyError) as exc:
         # An .xlsx is a zip of XML parts: a truncated or renamed file fails here.
-        raise ConfigError(
-            [
-                (
-                    str(path),
-                    f"not a readable .xlsx workbook ({exc or type(exc).__name__})",
-                    "save it again as .xlsx from the spreadsheet, or export it as CSV",
-                )
-            ]
+        raise _bad(
+            path,
+            f"not a readable .xlsx workbook ({exc or type(exc).__name__})",
+            "save it again as .xlsx from the spreadsheet, or export it as CSV",
         ) from None
     try:
         rows = book.worksheets[0].iter_rows(values_only=True)

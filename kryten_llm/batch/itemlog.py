@@ -51,7 +51,7 @@ class ItemLog:
                         "logging.response_log_dir",
                         f"cannot write the item log {self.path} ({exc.strerror or exc})",
                         "make the directory writable, set logging.response_log_dir elsewhere, "
-                        "or give --no-log",
+                        "or give the no_log option",
                     )
                 ]
             ) from None

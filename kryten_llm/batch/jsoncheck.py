@@ -59,7 +59,7 @@ class JsonExpectation:
             raise ConfigError(
                 [
                     (
-                        "--expect-json",
+                        "schema",
                         "validating against a schema needs jsonschema, which is not installed",
                         "pip install 'kryten-llm[schema]'",
                     )

@@ -102,41 +102,45 @@ class BatchOptions:
     def __post_init__(self) -> None:
         problems = []
         if self.concurrency < 1:
-            problems.append(("--concurrency", "must be at least 1", "give a positive number"))
+            problems.append(("concurrency", "must be at least 1", "give a positive number"))
         if self.rate_limit is not None and self.rate_limit <= 0:
-            problems.append(("--rate-limit", "must be positive", "give requests per minute"))
+            problems.append(("rate_limit", "must be positive", "give requests per minute"))
         if self.rate_window <= 0:
-            problems.append(("--rate-window", "must be positive", "give seconds"))
+            problems.append(("rate_window", "must be positive", "give seconds"))
         if self.rows_per_request < 1:
-            problems.append(("--rows-per-request", "must be at least 1", "give 1 or more"))
+            problems.append(("rows_per_request", "must be at least 1", "give 1 or more"))
         if self.limit is not None and self.limit < 0:
-            problems.append(("--limit", "must not be negative", "give a row count"))
+            problems.append(("limit", "must not be negative", "give a row count"))
         if self.batch_id is not None and not BATCH_ID.fullmatch(self.batch_id):
             problems.append(
                 (
-                    "--batch-id",
+                    "batch_id",
                     f"{self.batch_id!r} is not a valid batch id",
                     "use 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit",
                 )
             )
         if self.stop_grace_seconds < 0:
-            problems.append(("--stop-grace", "must not be negative", "give seconds"))
+            problems.append(("stop_grace_seconds", "must not be negative", "give seconds"))
         if self.json_retries < 0:
-            problems.append(("--json-retries", "must not be negative", "give 0 or more"))
+            problems.append(("json_retries", "must not be negative", "give 0 or more"))
         if self.pipeline and (self.expect_json or self.schema):
             problems.append(
-                ("--pipeline", "cannot be combined with --expect-json", "drop one of them")
+                ("pipeline", "cannot be combined with the expect_json option", "drop one of them")
             )
         if self.pipeline and self.rows_per_request > 1:
             problems.append(
-                ("--pipeline", "cannot be combined with --rows-per-request", "drop one of them")
+                (
+                    "pipeline",
+                    "cannot be combined with the rows_per_request option",
+                    "drop one of them",
+                )
             )
         if self.pipeline and self.template:
             problems.append(
                 (
-                    "--pipeline",
+                    "pipeline",
                     "reads the username and message columns; a template is not used",
-                    "drop --template",
+                    "drop the template option",
                 )
             )
         if problems:

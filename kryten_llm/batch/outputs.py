@@ -30,6 +30,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any
 
+from kryten_llm.batch.storetypes import StoredItem
 from kryten_llm.errors import ConfigError
 from kryten_llm.files import fsync_dir
 
@@ -66,9 +67,9 @@ def output_format(path: Path, explicit: str | None = None) -> str:
         raise ConfigError(
             [
                 (
-                    "--output",
+                    "output",
                     f"cannot tell the output format of {path.name!r}",
-                    "name the file .csv, .json or .jsonl, or give --format",
+                    "name the file .csv, .json or .jsonl, or give the output_format option",
                 )
             ]
         )
@@ -99,23 +100,23 @@ def input_keys(columns: Sequence[str], rows: Iterable[str]) -> list[str]:
     return keys
 
 
-def output_record(item: Mapping[str, Any], columns: Sequence[tuple[str, str]]) -> dict[str, Any]:
+def output_record(item: StoredItem, columns: Sequence[tuple[str, str]]) -> dict[str, Any]:
     """One output record from a stored item (a ``batch_items`` row)."""
-    record: dict[str, Any] = json.loads(item["row_json"])
-    extra = json.loads(item["extra"]) if item["extra"] else {}
+    record: dict[str, Any] = json.loads(item.row_json)
+    extra = json.loads(item.extra) if item.extra else {}
     values = {
-        "row": item["row_key"],
-        "model": item["model"],
-        "provider": item["provider"],
-        "status": item["status"],
-        "response": item["response"],
-        "error": item["error"],
-        "attempts": item["attempts"],
-        "prompt_tokens": item["prompt_tokens"],
-        "completion_tokens": item["completion_tokens"],
-        "cost_usd": item["cost_usd"],
-        "latency_ms": None if item["latency_ms"] is None else round(item["latency_ms"], 3),
-        "cached": bool(item["cached"]),
+        "row": item.row_key,
+        "model": item.model,
+        "provider": item.provider,
+        "status": item.status.value,
+        "response": item.response,
+        "error": item.error,
+        "attempts": item.attempts,
+        "prompt_tokens": item.prompt_tokens,
+        "completion_tokens": item.completion_tokens,
+        "cost_usd": item.cost_usd,
+        "latency_ms": None if item.latency_ms is None else round(item.latency_ms, 3),
+        "cached": item.cached,
         "reason": extra.get("reason"),
         "parts": extra.get("parts"),
     }

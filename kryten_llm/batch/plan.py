@@ -23,11 +23,12 @@ from kryten_llm.batch.inputs import Row, count_rows, read_rows
 from kryten_llm.batch.jsoncheck import JsonExpectation
 from kryten_llm.batch.options import RESUMABLE_OVERRIDES, BatchOptions
 from kryten_llm.batch.outputs import output_format
-from kryten_llm.batch.store import RunInfo, RunStore, process_alive
+from kryten_llm.batch.store import RunStore, process_alive
+from kryten_llm.batch.storetypes import RunInfo, RunStatus
 from kryten_llm.batch.targets import Target, resolve_targets
 from kryten_llm.batch.templates import PromptTemplate, cell_text
 from kryten_llm.config import LLMConfig, Settings, load_settings
-from kryten_llm.errors import ConfigError
+from kryten_llm.errors import ConfigError, InputError, RunExists
 from kryten_llm.pipeline.prompt import system_prompt
 
 RowSource = Callable[[], Iterator[Row]]
@@ -146,15 +147,7 @@ def make_plan(
         options = BatchOptions.from_stored(resume.config, **given)
         options = _replace(options, resume=True, batch_id=resume.id, db=db)
     elif options.batch_id and store.get_run(options.batch_id) is not None:
-        raise ConfigError(
-            [
-                (
-                    "--batch-id",
-                    f"batch {options.batch_id!r} already exists",
-                    "add --resume to continue it, or choose another id",
-                )
-            ]
-        )
+        raise RunExists(options.batch_id)
     if settings is None:
         settings = load_settings(options.config)
     source, known, first = _source(options, rows)
@@ -169,7 +162,7 @@ def make_plan(
                 raise ConfigError(
                     [
                         (
-                            "--pipeline",
+                            "pipeline",
                             f"the input has no {', '.join(repr(m) for m in missing)} column",
                             f"give chat lines with username and message columns "
                             f"(the input has: {', '.join(columns) or '(none)'})",
@@ -202,28 +195,27 @@ def make_plan(
 
 def _find_run(options: BatchOptions, store: RunStore) -> RunInfo:
     if options.batch_id:
-        run = store.get_run(options.batch_id)
-        if run is None:
-            raise ConfigError(
-                [("--batch-id", f"no batch {options.batch_id!r} in {store.path}", "check the id")]
-            )
+        run = store.run(options.batch_id)
     elif options.input:
-        run = store.latest_resumable(str(Path(options.input)))
-        if run is None:
+        latest = store.latest_resumable(str(Path(options.input)))
+        if latest is None:
             raise ConfigError(
                 [
                     (
-                        "--resume",
+                        "resume",
                         f"no unfinished batch of {options.input} in {store.path}",
-                        "give --batch-id (see kryten-llm batch list)",
+                        "give the batch_id option (see kryten-llm batch list)",
                     )
                 ]
             )
+        run = latest
     else:
-        raise ConfigError([("--resume", "which batch?", "give --batch-id or the input file")])
-    if run.status in ("running", "cancelling") and process_alive(run.pid):
         raise ConfigError(
-            [("--resume", f"batch {run.id} is still running (pid {run.pid})", "wait or cancel it")]
+            [("resume", "which batch?", "give the batch_id option or the input file")]
+        )
+    if run.status in (RunStatus.RUNNING, RunStatus.CANCELLING) and process_alive(run.pid):
+        raise ConfigError(
+            [("resume", f"batch {run.id} is still running (pid {run.pid})", "wait or cancel it")]
         )
     return run
 
@@ -235,10 +227,10 @@ def _source(
     first row (for its columns)."""
     if rows is None:
         if not options.input:
-            raise ConfigError([("INPUT", "no input given", "name an input file")])
+            raise ConfigError([("input", "no input given", "name an input file")])
         path = Path(options.input)
         if not path.is_file():
-            raise ConfigError([(str(path), "no such file", "check the input path")])
+            raise InputError(f"{path}: no such file -> check the input path")
         first = next(read_rows(path, options.input_format, limit=1), None)
         return (lambda: read_rows(path, options.input_format, limit=options.limit)), None, first
     if isinstance(rows, Sequence):

@@ -1,9 +1,9 @@
 """What a person watching a batch sees: a progress bar, then a summary per model.
 
-On a terminal the bar is redrawn in place on stderr (at most ten times a second) with the
-count, the rate over the last half minute and the ETA; when stderr is not a terminal (a log
-file, CI) a plain line is printed every ``interval`` seconds instead. Output never goes to
-stdout, which stays free for results (``batch status --json``).
+The counts (answered, failed, already answered), the rate over the last half minute and the
+ETA are batch's own; how the line is shown (a tqdm bar redrawn in place on a terminal, a plain
+``batch progress: ...`` line every ``interval`` seconds otherwise, never stdout) is
+:class:`kryten_llm.progress.StatusLine`'s, shared with ``explore``.
 """
 
 from __future__ import annotations
@@ -14,21 +14,14 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from typing import TextIO
 
-from kryten_llm.batch.store import ModelSummary
+from kryten_llm.batch.storetypes import ModelSummary
+from kryten_llm.console import table
+from kryten_llm.progress import StatusLine, duration
+
+__all__ = ["Progress", "duration", "summary_lines"]
 
 _REDRAW = 0.1
 _RATE_WINDOW = 30.0
-_BAR = 24
-
-
-def duration(seconds: float | None) -> str:
-    """``1:02:03`` / ``2:03`` style, or ``?`` when unknown."""
-    if seconds is None:
-        return "?"
-    seconds = round(seconds)
-    hours, rest = divmod(seconds, 3600)
-    minutes, secs = divmod(rest, 60)
-    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
 
 
 class Progress:
@@ -55,20 +48,25 @@ class Progress:
         self.done = 0
         self.failed = 0
         self.skipped = 0
-        self._stream = stream or sys.stderr
-        self._enabled = enabled
-        self._tty = enabled and self._stream.isatty()
-        self._interval = interval
         self._clock = clock
-        self._started = clock()
-        self._last_draw = 0.0
-        self._samples: deque[tuple[float, int]] = deque([(self._started, 0)])
+        self._line = StatusLine(
+            stream or sys.stderr,
+            label="batch progress",
+            mode="auto" if enabled else "off",
+            interval=interval,
+            redraw=_REDRAW,
+            clock=clock,
+        )
+        self._tty = self._line.mode == "tty"
+        self._samples: deque[tuple[float, int]] = deque([(clock(), 0)])
 
     @property
     def finished(self) -> int:
+        """Items finished: answered, failed or found already answered."""
         return self.done + self.failed + self.skipped
 
     def set_total(self, total: int | None) -> None:
+        """Record how many items the run has, once counted."""
         self.total = total
 
     def advance(self, done: int = 0, failed: int = 0, skipped: int = 0) -> None:
@@ -76,7 +74,7 @@ class Progress:
         self.done += done
         self.failed += failed
         self.skipped += skipped
-        if self._tty and self._clock() - self._last_draw >= _REDRAW:
+        if self._tty and self._line.due():
             self.draw()
 
     def rate(self) -> float:
@@ -101,7 +99,7 @@ class Progress:
         return left / rate if rate > 0 else None
 
     def line(self) -> str:
-        """The progress as one line of text."""
+        """The progress as one line of text (without the bar)."""
         rate = self.rate()
         counts = f"{self.finished}/{self.total}" if self.total is not None else f"{self.finished}"
         extra = []
@@ -110,37 +108,23 @@ class Progress:
         if self.skipped:
             extra.append(f"{self.skipped} already answered")
         detail = f" ({', '.join(extra)})" if extra else ""
-        bar = ""
-        if self.total:
-            share = min(self.finished / self.total, 1.0)
-            filled = int(share * _BAR)
-            bar = f"[{'#' * filled}{'.' * (_BAR - filled)}] {share * 100:3.0f}% "
-        return f"{bar}{counts}{detail} {rate:.1f}/s ETA {duration(self.eta())}"
+        percent = ""
+        if self.total and not self._tty:  # the bar shows it on a terminal
+            percent = f"{min(self.finished / self.total, 1.0) * 100:3.0f}% "
+        return f"{percent}{counts}{detail} {rate:.1f}/s ETA {duration(self.eta())}"
 
     def draw(self) -> None:
         """Redraw in place (terminal) or print one line (anything else)."""
-        if not self._enabled:
-            return
-        self._last_draw = self._clock()
-        if self._tty:
-            self._stream.write("\r\x1b[2K" + self.line())
-        else:
-            self._stream.write("batch progress: " + self.line() + "\n")
-        self._stream.flush()
+        self._line.show(self.line(), done=self.finished, total=self.total)
 
     def tick(self) -> None:
-        """Called about every half second: prints the periodic plain line when due."""
-        if self._enabled and not self._tty and self._clock() - self._last_draw >= self._interval:
+        """Called a few times a second: prints the periodic plain line when due."""
+        if not self._tty and self._line.due():
             self.draw()
 
     def close(self) -> None:
         """Draw the final state and end the line."""
-        if not self._enabled:
-            return
-        self.draw()
-        if self._tty:
-            self._stream.write("\n")
-            self._stream.flush()
+        self._line.close(self.line(), done=self.finished, total=self.total)
 
 
 def summary_lines(summaries: Sequence[ModelSummary], *, elapsed: float | None = None) -> list[str]:
@@ -160,8 +144,7 @@ def summary_lines(summaries: Sequence[ModelSummary], *, elapsed: float | None = 
                 "-" if s.cost_usd is None else f"{s.cost_usd:.4f}",
             )
         )
-    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
-    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)) for row in rows]
+    lines = table(rows)
     if elapsed is not None:
         lines.append(f"elapsed {duration(elapsed)}")
     return lines

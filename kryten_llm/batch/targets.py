@@ -49,7 +49,7 @@ def resolve_targets(
         targets in command-line order.
 
     Raises:
-        ConfigError: an unknown provider, or a --model count that matches nothing.
+        ConfigError: an unknown provider, or a count of models that matches nothing.
     """
     llm = settings.llm
     configs: dict[str, ProviderConfig] = dict(llm.providers)
@@ -58,9 +58,9 @@ def resolve_targets(
         raise ConfigError(
             [
                 (
-                    "--model",
+                    "models",
                     f"{len(models)} models for {len(providers)} providers",
-                    "give one --model for all providers, or one per --provider",
+                    "give one model for all providers, or one per provider",
                 )
             ]
         )
@@ -88,7 +88,7 @@ def resolve_targets(
             configs.setdefault(key, base)
         label = f"{spec}/{configs[key].model}"
         if any(t.label == label for t in targets):
-            raise ConfigError([("--provider", f"{label} is given twice", "remove the repeat")])
+            raise ConfigError([("providers", f"{label} is given twice", "remove the repeat")])
         targets.append(Target(label, (key,)))
     return _config(llm, configs, default=targets[0].chain[0]), targets
 
@@ -102,7 +102,7 @@ def _known_kind(spec: str, llm: LLMConfig) -> None:
     raise ConfigError(
         [
             (
-                "--provider",
+                "providers",
                 f"{spec!r} is neither a configured provider nor TYPE:WHERE",
                 f"use one of {known}, or e.g. openai:http://127.0.0.1:8080/v1 "
                 f"(types: {', '.join(types)})",

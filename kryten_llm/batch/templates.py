@@ -41,7 +41,7 @@ class PromptTemplate:
             self._pieces = pieces(text)
         except TemplateError as exc:
             raise ConfigError(
-                [("--template", f"malformed template: {exc}", "write {column} around names")]
+                [("template", f"malformed template: {exc}", "write {column} around names")]
             ) from None
         names = [name for _, name in self._pieces if name is not None]
         self.variables = tuple(dict.fromkeys(names))
@@ -59,14 +59,14 @@ class PromptTemplate:
         listed = ", ".join(available) or "(none)"
         if self.text is None:
             problem = (
-                "--template",
+                "template",
                 f"no template given and the input has no {DEFAULT_COLUMN!r} column",
-                f"give --template using the columns: {listed}",
+                f"give the template option using the columns: {listed}",
             )
         else:
             names = ", ".join(repr(m) for m in missing)
             problem = (
-                "--template",
+                "template",
                 f"variable {names} is not a column of the input",
                 f"use one of the columns: {listed}",
             )

@@ -1,18 +1,22 @@
 """Live progress of an exploration on stderr, drawn from :meth:`Explorer.snapshot`.
 
-On a terminal one line is redrawn in place a few times a second; otherwise (a pipe, a log
-file, systemd) a plain line is printed every few seconds, so logs stay readable. The reporter
-only reads snapshots: the same data a dashboard would show.
+On a terminal a bar is redrawn in place a few times a second; otherwise (a pipe, a log file,
+systemd) a plain ``explore: ...`` line is printed every few seconds, so logs stay readable. How
+the line is shown is :class:`kryten_llm.progress.StatusLine`'s (shared with ``batch``); what it
+says is :func:`render`'s. The reporter only reads snapshots: the same data a dashboard would
+show.
 """
 
 from __future__ import annotations
 
 import asyncio
-import shutil
 from collections.abc import Callable
-from typing import Any, Literal, TextIO
+from typing import Any, TextIO
 
-Mode = Literal["auto", "tty", "lines", "off"]
+from kryten_llm.progress import Mode, StatusLine
+
+__all__ = ["LINES_INTERVAL", "TTY_INTERVAL", "Mode", "Progress", "render"]
+
 TTY_INTERVAL = 0.25
 LINES_INTERVAL = 5.0
 
@@ -69,13 +73,10 @@ class Progress:
         mode: Mode = "auto",
         interval: float | None = None,
     ) -> None:
-        if mode == "auto":
-            mode = "tty" if stream.isatty() else "lines"
-        self.mode = mode
         self._snapshot = snapshot
-        self._stream = stream
-        self._interval = interval or (TTY_INTERVAL if mode == "tty" else LINES_INTERVAL)
-        self._drawn = False
+        self._line = StatusLine(stream, label="explore", mode=mode)
+        self.mode = self._line.mode
+        self._interval = interval or (TTY_INTERVAL if self.mode == "tty" else LINES_INTERVAL)
 
     async def run(self) -> None:
         """Update until cancelled."""
@@ -87,22 +88,12 @@ class Progress:
 
     def update(self) -> None:
         """Print the current state once."""
-        if self.mode == "off":
-            return
-        line = render(self._snapshot())
-        if self.mode == "tty":
-            width = shutil.get_terminal_size((100, 20)).columns - 1
-            self._stream.write("\r" + line[:width] + "\x1b[K")
-            self._drawn = True
-        else:
-            self._stream.write("explore: " + line + "\n")
-        self._stream.flush()
+        snapshot = self._snapshot()
+        self._line.show(render(snapshot), done=snapshot["items"], total=snapshot.get("target"))
 
     def finish(self) -> None:
         """Print the final state and end the redrawn line."""
         if self.mode == "off":
             return
-        self.update()
-        if self._drawn:
-            self._stream.write("\n")
-            self._stream.flush()
+        snapshot = self._snapshot()
+        self._line.close(render(snapshot), done=snapshot["items"], total=snapshot.get("target"))
