@@ -15,7 +15,7 @@ from kryten_llm.service import Service
 from tests.bridge import FakeBridge
 from tests.conftest import Clock, eventually, running, settings_for
 from tests.natsserver import NatsServer
-from tests.openai_server import ScriptedOpenAIServer, drip, reply
+from tests.openai_server import ScriptedOpenAIServer, drip, hang, reply
 
 
 def verdict(live: Liveness, **changes: Any) -> dict[str, Any]:
@@ -145,3 +145,51 @@ async def test_health_fails_while_the_queue_does_not_move_and_recovers_after(
             await eventually(lambda: service.queue_depth == 0)
             code, body = await status()
             assert (code, body["status"]) == (200, "healthy")
+
+
+async def test_health_fails_within_30_s_when_every_provider_hangs(
+    nats_server: NatsServer, bridge: FakeBridge, tmp_path: Path
+) -> None:
+    """Both providers hang past their 3 s timeouts: /health says failing (503) within 30 s."""
+    async with (
+        ScriptedOpenAIServer(default=hang(60)) as primary,
+        ScriptedOpenAIServer(default=hang(60)) as backup,
+    ):
+        primary.push_models(hang(60))
+        backup.push_models(hang(60))
+        settings = settings_for(
+            nats_server.url,
+            tmp_path,
+            llm={
+                "default_provider": "primary",
+                "fallback": ["backup"],
+                "providers": {
+                    "primary": {
+                        "type": "openai",
+                        "base_url": primary.base_url,
+                        "timeout_seconds": 3,
+                    },
+                    "backup": {"type": "openai", "base_url": backup.base_url, "timeout_seconds": 3},
+                },
+                "retry": {"attempts": 1},
+            },
+        )
+        started = time.monotonic()
+        async with (
+            running(Service(settings), timeout=20) as service,
+            aiohttp.ClientSession() as http,
+        ):
+            assert service.surface is not None
+            assert service.surface.web is not None
+            url = f"http://127.0.0.1:{service.surface.web.port}/health"
+            await bridge.chat("alice", "cynthia, anyone home?")
+            code, body = 0, {}
+            while time.monotonic() - started < 30:
+                async with http.get(url) as response:
+                    code, body = response.status, await response.json()
+                if code == 503:
+                    break
+                await asyncio.sleep(0.2)
+            assert code == 503, body
+            assert "no provider in the chain can answer" in body["reasons"]
+            assert body["components"]["providers"]["primary"]["consecutive_failures"] >= 1

@@ -183,7 +183,7 @@ def inputs(**changes: Any) -> HealthInputs:
         (
             {"providers": {"a": {"state": "misconfigured"}, "b": {"state": "cooling"}}},
             "failing",
-            "no provider in the chain can be asked",
+            "no provider in the chain can answer",
         ),
         (
             {
@@ -191,7 +191,7 @@ def inputs(**changes: Any) -> HealthInputs:
                 "fallback_lines": 12,
             },
             "degraded",
-            "no provider can be asked: answering from the fallback pools",
+            "no provider can answer: answering from the fallback pools",
         ),
         ({"nats_connected": False}, "failing", "not connected to NATS"),
         ({"running": False}, "failing", "the service is not running"),

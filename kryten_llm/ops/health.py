@@ -4,12 +4,13 @@ Health measures what the bot can do right now, not only how it is configured:
 
 ``failing``: the bot cannot answer at all: not running, not connected to NATS, no reply worker
 alive, the reply queue has not moved for ``stall_after_seconds``, every channel's sending is
-paused by a cooldown for longer than that, or no provider in the chain can be asked and no
-fallback pool has lines. ``degraded``: it answers, but something needs a look (a provider's
-circuit is open or cooling or misconfigured, every provider is down but the fallback pools
-answer, fewer reply workers than configured, the queue is full, a channel's sending is paused,
-a channel has been silent longer than ``stale_after_seconds``). ``healthy`` otherwise. Pausing
-and dry-run are the operator's choices: reported, never a degradation.
+paused by a cooldown for longer than that, or no provider in the chain can answer (its circuit
+is open, it cools down, is misconfigured, or failed its last call: the startup probe counts) and
+no fallback pool has lines. ``degraded``: it answers, but something needs a look (a provider
+cannot answer, every provider is down but the fallback pools answer, fewer reply workers than
+configured, the queue is full, a channel's sending is paused, a channel has been silent longer
+than ``stale_after_seconds``). ``healthy`` otherwise. Pausing and dry-run are the operator's
+choices: reported, never a degradation.
 """
 
 from __future__ import annotations
@@ -88,16 +89,24 @@ def assess(
     usable = 0
     for name, snapshot in inputs.providers.items():
         state = str(snapshot.get("state"))
-        providers[name] = {"state": state, "last_error": snapshot.get("last_error")}
+        failing = int(snapshot.get("consecutive_failures") or 0)
+        providers[name] = {
+            "state": state,
+            "last_error": snapshot.get("last_error"),
+            "consecutive_failures": failing,
+        }
         if state in _UNAVAILABLE:
             worse("degraded", f"provider {name} is {state.replace('_', ' ')}")
+        elif failing:
+            kind = snapshot.get("last_error_kind") or "an error"
+            worse("degraded", f"provider {name} failed its last {failing} call(s) ({kind})")
         elif name in inputs.chain:
             usable += 1
     if inputs.chain and usable == 0:
         if inputs.fallback_lines:
-            worse("degraded", "no provider can be asked: answering from the fallback pools")
+            worse("degraded", "no provider can answer: answering from the fallback pools")
         else:
-            worse("failing", "no provider in the chain can be asked")
+            worse("failing", "no provider in the chain can answer")
     queue_full = inputs.queue_depth >= inputs.queue_capacity
     if queue_full:
         worse("degraded", f"reply queue full ({inputs.queue_depth}/{inputs.queue_capacity})")
