@@ -99,7 +99,7 @@ class Service:
         self.bot: Bot | None = None
         self.lifecycle: Lifecycle | None = None
         self.ready = asyncio.Event()
-        self._stats = Stats()  # until the bot is built
+        self._stats = Stats()
         self._flags = Flags(dry_run=settings.dry_run)
         self.telemetry = Telemetry(self._stats)
         self.surface: OperatorSurface | None = None
@@ -130,11 +130,11 @@ class Service:
 
     @property
     def stats(self) -> Stats:
-        return self.bot.stats if self.bot is not None else self._stats
+        return self._stats
 
     @property
     def flags(self) -> Flags:
-        return self.bot.flags if self.bot is not None else self._flags
+        return self._flags
 
     @property
     def manager(self) -> ProviderManager | None:
@@ -292,19 +292,24 @@ class Service:
         later step of the start fails."""
         settings = self._settings
         manager = build_manager(settings.llm, session, observer=self._observe_call)
-        await manager.probe_all()
         self._sender = sender = ChatSender(nc, settings.send)
         self.bot = bot = Bot(
-            settings, manager=manager, sender=sender, response_log=response_log, rng=self._rng
+            settings,
+            manager=manager,
+            sender=sender,
+            response_log=response_log,
+            rng=self._rng,
+            stats=self._stats,
+            flags=self._flags,
         )
-        bot.flags.dry_run = self._flags.dry_run
-        self.telemetry.stats = bot.stats
         stack.push_async_callback(self._supervisor.stop)
         responder, queue = bot.reply.responder, bot.queue
         for i in range(settings.processing.workers):
             self._supervisor.spawn(f"{_WORKER}{i}", lambda: responder.run(queue))
         for context in bot.channels.values():
             await nc.subscribe(channel_events(context.config.channel), cb=self._callback(context))
+        # Listening first: the probes may take seconds, and a mention meanwhile is answered.
+        await manager.probe_all()
         self.surface = surface = OperatorSurface(self, self, self.telemetry)
         stack.push_async_callback(surface.stop)
         await surface.start(nc)

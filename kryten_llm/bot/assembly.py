@@ -118,6 +118,8 @@ class Bot:
         sender: sends to the bridge; ``None`` only logs.
         response_log: where outcomes are written.
         rng: randomness for trigger probabilities (seed it for reproducible runs).
+        stats: the counters to count in (the service's own, so they exist before the bot).
+        flags: the operator's switches (likewise).
     """
 
     def __init__(
@@ -128,11 +130,13 @@ class Bot:
         sender: ChatSender | None,
         response_log: ResponseLog,
         rng: random.Random | None = None,
+        stats: Stats | None = None,
+        flags: Flags | None = None,
     ) -> None:
         self.settings = settings
         self.manager = manager
-        self.stats = Stats()
-        self.flags = Flags(dry_run=settings.dry_run)
+        self.stats = stats if stats is not None else Stats()
+        self.flags = flags if flags is not None else Flags(dry_run=settings.dry_run)
         self.channels = build_channels(settings)
         self.queue = JobQueue(settings.processing.queue_size)
         self.pools = load_pools(settings)

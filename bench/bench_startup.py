@@ -1,0 +1,99 @@
+"""How long from spawning a process to its subscription on the channel's subject being live.
+
+The bot is started as an operator starts it (``python -m kryten_llm --config``); the same is
+measured for a bare nats-py client that connects and subscribes to the same subject, the floor
+any Python service can reach. ``kryten-llm --version`` is timed too (the front door).
+
+Interest is detected without help from the process under test: a request to the subject gets
+"no responders" from the server at once while nobody subscribes, and times out once someone
+does (the bot never replies to events). The time of the first request that timed out is when
+the subscription was live.
+
+python bench/bench_startup.py          # 10 spawns each (BENCH_RUNS to change)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import nats
+import nats.errors
+from _harness import ROOT, NatsServer, bench_config, machine
+
+SUBJECT = "kryten.events.cytube.mychannel.chatmsg"
+BARE = (
+    "import asyncio, sys, nats\n"
+    "async def main():\n"
+    "    nc = await nats.connect(sys.argv[1])\n"
+    f"    await nc.subscribe({SUBJECT!r})\n"
+    "    await asyncio.Event().wait()\n"
+    "asyncio.run(main())\n"
+)
+
+
+async def spawn_to_subscribed(nc: nats.NATS, argv: list[str]) -> float:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KRYTEN_LLM_")}
+    started = time.monotonic()
+    process = subprocess.Popen(
+        argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, cwd=ROOT
+    )
+    try:
+        while True:
+            sent = time.monotonic()
+            try:
+                await nc.request(SUBJECT, b"{}", timeout=0.05)
+            except nats.errors.NoRespondersError:
+                if sent - started > 30:
+                    raise RuntimeError("never subscribed") from None
+                continue
+            except nats.errors.TimeoutError:
+                return sent - started
+    finally:
+        process.terminate()
+        process.wait(20)
+
+
+def version_seconds() -> float:
+    started = time.monotonic()
+    subprocess.run(
+        [sys.executable, "-m", "kryten_llm", "--version"], check=True, capture_output=True
+    )
+    return time.monotonic() - started
+
+
+async def main() -> None:
+    runs = int(os.environ.get("BENCH_RUNS", "10"))
+    with NatsServer() as server, tempfile.TemporaryDirectory() as tmp:
+        config = Path(tmp) / "config.json"
+        bot_config = bench_config(server.url, Path(tmp) / "logs")
+        bot_config["web"] = {"port": 0}
+        config.write_text(json.dumps(bot_config))
+        nc = await nats.connect(server.url)
+        bot, bare = [], []
+        for _ in range(runs):
+            bare.append(await spawn_to_subscribed(nc, [sys.executable, "-c", BARE, server.url]))
+            bot.append(
+                await spawn_to_subscribed(
+                    nc, [sys.executable, "-m", "kryten_llm", "--config", str(config)]
+                )
+            )
+        await nc.close()
+    version = [version_seconds() for _ in range(runs)]
+    print(f"machine: {machine()}; {runs} runs each")
+    for name, samples in (("bare nats-py", bare), ("kryten-llm bot", bot), ("--version", version)):
+        print(
+            f"{name:>15}: median {statistics.median(samples):.3f} s, "
+            f"min {min(samples):.3f} s, max {max(samples):.3f} s"
+        )
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
