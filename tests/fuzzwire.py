@@ -136,16 +136,21 @@ payloads = shaped | values | st.lists(shaped, max_size=4).map(_array)
 
 @st.composite
 def envelopes(draw: st.DrawFn) -> bytes:
-    """One envelope as raw bytes; sometimes with a key missing or of the wrong type."""
+    """One envelope as raw bytes: each envelope field is hostile one time in eight (so most
+    payloads get past the envelope), and sometimes a key is missing."""
+
+    def field(plausible: st.SearchStrategy[str]) -> str:
+        return draw(values if draw(st.integers(0, 7)) == 0 else plausible)
+
     fields = {
-        "event_name": draw(st.sampled_from(EVENT_NAMES).map(json.dumps) | values),
+        "event_name": field(st.sampled_from(EVENT_NAMES).map(json.dumps)),
         "payload": draw(payloads),
-        "channel": draw(st.just('"MyChannel"') | values),
-        "domain": draw(st.just('"cytu.be"') | values),
-        "timestamp": draw(st.just('"2026-11-22T08:12:29.577351+00:00"') | values),
-        "correlation_id": draw(st.just(json.dumps(str(uuid.uuid4()))) | values),
+        "channel": field(st.just('"MyChannel"')),
+        "domain": field(st.just('"cytu.be"')),
+        "timestamp": field(st.just('"2026-11-22T08:12:29.577351+00:00"')),
+        "correlation_id": field(st.just(json.dumps(str(uuid.uuid4())))),
     }
-    dropped = draw(st.sets(st.sampled_from(sorted(fields)), max_size=2) | st.just(set()))
+    dropped = draw(st.sets(st.sampled_from(sorted(fields)), max_size=1) | st.just(set()))
     return _object({k: v for k, v in fields.items() if k not in dropped}).encode(
         "utf-8", "surrogatepass"
     )
