@@ -4,10 +4,7 @@ and end to end through a real nats-server and the running service."""
 from __future__ import annotations
 
 import asyncio
-import json
 import time
-import uuid
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -17,40 +14,21 @@ from kryten_llm.bus.events import (
     ChatEvent,
     CooldownEvent,
     CurrentEvent,
-    Envelope,
     RankEvent,
-    User,
-    UserJoinEvent,
     parse_event,
 )
 from kryten_llm.bus.sender import ChatSender
 from kryten_llm.bus.wire import MAX_COOLDOWN_MS
 from kryten_llm.config import ChannelConfig, SendConfig
 from kryten_llm.errors import MalformedEvent
-from kryten_llm.pipeline.state import MAX_USERS, ChannelState
+from kryten_llm.pipeline.state import MAX_USERS
 from kryten_llm.service import Service
 from tests.bridge import Escapes, FakeBridge
 from tests.conftest import eventually, read_log, running, settings_for
+from tests.fuzzwire import NOW_MS, chat_payload, raw_envelope
 from tests.natsserver import NatsServer
 
 SUBJECT = "kryten.events.cytube.mychannel.x"
-NOW_MS = int(time.time() * 1000)
-
-
-def raw_envelope(event_name: str, payload: str) -> bytes:
-    """An envelope as the bridge lays it out, with ``payload`` inserted as raw JSON text
-    (``1e400``, ``NaN``, a 400-digit integer, 100,000 brackets...)."""
-    return (
-        f'{{"event_name": "{event_name}", "payload": {payload}, "channel": "MyChannel", '
-        f'"domain": "cytu.be", "timestamp": "{datetime.now(UTC).isoformat()}", '
-        f'"correlation_id": "{uuid.uuid4()}"}}'
-    ).encode()
-
-
-def chat_payload(msg: str, time_ms: str = str(NOW_MS), username: str = "alice") -> str:
-    return (
-        f'{{"username": "{username}", "msg": {json.dumps(msg)}, "meta": {{}}, "time": {time_ms}}}'
-    )
 
 
 def parse(event_name: str, payload: str) -> Any:
@@ -236,33 +214,6 @@ async def test_the_sender_never_waits_longer_than_60_seconds(
     await sender.say(CHANNEL, "hello")
     assert nc.published == [100.0 + wait]
     assert MAX_COOLDOWN_MS == 60_000
-
-
-# --- the user table -------------------------------------------------------------------------
-
-ENV = Envelope("addUser", "MyChannel", "cytu.be", "", "")
-
-
-def test_the_user_table_is_bounded_and_drops_the_least_recent() -> None:
-    state = ChannelState(10, max_users=100)
-    state.apply(UserJoinEvent(ENV, User("keeper", 2)))
-    for i in range(1000):
-        state.apply(UserJoinEvent(ENV, User(f"u{i}", 0)))
-        if i % 50 == 0:  # keeper keeps being seen, so it is never the least recent
-            state.apply(RankEvent(ENV, "keeper", 3))
-    assert len(state.users) == 100
-    assert state.users_dropped == 901
-    assert state.rank_of("keeper") == 3
-    assert "u999" in state.users
-    assert "u0" not in state.users
-
-
-def test_200000_joins_keep_the_default_cap() -> None:
-    state = ChannelState(10)
-    for i in range(200_000):
-        state.apply(UserJoinEvent(ENV, User(f"user{i}", 0)))
-    assert len(state.users) == MAX_USERS
-    assert state.users_dropped == 200_000 - MAX_USERS
 
 
 # --- end to end: a real nats-server, the bridge stand-in, the running service ---------------
