@@ -12,14 +12,19 @@ from __future__ import annotations
 import asyncio
 import html
 import json
+import logging
+import sys
 import time
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+import structlog
+import structlog.testing
 from kryten import KrytenClient
 from kryten.subject_builder import build_subject
+from structlog._config import BoundLoggerLazyProxy
 
 from kryten_llm.bus.settle import settle
 
@@ -207,11 +212,21 @@ class Escapes:
         self.logs: list[dict[str, Any]] = []
         self.unhandled: list[dict[str, Any]] = []
         self._capture: Any = None
+        self._config: dict[str, Any] = {}
         self._old_handler: Any = None
 
     def __enter__(self) -> Escapes:
-        import structlog.testing
-
+        # Another test may have configured logging for the process (level filter, cached
+        # loggers): undo both for the capture, and restore the configuration afterwards.
+        self._config = structlog.get_config()
+        structlog.configure(
+            wrapper_class=structlog.make_filtering_bound_logger(logging.DEBUG),
+            cache_logger_on_first_use=False,
+        )
+        for module in list(sys.modules.values()):
+            for value in list(getattr(module, "__dict__", {}).values()):
+                if isinstance(value, BoundLoggerLazyProxy):
+                    value.__dict__.pop("bind", None)  # the cached bound logger, if any
         self._capture = structlog.testing.capture_logs()
         self.logs = self._capture.__enter__()
         loop = asyncio.get_running_loop()
@@ -222,6 +237,7 @@ class Escapes:
     def __exit__(self, *exc: object) -> None:
         asyncio.get_running_loop().set_exception_handler(self._old_handler)
         self._capture.__exit__(*exc)
+        structlog.configure(**self._config)
 
     def events(self, name: str) -> list[dict[str, Any]]:
         """The captured log entries named ``name``."""
