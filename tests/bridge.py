@@ -12,14 +12,19 @@ from __future__ import annotations
 import asyncio
 import html
 import json
+import logging
+import sys
 import time
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+import structlog
+import structlog.testing
 from kryten import KrytenClient
 from kryten.subject_builder import build_subject
+from structlog._config import BoundLoggerLazyProxy
 
 from kryten_llm.bus.settle import settle
 
@@ -189,3 +194,62 @@ def _cytube_escape(text: str) -> str:
     """CyTube escapes & < > " ' ( ) as HTML entities before broadcasting chat."""
     escaped = html.escape(text, quote=True).replace("&#x27;", "&#39;")
     return escaped.replace("(", "&#40;").replace(")", "&#41;")
+
+
+# Log events that mean an exception escaped the path it happened on.
+FAILURE_EVENTS = frozenset({"event_handling_failed", "reply_failed", "nats_error"})
+
+
+class Escapes:
+    """Everything that escaped while the bot ran: failure log events, exceptions the event
+    loop saw unhandled, and reply workers that died.
+
+    ``with Escapes() as escapes:`` captures structlog output (``escapes.logs``) and installs a
+    loop exception handler; ``escapes.check(workers)`` fails the test if anything escaped.
+    """
+
+    def __init__(self) -> None:
+        self.logs: list[dict[str, Any]] = []
+        self.unhandled: list[dict[str, Any]] = []
+        self._capture: Any = None
+        self._config: dict[str, Any] = {}
+        self._old_handler: Any = None
+
+    def __enter__(self) -> Escapes:
+        # Another test may have configured logging for the process (level filter, cached
+        # loggers): undo both for the capture, and restore the configuration afterwards.
+        self._config = structlog.get_config()
+        structlog.configure(
+            wrapper_class=structlog.make_filtering_bound_logger(logging.DEBUG),
+            cache_logger_on_first_use=False,
+        )
+        for module in list(sys.modules.values()):
+            for value in list(getattr(module, "__dict__", {}).values()):
+                if isinstance(value, BoundLoggerLazyProxy):
+                    value.__dict__.pop("bind", None)  # the cached bound logger, if any
+        self._capture = structlog.testing.capture_logs()
+        self.logs = self._capture.__enter__()
+        loop = asyncio.get_running_loop()
+        self._old_handler = loop.get_exception_handler()
+        loop.set_exception_handler(lambda _loop, context: self.unhandled.append(context))
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        asyncio.get_running_loop().set_exception_handler(self._old_handler)
+        self._capture.__exit__(*exc)
+        structlog.configure(**self._config)
+
+    def events(self, name: str) -> list[dict[str, Any]]:
+        """The captured log entries named ``name``."""
+        return [entry for entry in self.logs if entry.get("event") == name]
+
+    def failures(self) -> list[dict[str, Any]]:
+        return [entry for entry in self.logs if entry.get("event") in FAILURE_EVENTS]
+
+    def check(self, workers: int) -> None:
+        """Fail when a failure was logged, the loop saw an unhandled exception, or fewer than
+        ``workers`` reply workers are still running (call it while the service runs)."""
+        assert self.failures() == [], self.failures()[:3]
+        assert self.unhandled == [], self.unhandled[:3]
+        alive = [t for t in asyncio.all_tasks() if t.get_name().startswith("reply-worker-")]
+        assert len(alive) == workers, f"{workers - len(alive)} reply worker(s) died"

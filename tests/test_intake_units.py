@@ -25,7 +25,7 @@ from kryten_llm.config import FiltersConfig
 from kryten_llm.pipeline.decisions import Reason
 from kryten_llm.pipeline.filters import IntakeFilter
 from kryten_llm.pipeline.jobs import Job, JobQueue
-from kryten_llm.pipeline.state import ChannelState
+from kryten_llm.pipeline.state import MAX_USERS, ChannelState
 
 ENV = Envelope("chatMsg", "MyChannel", "cytu.be", "2026-11-22T08:12:29+00:00", "c-1")
 NOW_MS = int(time.time() * 1000)
@@ -170,3 +170,28 @@ def test_a_failing_response_listener_does_not_stop_the_log(tmp_path: Path) -> No
     assert [o.reason for o in seen] == [Reason.ANSWERED]
     assert seen[0].logged_at is not None
     assert '"reason": "answered"' in next(tmp_path.glob("responses-*.jsonl")).read_text()
+
+
+JOIN_ENV = Envelope("addUser", "MyChannel", "cytu.be", "", "")
+
+
+def test_the_user_table_is_bounded_and_drops_the_least_recent() -> None:
+    state = ChannelState(10, max_users=100)
+    state.apply(UserJoinEvent(JOIN_ENV, User("keeper", 2)))
+    for i in range(1000):
+        state.apply(UserJoinEvent(JOIN_ENV, User(f"u{i}", 0)))
+        if i % 50 == 0:  # keeper keeps being seen, so it is never the least recent
+            state.apply(RankEvent(JOIN_ENV, "keeper", 3))
+    assert len(state.users) == 100
+    assert state.users_dropped == 901
+    assert state.rank_of("keeper") == 3
+    assert "u999" in state.users
+    assert "u0" not in state.users
+
+
+def test_200000_joins_keep_the_default_cap() -> None:
+    state = ChannelState(10)
+    for i in range(200_000):
+        state.apply(UserJoinEvent(JOIN_ENV, User(f"user{i}", 0)))
+    assert len(state.users) == MAX_USERS
+    assert state.users_dropped == 200_000 - MAX_USERS

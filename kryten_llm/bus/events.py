@@ -6,6 +6,10 @@ needs into small frozen dataclasses, decodes chat HTML into plain text, and rais
 :class:`~kryten_llm.errors.MalformedEvent` for anything else that claims to be one of them.
 Events the bot has no use for become :class:`OtherEvent` without looking at their payload.
 
+This is the parse boundary: every value an event carries is validated here, once, with the
+helpers of :mod:`kryten_llm.bus.wire` (valid Unicode, finite numbers in range, bounded size and
+depth), and ``parse_event`` raises nothing but ``MalformedEvent`` whatever the bytes.
+
 It runs inside the NATS callback for every event, so it is plain code over ``json.loads``
 output: no validation framework, no regexes on the fast path.
 """
@@ -13,12 +17,31 @@ output: no validation framework, no regexes on the fast path.
 from __future__ import annotations
 
 import html
-import json
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from kryten_llm.bus.wire import (
+    MAX_MEDIA_SECONDS,
+    MAX_NAME,
+    MAX_RANK,
+    MAX_SHORT,
+    MAX_TEXT,
+    MAX_TIME_MS,
+    MAX_UID,
+    MIN_MEDIA_POSITION,
+    MIN_RANK,
+    Bad,
+    clean_text,
+    cooldown_ms,
+    field,
+    integer,
+    load_body,
+    number,
+    optional_text,
+    text,
+)
 from kryten_llm.errors import MalformedEvent
 
 _TAG = re.compile(r"<[^>]{0,2000}>")
@@ -175,10 +198,6 @@ Event = (
 )
 
 
-class _Bad(Exception):
-    """Internal: a payload field is missing or has the wrong type."""
-
-
 def plain_text(msg: str) -> str:
     """CyTube's chat HTML as the text a person reads: tags dropped, entities decoded."""
     if "<" in msg:
@@ -191,6 +210,10 @@ def plain_text(msg: str) -> str:
 def parse_event(subject: str, data: bytes) -> Event:
     """Parse one message from ``kryten.events.cytube.<channel>.<event>``.
 
+    Every value the returned event holds has been checked once, here (:mod:`.wire`): strings
+    are valid Unicode, numbers finite and in CyTube's ranges, the body bounded in size and
+    depth. Later stages need no checks of their own.
+
     Args:
         subject: the NATS subject (used only in error reports).
         data: the raw message body.
@@ -199,71 +222,64 @@ def parse_event(subject: str, data: bytes) -> Event:
         A typed event; :class:`OtherEvent` for event names the bot does not interpret.
 
     Raises:
-        MalformedEvent: the body is not the bridge's envelope, or a known event's payload
-            lacks a field the bot relies on.
+        MalformedEvent: for any body that is not the bridge's envelope with a payload the bot
+            can use. It is the only exception this function raises, whatever the bytes.
     """
     try:
-        body = json.loads(data)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise MalformedEvent(subject, f"not JSON ({exc.__class__.__name__})") from None
-    if not isinstance(body, dict):
-        raise MalformedEvent(subject, "envelope is not a JSON object")
-    try:
-        envelope = Envelope(
-            event_name=_str(body, "event_name"),
-            channel=_str(body, "channel"),
-            domain=_str(body, "domain"),
-            timestamp=_str(body, "timestamp", ""),
-            correlation_id=_str(body, "correlation_id", ""),
-        )
-        if "payload" not in body:
-            raise _Bad("envelope has no payload")
-        parser = _PARSERS.get(envelope.event_name)
-        if parser is None:
-            return OtherEvent(envelope, body["payload"])
-        return parser(envelope, body["payload"])
-    except _Bad as exc:
+        return _parse(data)
+    except Bad as exc:
         raise MalformedEvent(subject, str(exc)) from None
+    except Exception as exc:  # a gap in the checks: still one bad payload, never a crash
+        raise MalformedEvent(subject, f"unreadable ({exc.__class__.__name__})") from None
 
 
-def _str(obj: Any, key: str, default: str | None = None) -> str:
-    value = obj.get(key, default) if isinstance(obj, dict) else None
-    if not isinstance(value, str):
-        raise _Bad(f"{key!r} must be a string")
-    return value
+def _parse(data: bytes) -> Event:
+    body = load_body(data)
+    if not isinstance(body, dict):
+        raise Bad("envelope is not a JSON object")
+    envelope = Envelope(
+        event_name=text(body, "event_name", limit=255),
+        channel=text(body, "channel", limit=MAX_NAME),
+        domain=text(body, "domain", limit=255),
+        timestamp=text(body, "timestamp", ""),
+        correlation_id=text(body, "correlation_id", ""),
+    )
+    if "payload" not in body:
+        raise Bad("envelope has no payload")
+    parser = _PARSERS.get(envelope.event_name)
+    if parser is None:
+        return OtherEvent(envelope, body["payload"])
+    return parser(envelope, body["payload"])
 
 
-def _num(obj: Any, key: str, default: float | None = None) -> float:
-    value = obj.get(key, default) if isinstance(obj, dict) else None
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise _Bad(f"{key!r} must be a number")
-    return float(value)
+def _name(obj: Any, key: str = "name") -> str:
+    return text(obj, key, limit=MAX_NAME)
 
 
 def _obj(payload: Any, what: str) -> dict[str, Any]:
     if not isinstance(payload, dict):
-        raise _Bad(f"{what} payload must be an object")
+        raise Bad(f"{what} payload must be an object")
     return payload
 
 
 def _chat(envelope: Envelope, payload: Any) -> ChatEvent:
     p = _obj(payload, envelope.event_name)
-    raw = _str(p, "msg")
+    raw = text(p, "msg", limit=MAX_TEXT)
     meta = p.get("meta")
     if not isinstance(meta, dict):
         meta = {}
-    css = meta.get("addClass")
-    time_ms = p.get("time", 0)
-    to = p.get("to") if envelope.event_name == "pm" else None
+    time_ms = p.get("time")
+    is_pm = envelope.event_name == "pm"
     return ChatEvent(
         envelope=envelope,
-        username=_str(p, "username"),
+        username=_name(p, "username"),
         text=plain_text(raw),
         raw=raw,
-        time_ms=int(time_ms) if isinstance(time_ms, int | float) else 0,
+        # Absent (or null) means unknown: 0. Present, it must be a time a datetime can hold.
+        time_ms=0 if time_ms is None else int(number(time_ms, "'time'", 0, MAX_TIME_MS)),
         shadow=meta.get("shadow") is True,
-        css_class=css if isinstance(css, str) else "",
-        to=(to if isinstance(to, str) else "") if envelope.event_name == "pm" else None,
+        css_class=optional_text(meta, "addClass"),
+        to=optional_text(p, "to", limit=MAX_NAME) if is_pm else None,
     )
 
 
@@ -272,8 +288,8 @@ def _user(item: Any) -> User:
     meta = u.get("meta")
     meta = meta if isinstance(meta, dict) else {}
     return User(
-        name=_str(u, "name"),
-        rank=_num(u, "rank", 0),
+        name=_name(u),
+        rank=field(u, "rank", MIN_RANK, MAX_RANK, 0.0),
         afk=meta.get("afk") is True,
         muted=meta.get("muted") is True,
     )
@@ -281,40 +297,46 @@ def _user(item: Any) -> User:
 
 def _userlist(envelope: Envelope, payload: Any) -> UserListEvent:
     if not isinstance(payload, list):
-        raise _Bad("userlist payload must be an array")
+        raise Bad("userlist payload must be an array")
     return UserListEvent(envelope, tuple(_user(item) for item in payload))
 
 
 def _media(envelope: Envelope, payload: Any) -> MediaEvent:
     p = _obj(payload, "changeMedia")
     media_id = p.get("id", "")
+    if isinstance(media_id, int) and not isinstance(media_id, bool):
+        media_id = str(integer(media_id, "'id'", -MAX_UID, MAX_UID))
     return MediaEvent(
         envelope=envelope,
-        media_id=str(media_id) if isinstance(media_id, str | int) else "",
-        title=plain_text(_str(p, "title")),
-        seconds=_num(p, "seconds", 0),
-        duration=_str(p, "duration", ""),
-        media_type=_str(p, "type", ""),
-        current_time=_num(p, "currentTime", 0),
+        media_id=clean_text(media_id[:MAX_SHORT]) if isinstance(media_id, str) else "",
+        title=plain_text(text(p, "title")),
+        seconds=field(p, "seconds", 0, MAX_MEDIA_SECONDS, 0.0),
+        duration=text(p, "duration", ""),
+        media_type=text(p, "type", ""),
+        current_time=field(p, "currentTime", MIN_MEDIA_POSITION, MAX_MEDIA_SECONDS, 0.0),
         paused=p.get("paused") is True,
     )
 
 
-def _current(envelope: Envelope, payload: Any) -> CurrentEvent:
-    if isinstance(payload, bool) or not isinstance(payload, int | float):
-        raise _Bad("setCurrent payload must be a number")
-    return CurrentEvent(envelope, int(payload))
+def _media_update(envelope: Envelope, payload: Any) -> MediaUpdateEvent:
+    p = _obj(payload, "mediaUpdate")
+    position = field(p, "currentTime", MIN_MEDIA_POSITION, MAX_MEDIA_SECONDS, 0.0)
+    return MediaUpdateEvent(envelope, position, p.get("paused") is True)
 
 
-def _cooldown(envelope: Envelope, payload: Any) -> CooldownEvent:
-    if isinstance(payload, bool) or not isinstance(payload, int | float):
-        raise _Bad("cooldown payload must be a number of milliseconds")
-    return CooldownEvent(envelope, float(payload))
+def _rank(envelope: Envelope, payload: Any) -> RankEvent:
+    p = _obj(payload, "setUserRank")
+    return RankEvent(envelope, _name(p), field(p, "rank", MIN_RANK, MAX_RANK))
+
+
+def _afk(envelope: Envelope, payload: Any) -> AfkEvent:
+    p = _obj(payload, "setAFK")
+    return AfkEvent(envelope, _name(p), p.get("afk") is True)
 
 
 def _noflood(envelope: Envelope, payload: Any) -> NoFloodEvent:
     p = _obj(payload, "noflood")
-    return NoFloodEvent(envelope, _str(p, "action", ""), _str(p, "msg", ""))
+    return NoFloodEvent(envelope, text(p, "action", ""), text(p, "msg", "", limit=MAX_TEXT))
 
 
 _PARSERS: dict[str, Callable[[Envelope, Any], Event]] = {
@@ -322,18 +344,12 @@ _PARSERS: dict[str, Callable[[Envelope, Any], Event]] = {
     "pm": _chat,
     "userlist": _userlist,
     "addUser": lambda env, p: UserJoinEvent(env, _user(p)),
-    "userLeave": lambda env, p: UserLeaveEvent(env, _str(_obj(p, "userLeave"), "name")),
-    "setUserRank": lambda env, p: RankEvent(
-        env, _str(_obj(p, "setUserRank"), "name"), _num(p, "rank")
-    ),
-    "setAFK": lambda env, p: AfkEvent(
-        env, _str(_obj(p, "setAFK"), "name"), _obj(p, "setAFK").get("afk") is True
-    ),
+    "userLeave": lambda env, p: UserLeaveEvent(env, _name(_obj(p, "userLeave"))),
+    "setUserRank": _rank,
+    "setAFK": _afk,
     "changeMedia": _media,
-    "setCurrent": _current,
-    "mediaUpdate": lambda env, p: MediaUpdateEvent(
-        env, _num(_obj(p, "mediaUpdate"), "currentTime", 0), p.get("paused") is True
-    ),
-    "cooldown": _cooldown,
+    "setCurrent": lambda env, p: CurrentEvent(env, integer(p, "setCurrent payload", 0, MAX_UID)),
+    "mediaUpdate": _media_update,
+    "cooldown": lambda env, p: CooldownEvent(env, cooldown_ms(p)),
     "noflood": _noflood,
 }

@@ -32,7 +32,14 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from kryten_llm.bus.subjects import DISCOVERY_POLL, GROUP_RESTART, ROBOT_STARTUP, lifecycle
+from kryten_llm.bus.subjects import (
+    DISCOVERY_POLL,
+    GROUP_RESTART,
+    ROBOT_STARTUP,
+    lifecycle,
+    lifecycle_mirrors,
+)
+from kryten_llm.bus.wire import MAX_SHORT, Bad, load_body, number, optional_text
 
 if TYPE_CHECKING:
     from nats.aio.client import Client as NATS
@@ -44,11 +51,7 @@ if TYPE_CHECKING:
 log = structlog.get_logger(__name__)
 
 _DEFAULT_RESTART_DELAY = 5.0
-# Where lifecycle events are mirrored for the monitoring recipes of the planning documents.
-MIRRORS: dict[str, tuple[str, ...]] = {
-    "startup": ("kryten.service.discovery",),
-    "heartbeat": ("kryten.service.heartbeat", "kryten.service.heartbeat.{name}"),
-}
+_MAX_RESTART_DELAY = 3600.0  # a longer (or non-finite) delay is not honoured as asked
 
 
 class Lifecycle:
@@ -120,8 +123,8 @@ class Lifecycle:
         name = self._config.name
         await self._nc.publish(lifecycle(name, event), data)
         if self._config.mirror_subjects:
-            for subject in MIRRORS.get(event, ()):
-                await self._nc.publish(subject.format(name=name), data)
+            for subject in lifecycle_mirrors(name, event):
+                await self._nc.publish(subject, data)
         log.debug("lifecycle_published", lifecycle_event=event)
         for listener in self._listeners:
             try:
@@ -141,22 +144,26 @@ class Lifecycle:
         self._spawn(self.announce())  # the callback returns at once; listeners may be slow
 
     async def _on_group_restart(self, msg: Msg) -> None:
+        # Bytes from the wire: bounded and checked like events (nothing may reach nats-py).
         try:
-            notice = json.loads(msg.data or b"{}")
-        except ValueError:
+            notice = load_body(msg.data or b"{}")
+        except Bad:
             notice = {}
         if not isinstance(notice, dict):
             notice = {}
-        delay = notice.get("delay_seconds", _DEFAULT_RESTART_DELAY)
-        if isinstance(delay, bool) or not isinstance(delay, int | float) or delay < 0:
+        try:
+            delay = number(
+                notice.get("delay_seconds", _DEFAULT_RESTART_DELAY), "delay", 0, _MAX_RESTART_DELAY
+            )
+        except Bad:
             delay = _DEFAULT_RESTART_DELAY
-        log.warning(
-            "group_restart_requested",
-            initiator=notice.get("initiator"),
-            reason=notice.get("reason"),
-            delay_seconds=delay,
+        initiator, reason = (
+            optional_text(notice, key, limit=MAX_SHORT) for key in ("initiator", "reason")
         )
-        self._spawn(self._restart_after(float(delay), str(notice.get("reason") or "")))
+        log.warning(
+            "group_restart_requested", initiator=initiator, reason=reason, delay_seconds=delay
+        )
+        self._spawn(self._restart_after(delay, reason))
 
     async def _restart_after(self, delay: float, reason: str) -> None:
         await asyncio.sleep(delay)

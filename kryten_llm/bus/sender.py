@@ -8,13 +8,14 @@ the full ``meta`` so that the bridge's routing guard accepts it: ``domain`` exac
 
 CyTube drops chat that floods (PROTOCOL.md §9), so messages to one channel are spaced by a
 minimum gap plus jitter, and a ``cooldown`` or ``noflood`` event from CyTube pushes the next
-send further out.
+send further out (a cooldown by 60 s at most), also for a send that is already waiting.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import math
 import random
 import time
 import uuid
@@ -28,6 +29,7 @@ from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeoutError
 
 from kryten_llm.bus.subjects import COMMAND_SUBJECT
+from kryten_llm.bus.wire import MAX_COOLDOWN_MS
 
 if TYPE_CHECKING:
     from nats.aio.client import Client as NATS
@@ -99,8 +101,16 @@ class ChatSender:
         return await self._send(channel, "pm", {"to": to, "msg": text})
 
     def on_cooldown(self, channel: ChannelConfig, milliseconds: float) -> None:
-        """CyTube said the bot flooded: send nothing to ``channel`` for that long."""
-        self._push_back(channel, milliseconds / 1000.0)
+        """CyTube said the bot flooded: send nothing to ``channel`` for that long.
+
+        At most :data:`~kryten_llm.bus.wire.MAX_COOLDOWN_MS` (an infinite or longer cooldown
+        counts as that much); NaN and negative values are ignored. A send already waiting
+        waits for the new time too.
+        """
+        if math.isnan(milliseconds) or milliseconds < 0:
+            log.warning("send_backoff_ignored", channel=channel.channel, milliseconds=milliseconds)
+            return
+        self._push_back(channel, min(milliseconds, MAX_COOLDOWN_MS) / 1000.0)
 
     def on_noflood(self, channel: ChannelConfig) -> None:
         """CyTube throttled the bot: back off by the configured time."""
@@ -126,8 +136,8 @@ class ChatSender:
     async def _send(self, channel: ChannelConfig, command: str, args: dict[str, Any]) -> SendResult:
         pace = self._pace(channel)
         async with pace.lock:
-            wait = pace.next_at - self._clock()
-            if wait > 0:
+            # A cooldown may arrive while we sleep and move next_at further out: look again.
+            while (wait := pace.next_at - self._clock()) > 0:
                 await self._sleep(wait)
             request_id = str(uuid.uuid4())
             body = command_body(command, args, channel, self._config.source, request_id)

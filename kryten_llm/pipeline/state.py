@@ -2,15 +2,20 @@
 
 Updated from every event in the NATS callback (cheap dictionary and deque operations only) and
 read by the prompt builder and the rate limiter. ``chatMsg`` carries no rank, so ranks come from
-``userlist``, ``addUser`` and ``setUserRank`` (PROTOCOL.md §3.1). Memory is bounded: the history
-is a fixed-size deque and users are removed when they leave.
+``userlist``, ``addUser`` and ``setUserRank`` (PROTOCOL.md §3.1). Memory is bounded whatever the
+channel sends: the history is a fixed-size deque, users are removed when they leave, and the user
+table holds at most ``max_users`` (a flood of ``addUser`` without ``userLeave`` drops the user
+seen least recently, counted in ``users_dropped``).
 """
 
 from __future__ import annotations
 
 import time
 from collections import deque
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
+
+import structlog
 
 from kryten_llm.bus.events import (
     AfkEvent,
@@ -24,6 +29,12 @@ from kryten_llm.bus.events import (
     UserLeaveEvent,
     UserListEvent,
 )
+
+log = structlog.get_logger(__name__)
+
+MAX_USERS = 10_000
+"""Users kept per channel. CyTube's busiest channels list a few thousand; 10,000 users cost
+about 3 MB."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,8 +61,10 @@ class NowPlaying:
 class ChannelState:
     """Users, ranks, current media and recent chat of one channel."""
 
-    def __init__(self, history_size: int) -> None:
-        self.users: dict[str, User] = {}
+    def __init__(self, history_size: int, *, max_users: int = MAX_USERS) -> None:
+        self.users: dict[str, User] = {}  # in order of last update: the oldest first
+        self.max_users = max(max_users, 1)
+        self.users_dropped = 0
         self.history: deque[HistoryLine] = deque(maxlen=max(history_size, 1))
         self.now_playing: NowPlaying | None = None
         self._pending_uid: int | None = None
@@ -62,20 +75,20 @@ class ChannelState:
         self.last_event_at = time.monotonic()
         match event:
             case UserListEvent(users=users):
-                self.users = {u.name.lower(): u for u in users}
+                self.users = {}
+                self._put_all(users)
             case UserJoinEvent(user=user):
-                self.users[user.name.lower()] = user
+                self._put(user)
             case UserLeaveEvent(name=name):
                 self.users.pop(name.lower(), None)
             case RankEvent(name=name, rank=rank):
                 # After setUserRank only name and rank are known for sure (PROTOCOL.md §8).
-                key = name.lower()
-                old = self.users.get(key)
-                self.users[key] = replace(old, rank=rank) if old else User(name, rank)
+                old = self.users.get(name.lower())
+                self._put(replace(old, rank=rank) if old else User(name, rank))
             case AfkEvent(name=name, afk=afk):
                 old = self.users.get(name.lower())
                 if old is not None:
-                    self.users[name.lower()] = replace(old, afk=afk)
+                    self._put(replace(old, afk=afk))
             case CurrentEvent(uid=uid):
                 # setCurrent arrives just before changeMedia; attach it to the next one.
                 self._pending_uid = uid
@@ -93,6 +106,25 @@ class ChannelState:
                     self.now_playing.updated_at = time.monotonic()
             case _:
                 pass
+
+    def _put(self, user: User) -> None:
+        """Insert or refresh ``user`` as the most recent; drop the least recent over the cap."""
+        key = user.name.lower()
+        users = self.users
+        users.pop(key, None)  # re-inserting moves the key to the end: most recently seen
+        users[key] = user
+        if len(users) > self.max_users:
+            del users[next(iter(users))]
+            self._dropped(1)
+
+    def _put_all(self, users: Iterable[User]) -> None:
+        for user in users:
+            self._put(user)
+
+    def _dropped(self, count: int) -> None:
+        if self.users_dropped == 0:
+            log.warning("channel_users_capped", max_users=self.max_users)
+        self.users_dropped += count
 
     def add_chat(self, username: str, text: str, time_ms: int, *, from_bot: bool = False) -> None:
         """Remember one chat line (the bot's own replies included, as its turns)."""

@@ -1,0 +1,179 @@
+"""The one place where values from the wire are checked before the bot uses them.
+
+Everything a channel sends reaches the bot through :func:`kryten_llm.bus.events.parse_event`,
+and that function checks each value it keeps with the helpers here, once, so that no later
+stage has to: the response log, the prompt builder and the sender can trust what they get.
+
+- The body is bounded in size and nesting (deep JSON would otherwise raise ``RecursionError``
+  in ``json.loads`` or in whatever walks the value later).
+- Numbers are finite and in a range CyTube can produce (``1e400`` parses as ``inf``, and a
+  4,000-digit integer overflows ``float()``); times must fit a ``datetime``.
+- Strings are valid Unicode: a JSON ``"\\ud800"`` escape gives a lone surrogate that cannot be
+  encoded as UTF-8 and would break the first file or socket it is written to; such code points
+  become U+FFFD. Strings are bounded in length.
+
+A value that fails a check raises :class:`Bad`, which ``parse_event`` turns into a
+:class:`~kryten_llm.errors.MalformedEvent`. The checks cost a type test and a comparison or
+two on the fast path; ``str.isascii`` skips the surrogate check for almost every string.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+MAX_BODY_BYTES = 2 * 1024 * 1024
+"""A whole envelope; a ``userlist`` of a few thousand users with aliases fits easily."""
+MAX_DEPTH = 32
+"""Nesting of objects and arrays; the bridge's deepest real payload is about 5."""
+MAX_COOLDOWN_MS = 60_000
+"""A ``cooldown`` longer than this (or infinite) is capped to it: PROTOCOL contract."""
+MAX_TIME_MS = 32_503_680_000_000
+"""``time`` fields up to 3000-01-01 (ms since the epoch); ``datetime`` overflows past 9999."""
+MAX_MEDIA_SECONDS = 10_000_000.0
+"""Media durations and positions (115 days; a live stream reports 0)."""
+MIN_MEDIA_POSITION = -3600.0
+"""CyTube reports a small negative ``currentTime`` during its lead-in."""
+MIN_RANK, MAX_RANK = -1.0, 255.0
+"""CyTube ranks: -1 anonymous .. 255 site administrator (PROTOCOL.md §9)."""
+MAX_UID = 2**53
+"""Playlist uids are small positive integers; beyond 2**53 a float is no longer exact."""
+MAX_NAME = 100
+"""User, channel and recipient names (CyTube allows 20 and 30 characters)."""
+MAX_TEXT = 20_000
+"""``msg`` as HTML: 1,000 raw characters at most, each escaped to 6 at most, plus links."""
+MAX_SHORT = 1_000
+"""Every other string the bot keeps (titles, ids, timestamps, css classes)."""
+
+
+class Bad(Exception):
+    """A value from the wire is missing, has the wrong type, or is out of range."""
+
+
+def load_body(data: bytes) -> Any:
+    """``json.loads`` with the size and depth bounded.
+
+    Raises:
+        Bad: too big, not JSON, or nested deeper than :data:`MAX_DEPTH`.
+    """
+    if len(data) > MAX_BODY_BYTES:
+        raise Bad(f"body of {len(data)} bytes is over {MAX_BODY_BYTES}")
+    try:
+        body = json.loads(data)
+    except RecursionError:
+        raise Bad("nested too deeply") from None
+    except Exception as exc:  # ValueError, UnicodeDecodeError, int digit limits...
+        raise Bad(f"not JSON ({exc.__class__.__name__})") from None
+    # Depth cannot exceed the number of brackets: the walk runs only when it might matter.
+    if data.count(b"[") + data.count(b"{") > MAX_DEPTH and _depth(body) > MAX_DEPTH:
+        raise Bad(f"nested deeper than {MAX_DEPTH}")
+    return body
+
+
+def _depth(value: Any) -> int:
+    """How deeply ``value`` nests, without recursion (so any depth is safe to measure)."""
+    deepest = 0
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, level = stack.pop()
+        if isinstance(item, dict):
+            children: Any = item.values()
+        elif isinstance(item, list):
+            children = item
+        else:
+            continue
+        deepest = max(deepest, level)
+        if deepest > MAX_DEPTH:
+            return deepest
+        stack.extend((child, level + 1) for child in children)
+    return deepest
+
+
+def clean_text(value: str) -> str:
+    """``value`` as valid Unicode: each lone surrogate becomes U+FFFD.
+
+    A high and a low surrogate side by side (raw bytes decoded with ``surrogatepass``) are
+    joined into the character they stand for, as UTF-16 would.
+    """
+    if value.isascii():
+        return value
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return value.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "replace")
+    return value
+
+
+def text(obj: Any, key: str, default: str | None = None, *, limit: int = MAX_SHORT) -> str:
+    """``obj[key]`` as a clean string of at most ``limit`` characters.
+
+    Raises:
+        Bad: missing (with no default), not a string, or longer than ``limit``.
+    """
+    value = obj.get(key, default) if isinstance(obj, dict) else None
+    if not isinstance(value, str):
+        raise Bad(f"{key!r} must be a string")
+    if len(value) > limit:
+        raise Bad(f"{key!r} is longer than {limit} characters")
+    return clean_text(value)
+
+
+def optional_text(obj: dict[str, Any], key: str, *, limit: int = MAX_SHORT) -> str:
+    """``obj[key]`` when it is a string (cleaned, cut to ``limit``), else ``""``."""
+    value = obj.get(key)
+    return clean_text(value[:limit]) if isinstance(value, str) else ""
+
+
+def number(value: Any, what: str, low: float, high: float) -> float:
+    """``value`` as a finite float in ``[low, high]``.
+
+    Integers are compared before conversion, so a 4,000-digit one is refused, not overflowed.
+
+    Raises:
+        Bad: not a number (booleans are not), NaN, infinite or out of range.
+    """
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise Bad(f"{what} must be a number")
+    if not low <= value <= high:  # False for NaN too
+        raise Bad(f"{what} must be between {low:g} and {high:g}")
+    return float(value)
+
+
+def field(obj: Any, key: str, low: float, high: float, default: float | None = None) -> float:
+    """:func:`number` on ``obj[key]``; ``default`` when the key is absent."""
+    if not isinstance(obj, dict):
+        raise Bad(f"{key!r} must be a number")
+    if key not in obj and default is not None:
+        return default
+    return number(obj.get(key), repr(key), low, high)
+
+
+def integer(value: Any, what: str, low: int, high: int) -> int:
+    """``value`` as an int in ``[low, high]``; a float must be integral (``3.0`` is 3).
+
+    Raises:
+        Bad: not a number, not integral, NaN, infinite or out of range.
+    """
+    number(value, what, low, high)
+    if isinstance(value, float) and not value.is_integer():
+        raise Bad(f"{what} must be a whole number")
+    return int(value)
+
+
+def cooldown_ms(value: Any) -> float:
+    """A ``cooldown`` payload in milliseconds, capped at :data:`MAX_COOLDOWN_MS`.
+
+    ``Infinity`` and anything over 60 s count as 60 s: CyTube never asks for longer, and an
+    uncapped value would mute the channel until a restart.
+
+    Raises:
+        Bad: not a number, NaN (ignored, not guessed at), or negative.
+    """
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise Bad("cooldown payload must be a number of milliseconds")
+    if isinstance(value, float) and math.isnan(value):
+        raise Bad("cooldown is NaN")
+    if value < 0:
+        raise Bad("cooldown is negative")
+    return float(min(value, MAX_COOLDOWN_MS))

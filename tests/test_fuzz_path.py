@@ -1,0 +1,74 @@
+"""The whole path under fuzzed input: hostile envelopes through a real nats-server into the
+running service, which must count every one, let nothing escape, and still answer a mention."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from kryten_llm.bus.events import parse_event
+from kryten_llm.errors import MalformedEvent
+from kryten_llm.service import Service
+from tests.bridge import Escapes, FakeBridge
+from tests.conftest import eventually, running, settings_for
+from tests.fuzzwire import envelopes, messages
+from tests.natsserver import NatsServer
+
+
+@given(data=envelopes() | st.binary(max_size=300))
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+def test_parse_event_raises_only_malformed_event(data: bytes) -> None:
+    """Whatever the bytes: a typed event whose strings encode as UTF-8, or MalformedEvent."""
+    try:
+        event = parse_event("kryten.events.cytube.mychannel.x", data)
+    except MalformedEvent:
+        return
+    for value in vars(event.envelope).values() if hasattr(event.envelope, "__dict__") else ():
+        value.encode("utf-8")
+    for name in ("username", "text", "raw", "to", "name", "title", "message", "media_id"):
+        value = getattr(event, name, None)
+        if isinstance(value, str):
+            value.encode("utf-8")
+
+
+@pytest.mark.nats
+@given(batch=st.lists(messages, min_size=10, max_size=80))
+@settings(
+    max_examples=12,
+    deadline=None,
+    suppress_health_check=[
+        HealthCheck.function_scoped_fixture,
+        HealthCheck.too_slow,
+        HealthCheck.data_too_large,
+    ],
+)
+def test_fuzzed_traffic_never_mutes_the_bot(
+    nats_server: NatsServer, tmp_path: Path, batch: list[tuple[str, bytes]]
+) -> None:
+    """Every payload is counted (parsed or malformed), no exception escapes (no
+    ``event_handling_failed``, ``reply_failed``, ``nats_error``, no dead worker), and a normal
+    mention afterwards is answered."""
+
+    async def scenario() -> None:
+        # No echo: then the bot's event counter is exactly what we published.
+        async with FakeBridge(nats_server.url, echo=False) as bridge:
+            service = Service(settings_for(nats_server.url, tmp_path, spam={"enabled": False}))
+            async with running(service):
+                with Escapes() as escapes:
+                    for token, data in batch:
+                        await bridge.publish_raw(token, data)
+                    await bridge.chat("zed", "cynthia, are you still with us?")
+                    await eventually(lambda: service.stats["events"] == len(batch) + 1, 20)
+                    await eventually(
+                        lambda: any("still with us" in text for text in bridge.says()), 20
+                    )
+                    stats = service.stats.snapshot()
+                    typed = sum(v for k, v in stats.items() if k.startswith("event_type:"))
+                    assert stats.get("events_malformed", 0) + typed == len(batch) + 1
+                    escapes.check(service.settings.processing.workers)
+
+    asyncio.run(scenario())
