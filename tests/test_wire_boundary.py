@@ -359,7 +359,9 @@ async def test_a_cooldown_arriving_while_a_reply_waits_delays_it(
         await bridge.publish("cooldown", 1000)
         await eventually(lambda: service.stats["event_type:cooldown"] == 1)
         await bridge.chat("alice", "cynthia, hello?")
-        await eventually(lambda: service.responder is not None and service.responder.in_flight == 1)
+        assert service.bot is not None
+        responder = service.bot.reply.responder
+        await eventually(lambda: responder.in_flight == 1)
         await asyncio.sleep(0.3)  # the reply is now waiting in the sender
         second = time.monotonic()
         await bridge.publish("cooldown", 2000)
@@ -382,6 +384,7 @@ async def test_a_flood_of_joins_keeps_the_user_table_bounded(
         await bridge.chat("alice", "cynthia, how many here?")
         await bridge.wait_for_commands(1)
         await eventually(lambda: service.stats["events"] == count + 1)
-        (context,) = service.channels.values()
+        assert service.bot is not None
+        (context,) = service.bot.channels.values()
         assert len(context.state.users) == MAX_USERS
         assert context.state.users_dropped == 2_000

@@ -25,20 +25,14 @@ import structlog
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 
+from kryten_llm.bus.subjects import explore_progress, explore_stop
+
 log = structlog.get_logger(__name__)
 
 # Best effort: a server that stays away for a few seconds ends the announcement, not the run.
 RECONNECT_ATTEMPTS = 3
 RECONNECT_WAIT = 1.0
 CLOSE_TIMEOUT = 5.0
-
-
-def progress_subject(service: str) -> str:
-    return f"kryten.{service}.explore.progress"
-
-
-def stop_subject(service: str) -> str:
-    return f"kryten.{service}.explore.stop"
 
 
 def run_id(folder: str) -> str:
@@ -92,7 +86,7 @@ class ExploreLink:
             log.warning("explore_not_announced", servers=self._servers, error=str(exc))
             self._nc = None
             return False
-        await self._nc.subscribe(stop_subject(self._service), cb=self._on_stop)
+        await self._nc.subscribe(explore_stop(self._service), cb=self._on_stop)
         await self._nc.flush()
         self._task = asyncio.create_task(self._publish_loop())
         return True
@@ -141,7 +135,7 @@ class ExploreLink:
 
     async def _publish(self, nc: NATS, *, final: bool) -> None:
         body = {"run": self._run, "final": final, **self._snapshot()}
-        await nc.publish(progress_subject(self._service), json.dumps(body, default=str).encode())
+        await nc.publish(explore_progress(self._service), json.dumps(body, default=str).encode())
 
     async def _on_error(self, exc: Exception) -> None:
         # The client reports every failed reconnect; the loop above reports what matters.

@@ -24,6 +24,7 @@ from nats import micro
 from nats.js.errors import BucketNotFoundError
 from nats.js.kv import KeyValue
 
+from kryten_llm.bus.subjects import service_command
 from kryten_llm.errors import ControlError
 from kryten_llm.ops.controls import Controls
 
@@ -36,10 +37,6 @@ log = structlog.get_logger(__name__)
 
 KV_BUCKET = "kryten_services"
 COMMANDS = ("ping", "health", "stats", "config", "pause", "resume")
-
-
-def command_subject(service: str) -> str:
-    return f"kryten.{service}.command"
 
 
 class CommandEndpoint:
@@ -75,10 +72,10 @@ class CommandEndpoint:
             name=self._name,
             version=self._version,
             description="kryten-llm: an LLM chat bot for CyTube channels",
-            metadata={"subject": command_subject(self._name)},
+            metadata={"subject": service_command(self._name)},
         )
         await self._service.add_endpoint(
-            name="command", subject=command_subject(self._name), handler=self._handle
+            name="command", subject=service_command(self._name), handler=self._handle
         )
 
     async def stop(self) -> None:

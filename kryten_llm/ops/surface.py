@@ -20,8 +20,8 @@ import structlog
 from nats.micro.service import SEMVER_REGEX
 
 from kryten_llm import __version__
+from kryten_llm.bus.subjects import explore_progress, explore_stop
 from kryten_llm.config import redacted
-from kryten_llm.explore.bus import progress_subject, stop_subject
 from kryten_llm.ops.controls import Controlled, Controls
 from kryten_llm.ops.health import HealthInputs, assess
 from kryten_llm.ops.metrics import LabelValues
@@ -86,7 +86,7 @@ class OperatorSurface:
         settings = self._settings
         self._nc = nc
         self._sampler = asyncio.create_task(self._sample(), name="telemetry-sampler")
-        await nc.subscribe(progress_subject(settings.service.name), cb=self._on_explore)
+        await nc.subscribe(explore_progress(settings.service.name), cb=self._on_explore)
         if settings.web.enabled:
             self.web = WebServer(
                 settings.web,
@@ -165,7 +165,7 @@ class OperatorSurface:
         """Ask explore run ``run`` (or ``"*"``: every run) to stop."""
         if self._nc is None:
             return
-        subject = stop_subject(self._settings.service.name)
+        subject = explore_stop(self._settings.service.name)
         await self._nc.publish(subject, json.dumps({"run": run}).encode())
 
     async def _sample(self) -> None:

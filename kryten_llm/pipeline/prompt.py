@@ -18,6 +18,7 @@ video, then as much recent chat as fits, newest lines first.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -209,6 +210,8 @@ def _video_values(now: NowPlaying, clock: float) -> dict[str, str]:
 
 
 def _clock_time(seconds: float) -> str:
+    if not math.isfinite(seconds):  # the wire is checked; this only keeps a prompt buildable
+        return ""
     whole = int(seconds)
     hours, rest = divmod(whole, 3600)
     minutes, secs = divmod(rest, 60)
