@@ -114,8 +114,13 @@ class Responder:
             channel=job.channel.channel,
             username=job.chat.username,
         )
-        outcome = Outcome.of(job.channel, job.chat, job.prompt.trigger, Reason.INTERNAL_ERROR)
-        outcome = replace(outcome, queued_ms=_ms(self._clock() - job.received_at))
+        outcome = Outcome.of(
+            job.channel,
+            job.chat,
+            job.prompt.trigger,
+            Reason.INTERNAL_ERROR,
+            queued_ms=_ms(self._clock() - job.received_at),
+        )
         try:
             async with asyncio.timeout(max(job.deadline - self._clock(), 0)):
                 outcome = await self._reply(job, outcome)
@@ -165,21 +170,20 @@ class Responder:
 
     async def _ask(
         self, request: CompletionRequest, job: Job, present: Collection[str]
-    ) -> Completion:
-        """The manager's answer; one the formatter would strip to nothing counts as a failure."""
+    ) -> tuple[Completion, FormattedReply]:
+        """The manager's answer, formatted; one the formatter strips to nothing is a failure."""
+        formatted: dict[str, FormattedReply] = {}
 
         def usable(completion: Completion) -> str | None:
-            if self._format(completion.text, present).parts:
-                return None
-            return "nothing left after formatting"
+            reply = formatted[completion.text] = self._format(completion.text, present)
+            return None if reply.parts else "nothing left after formatting"
 
         chain = list(job.prompt.trigger.providers) or None
-        return await self._manager.complete(
-            request,
-            deadline=job.deadline,
-            chain=chain,
-            accept=usable,
+        completion = await self._manager.complete(
+            request, deadline=job.deadline, chain=chain, accept=usable
         )
+        reply = formatted.get(completion.text) or self._format(completion.text, present)
+        return completion, reply
 
     async def _reply(self, job: Job, outcome: Outcome) -> Outcome:
         request = self._prompts.build(job.prompt)
@@ -187,11 +191,10 @@ class Responder:
         context = self._channels.get(key)
         present = context.state.users.keys() if context is not None else ()
         try:
-            completion = await self._ask(request, job, present)
+            completion, reply = await self._ask(request, job, present)
         except ProviderError as exc:
             return await self._fall_back(job, outcome, exc, present)
         outcome = self._account(outcome, completion)
-        reply = self._format(completion.text, present)
         verdict = self._validator.check(reply.kept, key)
         if not verdict.ok and self._retry:
             log.info("reply_invalid_retrying", check=verdict.reason, detail=verdict.detail)
@@ -205,17 +208,16 @@ class Responder:
                 )
             )
             try:
-                completion = await self._ask(retry, job, present)
+                completion, reply = await self._ask(retry, job, present)
             except ProviderError as exc:
                 return await self._fall_back(job, outcome, exc, present)
             outcome = self._account(outcome, completion)
-            reply = self._format(completion.text, present)
             verdict = self._validator.check(reply.kept, key)
-        outcome = replace(outcome, removed=reply.removed)
         if not verdict.ok:
             log.info("reply_invalid", check=verdict.reason, detail=verdict.detail)
             return replace(
                 outcome,
+                removed=reply.removed,
                 reason=Reason.INVALID_REPLY,
                 check=verdict.reason,
                 detail=verdict.detail,
@@ -266,14 +268,20 @@ class Responder:
         self, job: Job, outcome: Outcome, reply: FormattedReply, reason: Reason
     ) -> Outcome:
         """Send the parts (or only log them in dry-run); the outcome says which."""
-        outcome = replace(outcome, parts=reply.parts, truncated=reply.truncated)
         if self._flags.dry_run or self._sender is None:
             context = self._channels.get(job.channel.key)
             if context is not None and not job.chat.is_pm:
                 for part in reply.parts:
                     context.state.add_chat(self._bot, part, 0, from_bot=True)
             log.info("reply_dry_run", parts=len(reply.parts))
-            return replace(outcome, reason=Reason.DRY_RUN, dry_run=True)
+            return replace(
+                outcome,
+                reason=Reason.DRY_RUN,
+                dry_run=True,
+                removed=reply.removed,
+                parts=reply.parts,
+                truncated=reply.truncated,
+            )
         request_ids = []
         ack = None
         for part in reply.parts:
@@ -285,7 +293,15 @@ class Responder:
             if result.ack not in ("not_requested", "accepted"):
                 ack = result.ack
         log.info("reply_sent", parts=len(reply.parts), provider=outcome.provider)
-        return replace(outcome, reason=reason, request_ids=tuple(request_ids), ack=ack)
+        return replace(
+            outcome,
+            reason=reason,
+            request_ids=tuple(request_ids),
+            ack=ack,
+            removed=reply.removed,
+            parts=reply.parts,
+            truncated=reply.truncated,
+        )
 
 
 def _add(a: float | None, b: float | None) -> float | None:

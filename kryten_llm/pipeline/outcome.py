@@ -110,6 +110,7 @@ class Outcome:
         reason: Reason,
         *,
         rank: float | None = None,
+        queued_ms: float | None = None,
     ) -> Outcome:
         """Who said what where, which trigger fired, and (so far) what became of it."""
         return cls(
@@ -124,6 +125,7 @@ class Outcome:
             trigger_name=trigger.name,
             reason=reason,
             rank=rank,
+            queued_ms=queued_ms,
         )
 
     @property
@@ -134,8 +136,8 @@ class Outcome:
     def to_json(self) -> dict[str, Any]:
         """The JSONL form: the same keys as every earlier version, plus ``schema``."""
         data: dict[str, Any] = {"schema": SCHEMA, "logged_at": self.logged_at}
-        for f in fields(self):
-            name, value = f.name, getattr(self, f.name)
+        for name in _FIELD_NAMES:
+            value = getattr(self, name)
             if name == "trigger_kind":
                 data["trigger"] = {"kind": self.trigger_kind, "name": self.trigger_name}
             elif name == "reason":
@@ -200,6 +202,9 @@ class Outcome:
             fallback_pool=_str(data.get("fallback_pool")),
             error=_str(data.get("error")),
         )
+
+
+_FIELD_NAMES = tuple(f.name for f in fields(Outcome))  # in declaration order, read once
 
 
 def _plain(value: object) -> object:
