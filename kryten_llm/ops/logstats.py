@@ -1,8 +1,9 @@
 """``kryten-llm logs stats`` and ``logs plot``: what the response logs say about the bot.
 
 Reads ``responses-YYYY-MM-DD.jsonl`` files line by line (never a whole file in memory: only
-counters, per-user counts and one latency sample per reply are kept), skips and counts lines
-that are not records, and
+counters, per-user counts and one latency sample per reply are kept) as
+:class:`~kryten_llm.pipeline.outcome.Outcome` values, skips and counts lines that are not
+records, and
 summarises decisions by reason, triggers, the most active users, which providers answered,
 latency percentiles, and tokens and cost per day. ``plot`` writes the same summary as one
 self-contained HTML page with inline SVG charts: no script, no asset from the internet.
@@ -18,6 +19,8 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from kryten_llm.pipeline.outcome import Outcome
 
 TOP_USERS = 10
 
@@ -47,33 +50,29 @@ class LogSummary:
     llm_ms: list[float] = field(default_factory=list)
     days: dict[str, DayTotals] = field(default_factory=lambda: defaultdict(DayTotals))
 
-    def add(self, record: dict[str, Any], day: str) -> None:
+    def add(self, outcome: Outcome, day: str) -> None:
         self.records += 1
-        reason = str(record.get("reason") or "unknown")
-        self.reasons[reason] += 1
-        trigger = record.get("trigger")
-        if isinstance(trigger, dict):
-            self.triggers[str(trigger.get("name") or trigger.get("kind"))] += 1
-        if isinstance(record.get("username"), str):
-            self.users[record["username"]] += 1
+        self.reasons[outcome.reason.value] += 1
+        if outcome.trigger_name or outcome.trigger_kind:
+            self.triggers[outcome.trigger_name or outcome.trigger_kind] += 1
+        if outcome.username:
+            self.users[outcome.username] += 1
         totals = self.days[day]
         totals.records += 1
-        if record.get("answered"):
+        if outcome.answered:
             self.answered += 1
             totals.answered += 1
-            source = record.get("provider") or (
-                "fallback pool" if record.get("fallback_pool") else "unknown"
-            )
-            self.providers[str(source)] += 1
-            _sample(self.total_ms, record.get("total_ms"))
-        _sample(self.llm_ms, record.get("latency_ms"))
-        usage = record.get("usage")
-        if isinstance(usage, dict):
-            totals.prompt_tokens += _int(usage.get("prompt_tokens"))
-            totals.completion_tokens += _int(usage.get("completion_tokens"))
-        cost = record.get("cost_usd")
-        if isinstance(cost, int | float):
-            totals.cost_usd += float(cost)
+            source = outcome.provider or ("fallback pool" if outcome.fallback_pool else "unknown")
+            self.providers[source] += 1
+            if outcome.total_ms is not None:
+                self.total_ms.append(outcome.total_ms)
+        if outcome.latency_ms is not None:
+            self.llm_ms.append(outcome.latency_ms)
+        if outcome.usage is not None:
+            totals.prompt_tokens += outcome.usage.prompt_tokens
+            totals.completion_tokens += outcome.usage.completion_tokens
+        if outcome.cost_usd is not None:
+            totals.cost_usd += outcome.cost_usd
 
     def as_dict(self) -> dict[str, Any]:
         """Plain data for ``--json`` and the HTML report."""
@@ -101,15 +100,6 @@ class LogSummary:
                 for day, t in sorted(self.days.items())
             },
         }
-
-
-def _sample(samples: list[float], value: object) -> None:
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        samples.append(float(value))
-
-
-def _int(value: object) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) else 0
 
 
 def _percentiles(samples: list[float]) -> dict[str, float] | None:
@@ -142,7 +132,7 @@ def log_files(paths: Iterable[Path], default_dir: Path) -> list[Path]:
     return files
 
 
-def _records(path: Path, summary: LogSummary) -> Iterator[tuple[dict[str, Any], str]]:
+def _records(path: Path, summary: LogSummary) -> Iterator[tuple[Outcome, str]]:
     fallback_day = path.stem.removeprefix("responses-")
     with path.open(encoding="utf-8", errors="replace") as lines:
         for line in lines:
@@ -153,12 +143,13 @@ def _records(path: Path, summary: LogSummary) -> Iterator[tuple[dict[str, Any], 
             except ValueError:
                 summary.skipped_lines += 1
                 continue
-            if not isinstance(record, dict):
+            outcome = Outcome.from_json(record) if isinstance(record, dict) else None
+            if outcome is None:  # valid JSON, but not a response-log line
                 summary.skipped_lines += 1
                 continue
-            when = record.get("message_time")
-            day = when[:10] if isinstance(when, str) and len(when) >= 10 else fallback_day
-            yield record, day
+            when = outcome.message_time
+            day = when[:10] if when is not None and len(when) >= 10 else fallback_day
+            yield outcome, day
 
 
 def summarise(files: Iterable[Path]) -> LogSummary:
