@@ -8,6 +8,7 @@ event it republishes on each discovery poll.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import platform
@@ -71,17 +72,21 @@ def bench_config(nats_url: str, log_dir: Path, **sections: Any) -> dict[str, Any
 class Bot:
     """The bot in its own process."""
 
-    def __init__(self, config: dict[str, Any]) -> None:
+    def __init__(self, config: dict[str, Any], *, log_path: Path | None = None) -> None:
+        """Start it; its output goes to ``log_path`` (both streams) or nowhere."""
         self._dir = tempfile.TemporaryDirectory(prefix="kryten-llm-bench-")
         path = Path(self._dir.name) / "config.json"
         path.write_text(json.dumps(config))
         env = {k: v for k, v in os.environ.items() if not k.startswith("KRYTEN_LLM_")}
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "kryten_llm", "--config", str(path)],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            env=env,
-        )
+        env["PYTHONPATH"] = str(ROOT)  # this checkout's code, whatever the venv has installed
+        with contextlib.ExitStack() as files:
+            out = files.enter_context(log_path.open("wb")) if log_path else subprocess.DEVNULL
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "kryten_llm", "--config", str(path)],
+                stdout=out,
+                stderr=subprocess.STDOUT if log_path else subprocess.DEVNULL,
+                env=env,
+            )
 
     def rss_mb(self) -> float:
         for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():

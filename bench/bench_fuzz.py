@@ -21,8 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -31,8 +29,8 @@ from typing import Any
 
 from _harness import (
     CHANNEL,
-    ROOT,
     SUBJECT,
+    Bot,
     NatsServer,
     bench_config,
     chat_bytes,
@@ -76,32 +74,12 @@ def fuzzed(count: int) -> list[tuple[str, bytes]]:
     return drawn
 
 
-class LoggedBot:
-    """The bot in its own process, its JSON log kept in a file (``_harness.Bot`` drops it)."""
+class LoggedBot(Bot):
+    """The bot in its own process, its JSON log kept in a file to count what went wrong."""
 
     def __init__(self, config: dict[str, Any], workdir: Path) -> None:
-        path = workdir / "config.json"
-        path.write_text(json.dumps(config))
         self.log_path = workdir / "bot.log"
-        env = {k: v for k, v in os.environ.items() if not k.startswith("KRYTEN_LLM_")}
-        env["PYTHONPATH"] = str(ROOT)  # this checkout's code, whatever the venv has installed
-        with self.log_path.open("wb") as log:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "kryten_llm", "--config", str(path)],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env=env,
-            )
-
-    def rss_mb(self) -> float:
-        for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-        raise RuntimeError("no VmRSS")
-
-    def stop(self) -> int:
-        self.process.terminate()
-        return self.process.wait(20)
+        super().__init__(config, log_path=self.log_path)
 
     def log_summary(self) -> dict[str, int]:
         summary = dict.fromkeys((*FAILURES, "event_malformed", "traceback", "unparsed"), 0)

@@ -42,8 +42,8 @@ BARE = (
 async def spawn_to_subscribed(nc: nats.NATS, argv: list[str]) -> float:
     env = {k: v for k, v in os.environ.items() if not k.startswith("KRYTEN_LLM_")}
     started = time.monotonic()
-    process = subprocess.Popen(
-        argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, cwd=ROOT
+    process = await asyncio.create_subprocess_exec(
+        *argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, cwd=ROOT
     )
     try:
         while True:
@@ -58,7 +58,7 @@ async def spawn_to_subscribed(nc: nats.NATS, argv: list[str]) -> float:
                 return sent - started
     finally:
         process.terminate()
-        process.wait(20)
+        await asyncio.wait_for(process.wait(), 20)
 
 
 def version_seconds() -> float:

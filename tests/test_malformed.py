@@ -16,6 +16,7 @@ from kryten_llm.errors import MalformedEvent
 from kryten_llm.service import Service
 from tests.bridge import FakeBridge
 from tests.conftest import running, settings_for
+from tests.fuzzwire import EVENT_NAMES as FUZZ_EVENT_NAMES
 from tests.natsserver import NatsServer
 
 json_values = st.recursive(
@@ -25,21 +26,7 @@ json_values = st.recursive(
     ),
     max_leaves=12,
 )
-EVENT_NAMES = [
-    "chatMsg",
-    "pm",
-    "userlist",
-    "addUser",
-    "userLeave",
-    "setUserRank",
-    "setAFK",
-    "changeMedia",
-    "setCurrent",
-    "mediaUpdate",
-    "cooldown",
-    "noflood",
-    "other",
-]
+EVENT_NAMES = [*FUZZ_EVENT_NAMES, "other"]
 envelopes = st.fixed_dictionaries(
     {},
     optional={
