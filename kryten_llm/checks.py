@@ -7,13 +7,10 @@ The summary is what an operator reads before starting the bot: secrets are never
 
 from __future__ import annotations
 
-import aiohttp
-
-from kryten_llm.bot.assembly import load_pools
 from kryten_llm.config import Settings, redacted
 from kryten_llm.console import EXIT_FAILED, EXIT_OK, table
 from kryten_llm.errors import ConfigError
-from kryten_llm.llm import build_manager
+from kryten_llm.pipeline.fallback import FallbackPools
 
 
 def startup_problems(settings: Settings) -> list[tuple[str, str, str]]:
@@ -42,7 +39,7 @@ def startup_problems(settings: Settings) -> list[tuple[str, str, str]]:
                 )
             )
     try:
-        load_pools(settings)
+        FallbackPools.from_settings(settings)
     except ConfigError as exc:
         problems += exc.problems
     return problems
@@ -50,6 +47,10 @@ def startup_problems(settings: Settings) -> list[tuple[str, str, str]]:
 
 async def check_providers(settings: Settings, per_provider_seconds: float) -> int:
     """Probe every configured provider, print one line each; 0 when all are ready."""
+    import aiohttp
+
+    from kryten_llm.llm.manager import build_manager  # only this command needs the providers
+
     async with aiohttp.ClientSession() as session:
         results = await build_manager(settings.llm, session).probe_all(per_provider_seconds)
     chain = settings.llm.chain

@@ -40,9 +40,7 @@ from kryten_llm.bus.settle import settle
 from kryten_llm.bus.subjects import channel_events
 from kryten_llm.console import EXIT_FAILED, EXIT_OK, EXIT_RESTART, on_stop_signals
 from kryten_llm.errors import ControlError
-from kryten_llm.llm import build_manager
 from kryten_llm.ops.health import Liveness
-from kryten_llm.ops.surface import OperatorSurface
 from kryten_llm.ops.telemetry import Telemetry
 from kryten_llm.pipeline.stats import Count, Flags, Stats
 
@@ -53,6 +51,7 @@ if TYPE_CHECKING:
     from kryten_llm.config import ChannelConfig, Settings
     from kryten_llm.llm.base import Completion
     from kryten_llm.llm.manager import ProviderManager
+    from kryten_llm.ops.surface import OperatorSurface
     from kryten_llm.pipeline.state import ChannelState
 
 log = structlog.get_logger(__name__)
@@ -289,28 +288,35 @@ class Service:
         stack: AsyncExitStack,
     ) -> None:
         """Build the bot and start everything; each part is stopped by ``stack``, even when a
-        later step of the start fails."""
+        later step of the start fails.
+
+        The bot listens first: the listening half is built and subscribed, then the answering
+        half (providers, reply path, workers) and the operator surface are imported and built,
+        then the providers are probed. A mention that arrives meanwhile waits in the queue.
+        """
         settings = self._settings
-        manager = build_manager(settings.llm, session, observer=self._observe_call)
         self._sender = sender = ChatSender(nc, settings.send)
         self.bot = bot = Bot(
             settings,
-            manager=manager,
             sender=sender,
             response_log=response_log,
             rng=self._rng,
             stats=self._stats,
             flags=self._flags,
         )
-        stack.push_async_callback(self._supervisor.stop)
-        responder, queue = bot.reply.responder, bot.queue
-        for i in range(settings.processing.workers):
-            self._supervisor.spawn(f"{_WORKER}{i}", lambda: responder.run(queue))
         for context in bot.channels.values():
             await nc.subscribe(channel_events(context.config.channel), cb=self._callback(context))
-        # Listening first: the probes may take seconds, and a mention meanwhile is answered.
+        # Listening now; the rest of the bot is imported and built (see the docstring).
+        from kryten_llm.llm.manager import build_manager
+        from kryten_llm.ops import surface as ops_surface
+
+        manager = build_manager(settings.llm, session, observer=self._observe_call)
+        responder, queue = bot.start_answering(manager).responder, bot.queue
+        stack.push_async_callback(self._supervisor.stop)
+        for i in range(settings.processing.workers):
+            self._supervisor.spawn(f"{_WORKER}{i}", lambda: responder.run(queue))
         await manager.probe_all()
-        self.surface = surface = OperatorSurface(self, self, self.telemetry)
+        self.surface = surface = ops_surface.OperatorSurface(self, self, self.telemetry)
         stack.push_async_callback(surface.stop)
         await surface.start(nc)
         self.lifecycle = Lifecycle(

@@ -80,8 +80,10 @@ async def test_a_personality_switch_builds_from_a_copy_and_leaves_settings_alone
         },
         active_personality="cynthia",
     )
-    manager = build_manager(settings.llm, session)
-    bot = Bot(settings, manager=manager, sender=None, response_log=ResponseLog(tmp_path))
+    bot = Bot(settings, sender=None, response_log=ResponseLog(tmp_path))
+    with pytest.raises(RuntimeError, match="does not answer yet"):
+        assert bot.reply
+    bot.start_answering(build_manager(settings.llm, session))
     bot.switch_personality("critic")
     assert settings.active_personality == "cynthia"
     assert bot.settings.active_personality == "critic"

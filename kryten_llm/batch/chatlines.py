@@ -2,7 +2,7 @@
 
 Each row (``username``, ``message``) becomes the same :class:`~kryten_llm.pipeline.jobs.Job`
 the intake would queue for a mention in the first configured channel, and is handed to the
-reply path built by :func:`kryten_llm.bot.assembly.build_reply_path` in dry-run mode: the same
+reply path built by :func:`kryten_llm.bot.replypath.build_reply_path` in dry-run mode: the same
 prompt builder (templates and context budget included), provider manager, formatter and
 validator (with its corrective retry and repetition memory) as in the channel; only the sending
 is left out. The responder's :class:`~kryten_llm.pipeline.outcome.Outcome` becomes the item:
@@ -16,7 +16,7 @@ import uuid
 from pathlib import Path
 
 from kryten_llm.batch.store import now_iso
-from kryten_llm.bot.assembly import build_reply_path
+from kryten_llm.bot.replypath import build_reply_path
 from kryten_llm.bot.responselog import ResponseLog
 from kryten_llm.bus.events import ChatEvent, Envelope
 from kryten_llm.config import Settings

@@ -1,11 +1,12 @@
 """The one place where the bot's parts are built from :class:`~kryten_llm.config.Settings`.
 
 Everything that decides whether to answer and produces the answer is put together here:
-channel state, intake (filters, triggers, spam guard, rate limiter), the prompt builder,
-validator, fallback pools and the responder. The live service (:mod:`kryten_llm.service`),
-``kryten-llm batch --pipeline``, the demo and ``--validate-config`` call these functions, so a
-change to how a reply is produced is made once, here, and every path gets it. Providers are
-built by :func:`kryten_llm.llm.build_manager`, which this module's callers pass in.
+channel state, intake (filters, triggers, spam guard, rate limiter) and fallback pools, then,
+through :mod:`kryten_llm.bot.replypath`, the prompt builder, validator and responder. The live
+service (:mod:`kryten_llm.service`) and the demo build a :class:`Bot`; ``kryten-llm batch
+--pipeline`` builds the same reply path; so a change to how a reply is produced is made once,
+here, and every path gets it. Providers are built by :func:`kryten_llm.llm.build_manager`, which
+this module's callers pass in.
 
 The service keeps only resources (NATS, HTTP session, logs) and lifecycle.
 """
@@ -13,43 +14,25 @@ The service keeps only resources (NATS, HTTP session, logs) and lifecycle.
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from kryten_llm.bot.intake import ChannelContext, Intake
-from kryten_llm.bot.responder import Responder
 from kryten_llm.errors import ControlError
 from kryten_llm.pipeline.fallback import FallbackPools
 from kryten_llm.pipeline.filters import IntakeFilter
 from kryten_llm.pipeline.jobs import JobQueue
-from kryten_llm.pipeline.prompt import PromptBuilder
 from kryten_llm.pipeline.ratelimit import RateLimiter
 from kryten_llm.pipeline.spam import SpamGuard
 from kryten_llm.pipeline.state import ChannelState
 from kryten_llm.pipeline.stats import Flags, Stats
 from kryten_llm.pipeline.triggers import TriggerEngine
-from kryten_llm.pipeline.validator import ReplyValidator
 
 if TYPE_CHECKING:
+    from kryten_llm.bot.replypath import ReplyPath
     from kryten_llm.bot.responselog import ResponseLog
     from kryten_llm.bus.sender import ChatSender
     from kryten_llm.config import Settings
     from kryten_llm.llm.manager import ProviderManager
-
-
-def load_pools(settings: Settings) -> FallbackPools | None:
-    """The fallback pools the config names, or ``None`` when fallback is off.
-
-    Raises:
-        ConfigError: a pool file is unreadable or holds lines the bot may not say.
-    """
-    if not settings.fallback.enabled:
-        return None
-    return FallbackPools(
-        settings.fallback.pool_dir,
-        [word.name for word in settings.triggers.words],
-        settings.personalities,
-    )
 
 
 def build_channels(settings: Settings) -> dict[str, ChannelContext]:
@@ -60,61 +43,14 @@ def build_channels(settings: Settings) -> dict[str, ChannelContext]:
     }
 
 
-@dataclass(slots=True)
-class ReplyPath:
-    """From a job to a reply: the parts the live bot and ``batch --pipeline`` share."""
-
-    prompts: PromptBuilder
-    validator: ReplyValidator
-    responder: Responder
-
-
-def build_reply_path(
-    settings: Settings,
-    manager: ProviderManager,
-    *,
-    response_log: ResponseLog,
-    stats: Stats,
-    flags: Flags,
-    sender: ChatSender | None = None,
-    channels: dict[str, ChannelContext] | None = None,
-    pools: FallbackPools | None = None,
-) -> ReplyPath:
-    """The prompt builder (templates and context budget), validator and responder.
-
-    Args:
-        settings: the whole configuration.
-        manager: asks the providers (see :func:`kryten_llm.llm.build_manager`).
-        response_log: where each outcome is written.
-        stats: counters of decisions.
-        flags: the operator's switches (dry-run: nothing is sent).
-        sender: sends replies; ``None`` never sends (batch).
-        channels: channel state the reply reads (who is present); none for batch.
-        pools: fallback lines for when every provider fails.
-    """
-    prompts = PromptBuilder(settings.personality, settings.prompts)
-    validator = ReplyValidator(settings.validation, prompts.system)
-    responder = Responder(
-        settings,
-        manager=manager,
-        prompts=prompts,
-        validator=validator,
-        sender=sender,
-        channels=channels if channels is not None else {},
-        response_log=response_log,
-        stats=stats,
-        flags=flags,
-        pools=pools,
-    )
-    return ReplyPath(prompts, validator, responder)
-
-
 class Bot:
     """Every part of the live bot, built from ``settings`` in one place.
 
+    The bot is built in two halves: this constructor builds the listening half (channel state,
+    intake, queue), enough to subscribe; :meth:`start_answering` adds the reply path.
+
     Args:
         settings: the whole configuration (never changed here; a switch builds from a copy).
-        manager: the provider manager.
         sender: sends to the bridge; ``None`` only logs.
         response_log: where outcomes are written.
         rng: randomness for trigger probabilities (seed it for reproducible runs).
@@ -126,7 +62,6 @@ class Bot:
         self,
         settings: Settings,
         *,
-        manager: ProviderManager,
         sender: ChatSender | None,
         response_log: ResponseLog,
         rng: random.Random | None = None,
@@ -134,14 +69,17 @@ class Bot:
         flags: Flags | None = None,
     ) -> None:
         self.settings = settings
-        self.manager = manager
         self.stats = stats if stats is not None else Stats()
         self.flags = flags if flags is not None else Flags(dry_run=settings.dry_run)
         self.channels = build_channels(settings)
         self.queue = JobQueue(settings.processing.queue_size)
-        self.pools = load_pools(settings)
+        self.pools = FallbackPools.from_settings(settings)
         self.limiter = RateLimiter(settings.ratelimit, settings.triggers)
         self._rng = rng
+        self._sender = sender
+        self._response_log = response_log
+        self._reply: ReplyPath | None = None
+        self.manager: ProviderManager | None = None
         self.intake = Intake(
             settings,
             intake_filter=IntakeFilter(settings.filters, settings.bot.username),
@@ -154,16 +92,38 @@ class Bot:
             stats=self.stats,
             flags=self.flags,
         )
-        self.reply = build_reply_path(
-            settings,
+
+    def start_answering(self, manager: ProviderManager) -> ReplyPath:
+        """Build the answering half around ``manager``; jobs queued so far are answered next.
+
+        Imported here, not at the top: the bot listens to its channels before the reply path
+        and the providers behind it are loaded.
+        """
+        from kryten_llm.bot.replypath import build_reply_path
+
+        self.manager = manager
+        self._reply = build_reply_path(
+            self.settings,
             manager,
-            response_log=response_log,
+            response_log=self._response_log,
             stats=self.stats,
             flags=self.flags,
-            sender=sender,
+            sender=self._sender,
             channels=self.channels,
             pools=self.pools,
         )
+        return self._reply
+
+    @property
+    def reply(self) -> ReplyPath:
+        """The answering half (see :meth:`start_answering`).
+
+        Raises:
+            RuntimeError: the bot does not answer yet.
+        """
+        if self._reply is None:
+            raise RuntimeError("the bot listens but does not answer yet: call start_answering")
+        return self._reply
 
     @property
     def personality(self) -> str:
@@ -181,7 +141,8 @@ class Bot:
         settings = self.settings.model_copy(update={"active_personality": name})
         personality = settings.personality
         self.settings = settings
-        self.reply.prompts.switch(personality)
-        self.reply.validator.use_system_prompt(self.reply.prompts.system)
         self.intake.use_triggers(TriggerEngine(settings.triggers, personality, rng=self._rng))
-        self.reply.responder.use_personality(name, personality)
+        if self._reply is not None:
+            self._reply.prompts.switch(personality)
+            self._reply.validator.use_system_prompt(self._reply.prompts.system)
+            self._reply.responder.use_personality(name, personality)

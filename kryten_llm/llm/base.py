@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from importlib import import_module
 from typing import TYPE_CHECKING, ClassVar, Literal, Protocol
 
 if TYPE_CHECKING:
@@ -98,8 +99,23 @@ def register(type_name: str) -> Callable[[ProviderFactory], ProviderFactory]:
     return decorate
 
 
+# The built-in providers, registered by importing them (as a plugin registers itself).
+_BUILT_IN = (
+    "kryten_llm.llm.anthropic",
+    "kryten_llm.llm.local",
+    "kryten_llm.llm.openai",
+    "kryten_llm.llm.scripted",
+)
+
+
+def _load_built_ins() -> None:
+    for module in _BUILT_IN:
+        import_module(module)  # a dict lookup once loaded
+
+
 def provider_types() -> list[str]:
     """The registered type names, sorted."""
+    _load_built_ins()
     return sorted(_REGISTRY)
 
 
@@ -109,4 +125,5 @@ def create_provider(name: str, config: ProviderConfig, session: aiohttp.ClientSe
     Raises:
         KeyError: no provider type ``config.type`` is registered.
     """
+    _load_built_ins()
     return _REGISTRY[config.type](name, config, session)

@@ -28,6 +28,7 @@ from kryten_llm.pools import FallbackPool, personality_pool_name, pool_file_name
 if TYPE_CHECKING:
     from collections.abc import Iterable
 
+    from kryten_llm.config import Settings
     from kryten_llm.pipeline.decisions import TriggerMatch
 
 log = structlog.get_logger(__name__)
@@ -58,6 +59,21 @@ class FallbackPools:
     Raises:
         ConfigError: a pool file exists but cannot be read as a pool.
     """
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> FallbackPools | None:
+        """The pools the config names, or ``None`` when fallback is off.
+
+        Raises:
+            ConfigError: a pool file is unreadable or holds lines the bot may not say.
+        """
+        if not settings.fallback.enabled:
+            return None
+        return cls(
+            settings.fallback.pool_dir,
+            [word.name for word in settings.triggers.words],
+            settings.personalities,
+        )
 
     def __init__(self, folder: Path, triggers: Iterable[str], personalities: Iterable[str]) -> None:
         self._folder = Path(folder)
