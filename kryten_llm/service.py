@@ -25,7 +25,6 @@ from contextlib import AsyncExitStack
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
-import aiohttp
 import structlog
 from nats.aio.client import Client as NATS
 
@@ -41,7 +40,6 @@ from kryten_llm.bus.subjects import channel_events
 from kryten_llm.console import EXIT_FAILED, EXIT_OK, EXIT_RESTART, on_stop_signals
 from kryten_llm.errors import ControlError
 from kryten_llm.ops.health import Liveness
-from kryten_llm.ops.telemetry import Telemetry
 from kryten_llm.pipeline.stats import Count, Flags, Stats
 
 if TYPE_CHECKING:
@@ -52,6 +50,7 @@ if TYPE_CHECKING:
     from kryten_llm.llm.base import Completion
     from kryten_llm.llm.manager import ProviderManager
     from kryten_llm.ops.surface import OperatorSurface
+    from kryten_llm.ops.telemetry import Telemetry
     from kryten_llm.pipeline.state import ChannelState
 
 log = structlog.get_logger(__name__)
@@ -100,7 +99,7 @@ class Service:
         self.ready = asyncio.Event()
         self._stats = Stats()
         self._flags = Flags(dry_run=settings.dry_run)
-        self.telemetry = Telemetry(self._stats)
+        self.telemetry: Telemetry | None = None  # built once the bot listens
         self.surface: OperatorSurface | None = None
         self._sender: ChatSender | None = None
         self._supervisor = Supervisor(self._give_up)
@@ -250,16 +249,14 @@ class Service:
                 return EXIT_OK
             self.nc = nc
             stack.push_async_callback(close, nc)
-            session = await stack.enter_async_context(aiohttp.ClientSession())
             response_log = ResponseLog(
                 self._settings.logging.response_log_dir,
                 enabled=self._settings.logging.response_log,
             )
             stack.callback(response_log.close)
-            response_log.add_listener(self.telemetry.on_outcome)
             for listener in self._listeners:
                 response_log.add_listener(listener)
-            await self._start(nc, session, response_log, stack)
+            await self._start(nc, response_log, stack)
             self.state = State.RUNNING
             self._started_at = time.monotonic()
             self.ready.set()
@@ -283,7 +280,6 @@ class Service:
     async def _start(
         self,
         nc: NATS,
-        session: aiohttp.ClientSession,
         response_log: ResponseLog,
         stack: AsyncExitStack,
     ) -> None:
@@ -291,8 +287,10 @@ class Service:
         later step of the start fails.
 
         The bot listens first: the listening half is built and subscribed, then the answering
-        half (providers, reply path, workers) and the operator surface are imported and built,
-        then the providers are probed. A mention that arrives meanwhile waits in the queue.
+        half (HTTP session, providers, reply path, workers), telemetry and the operator surface
+        are imported and built, then the providers are probed. A mention that arrives meanwhile
+        waits in the queue; counters count from the start, the dashboard's recent-decisions
+        table from here on.
         """
         settings = self._settings
         self._sender = sender = ChatSender(nc, settings.send)
@@ -306,17 +304,25 @@ class Service:
         )
         for context in bot.channels.values():
             await nc.subscribe(channel_events(context.config.channel), cb=self._callback(context))
+        # Make sure the server has the subscriptions before the imports below hold the loop.
+        await settle(nc, settings.nats.connect_timeout_seconds)
         # Listening now; the rest of the bot is imported and built (see the docstring).
+        import aiohttp
+
         from kryten_llm.llm.manager import build_manager
         from kryten_llm.ops import surface as ops_surface
+        from kryten_llm.ops import telemetry as ops_telemetry
 
+        self.telemetry = telemetry = ops_telemetry.Telemetry(self._stats)
+        response_log.add_listener(telemetry.on_outcome)
+        session = await stack.enter_async_context(aiohttp.ClientSession())
         manager = build_manager(settings.llm, session, observer=self._observe_call)
         responder, queue = bot.start_answering(manager).responder, bot.queue
         stack.push_async_callback(self._supervisor.stop)
         for i in range(settings.processing.workers):
             self._supervisor.spawn(f"{_WORKER}{i}", lambda: responder.run(queue))
         await manager.probe_all()
-        self.surface = surface = ops_surface.OperatorSurface(self, self, self.telemetry)
+        self.surface = surface = ops_surface.OperatorSurface(self, self, telemetry)
         stack.push_async_callback(surface.stop)
         await surface.start(nc)
         self.lifecycle = Lifecycle(
@@ -342,6 +348,8 @@ class Service:
     def _observe_call(
         self, provider: str, outcome: str, seconds: float, completion: Completion | None
     ) -> None:
+        if self.telemetry is None:
+            return
         self.telemetry.on_call(provider, outcome, seconds, completion)
         if completion is not None and self.manager is not None:
             cost = self.manager.cost(completion)
