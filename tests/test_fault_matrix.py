@@ -12,7 +12,6 @@ what became of the primary: misconfigured, cooling, or one more failure towards 
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -100,12 +99,6 @@ FAULTS = [
         Fault(disconnect(), "closed", "ProviderUnavailable", 1), id="connection-closed->failure"
     ),
 ]
-
-
-@pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as s:
-        yield s
 
 
 def config(primary_url: str, backup_url: str, **llm: Any) -> LLMConfig:
