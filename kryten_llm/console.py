@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager
 
 EXIT_OK = 0
@@ -42,12 +42,15 @@ def on_stop_signals(
             loop.remove_signal_handler(sig)
 
 
-def table(rows: Sequence[Sequence[str]], *, last_free: bool = False) -> list[str]:
-    """Rows as lines of left-aligned columns two spaces apart, trailing blanks trimmed.
+def table(
+    rows: Sequence[Sequence[str]], *, last_free: bool = False, right: Collection[int] = ()
+) -> list[str]:
+    """Rows as lines of aligned columns two spaces apart, trailing blanks trimmed.
 
     Args:
-        rows: the header first, then the data; every row as long as the header.
+        rows: the header (if any) first, then the data; every row equally long.
         last_free: leave the last column unpadded and out of the width sums (free text).
+        right: the indexes of columns aligned right (numbers); the others align left.
     """
     if not rows:
         return []
@@ -55,7 +58,10 @@ def table(rows: Sequence[Sequence[str]], *, last_free: bool = False) -> list[str
     widths = [max(len(row[i]) for row in rows) for i in range(aligned)]
     lines = []
     for row in rows:
-        cells = [cell.ljust(width) for cell, width in zip(row, widths, strict=False)]
+        cells = [
+            cell.rjust(width) if i in right else cell.ljust(width)
+            for i, (cell, width) in enumerate(zip(row, widths, strict=False))
+        ]
         cells.extend(row[aligned:])
         lines.append("  ".join(cells).rstrip())
     return lines

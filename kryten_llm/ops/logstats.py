@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from kryten_llm import console
 from kryten_llm.pipeline.outcome import Outcome
 
 TOP_USERS = 10
@@ -173,10 +174,11 @@ def render_text(data: dict[str, Any]) -> str:
         out.append(f"\n{title}")
         if not counts:
             out.append("  (none)")
-        width = max((len(k) for k in counts), default=0)
         total = sum(counts.values()) or 1
-        for key, value in counts.items():
-            out.append(f"  {key.ljust(width)}  {value:>7}  {100 * value / total:5.1f}%")
+        rows = [
+            (key, f"{value:>7}", f"{100 * value / total:5.1f}%") for key, value in counts.items()
+        ]
+        out.extend("  " + line for line in console.table(rows, right=(1, 2)))
 
     table("decisions", data["decisions"])
     table("triggers", data["triggers"])

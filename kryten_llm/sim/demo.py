@@ -18,7 +18,6 @@ import contextlib
 import importlib.resources
 import json
 import random
-import signal
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import IO, Any
@@ -26,6 +25,7 @@ from typing import IO, Any
 import nats
 
 from kryten_llm.config import Settings, load_settings
+from kryten_llm.console import on_stop_signals
 from kryten_llm.errors import ConfigError
 from kryten_llm.llm.local import local_problems
 from kryten_llm.service import Service
@@ -104,15 +104,8 @@ async def play(channel: SimulatedChannel, transcript: Transcript | None, speed: 
 async def _until_stopped(duration: float | None) -> None:
     """Wait for SIGINT/SIGTERM or ``duration`` seconds, whichever comes first."""
     stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    try:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), duration)
-    finally:
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.remove_signal_handler(sig)
+    with on_stop_signals(lambda _: stop.set()), contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), duration)
 
 
 async def run_demo(
