@@ -193,3 +193,43 @@ async def test_health_fails_within_30_s_when_every_provider_hangs(
             assert code == 503, body
             assert "no provider in the chain can answer" in body["reasons"]
             assert body["components"]["providers"]["primary"]["consecutive_failures"] >= 1
+
+
+async def test_a_failed_heartbeat_does_not_end_the_heartbeats(nats_server: NatsServer) -> None:
+    """The metadata view raises once: that beat is logged and lost, the next one goes out."""
+    import json
+
+    import nats
+
+    from kryten_llm.bus.lifecycle import Lifecycle
+    from kryten_llm.config import ServiceConfig
+
+    calls = 0
+
+    def metadata() -> dict[str, Any]:
+        nonlocal calls
+        calls += 1
+        if calls == 2:  # the first heartbeat (call 1 is the startup announcement)
+            raise RuntimeError("a view broke")
+        return {"calls": calls}
+
+    nc = await nats.connect(nats_server.url)
+    beats: list[dict[str, Any]] = []
+
+    async def on_beat(msg: Any) -> None:
+        beats.append(json.loads(msg.data))
+
+    await nc.subscribe("kryten.lifecycle.llm.heartbeat", cb=on_beat)
+    lifecycle = Lifecycle(
+        nc,
+        ServiceConfig(heartbeat_interval_seconds=1, mirror_subjects=False),
+        version="0.0.0",
+        metadata=metadata,
+    )
+    try:
+        await lifecycle.start()
+        await eventually(lambda: len(beats) == 1, timeout=5)
+    finally:
+        await lifecycle.stop("test finished")
+        await nc.close()
+    assert beats[0]["metadata"] == {"calls": 3}

@@ -133,11 +133,16 @@ class Lifecycle:
                 log.exception("lifecycle_listener_failed", lifecycle_event=event)
 
     async def _heartbeats(self) -> None:
+        """Beat every interval for the life of the service; a failed beat never ends the loop."""
         interval = self._config.heartbeat_interval_seconds
         while True:
             await asyncio.sleep(interval)
-            if self._nc.is_connected:
+            if not self._nc.is_connected:
+                continue
+            try:
                 await self._publish("heartbeat", {"metadata": self._metadata()})
+            except Exception:  # NATS closing under us, a view that broke: try again next time
+                log.exception("heartbeat_failed")
 
     async def _on_poll(self, msg: Msg) -> None:
         log.info("discovery_answered", trigger=msg.subject)
@@ -174,4 +179,10 @@ class Lifecycle:
     def _spawn(self, coro: Any) -> None:
         task: asyncio.Task[None] = asyncio.ensure_future(coro)
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(self._finished)
+
+    def _finished(self, task: asyncio.Task[None]) -> None:
+        """Forget a finished task; one that failed is logged, never silently dropped."""
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("lifecycle_task_failed", exc_info=task.exception())
