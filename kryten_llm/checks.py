@@ -76,7 +76,7 @@ def summary(settings: Settings) -> list[str]:
     """A short, secret-free description of what the bot will do."""
     data = redacted(settings)
     lines = ["configuration OK"]
-    lines.append("  nats:       " + ", ".join(settings.nats.servers))
+    lines.append("  nats:       " + ", ".join(data["nats"]["servers"]))
     for channel in settings.channels:
         lines.append(f"  channel:    {channel.channel} on {channel.domain}")
     lines.append(f"  bot:        {settings.bot.username} as {settings.personality.character_name}")

@@ -36,6 +36,11 @@ _LAZY = {
 }
 
 
+_COMMANDS = frozenset(
+    {"run", "validate-config", "providers", "demo", "simulate", "logs", *_LAZY}
+)
+
+
 def build_parser(full: str | None = None) -> argparse.ArgumentParser:
     """The whole command line; ``full`` names the lazy subcommand whose options are needed."""
     parser = argparse.ArgumentParser(
@@ -130,8 +135,9 @@ def build_parser(full: str | None = None) -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``kryten-llm`` console script."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    lazy = next((a for a in argv if a in _LAZY), None)
-    args = build_parser(lazy).parse_args(argv)
+    # The first word that names a command is the command (``logs stats explore`` is logs).
+    command_word = next((a for a in argv if a in _COMMANDS), None)
+    args = build_parser(command_word if command_word in _LAZY else None).parse_args(argv)
     command = args.command or "run"
     if command in _LAZY:
         return int(import_module(_LAZY[command][0]).run(args))

@@ -6,8 +6,9 @@ Nothing here decides anything about a message or builds the parts that do:
 ``AsyncExitStack``, the order of start and stop, and the read-only view the operator surface
 is given (:class:`~kryten_llm.ops.view.BotView`):
 
-start: connect to NATS (retrying with backoff while it is unreachable) → build providers and
-the bot → start supervised reply workers → subscribe to each channel → announce startup.
+start: connect to NATS (retrying with backoff while it is unreachable) → build the listening
+half of the bot and subscribe to each channel → build the answering half (providers, reply
+path, supervised workers) → probe the providers → operator surface → announce startup.
 
 stop (SIGTERM/SIGINT, group restart): stop intake → give in-flight replies
 ``shutdown_grace_seconds`` → publish shutdown → drain NATS → close the log. Each step is bounded,
@@ -148,7 +149,7 @@ class Service:
 
     @property
     def queue_capacity(self) -> int:
-        return self._settings.processing.queue_size
+        return self.bot.queue.capacity if self.bot is not None else 0
 
     @property
     def fallback_lines(self) -> int:
@@ -248,12 +249,14 @@ class Service:
                 log.info("service_stopped", reason="stopped before NATS was reached")
                 return EXIT_OK
             self.nc = nc
-            stack.push_async_callback(close, nc)
+            # Unwound in reverse: NATS drains (events still arriving are decided and logged)
+            # before the response log is closed.
             response_log = ResponseLog(
                 self._settings.logging.response_log_dir,
                 enabled=self._settings.logging.response_log,
             )
             stack.callback(response_log.close)
+            stack.push_async_callback(close, nc)
             for listener in self._listeners:
                 response_log.add_listener(listener)
             await self._start(nc, response_log, stack)
@@ -322,6 +325,9 @@ class Service:
         for i in range(settings.processing.workers):
             self._supervisor.spawn(f"{_WORKER}{i}", lambda: responder.run(queue))
         await manager.probe_all()
+        self._supervisor.spawn("provider-reprobe", lambda: _reprobe(manager))
+        if self._stop is not None and self._stop.is_set():
+            return  # asked to stop while starting: no surface, no startup announcement
         self.surface = surface = ops_surface.OperatorSurface(self, self, telemetry)
         stack.push_async_callback(surface.stop)
         await surface.start(nc)
@@ -333,6 +339,7 @@ class Service:
             on_restart=self.request_stop,
             listeners=[surface.registry.on_lifecycle] if surface.registry is not None else (),
         )
+        stack.push_async_callback(self.lifecycle.stop, "start failed")  # no-op after _shutdown
         await self.lifecycle.start()
         await settle(nc, settings.nats.connect_timeout_seconds)
 
@@ -392,8 +399,7 @@ class Service:
                 await asyncio.wait_for(bot.queue.wait_idle(), grace)
             except TimeoutError:
                 log.warning("shutdown_grace_expired", waiting=len(bot.queue))
-            for job in bot.queue.drain():
-                log.info("reply_abandoned_at_shutdown", username=job.chat.username)
+            bot.abandon_waiting()
         if self.lifecycle is not None:
             try:
                 reason = self._stop_reason or "stopped"
@@ -402,6 +408,19 @@ class Service:
                 log.warning("shutdown_announce_timeout")
         if self.surface is not None:
             await self.surface.stop()  # before NATS drains; the exit stack's call is then a no-op
+
+
+_REPROBE_SECONDS = 30.0
+
+
+async def _reprobe(manager: ProviderManager) -> None:
+    """Probe the providers whose last call failed, every 30 s, so health sees them come back
+    (or stay down) without waiting for someone to mention the bot."""
+    while True:
+        await asyncio.sleep(_REPROBE_SECONDS)
+        names = manager.needing_probe()
+        if names:
+            await manager.probe_all(names=names)
 
 
 async def run_service(settings: Settings) -> int:

@@ -72,7 +72,8 @@ FAULTS = [
         Fault(hang(60), "closed", "ProviderTimeout", 1, timeouts=1), id="hang->timeout-failure"
     ),
     pytest.param(Fault(status(401), "misconfigured", "AuthFailed"), id="401->misconfigured"),
-    pytest.param(Fault(status(400), "misconfigured", "BadRequest"), id="400->misconfigured"),
+    pytest.param(Fault(status(400), "closed", "BadRequest", 1), id="400->refused-request-only"),
+    pytest.param(Fault(status(404), "misconfigured", "BadRequest"), id="404->misconfigured"),
     pytest.param(
         Fault(status(402), "cooling", "QuotaExhausted", min_retry_in=3000), id="402->cooling"
     ),

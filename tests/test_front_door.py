@@ -44,3 +44,10 @@ def test_a_lazy_subcommand_is_imported_when_it_is_the_command() -> None:
     modules = _modules_after(["batch", "--help"])
     assert "kryten_llm.batch.cli" in modules
     assert "kryten_llm.explore.cli" not in modules
+
+
+def test_a_command_name_later_in_the_line_is_an_argument_not_a_command() -> None:
+    """``logs stats explore`` reads a folder called explore: the logs command, nothing lazy."""
+    modules = _modules_after(["logs", "stats", "explore"])
+    assert "kryten_llm.explore.cli" not in modules
+    assert "kryten_llm.ops.logstats" in modules

@@ -101,13 +101,13 @@ async def test_a_killed_reply_worker_is_replaced_and_the_bot_still_answers(
         assert (service.liveness() or Liveness(1, 0, 0)).workers_alive == 1
 
 
-async def test_health_fails_while_the_queue_does_not_move_and_recovers_after(
+async def test_mentions_waiting_behind_a_slow_model_are_no_stall(
     nats_server: NatsServer, bridge: FakeBridge, tmp_path: Path
 ) -> None:
-    """One worker stuck on a slow model: waiting jobs make /health failing, then healthy."""
-    async with ScriptedOpenAIServer(
-        drip(chunks=4, interval=1.0, text="slow"), reply("fast")
-    ) as llm:
+    """One worker busy with a slow (but within-deadline) model while a second mention waits
+    longer than ``stall_after_seconds``: a working bot, so /health never says failing."""
+    slow = drip(chunks=3, interval=1.0, text="slow")
+    async with ScriptedOpenAIServer(slow, reply("fast")) as llm:
         settings = settings_for(
             nats_server.url,
             tmp_path,
@@ -118,33 +118,21 @@ async def test_health_fails_while_the_queue_does_not_move_and_recovers_after(
                 "providers": {"main": {"type": "openai", "base_url": llm.base_url}},
             },
         )
-        async with (
-            running(Service(settings)) as service,
-            aiohttp.ClientSession() as http,
-        ):
+        async with running(Service(settings)) as service:
             assert service.surface is not None
-            assert service.surface.web is not None
-            url = f"http://127.0.0.1:{service.surface.web.port}/health"
             await bridge.chat("alice", "cynthia, first question")
             await eventually(lambda: service.queue_depth == 0 and len(llm.completions) == 1)
             await bridge.chat("bob", "cynthia, second question")
             await eventually(lambda: service.queue_depth == 1)
-
-            async def status() -> tuple[int, dict[str, Any]]:
-                async with http.get(url) as response:
-                    return response.status, await response.json()
-
-            deadline = time.monotonic() + 10
-            code, body = await status()
-            while code != 503 and time.monotonic() < deadline:
+            seen: list[str] = []
+            while service.queue_depth:  # bounded: the drip ends within 3 s
+                seen.append(service.surface.health()["status"])
                 await asyncio.sleep(0.1)
-                code, body = await status()
-            assert code == 503, body
-            assert any("reply queue has not moved" in r for r in body["reasons"])
             await bridge.wait_for_commands(2, timeout=15)
-            await eventually(lambda: service.queue_depth == 0)
-            code, body = await status()
-            assert (code, body["status"]) == (200, "healthy")
+            live = service.liveness()
+    assert live is not None
+    assert "failing" not in seen
+    assert len(seen) > 10  # the second mention waited for more than stall_after_seconds
 
 
 async def test_health_fails_within_30_s_when_every_provider_hangs(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 from typing import Any
@@ -13,14 +14,16 @@ from kryten_llm.config import LLMConfig, ProviderConfig
 from kryten_llm.errors import AuthFailed, ProviderTimeout, ProviderUnavailable
 from kryten_llm.llm import ChatMessage, CompletionRequest, create_provider
 from kryten_llm.llm.manager import ProviderManager
+from tests.conftest import eventually
 from tests.natsserver import free_port
 from tests.openai_server import ScriptedOpenAIServer, hang, reply, status
 
 REQUEST = CompletionRequest(messages=(ChatMessage("user", "hi"),))
 
 
-class Clock:
-    """Monotonic time that a test can move forward instead of sleeping."""
+class ShiftedClock:
+    """Real monotonic time that a test can move forward instead of sleeping (the manager's
+    timeouts still run on the event loop's real clock)."""
 
     def __init__(self) -> None:
         self.offset = 0.0
@@ -129,7 +132,7 @@ async def test_the_circuit_opens_then_lets_one_probe_through(
         ScriptedOpenAIServer(status(500), status(500), reply("back")) as primary,
         ScriptedOpenAIServer() as secondary,
     ):
-        clock = Clock()
+        clock = ShiftedClock()
         m = manager(
             session,
             {"a": primary.base_url, "b": secondary.base_url},
@@ -293,3 +296,51 @@ async def test_a_429_at_probe_time_cools_the_provider_for_its_retry_after(
     assert not result.ok
     assert m.health["a"].state == "cooling"
     assert 100 < m.health["a"].retry_in() <= 120
+
+
+async def test_a_400_fails_this_request_over_and_the_provider_stays_in_use(
+    session: aiohttp.ClientSession,
+) -> None:
+    """A content filter or a prompt over the context refuses one request, not the provider."""
+    async with (
+        ScriptedOpenAIServer(status(400), reply("primary again")) as primary,
+        ScriptedOpenAIServer(reply("from b")) as secondary,
+    ):
+        m = manager(session, {"a": primary.base_url, "b": secondary.base_url}, **FAST)
+        first = await m.complete(REQUEST, deadline=soon())
+        assert m.health["a"].consecutive_failures == 1
+        second = await m.complete(REQUEST, deadline=soon())
+    assert (first.provider, first.tried) == ("b", ("a",))
+    assert second.provider == "a"
+    assert second.text == "primary again"
+    assert m.health["a"].state == "closed"
+    assert m.health["a"].consecutive_failures == 0
+
+
+async def test_a_cancelled_trial_call_does_not_hold_the_half_open_slot(
+    session: aiohttp.ClientSession,
+) -> None:
+    """The one call allowed through a half-open circuit is cancelled (a reply's deadline):
+    the next request may try the provider again instead of skipping it for good."""
+    async with (
+        ScriptedOpenAIServer(status(500), hang(30), reply("back")) as primary,
+        ScriptedOpenAIServer() as secondary,
+    ):
+        clock = ShiftedClock()
+        m = manager(
+            session,
+            {"a": primary.base_url, "b": secondary.base_url},
+            clock=clock,
+            retry={"attempts": 1},
+            circuit={"failure_threshold": 1, "open_seconds": 30},
+        )
+        await m.complete(REQUEST, deadline=clock() + 5)
+        assert m.health["a"].state == "open"
+        clock.advance(30)
+        trial = asyncio.create_task(m.complete(REQUEST, deadline=clock() + 5))
+        await eventually(lambda: len(primary.requests) == 2)
+        trial.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await trial
+        again = await m.complete(REQUEST, deadline=clock() + 5)
+    assert (again.provider, again.text) == ("a", "back")

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
@@ -27,12 +26,6 @@ from tests.openai_server import ScriptedOpenAIServer, hang, reply
 REQUEST = CompletionRequest(messages=(ChatMessage("user", "hi"),))
 SLACK = 1.0  # seconds: scheduling on a busy machine
 GUARD = 15.0  # seconds: the old behaviour (one call eats the deadline) fails here, not in CI
-
-
-@pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as s:
-        yield s
 
 
 def chain(urls: dict[str, tuple[str, float]], **llm: Any) -> LLMConfig:

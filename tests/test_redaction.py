@@ -12,7 +12,7 @@ from __future__ import annotations
 import base64
 import json
 import time
-from collections.abc import AsyncIterator
+from pathlib import Path
 
 import aiohttp
 import pytest
@@ -29,12 +29,6 @@ API_KEY = "sk-live-4f9a8b7c6d5e"
 HEADER_SECRET = "tok-header-31337-zz"
 USER, PASSWORD = "alice", "s3cr3t-pa55"
 BASIC = base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
-
-
-@pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as s:
-        yield s
 
 
 def leaks(text: str, secrets: list[str]) -> list[str]:
@@ -138,3 +132,41 @@ async def test_credentials_in_the_url_and_a_key_make_the_provider_misconfigured(
             await manager.complete(REQUEST, deadline=time.monotonic() + 10)
     assert leaks(str(caught.value), [PASSWORD, API_KEY, BASIC]) == []
     assert manager.snapshot()["api"]["state"] == "misconfigured"
+
+
+def test_validate_config_masks_nats_credentials(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The summary an operator pastes into a ticket never holds the NATS password."""
+    import json
+
+    from kryten_llm.cli import main
+
+    config = tmp_path / "c.json"
+    config.write_text(json.dumps({"nats": {"servers": ["nats://alice:s3cretpw@127.0.0.1:4222"]}}))
+    assert main(["--config", str(config), "--validate-config"]) == 0
+    out = capsys.readouterr().out
+    assert "s3cretpw" not in out
+    assert "127.0.0.1:4222" in out
+
+
+async def test_connect_retries_never_log_nats_credentials() -> None:
+    """``nats_unreachable`` names the servers with their credentials masked."""
+    import asyncio
+
+    from kryten_llm.bus.connection import connect
+    from kryten_llm.config import NatsConfig
+    from tests.bridge import Escapes
+    from tests.conftest import eventually
+    from tests.openai_server import closed_port
+
+    cfg = NatsConfig(servers=[f"nats://alice:s3cretpw@127.0.0.1:{closed_port()}"])
+    stop = asyncio.Event()
+    with Escapes() as escapes:  # captures structlog whatever other tests configured
+        logs = escapes.logs
+        task = asyncio.create_task(connect(cfg, stop, running=lambda: False))
+        await eventually(lambda: bool(escapes.events("nats_unreachable")))
+        stop.set()
+        assert await task is None
+    assert "s3cretpw" not in repr(logs)
+    assert "127.0.0.1" in repr(logs)

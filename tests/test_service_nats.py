@@ -645,3 +645,29 @@ async def test_after_a_validator_retry_the_log_counts_both_calls(
     assert record["usage"] == {"prompt_tokens": 2200, "completion_tokens": 30}
     assert record["cost_usd"] == pytest.approx((2200 * 1.0 + 30 * 2.0) / 1_000_000)
     assert record["provider"] == "api"
+
+
+async def test_jobs_still_queued_at_shutdown_each_get_a_shutdown_line(
+    nats_server: NatsServer, bridge: FakeBridge, tmp_path: Path
+) -> None:
+    """Stopping with mentions still waiting: every one of them is in the response log."""
+    from tests.openai_server import ScriptedOpenAIServer, hang
+
+    async with ScriptedOpenAIServer(default=hang(30)) as llm:
+        settings = settings_for(
+            nats_server.url,
+            tmp_path,
+            processing={"workers": 1, "shutdown_grace_seconds": 0.5},
+            llm={
+                "default_provider": "slow",
+                "providers": {"slow": {"type": "openai", "base_url": llm.base_url}},
+            },
+        )
+        async with running(Service(settings)) as service:
+            for user in ("u1", "u2", "u3"):
+                await bridge.chat(user, f"cynthia, question from {user}")
+            await eventually(lambda: service.queue_depth == 2 and len(llm.completions) == 1)
+    lines = read_log(tmp_path)
+    assert sorted(line["username"] for line in lines) == ["u1", "u2", "u3"]
+    assert {line["reason"] for line in lines} == {"shutdown"}
+    assert service.stats["decision_shutdown"] == 3

@@ -16,11 +16,15 @@ from __future__ import annotations
 import random
 from typing import TYPE_CHECKING
 
+import structlog
+
 from kryten_llm.bot.intake import ChannelContext, Intake
 from kryten_llm.errors import ControlError
+from kryten_llm.pipeline.decisions import Reason
 from kryten_llm.pipeline.fallback import FallbackPools
 from kryten_llm.pipeline.filters import IntakeFilter
 from kryten_llm.pipeline.jobs import JobQueue
+from kryten_llm.pipeline.outcome import Outcome
 from kryten_llm.pipeline.ratelimit import RateLimiter
 from kryten_llm.pipeline.spam import SpamGuard
 from kryten_llm.pipeline.state import ChannelState
@@ -33,6 +37,8 @@ if TYPE_CHECKING:
     from kryten_llm.bus.sender import ChatSender
     from kryten_llm.config import Settings
     from kryten_llm.llm.manager import ProviderManager
+
+log = structlog.get_logger(__name__)
 
 
 def build_channels(settings: Settings) -> dict[str, ChannelContext]:
@@ -124,6 +130,21 @@ class Bot:
         if self._reply is None:
             raise RuntimeError("the bot listens but does not answer yet: call start_answering")
         return self._reply
+
+    def abandon_waiting(self) -> int:
+        """Drop the jobs still queued (shutdown): each gets its ``shutdown`` outcome line.
+
+        Returns:
+            How many were dropped.
+        """
+        jobs = self.queue.drain()
+        for job in jobs:
+            self.stats.decisions[Reason.SHUTDOWN] += 1
+            self._response_log.write(
+                Outcome.of(job.channel, job.chat, job.prompt.trigger, Reason.SHUTDOWN)
+            )
+            log.info("reply_abandoned_at_shutdown", username=job.chat.username)
+        return len(jobs)
 
     @property
     def personality(self) -> str:

@@ -1,10 +1,11 @@
 """Long-lived tasks of the service that cannot end silently.
 
-Every loop the service runs for its whole life (reply workers, the telemetry sampler) is
-started here. A task that ends while the service runs, by an exception or by returning, is a
-bug: it is logged with its traceback, counted, and started again after a short pause. A task
-that keeps dying (``max_restarts`` within ``window_seconds``) is given up on, and ``on_give_up``
-is told why, so the service stops with a clear error instead of running mute.
+Every loop the service runs for its whole life (the reply workers, the providers' re-probe) is
+started here; the loops of the operator surface and the lifecycle catch their own failures. A
+task that ends while the service runs, by an exception or by returning, is a bug: it is logged
+with its traceback, counted, and started again after a short pause. A task that keeps dying
+(``max_restarts`` within ``window_seconds``) is given up on, and ``on_give_up`` is told why, so
+the service stops with a clear error instead of running mute.
 
 :meth:`Supervisor.stop` cancels everything and is idempotent.
 """

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import structlog
 from nats.aio.client import Client as NATS
 
+from kryten_llm.config.redact import redact_url
 from kryten_llm.errors import BusError
 
 if TYPE_CHECKING:
@@ -75,8 +76,9 @@ async def connect(
     try:
         connecting.result()
     except Exception as exc:  # bad credentials and the like: nats-py gave up
-        log.error("nats_connect_failed", servers=cfg.servers, error=str(exc) or repr(exc))
-        raise BusError(f"cannot connect to NATS at {', '.join(cfg.servers)}: {exc}") from exc
+        servers = _shown(cfg.servers)
+        log.error("nats_connect_failed", servers=servers, error=str(exc) or repr(exc))
+        raise BusError(f"cannot connect to NATS at {', '.join(servers)}: {exc}") from exc
     connected.set()
     # From now on nats-py reconnects by itself at the configured pace, for as long as it takes.
     nc.options["reconnect_time_wait"] = cfg.reconnect_wait_seconds
@@ -99,7 +101,7 @@ def _on_error(
             nc.options["reconnect_time_wait"] = wait  # read by nats-py before its next try
             log.warning(
                 "nats_unreachable",
-                servers=cfg.servers,
+                servers=_shown(cfg.servers),
                 attempt=attempts,
                 error=error,
                 retry_in=round(wait, 2),
@@ -120,6 +122,11 @@ def _on_disconnected(running: Callable[[], bool]) -> Callable[[], Awaitable[None
 
 async def _on_reconnected() -> None:
     log.info("nats_reconnected")
+
+
+def _shown(servers: list[str]) -> list[str]:
+    """Server URLs as they may be logged: credentials in a URL are masked."""
+    return [redact_url(url) for url in servers]
 
 
 async def close(nc: NATS) -> None:

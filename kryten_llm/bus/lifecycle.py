@@ -78,6 +78,7 @@ class Lifecycle:
         self._subs: list[Subscription] = []
         self._tasks: set[asyncio.Task[None]] = set()
         self.restart_requested = False
+        self._stopped = False
 
     def base(self) -> dict[str, Any]:
         """The base fields every lifecycle body starts with."""
@@ -105,7 +106,10 @@ class Lifecycle:
         await self._publish("startup", {"metadata": self._metadata()})
 
     async def stop(self, reason: str) -> None:
-        """Stop heartbeats and listening, then publish shutdown. Safe to call twice."""
+        """Stop heartbeats and listening, then publish shutdown. A second call does nothing."""
+        if self._stopped:
+            return
+        self._stopped = True
         for task in list(self._tasks):
             task.cancel()
         for sub in self._subs:

@@ -127,7 +127,7 @@ class ChatSender:
         log.warning("send_backoff", channel=channel.channel, seconds=round(seconds, 3))
 
     def _pace(self, channel: ChannelConfig) -> _Pace:
-        key = f"{channel.domain}/{channel.channel.lower()}"
+        key = channel.key
         pace = self._paces.get(key)
         if pace is None:
             pace = self._paces[key] = _Pace()

@@ -146,6 +146,6 @@ class WebConfig(Section):
         30.0,
         ge=1,
         le=3600,
-        description="A reply queue that has not moved this long, or sending paused this long "
-        "in every channel, makes /health failing.",
+        description="A reply queue that has not moved this long (and longer than the reply "
+        "deadline), or sending paused this long in every channel, makes /health failing.",
     )

@@ -41,6 +41,10 @@ if TYPE_CHECKING:
 _WINDOW = 50  # calls kept for the error rate
 
 
+# Request errors about one request, not the provider: the provider stays in use.
+_ONE_REQUEST = frozenset({400, 413, 422})
+
+
 class CircuitState(StrEnum):
     """Where a provider's circuit stands; the values are what snapshots and /health show."""
 
@@ -158,6 +162,22 @@ class ProviderHealth:
         self.until = max(self.until, self.clock() + seconds)
         self._probing = False
 
+    def refused(self, error: str, *, kind: str | None = None) -> None:
+        """The provider refused this one request (400/413/422): it stays askable.
+
+        It counts as a failed last call (health shows it) but never opens the circuit: one
+        message a content filter dislikes must not silence the provider for everyone.
+        """
+        self._record(False, error, kind)
+        self.consecutive_failures += 1
+        self._probing = False
+
+    def release(self) -> None:
+        """A half-open trial call ended without an answer either way (cancelled, no time
+        left): the next call may try again."""
+        if self.state == CircuitState.HALF_OPEN:
+            self._probing = False
+
     def misconfigured(self, error: str, *, kind: str | None = None) -> None:
         """Authentication or request errors: skip it until someone fixes the config."""
         self._record(False, error, kind)
@@ -167,7 +187,9 @@ class ProviderHealth:
     def report(self, error: ProviderError, *, pause: float) -> None:
         """Record a failed call by what its error means for the circuit.
 
-        AuthFailed/BadRequest: misconfigured. QuotaExhausted: cooling for
+        400, 413, 422 (a content filter, a prompt over the context) are about one request:
+        refused, the circuit untouched. Other request errors (404: no such model or path; a
+        request that cannot even be sent) and AuthFailed: misconfigured. QuotaExhausted: cooling for
         ``quota_cooldown_seconds``. RateLimited: cooling for ``pause`` (its Retry-After, or a
         backoff). Anything else (timeouts, refused, 5xx, garbage, unusable answers): one
         failure towards opening the circuit.
@@ -177,7 +199,9 @@ class ProviderHealth:
             pause: seconds a rate-limited provider cools down.
         """
         text, kind = str(error), type(error).__name__
-        if isinstance(error, AuthFailed | BadRequest):
+        if isinstance(error, BadRequest) and error.status in _ONE_REQUEST:
+            self.refused(text, kind=kind)
+        elif isinstance(error, AuthFailed | BadRequest):
             self.misconfigured(text, kind=kind)
         elif isinstance(error, QuotaExhausted):
             self.cool(self.config.quota_cooldown_seconds, text, kind=kind)

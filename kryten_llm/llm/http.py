@@ -204,6 +204,9 @@ def error_message(raw: bytes, redact: Redactor | None = None) -> str:
     return " ".join(text.split())[:_MESSAGE_LIMIT]
 
 
+MAX_RETRY_AFTER = 3600.0  # the longest pause a Retry-After can impose (as a 402's cool-down)
+
+
 def parse_retry_after(value: str | None) -> float | None:
     """Seconds to wait from a ``Retry-After`` header.
 
@@ -211,7 +214,8 @@ def parse_retry_after(value: str | None) -> float | None:
         value: delta-seconds (``"7"``, ``"0.5"``) or an HTTP-date; a date in the past gives 0.
 
     Returns:
-        The seconds, or None when the header is absent or unusable.
+        The seconds (at most :data:`MAX_RETRY_AFTER`: a server cannot bench a provider for
+        days), or None when the header is absent or unusable.
     """
     if not value:
         return None
@@ -220,11 +224,11 @@ def parse_retry_after(value: str | None) -> float | None:
     except ValueError:
         pass
     else:
-        return max(seconds, 0.0) if math.isfinite(seconds) else None
+        return min(max(seconds, 0.0), MAX_RETRY_AFTER) if math.isfinite(seconds) else None
     try:
         when = email.utils.parsedate_to_datetime(value)
     except (TypeError, ValueError):
         return None
     if when.tzinfo is None:  # "-0000": RFC 9110 dates are GMT anyway
         when = when.replace(tzinfo=UTC)
-    return max(when.timestamp() - time.time(), 0.0)
+    return min(max(when.timestamp() - time.time(), 0.0), MAX_RETRY_AFTER)

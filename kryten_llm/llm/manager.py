@@ -12,8 +12,10 @@ whose circuit is open, that are cooling down or misconfigured:
 - 429 with a short ``Retry-After`` is waited out and retried; a long one (or none, after the
   retries) cools the provider down until then and fails over at once;
 - 402 or an exhausted credit cools the provider down for ``quota_cooldown_seconds``;
-- 401/403/400/404/413/422 are never retried: the provider is marked misconfigured, with a log
-  line saying what to fix, and skipped from then on.
+- 401/403/404 are never retried: the provider is marked misconfigured, with a log line saying
+  what to fix, and skipped from then on;
+- 400/413/422 are about one request (a content filter, a prompt over the context): that request
+  fails over to the next provider, and the provider stays askable for the next one.
 
 Time: one deadline (the reply's) bounds every call, wait and retry together, and each attempt
 has its own budget inside it: ``min(its timeout, time left)``, keeping a reserve of up to 5 s
@@ -37,7 +39,6 @@ from typing import TYPE_CHECKING
 import structlog
 
 from kryten_llm.errors import (
-    AuthFailed,
     BadRequest,
     ConfigError,
     ProviderError,
@@ -166,6 +167,15 @@ class ProviderManager:
         )
         return list(await asyncio.gather(*probes))
 
+    def needing_probe(self) -> list[str]:
+        """Providers whose last call failed and that may be asked now (not misconfigured):
+        a probe finds out whether they are back, so health does not wait for a mention."""
+        return [
+            name
+            for name, health in self.health.items()
+            if health.consecutive_failures and health.askable()
+        ]
+
     def cost(self, completion: Completion) -> float | None:
         """The price of a completion in USD from the answering provider's prices, if set.
 
@@ -229,6 +239,8 @@ class ProviderManager:
                 if self._clock() >= deadline:
                     break
                 continue
+            finally:  # a cancelled or out-of-time trial call must not hold the half-open slot
+                health.release()
             return dataclasses.replace(completion, tried=tuple(tried[:-1]))
         if last is not None:
             raise last
@@ -286,8 +298,10 @@ class ProviderManager:
         pause = exc.retry_after if isinstance(exc, RateLimited) else None
         self.health[name].report(exc, pause=pause if pause is not None else self._backoff(1))
         error, kind = str(exc), type(exc).__name__
-        if isinstance(exc, AuthFailed | BadRequest):
+        if self.health[name].state == CircuitState.MISCONFIGURED:
             log.error("provider_misconfigured", provider=name, error=error, fix=_FIX)
+        elif isinstance(exc, BadRequest):
+            log.warning("provider_refused_request", provider=name, error=error, kind=kind)
         elif isinstance(exc, QuotaExhausted):
             log.error("provider_out_of_credit", provider=name, error=error)
         elif isinstance(exc, RateLimited):

@@ -1,11 +1,12 @@
-"""Probing a provider at startup or on demand, and what a failed probe does to its health.
+"""Probing a provider at startup or on demand, and what a probe does to its health.
 
-``kryten-llm providers check``, the service's startup and the operator surface ask
-:meth:`kryten_llm.llm.manager.ProviderManager.probe_all`, which probes every provider at once
-through :func:`probe_one`. A failed probe counts as a reply's failed call would: an
-authentication or request error marks the provider misconfigured, an exhausted credit or a
-rate limit cools it down, anything else (a timeout too) is one failure towards opening its
-circuit. Error texts are redacted of the provider's secrets before they are recorded or shown.
+``kryten-llm providers check``, the service's startup and its periodic re-probe of failing
+providers ask :meth:`kryten_llm.llm.manager.ProviderManager.probe_all`, which probes every
+provider (or those named) at once through :func:`probe_one`. An answer closes the circuit. A
+failed probe counts as a reply's failed call would: an authentication error or an unknown model
+marks the provider misconfigured, an exhausted credit or a rate limit cools it down, anything
+else (a timeout too) is one failure towards opening its circuit. Error texts are redacted of
+the provider's secrets before they are recorded or shown.
 """
 
 from __future__ import annotations
@@ -79,6 +80,7 @@ async def probe_one(
         ok = True
     result = ProbeResult(name, ok, detail, (clock() - started) * 1000, provider.model)
     if ok:
+        health.succeeded(result.latency_ms)  # a re-probe that answers closes the circuit
         log.info("provider_ready", provider=name, model=result.model, detail=detail)
     else:
         log.warning("provider_probe_failed", provider=name, error=detail)

@@ -9,9 +9,10 @@ Two kinds of metric:
 
 - live ones this process updates as things happen (:meth:`Registry.counter`,
   :meth:`Registry.histogram`): ``prometheus_client``'s own ``Counter`` and ``Histogram``;
-- read ones whose values live elsewhere (the service's :class:`~kryten_llm.stats.Stats`, the
-  queue, the circuit breakers) and are read when scraped (:meth:`Registry.gauge`,
-  :meth:`Registry.counter_from`): a small collector calls back for ``{label values: value}``.
+- read ones whose values live elsewhere (the service's
+  :class:`~kryten_llm.pipeline.stats.Stats`, the queue, the circuit breakers) and are read
+  when scraped (:meth:`Registry.gauge`, :meth:`Registry.counter_from`): a small collector
+  calls back for ``{label values: value}``.
 
 Label values must come from bounded sets (event kinds, reasons, provider names): never a user
 name or a message.

@@ -215,7 +215,12 @@ class OperatorSurface:
                 liveness=view.liveness(),
             ),
             stale_after_seconds=self._settings.web.stale_after_seconds,
-            stall_after_seconds=self._settings.web.stall_after_seconds,
+            # A live worker finishes every job by its deadline: waiting longer than that is
+            # a stall, waiting behind a slow but working model is not.
+            stall_after_seconds=max(
+                self._settings.web.stall_after_seconds,
+                self._settings.processing.reply_deadline_seconds,
+            ),
         )
 
     def state(self) -> dict[str, Any]:

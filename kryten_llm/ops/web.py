@@ -227,6 +227,14 @@ def _without_chat(state: dict[str, Any]) -> dict[str, Any]:
     return {**state, "recent": recent, "chat_hidden": True}
 
 
+def _host_name(host: str) -> str:
+    """The name part of a ``Host`` header: ``[::1]:8780`` -> ``::1``, ``localhost:1`` ->
+    ``localhost``, ``[::1]`` -> ``::1``."""
+    if host.startswith("["):
+        return host[1:].split("]", 1)[0]
+    return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+
+
 def _is_loopback(host: str) -> bool:
     try:
         return ipaddress.ip_address(host).is_loopback
@@ -241,7 +249,7 @@ async def _loopback_hosts_only(request: web.Request, handler: Any) -> web.Stream
     A web page elsewhere could point its own host name at 127.0.0.1 (DNS rebinding) and read
     the dashboard's chat text; such a request carries that foreign name in ``Host``.
     """
-    name = (request.host or "").rsplit(":", 1)[0].strip("[]")
+    name = _host_name(request.host or "")
     if not _is_loopback(name):
         return web.json_response({"ok": False, "error": "unexpected Host header"}, status=421)
     response: web.StreamResponse = await handler(request)
