@@ -13,6 +13,10 @@ final mention's latency (its publish -> the ``say``), and the receiver's CPU tim
 Targets: 0 lines lost, 0 slow consumers, the mention answered.
 
     python bench/bench_burst.py [N] [--bare | --both]
+
+Environment: BENCH_MAX_PENDING=<bytes> gives nats-server a smaller max_pending (4000000 makes
+a starving receiver visible with 200,000 lines); BENCH_TRACE=1 prints the server's backlog per
+client while it is over 1 MB; BENCH_BOTLOG=<file> keeps the bot's output.
 """
 
 from __future__ import annotations
@@ -49,6 +53,7 @@ BARE_COUNT = "bench.bare.count"
 TICKS = os.sysconf("SC_CLK_TCK")
 # nats-server's per-client max_pending (bytes); 0 keeps its default (64 MB).
 MAX_PENDING = int(os.environ.get("BENCH_MAX_PENDING", "0"))
+BOT_LOG = os.environ.get("BENCH_BOTLOG")  # a file for the bot's output (default: none)
 
 
 def cpu_seconds(pid: int) -> float:
@@ -64,7 +69,7 @@ async def sample_pending(server: ConfiguredNatsServer, peak: dict[str, int]) -> 
         for conn in connz.get("connections", []):
             peak["bytes"] = max(peak["bytes"], conn.get("pending_bytes", 0))
             if os.environ.get("BENCH_TRACE") and conn.get("pending_bytes", 0) > 1e6:
-                print(time.monotonic(), conn.get("name"), conn.get("pending_bytes"), conn.get("out_msgs"))
+                print(time.monotonic(), conn["name"], conn["pending_bytes"], conn["out_msgs"])
         await asyncio.sleep(0.02)
 
 
@@ -102,7 +107,7 @@ class Receiver:
         if kind == "bot":
             self._bot: Bot | None = Bot(
                 bench_config(server.url, Path(tempfile.mkdtemp())),
-                log_path=Path(os.environ["BENCH_BOTLOG"]) if os.environ.get("BENCH_BOTLOG") else None,
+                log_path=Path(BOT_LOG) if BOT_LOG else None,
             )
             self.pid = self._bot.process.pid
             self._proc: subprocess.Popen[bytes] | None = None
@@ -200,7 +205,8 @@ def show(result: dict[str, Any]) -> None:
     print(f"  lines counted:   {result['seen']:,} (lost {result['lost']:,}; target 0)")
     print(f"  slow consumers:  {result['slow_consumers']} (target 0)")
     peak = result["peak_pending_mb"]
-    print(f"  server backlog:  peak {peak:.1f} MB for one client (cut off at {MAX_PENDING / 1e6 or 67.1:.1f})")
+    limit = MAX_PENDING / 1e6 or 67.1
+    print(f"  server backlog:  peak {peak:.1f} MB for one client (cut off at {limit:.1f})")
     print(
         "  final mention:   "
         + (f"answered after {mention:,.1f} ms" if mention is not None else "NOT answered")

@@ -44,7 +44,6 @@ from kryten_llm.ops.health import Liveness
 from kryten_llm.pipeline.stats import Count, Flags, Stats
 
 if TYPE_CHECKING:
-
     from kryten_llm.bot.intake import ChannelContext, Intake
     from kryten_llm.config import ChannelConfig, Settings
     from kryten_llm.llm.base import Completion
