@@ -18,10 +18,11 @@ so the process exits within 10 s even when NATS is gone.
 from __future__ import annotations
 
 import asyncio
+import functools
 import random
 import signal
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AsyncExitStack
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
@@ -33,7 +34,7 @@ from kryten_llm import __version__
 from kryten_llm.bot.assembly import Bot
 from kryten_llm.bot.responselog import Listener, ResponseLog
 from kryten_llm.bot.supervisor import Supervisor
-from kryten_llm.bus.connection import close, connect
+from kryten_llm.bus.connection import close, connect, subscribe_events
 from kryten_llm.bus.lifecycle import Lifecycle
 from kryten_llm.bus.sender import ChatSender
 from kryten_llm.bus.settle import settle
@@ -44,8 +45,6 @@ from kryten_llm.ops.health import Liveness
 from kryten_llm.pipeline.stats import Count, Flags, Stats
 
 if TYPE_CHECKING:
-    from nats.aio.msg import Msg
-
     from kryten_llm.bot.intake import ChannelContext, Intake
     from kryten_llm.config import ChannelConfig, Settings
     from kryten_llm.llm.base import Completion
@@ -306,7 +305,9 @@ class Service:
             flags=self._flags,
         )
         for context in bot.channels.values():
-            await nc.subscribe(channel_events(context.config.channel), cb=self._callback(context))
+            await subscribe_events(
+                nc, channel_events(context.config.channel), self._callback(context)
+            )
         # Make sure the server has the subscriptions before the imports below hold the loop.
         await settle(nc, settings.nats.connect_timeout_seconds)
         # Listening now; the rest of the bot is imported and built (see the docstring).
@@ -343,14 +344,9 @@ class Service:
         await self.lifecycle.start()
         await settle(nc, settings.nats.connect_timeout_seconds)
 
-    def _callback(self, context: ChannelContext) -> Any:
+    def _callback(self, context: ChannelContext) -> Callable[[str, bytes], Awaitable[None]]:
         assert self.bot is not None
-        intake = self.bot.intake
-
-        async def on_event(msg: Msg) -> None:
-            await intake.handle(context, msg.subject, msg.data)
-
-        return on_event
+        return functools.partial(self.bot.intake.handle, context)
 
     def _observe_call(
         self, provider: str, outcome: str, seconds: float, completion: Completion | None

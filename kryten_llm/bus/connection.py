@@ -5,6 +5,9 @@ let it, and lengthen its wait after every failed attempt from the error callback
 logs each attempt (``nats_unreachable`` with the attempt and the next wait). A stop request
 cancels the attempt. Once connected, nats-py reconnects by itself at the configured pace for
 as long as it takes; disconnects and reconnects are logged.
+
+:func:`subscribe_events` subscribes the channel events so that a burst cannot starve the
+socket reader (see its docstring).
 """
 
 from __future__ import annotations
@@ -16,16 +19,35 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 from nats.aio.client import Client as NATS
+from nats.aio.subscription import Subscription
 
 from kryten_llm.config.redact import redact_url
 from kryten_llm.errors import BusError
 
 if TYPE_CHECKING:
+    from nats.aio.msg import Msg
+
     from kryten_llm.config import NatsConfig
 
 log = structlog.get_logger(__name__)
 
 _FIRST_RETRY_SECONDS = 0.25  # doubled before the first retry
+
+# Handled events between two turns of the event loop (see subscribe_events). Each turn costs a
+# few microseconds; 32 events cost ~300 us of handling, so the socket is read every ~0.3 ms.
+# Measured (bench/bench_burst.py, server max_pending 4 MB, 200,000 lines): 32 and 64 keep the
+# server's backlog well under the limit; 256 let it reach 3.5 of 4 MB and a test burst lost
+# lines. Reading ahead costs ingest throughput under a flood (objects held, colder caches):
+# bench_ingest ~71,000/s before, ~61,000/s with 32, ~67,000/s with 256.
+YIELD_EVERY = 32
+# What nats-py may hold for the events subscription once read off the socket: a backlog the
+# bot has not handled yet. Past either limit nats-py drops the event (its slow-consumer error)
+# instead of the server cutting the whole connection. Sized for a burst of half a million
+# ordinary chat lines (~330 bytes each) with room to spare; a held event costs ~0.7 KB of
+# memory besides its payload, so the worst case is bounded at a few hundred MB and a burst
+# that large is gone again in seconds (the bot handles ~80,000 lines/s on two cores).
+EVENT_PENDING_MSGS = 1_000_000
+EVENT_PENDING_BYTES = 256 * 1024 * 1024
 
 
 async def connect(
@@ -139,3 +161,37 @@ async def close(nc: NATS) -> None:
     if not nc.is_closed:
         with contextlib.suppress(Exception):
             await asyncio.wait_for(nc.close(), 1.0)
+
+
+async def subscribe_events(
+    nc: NATS, subject: str, handle: Callable[[str, bytes], Awaitable[None]]
+) -> Subscription:
+    """Subscribe ``handle(subject, data)`` to ``subject`` without starving the socket reader.
+
+    nats-py hands the callback one message after another from the subscription's queue, and
+    the bot's handling of an ordinary line never suspends, so during a burst the callback task
+    kept the event loop until the queue was empty, and the socket was read once per
+    ~700 handled lines. The rest piled up in nats-server, which cuts a client off once 64 MB
+    wait for it (a "slow consumer": every line queued for it is lost). Yielding every
+    :data:`YIELD_EVERY` events lets the loop read the socket in between, so the backlog moves
+    into this process, under the pending limits chosen above, and the server holds little.
+
+    Returns:
+        the subscription.
+    """
+    handled = 0
+
+    async def on_message(msg: Msg) -> None:
+        nonlocal handled
+        await handle(msg.subject, msg.data)
+        handled += 1
+        if handled == YIELD_EVERY:
+            handled = 0
+            await asyncio.sleep(0)
+
+    return await nc.subscribe(
+        subject,
+        cb=on_message,
+        pending_msgs_limit=EVENT_PENDING_MSGS,
+        pending_bytes_limit=EVENT_PENDING_BYTES,
+    )
