@@ -36,6 +36,8 @@ class RoundScore:
     """One round's lines aimed at the bot and the decisions about them."""
 
     number: int
+    aimed: int = 0  # lines the bot should decide about (questions and provocations)
+    decided: int = 0  # of those, decided
     asked: int = 0  # legitimate lines the bot should answer
     answered: int = 0  # of those, answered
     deliberate: int = 0  # provocations decided (refused, or answered safely)
@@ -77,6 +79,8 @@ class Tally:
         score = self.rounds[-1]
         if expect == "answer":
             score.asked += 1
+        if expect != "quiet":
+            score.aimed += 1
         self._lines[correlation_id] = (score, expect, user)
         early = self._early.pop(correlation_id, None)
         if early is not None:
@@ -100,6 +104,7 @@ class Tally:
         score, expect, user = self._lines.pop(outcome.correlation_id)
         what = kind(outcome)
         answered = outcome.reason in _ANSWERED
+        score.decided += expect != "quiet"
         if expect == "answer" and answered:
             score.answered += 1
         elif expect == "deliberate":
