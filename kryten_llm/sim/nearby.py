@@ -37,7 +37,7 @@ class ProbeTarget:
 DEFAULT_TARGETS: tuple[ProbeTarget, ...] = (
     ProbeTarget("LM Studio", 1234, "lmstudio"),
     ProbeTarget("Ollama", 11434, "ollama"),
-    ProbeTarget("llama.cpp server", 8080, "llamacpp"),
+    ProbeTarget("llama.cpp", 8080, "llamacpp"),
     ProbeTarget("vLLM", 8000, "vllm"),
 )
 
@@ -109,7 +109,7 @@ async def choose(
     problems = local_problems(local)
     if not problems:
         why = (
-            f"why: no model server on this machine ({looked}),\n"
+            f"why: no model server here ({looked});\n"
             "so SmolLM2-135M answers in this process: small and fast, and it invents facts.\n"
             "switch: start LM Studio, Ollama or a llama.cpp server for a better model and\n"
             "run the demo again; --config FILE uses your own providers, --provider scripted\n"
@@ -117,7 +117,7 @@ async def choose(
         )
         return Choice("smollm2", None, why)
     why = (
-        f"why: no model server on this machine ({looked}),\n"
+        f"why: no model server here ({looked});\n"
         "and SmolLM2 (the optional local extra) is not installed, so canned lines answer.\n"
         "switch: start LM Studio, Ollama or a llama.cpp server and run the demo again;\n"
         "or `make demo-local` (llama-cpp-python and SmolLM2-135M, in-process); or\n"
