@@ -268,7 +268,7 @@ async def run_demo(
             with contextlib.suppress(Exception):
                 await channel.stop()
                 await nc.close()
-        if tally.rounds:
+        if tally.rounds and tally.rounds[-1].aimed:
             transcript.event(tally.rounds[-1].line() + " (last round, cut short)")
         lines = [
             "",
