@@ -222,7 +222,10 @@ async def run_demo(
             choice = await choose(bundled.llm.providers["smollm2"], probe_targets)
         settings = demo_settings(nats_url, config, log_dir, provider, choice=choice, speed=speed)
         transcript = Transcript(out, bot=settings.bot.username)
-        transcript.banner(_banner(settings, nats_url, choice.why if choice else None))
+        why = choice.why if choice is not None else None
+        if provider is not None:
+            why = "why: --provider; without it the demo takes the best model at hand."
+        transcript.banner(_banner(settings, nats_url, why))
         service = Service(
             settings,
             rng=random.Random(seed),

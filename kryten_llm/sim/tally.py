@@ -50,6 +50,8 @@ class RoundScore:
             f"round {self.number}: {self.answered}/{self.asked} questions answered, "
             f"{self.refused_on_purpose} refused on purpose"
         )
+        if self.aimed > self.decided:  # a slow model may still be answering
+            text += f", {self.aimed - self.decided} still pending"
         if self.unplanned:
             text += f", UNPLANNED: {'; '.join(self.unplanned)}"
         return text
