@@ -10,6 +10,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import unicodedata
 from pathlib import Path
 from typing import Any
@@ -220,10 +221,12 @@ def test_ctrl_c_in_a_terminal_stops_channel_bot_and_server_with_exit_0() -> None
         env=_env(),
         start_new_session=True,  # its own group, as a shell gives a foreground job
     )
+    watchdog = threading.Timer(120, proc.kill)  # a hung demo ends the read loop below
+    watchdog.start()
     try:
         assert proc.stdout is not None
         seen = []
-        for line in proc.stdout:  # blocks until the demo speaks; the timeout is below
+        for line in proc.stdout:
             seen.append(line)
             if "answered by scripted" in line:
                 break
@@ -231,6 +234,7 @@ def test_ctrl_c_in_a_terminal_stops_channel_bot_and_server_with_exit_0() -> None
         os.killpg(proc.pid, signal.SIGINT)
         rest, err = proc.communicate(timeout=60)
     finally:
+        watchdog.cancel()
         if proc.poll() is None:
             proc.kill()
             proc.wait(10)
