@@ -36,9 +36,7 @@ _LAZY = {
 }
 
 
-_COMMANDS = frozenset(
-    {"run", "validate-config", "providers", "demo", "simulate", "logs", *_LAZY}
-)
+_COMMANDS = frozenset({"run", "validate-config", "providers", "demo", "simulate", "logs", *_LAZY})
 
 
 def build_parser(full: str | None = None) -> argparse.ArgumentParser:
@@ -95,10 +93,11 @@ def build_parser(full: str | None = None) -> argparse.ArgumentParser:
     demo.add_argument(
         "--provider",
         metavar="NAME",
-        help="which provider answers: smollm2 or scripted (default: smollm2 when installed)",
+        help="which provider answers: smollm2 or scripted (default: the best model at hand: "
+        "a local OpenAI-compatible server, SmolLM2, canned lines)",
     )
     demo.add_argument("--speed", type=float, default=1.0, help="scenario speed factor")
-    demo.add_argument("--seed", type=int, help="seed for trigger probabilities")
+    demo.add_argument("--seed", type=int, help="seed for the scenario and trigger probabilities")
     demo.add_argument(
         "--log-dir", type=Path, metavar="DIR", help="also write the response log there"
     )

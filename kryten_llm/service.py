@@ -326,7 +326,7 @@ class Service:
         for i in range(settings.processing.workers):
             self._supervisor.spawn(f"{_WORKER}{i}", lambda: responder.run(queue))
         await manager.probe_all()
-        self._supervisor.spawn("provider-reprobe", lambda: _reprobe(manager))
+        self._supervisor.spawn("provider-reprobe", manager.reprobe_failing)
         if self._stop is not None and self._stop.is_set():
             return  # asked to stop while starting: no surface, no startup announcement
         self.surface = surface = ops_surface.OperatorSurface(self, self, telemetry)
@@ -404,19 +404,6 @@ class Service:
                 log.warning("shutdown_announce_timeout")
         if self.surface is not None:
             await self.surface.stop()  # before NATS drains; the exit stack's call is then a no-op
-
-
-_REPROBE_SECONDS = 30.0
-
-
-async def _reprobe(manager: ProviderManager) -> None:
-    """Probe the providers whose last call failed, every 30 s, so health sees them come back
-    (or stay down) without waiting for someone to mention the bot."""
-    while True:
-        await asyncio.sleep(_REPROBE_SECONDS)
-        names = manager.needing_probe()
-        if names:
-            await manager.probe_all(names=names)
 
 
 async def run_service(settings: Settings) -> int:

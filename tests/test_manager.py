@@ -344,3 +344,22 @@ async def test_a_cancelled_trial_call_does_not_hold_the_half_open_slot(
             await trial
         again = await m.complete(REQUEST, deadline=clock() + 5)
     assert (again.provider, again.text) == ("a", "back")
+
+
+async def test_a_provider_that_failed_is_probed_again_and_recovers(
+    session: aiohttp.ClientSession,
+) -> None:
+    """Health does not wait for a mention: a failing provider is re-probed until it answers."""
+    async with ScriptedOpenAIServer() as llm:
+        llm.push_models(status(500))
+        m = manager(session, {"a": llm.base_url}, **FAST)
+        await m.probe_all(1.0)
+        assert m.health["a"].consecutive_failures == 1
+        assert m.needing_probe() == ["a"]
+        watcher = asyncio.create_task(m.reprobe_failing(interval=0.05))
+        try:
+            await eventually(lambda: m.health["a"].consecutive_failures == 0)
+        finally:
+            watcher.cancel()
+    assert m.health["a"].state == "closed"
+    assert m.needing_probe() == []

@@ -167,6 +167,15 @@ class ProviderManager:
         )
         return list(await asyncio.gather(*probes))
 
+    async def reprobe_failing(self, interval: float = 30.0) -> None:
+        """Forever: every ``interval`` seconds, probe the providers whose last call failed, so
+        health sees them come back (or stay down) without waiting for someone to ask."""
+        while True:
+            await asyncio.sleep(interval)
+            names = self.needing_probe()
+            if names:
+                await self.probe_all(names=names)
+
     def needing_probe(self) -> list[str]:
         """Providers whose last call failed and that may be asked now (not misconfigured):
         a probe finds out whether they are back, so health does not wait for a mention."""
