@@ -7,12 +7,8 @@ port (``/varz`` counts slow consumers) and server settings from a config file, s
 
 from __future__ import annotations
 
-import contextlib
 import json
-import socket
-import subprocess
 import tempfile
-import time
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -45,41 +41,11 @@ class ConfiguredNatsServer(NatsServer):
             result: dict[str, Any] = json.load(response)
             return result
 
-    def start(self, timeout: float = 20.0) -> None:
-        """Start the server with the config file and wait until it greets clients."""
+    def _extra_args(self) -> list[str]:
+        """The config file (written now) and the monitoring port."""
         conf = Path(self._conf_dir.name) / "server.conf"
         conf.write_text(self._config + "\n")
-        self.process = subprocess.Popen(
-            [
-                nats_server_binary(),
-                "-c",
-                str(conf),
-                "-a",
-                "127.0.0.1",
-                "-p",
-                str(self.port),
-                "-m",
-                str(self.http_port),
-                "-js",
-                "-sd",
-                self._store.name,
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"nats-server exited with {self.process.returncode}")
-            with (
-                contextlib.suppress(OSError),
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as sock,
-            ):
-                if sock.recv(4096).startswith(b"INFO"):
-                    return
-            time.sleep(0.05)
-        self.stop()
-        raise RuntimeError("nats-server did not become ready")
+        return ["-c", str(conf), "-m", str(self.http_port)]
 
     def close(self) -> None:
         """Stop the server, remove its store and config."""

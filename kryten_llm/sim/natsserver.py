@@ -75,6 +75,7 @@ class NatsServer:
         self.process = subprocess.Popen(
             [
                 nats_server_binary(),
+                *self._extra_args(),
                 "-a",
                 "127.0.0.1",
                 "-p",
@@ -102,6 +103,10 @@ class NatsServer:
             time.sleep(0.05)
         self.stop()
         raise RuntimeError("nats-server did not become ready")
+
+    def _extra_args(self) -> list[str]:
+        """More command-line arguments (a subclass adds a config file, a monitoring port)."""
+        return []
 
     def kill(self) -> None:
         """SIGKILL: an abrupt outage."""
