@@ -45,8 +45,8 @@ def test_watchdog_states_from_liveness() -> None:
     stuck = verdict(Liveness(workers=2, workers_alive=2, queue_stalled_seconds=31.0))
     assert stuck["status"] == "failing"
     assert stuck["reasons"] == ["reply queue has not moved for 31 s"]
-    pacing = verdict(Liveness(2, 2, 0.0, send_paused_seconds={"MyChannel": 1.5}))
-    assert pacing["status"] == "healthy"  # the gap between two messages is no pause
+    moving = verdict(Liveness(2, 2, 0.0, send_paused_seconds={"MyChannel": 0.0}))
+    assert moving["status"] == "healthy"
     cooled = verdict(Liveness(2, 2, 0.0, send_paused_seconds={"MyChannel": 20.0, "Other": 0.0}))
     assert cooled["status"] == "degraded"
     muted = verdict(Liveness(2, 2, 0.0, send_paused_seconds={"MyChannel": 59.0, "Other": 45.0}))
@@ -221,3 +221,28 @@ async def test_a_failed_heartbeat_does_not_end_the_heartbeats(nats_server: NatsS
         await lifecycle.stop("test finished")
         await nc.close()
     assert beats[0]["metadata"] == {"calls": 3}
+
+
+async def test_only_what_cytube_asks_for_counts_as_a_sending_pause(
+    nats_server: NatsServer, bridge: FakeBridge
+) -> None:
+    """The sender's own gap between two messages is pacing; a cooldown is a pause."""
+    import nats
+
+    from kryten_llm.bus.sender import ChatSender
+    from kryten_llm.config import ChannelConfig, SendConfig
+
+    clock = Clock()
+    channel = ChannelConfig(channel="MyChannel")
+    nc = await nats.connect(nats_server.url)
+    try:
+        sender = ChatSender(nc, SendConfig(min_gap_seconds=2.0), clock=clock)
+        await sender.say(channel, "hello")
+        await bridge.wait_for_commands(1)
+    finally:
+        await nc.close()
+    assert sender.paused_for(channel) == 0.0  # 2 s of pacing ahead, not a pause
+    sender.on_cooldown(channel, 20_000)
+    assert sender.paused_for(channel) == 20.0
+    clock.now += 20
+    assert sender.paused_for(channel) == 0.0

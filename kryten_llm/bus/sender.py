@@ -53,7 +53,8 @@ class SendResult:
 @dataclass(slots=True)
 class _Pace:
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-    next_at: float = 0.0
+    next_at: float = 0.0  # the next send may go out then (pacing and back-off together)
+    held_until: float = 0.0  # the part of that CyTube asked for (cooldown, noflood)
 
 
 def command_body(
@@ -117,13 +118,15 @@ class ChatSender:
         self._push_back(channel, self._config.noflood_backoff_seconds)
 
     def paused_for(self, channel: ChannelConfig) -> float:
-        """Seconds until ``channel`` may be sent to again (0 when it may be now)."""
+        """Seconds CyTube still holds ``channel``'s sending back (cooldown, noflood); the
+        bot's own pacing between two messages is not a pause."""
         pace = self._paces.get(channel.key)
-        return max(pace.next_at - self._clock(), 0.0) if pace is not None else 0.0
+        return max(pace.held_until - self._clock(), 0.0) if pace is not None else 0.0
 
     def _push_back(self, channel: ChannelConfig, seconds: float) -> None:
         pace = self._pace(channel)
-        pace.next_at = max(pace.next_at, self._clock() + seconds)
+        pace.held_until = max(pace.held_until, self._clock() + seconds)
+        pace.next_at = max(pace.next_at, pace.held_until)
         log.warning("send_backoff", channel=channel.channel, seconds=round(seconds, 3))
 
     def _pace(self, channel: ChannelConfig) -> _Pace:

@@ -22,9 +22,6 @@ from typing import Any, Literal
 Status = Literal["healthy", "degraded", "failing"]
 _RANK: dict[Status, int] = {"healthy": 0, "degraded": 1, "failing": 2}
 _UNAVAILABLE = ("open", "cooling", "misconfigured")
-# Sending waits this long between messages anyway (send.min_gap_seconds and its jitter are far
-# below it); a longer pause comes from a CyTube cooldown or noflood and is worth reporting.
-_PACING_SECONDS = 10.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,7 +142,7 @@ def _liveness(
         worse("degraded", f"{live.workers_alive} of {live.workers} reply workers running")
     if live.queue_stalled_seconds > stall_after:
         worse("failing", f"reply queue has not moved for {live.queue_stalled_seconds:.0f} s")
-    paused = {name: s for name, s in live.send_paused_seconds.items() if s > _PACING_SECONDS}
+    paused = {name: s for name, s in live.send_paused_seconds.items() if s > 0}
     for name, seconds in sorted(paused.items()):
         worse("degraded", f"sending to {name} paused by a cooldown for {seconds:.0f} s")
     long_pauses = [s for s in live.send_paused_seconds.values() if s > stall_after]
