@@ -78,7 +78,9 @@ class Bot:
         path = Path(self._dir.name) / "config.json"
         path.write_text(json.dumps(config))
         env = {k: v for k, v in os.environ.items() if not k.startswith("KRYTEN_LLM_")}
-        env["PYTHONPATH"] = str(ROOT)  # this checkout's code, whatever the venv has installed
+        # This checkout's code, unless PYTHONPATH names another one (a "before" run:
+        # ``PYTHONPATH=<worktree of an old commit> python bench/bench_x.py``).
+        env.setdefault("PYTHONPATH", str(ROOT))
         with contextlib.ExitStack() as files:
             out = files.enter_context(log_path.open("wb")) if log_path else subprocess.DEVNULL
             self.process = subprocess.Popen(
