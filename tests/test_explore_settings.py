@@ -10,7 +10,7 @@ import pytest
 
 from kryten_llm.config import LLMConfig, ProviderConfig
 from kryten_llm.errors import ExploreError, KrytenLLMError
-from kryten_llm.explore import Explorer, ExploreSettings, ProducerStatus
+from kryten_llm.explore import Explorer, ExploreSettings
 from kryten_llm.explore.output import Checkpoint
 from kryten_llm.explore.settings import LIMITS, invalid_settings
 from kryten_llm.llm import ProviderManager, build_manager
@@ -78,4 +78,3 @@ async def test_producer_states_are_plain_strings_in_snapshots(manager: ProviderM
     states = [p["state"] for p in explorer.snapshot()["producers"]]
     assert states == ["done", "done"]
     assert all(type(state) is str for state in states)
-    assert ProducerStatus("failed") is ProducerStatus.FAILED

@@ -22,11 +22,11 @@ from collections.abc import Mapping, Sequence
 
 import structlog
 
-from kryten_llm.batch.chatlines import ChatLinePipeline, outcome
+from kryten_llm.batch.chatlines import ChatLinePipeline, item_answer
 from kryten_llm.batch.packing import packed_request, unpack
 from kryten_llm.batch.plan import BatchPlan
 from kryten_llm.batch.ratelimit import RequestPacer, count_requests, prepay
-from kryten_llm.batch.storetypes import ItemResult, ItemStatus
+from kryten_llm.batch.storetypes import ItemResult
 from kryten_llm.batch.targets import Target
 from kryten_llm.batch.usage import Answer, Attempt, Usage
 from kryten_llm.batch.work import Unit, WorkItem
@@ -165,15 +165,8 @@ class Asker:
         await prepay(self._pacers.get(target.chain[0], []))
         started = time.time()
         result = await self._pipeline.answer(item.username, item.prompt, target.chain)
-        status, response, error = outcome(result)
-        answer = Answer(
-            ItemStatus(status),
-            response=response,
-            error=error,
-            extra={"reason": result.reason.value, "parts": list(result.parts or ())},
-        )
         attempt = Attempt(item, target, usage=Usage.of_outcome(result), started=started)
-        return attempt.finish(answer, requests=requests[0])
+        return attempt.finish(item_answer(result), requests=requests[0])
 
     # ---- one completion
 

@@ -15,7 +15,9 @@ import time
 import uuid
 from pathlib import Path
 
-from kryten_llm.batch.store import now_iso
+from kryten_llm.batch.storedb import now_iso
+from kryten_llm.batch.storetypes import ItemStatus
+from kryten_llm.batch.usage import Answer
 from kryten_llm.bot.replypath import build_reply_path
 from kryten_llm.bot.responselog import ResponseLog
 from kryten_llm.bus.events import ChatEvent, Envelope
@@ -53,10 +55,6 @@ class ChatLinePipeline:
             flags=Flags(dry_run=True),
         )
 
-    @property
-    def system(self) -> str:
-        return self._path.prompts.system
-
     async def answer(self, username: str, message: str, chain: tuple[str, ...]) -> Outcome:
         """What the responder decided for one chat line (``reason``, ``parts``...)."""
         chat = ChatEvent(
@@ -91,10 +89,11 @@ class ChatLinePipeline:
         return await self._path.responder.handle(job)
 
 
-def outcome(result: Outcome) -> tuple[str, str | None, str | None]:
-    """(item status, response text, error) for a responder outcome."""
+def item_answer(result: Outcome) -> Answer:
+    """How a batch item ends for a responder outcome; the reason and parts go along."""
+    extra = {"reason": result.reason.value, "parts": list(result.parts or ())}
     if result.reason in _DECIDED:
-        return "done", " ".join(result.parts or ()), None
+        return Answer(ItemStatus.DONE, response=" ".join(result.parts or ()), extra=extra)
     if result.reason in _REFUSED:
-        return "done", "", None
-    return "failed", None, result.error or result.reason.value
+        return Answer(ItemStatus.DONE, response="", extra=extra)
+    return Answer(ItemStatus.FAILED, error=result.error or result.reason.value, extra=extra)

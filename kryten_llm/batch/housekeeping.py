@@ -50,10 +50,10 @@ async def housekeeping(
     last_poll = last_checkpoint = time.monotonic()
     while True:
         await asyncio.sleep(TICK)
-        sink.commit(rate=progress.rate())
         now = time.monotonic()
-        if now - last_poll >= CANCEL_POLL:
+        if now - last_poll >= CANCEL_POLL:  # answers commit as they arrive; the rate can wait
             last_poll = now
+            sink.commit(rate=progress.rate())
             if store.status_of(run_id) is RunStatus.CANCELLING:
                 log.info("batch_cancel_requested", batch_id=run_id)
                 on_cancel()

@@ -88,11 +88,10 @@ class Progress:
         elapsed = now - first_time
         return (worked - first_count) / elapsed if elapsed > 0 else 0.0
 
-    def eta(self) -> float | None:
-        """Seconds left at the current rate, or None when unknown."""
+    def eta(self, rate: float) -> float | None:
+        """Seconds left at ``rate`` (items per second), or None when unknown."""
         if self.total is None:
             return None
-        rate = self.rate()
         left = max(self.total - self.finished, 0)
         if left == 0:
             return 0.0
@@ -111,7 +110,7 @@ class Progress:
         percent = ""
         if self.total and not self._tty:  # the bar shows it on a terminal
             percent = f"{min(self.finished / self.total, 1.0) * 100:3.0f}% "
-        return f"{percent}{counts}{detail} {rate:.1f}/s ETA {duration(self.eta())}"
+        return f"{percent}{counts}{detail} {rate:.1f}/s ETA {duration(self.eta(rate))}"
 
     def draw(self) -> None:
         """Redraw in place (terminal) or print one line (anything else)."""

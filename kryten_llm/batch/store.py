@@ -37,8 +37,8 @@ from kryten_llm.batch.storetypes import (
 )
 from kryten_llm.errors import ConfigError, RunExists, RunNotFound
 
-# now_iso is used by chatlines; the types and statuses are in storetypes.
-__all__ = ["MAX_LOOKUP", "RunStore", "new_run_id", "now_iso", "process_alive"]
+# The types and statuses are in storetypes.
+__all__ = ["MAX_LOOKUP", "RunStore", "new_run_id", "process_alive"]
 
 MAX_LOOKUP = 500  # prompt hashes per cached_answers() query (SQLite allows 999 parameters)
 

@@ -32,13 +32,7 @@ class RunStatus(StrEnum):
     CANCELLING = "cancelling"
     CANCELLED = "cancelled"
 
-    @property
-    def final(self) -> bool:
-        """Nothing more will happen to the run unless someone resumes it."""
-        return self in FINAL_STATUSES
 
-
-FINAL_STATUSES = frozenset({RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELLED})
 RUN_STATUSES = tuple(status.value for status in RunStatus)
 
 

@@ -78,7 +78,7 @@ async def request_json(
         provider: the provider's name, for error messages.
         method: the HTTP method.
         url: the URL to call.
-        config: the provider's config (its secrets, the variable that holds its key).
+        config: the provider's config (which variable holds its key, for the 401 hint).
         headers: the headers to send.
         budget: seconds for the whole exchange.
         body: sent as JSON when given.
@@ -89,7 +89,7 @@ async def request_json(
     Raises:
         ProviderError: classified as in the module docstring; no secret in its message.
     """
-    redact = Redactor.for_config(config) | Redactor.for_request(url, headers)
+    redact = Redactor.for_request(url, headers)  # base_url, key and headers are all in these
     timeout = aiohttp.ClientTimeout(total=budget, sock_read=budget)
     try:
         async with session.request(

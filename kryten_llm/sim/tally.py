@@ -17,7 +17,6 @@ from kryten_llm.pipeline.decisions import Reason
 from kryten_llm.pipeline.outcome import Outcome
 from kryten_llm.sim.script import Expect
 
-_ANSWERED = frozenset({Reason.ANSWERED})
 _EARLY_KEPT = 100  # decisions about lines not (yet) known: not ours, or overtaking
 
 
@@ -40,7 +39,6 @@ class RoundScore:
     decided: int = 0  # of those, decided
     asked: int = 0  # legitimate lines the bot should answer
     answered: int = 0  # of those, answered
-    deliberate: int = 0  # provocations decided (refused, or answered safely)
     refused_on_purpose: int = 0
     unplanned: list[str] = field(default_factory=list)  # "bob: rate_limited (global...)"
 
@@ -92,7 +90,7 @@ class Tally:
         """The bot decided about a message (the response-log listener)."""
         what = kind(outcome)
         self.by_kind[what] += 1
-        if outcome.reason in _ANSWERED:
+        if outcome.reason is Reason.ANSWERED:
             if self.first_answer is None:
                 self.first_answer = time.monotonic()
             if outcome.total_ms is not None:
@@ -105,12 +103,11 @@ class Tally:
     def _match(self, outcome: Outcome) -> None:
         score, expect, user = self._lines.pop(outcome.correlation_id)
         what = kind(outcome)
-        answered = outcome.reason in _ANSWERED
+        answered = outcome.reason is Reason.ANSWERED
         score.decided += expect != "quiet"
         if expect == "answer" and answered:
             score.answered += 1
         elif expect == "deliberate":
-            score.deliberate += 1
             score.refused_on_purpose += not answered
         else:
             score.unplanned.append(f"{user}: {what}")
