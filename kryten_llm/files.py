@@ -8,9 +8,12 @@ survives a power cut. A reader or a crash sees the old content or the new, never
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
+from typing import IO, Any, Literal
 
 
 def atomic_write(path: Path, data: bytes) -> None:
@@ -23,16 +26,37 @@ def atomic_write(path: Path, data: bytes) -> None:
     Raises:
         OSError: the folder is not writable or the disk is full (the old file is kept).
     """
+    with atomic_open(path, "wb") as file:
+        file.write(data)
+
+
+@contextlib.contextmanager
+def atomic_open(path: Path, mode: Literal["w", "wb"] = "w") -> Iterator[IO[Any]]:
+    """A file to write ``path``'s new content into, streamed; it replaces ``path`` on exit.
+
+    Text mode is UTF-8 with newlines written as given (CSV writers want that). If the block
+    raises, the temp file is removed and ``path`` is left as it was.
+
+    Args:
+        path: the file; its folder must exist.
+        mode: ``"w"`` (text) or ``"wb"`` (bytes).
+
+    Raises:
+        OSError: the folder is not writable or the disk is full (the old file is kept).
+    """
     fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         # mkstemp makes the file private; keep the old file's mode, else a normal 0644.
         try:
-            mode = path.stat().st_mode & 0o777
+            mode_bits = path.stat().st_mode & 0o777
         except OSError:
-            mode = 0o644
-        os.fchmod(fd, mode)
-        with os.fdopen(fd, "wb") as file:
-            file.write(data)
+            mode_bits = 0o644
+        os.fchmod(fd, mode_bits)
+        file: IO[Any] = (
+            os.fdopen(fd, "w", encoding="utf-8", newline="") if mode == "w" else os.fdopen(fd, "wb")
+        )
+        with file:
+            yield file
             file.flush()
             os.fsync(file.fileno())
         os.replace(temp, path)
@@ -41,6 +65,11 @@ def atomic_write(path: Path, data: bytes) -> None:
             os.unlink(temp)
         raise
     fsync_dir(path.parent)
+
+
+def dump_json(data: Any) -> bytes:
+    """Readable, stable JSON with non-ASCII kept as is: how explore and the pools write files."""
+    return (json.dumps(data, ensure_ascii=False, indent=1) + "\n").encode()
 
 
 def fsync_dir(folder: Path) -> None:

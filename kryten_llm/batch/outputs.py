@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -32,7 +31,7 @@ from typing import IO, Any
 
 from kryten_llm.batch.storetypes import StoredItem
 from kryten_llm.errors import ConfigError
-from kryten_llm.files import fsync_dir
+from kryten_llm.files import atomic_open
 
 OUTPUT_FORMATS = ("csv", "json", "jsonl")
 RESULT_COLUMNS = (
@@ -141,23 +140,12 @@ def write_records(
         header: the CSV columns, in order (ignored for JSON formats, which keep every key).
     """
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    count = 0
-    try:
-        with tmp.open("w", encoding="utf-8", newline="") as file:
-            if fmt == "csv":
-                count = _csv(file, records, header)
-            elif fmt == "json":
-                count = _json(file, records)
-            else:
-                count = _jsonl(file, records)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    fsync_dir(path.parent)
-    return count
+    with atomic_open(path) as file:
+        if fmt == "csv":
+            return _csv(file, records, header)
+        if fmt == "json":
+            return _json(file, records)
+        return _jsonl(file, records)
 
 
 def _csv(file: IO[str], records: Iterable[Mapping[str, Any]], header: Sequence[str]) -> int:

@@ -31,18 +31,13 @@ from pathlib import Path
 from typing import Any
 
 from kryten_llm.errors import ExploreError
-from kryten_llm.files import atomic_write
+from kryten_llm.files import atomic_write, dump_json
 
 OUTPUT_JSON = "output.json"
 OUTPUT_TXT = "output.txt"
 METADATA_JSON = "metadata.json"
 LOCK_FILE = ".lock"
 FORMAT_VERSION = 1
-
-
-def dump_json(data: Any) -> bytes:
-    """Readable, stable JSON with non-ASCII kept as is."""
-    return (json.dumps(data, ensure_ascii=False, indent=1) + "\n").encode()
 
 
 @dataclass(slots=True)

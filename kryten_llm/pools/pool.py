@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from kryten_llm.errors import ConfigError
-from kryten_llm.files import atomic_write
+from kryten_llm.files import atomic_write, dump_json
 from kryten_llm.pools.text import normalize, slug
 
 DEFAULT_POOL_DIR = Path("fallback")
@@ -216,7 +216,7 @@ class FallbackPool:
                 data = None
             lines, order, last = self._merged(data["lines"] if data is not None else [])
             data = {"version": 1, "name": self.name, "lines": lines, "order": order, "last": last}
-            atomic_write(self.path, _dump_json(data))
+            atomic_write(self.path, dump_json(data))
         if lines is not self._lines:  # written: take the other writers' lines in
             self._lines, self._order, self._last = lines, order, last
             self._keys = {normalize(line) for line in lines}
@@ -267,11 +267,6 @@ def _file_lock(path: Path) -> Iterator[None]:
         yield
     finally:
         os.close(fd)  # releases the lock
-
-
-def _dump_json(data: Any) -> bytes:
-    """Readable, stable JSON with non-ASCII kept as is (the explorer's files look the same)."""
-    return (json.dumps(data, ensure_ascii=False, indent=1) + "\n").encode()
 
 
 def _read(path: Path) -> dict[str, Any] | None:
