@@ -14,9 +14,14 @@ def test_a_write_that_fails_midway_leaves_the_old_file_and_no_temp(tmp_path: Pat
     path = tmp_path / "out.csv"
     path.write_text("old\n")
     os.chmod(path, 0o640)
-    with pytest.raises(RuntimeError), atomic_open(path) as file:
-        file.write("half of the new")
-        raise RuntimeError("the records ran out of disk")
+
+    def write_half() -> None:
+        with atomic_open(path) as file:
+            file.write("half of the new")
+            raise RuntimeError("the records ran out of disk")
+
+    with pytest.raises(RuntimeError):
+        write_half()
     assert path.read_text() == "old\n"
     assert os.listdir(tmp_path) == ["out.csv"]
     atomic_write(path, b"new\n")
