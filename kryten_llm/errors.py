@@ -57,11 +57,17 @@ class TemplateError(KrytenLLMError):
 
 
 class ControlError(KrytenLLMError):
-    """An operator's action was refused; ``status`` is the HTTP status that says why."""
+    """An operator's action was refused; ``status`` is the HTTP status that says why.
 
-    def __init__(self, status: int, message: str) -> None:
+    ``errors`` lists ``(path, message, fix)`` when the refusal is an invalid configuration.
+    """
+
+    def __init__(
+        self, status: int, message: str, *, errors: list[tuple[str, str, str]] | None = None
+    ) -> None:
         super().__init__(message)
         self.status = status
+        self.errors = list(errors or [])
 
 
 class BusError(KrytenLLMError):

@@ -6,10 +6,10 @@ a corrective nudge if it fails), send the parts (or, in dry-run, only log them),
 :class:`~kryten_llm.pipeline.outcome.Outcome` saying what happened and why. When every provider
 fails, a line from a fallback pool is said instead, if one has any (reason ``fallback``).
 
-Several workers run :meth:`Responder.run` concurrently; the NATS callback never waits for them.
-A worker survives anything a single job throws at it: the job's outcome says
-``internal_error``, the error is logged with the job's correlation id and counted, and the
-worker takes the next job.
+Several workers (:meth:`kryten_llm.bot.assembly.Bot.work`) hand jobs to the responder of the
+job's channel concurrently; the NATS callback never waits for them. A job that fails in any way
+gets the outcome ``internal_error``, logged with its correlation id and counted, and the worker
+takes the next job.
 """
 
 from __future__ import annotations
@@ -33,10 +33,10 @@ if TYPE_CHECKING:
     from kryten_llm.bot.intake import ChannelContext
     from kryten_llm.bot.responselog import ResponseLog
     from kryten_llm.bus.sender import ChatSender
-    from kryten_llm.config import PersonalityConfig, Settings
+    from kryten_llm.config import Settings
     from kryten_llm.llm.manager import ProviderManager
     from kryten_llm.pipeline.fallback import FallbackPools
-    from kryten_llm.pipeline.jobs import Job, JobQueue
+    from kryten_llm.pipeline.jobs import Job
     from kryten_llm.pipeline.prompt import PromptBuilder
     from kryten_llm.pipeline.stats import Flags, Stats
     from kryten_llm.pipeline.validator import ReplyValidator
@@ -67,7 +67,10 @@ class Responder:
         self._formatting = settings.formatting
         self._pools = pools
         self._bot = settings.bot.username
-        self.use_personality(settings.active_personality, settings.personality)
+        # Speaks as the active personality: its names are the bot's own, its pool is used.
+        personality = settings.personality
+        self._personality = settings.active_personality
+        self._bot_names = (personality.character_name, *personality.name_variations, self._bot)
         self._manager = manager
         self._prompts = prompts
         self._validator = validator
@@ -78,30 +81,6 @@ class Responder:
         self._stats = stats
         self._flags = flags
         self._clock = clock
-        self.in_flight = 0
-
-    def use_personality(self, name: str, personality: PersonalityConfig) -> None:
-        """Speak as ``name``: its names are the bot's own, its fallback pool is used."""
-        self._personality = name
-        self._bot_names = (personality.character_name, *personality.name_variations, self._bot)
-
-    async def run(self, queue: JobQueue) -> None:
-        """Take jobs from ``queue`` until cancelled; no job can end the loop."""
-        while True:
-            job = await queue.get()
-            self.in_flight += 1
-            try:
-                await self.handle(job)
-            except Exception:  # handle() already logs its own failures; this is the last net
-                self._stats.totals[Count.WORKER_ERRORS] += 1
-                log.exception(
-                    "reply_worker_error",
-                    correlation_id=job.chat.envelope.correlation_id,
-                    channel=job.channel.channel,
-                )
-            finally:
-                self.in_flight -= 1
-                queue.done()
 
     async def handle(self, job: Job) -> Outcome:
         """Reply to one job within its deadline; every outcome ends in one log line.

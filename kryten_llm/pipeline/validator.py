@@ -52,21 +52,28 @@ def similarity(a: set[tuple[str, ...]], b: set[tuple[str, ...]]) -> float:
     return len(a & b) / len(a | b)
 
 
+# Shingles of the replies sent recently, by channel key. Validators built anew by a reload (or
+# one per channel character) share one, so a reply is never repeated across a reload.
+RecentReplies = dict[str, deque[set[tuple[str, ...]]]]
+
+
 class ReplyValidator:
     """Validates replies against config, the system prompt and recent replies per channel."""
 
     _SHINGLE = 3
 
-    def __init__(self, config: ValidationConfig, system_prompt: str) -> None:
+    def __init__(
+        self,
+        config: ValidationConfig,
+        system_prompt: str,
+        *,
+        recent: RecentReplies | None = None,
+    ) -> None:
         self._config = config
         self._blocklist = [re.compile(p, re.IGNORECASE) for p in config.blocklist]
         self._leak_size = config.prompt_leak_words
         self._prompt_runs = _shingles(_words(system_prompt), self._leak_size)
-        self._recent: dict[str, deque[set[tuple[str, ...]]]] = {}
-
-    def use_system_prompt(self, system_prompt: str) -> None:
-        """Guard a new system prompt against leaks (a personality switch)."""
-        self._prompt_runs = _shingles(_words(system_prompt), self._leak_size)
+        self._recent: RecentReplies = recent if recent is not None else {}
 
     def check(self, text: str, channel: str, *, repetition: bool = True) -> Verdict:
         """Judge ``text`` (the formatted reply as it would be sent) for ``channel``.
@@ -101,8 +108,10 @@ class ReplyValidator:
         if self._config.repetition_history == 0:
             return
         recent = self._recent.get(channel)
-        if recent is None:
-            recent = self._recent[channel] = deque(maxlen=self._config.repetition_history)
+        if recent is None or recent.maxlen != self._config.repetition_history:
+            recent = self._recent[channel] = deque(
+                recent or (), maxlen=self._config.repetition_history
+            )
         recent.append(_shingles(_words(text), self._SHINGLE))
 
     def nudge(self, verdict: Verdict) -> str:
