@@ -13,6 +13,7 @@ The service keeps only resources (NATS, HTTP session, logs) and lifecycle.
 
 from __future__ import annotations
 
+import asyncio
 import random
 from typing import TYPE_CHECKING
 
@@ -20,6 +21,7 @@ import structlog
 
 from kryten_llm.bot.intake import ChannelContext, Intake
 from kryten_llm.errors import ControlError
+from kryten_llm.memory.live import Memory
 from kryten_llm.pipeline.decisions import Reason
 from kryten_llm.pipeline.fallback import FallbackPools
 from kryten_llm.pipeline.filters import IntakeFilter
@@ -98,6 +100,14 @@ class Bot:
             stats=self.stats,
             flags=self.flags,
         )
+        # memory (issue 14): notes that survive restarts, off unless memory.enabled
+        self.memory = (
+            Memory.open(settings.memory, sender=sender, flags=self.flags)
+            if settings.memory.enabled
+            else None
+        )
+        self.intake.memory = self.memory
+        self._memory_watch: asyncio.Task[None] | None = None
 
     def start_answering(self, manager: ProviderManager) -> ReplyPath:
         """Build the answering half around ``manager``; jobs queued so far are answered next.
@@ -108,6 +118,11 @@ class Bot:
         from kryten_llm.bot.replypath import build_reply_path
 
         self.manager = manager
+        if self.memory is not None:  # memory (issue 14): extraction and outside changes
+            self.memory.attach(manager)
+            self._memory_watch = asyncio.get_running_loop().create_task(
+                self.memory.watch(lambda: self.settings.memory), name="memory-watch"
+            )
         self._reply = build_reply_path(
             self.settings,
             manager,
@@ -130,6 +145,15 @@ class Bot:
         if self._reply is None:
             raise RuntimeError("the bot listens but does not answer yet: call start_answering")
         return self._reply
+
+    async def close(self) -> None:
+        """Stop watching the memory store and close it once its writes are done; idempotent."""
+        if self._memory_watch is not None:
+            self._memory_watch.cancel()
+            await asyncio.gather(self._memory_watch, return_exceptions=True)
+            self._memory_watch = None
+        if self.memory is not None:
+            await self.memory.close()
 
     def abandon_waiting(self) -> int:
         """Drop the jobs still queued (shutdown): each gets its ``shutdown`` outcome line.

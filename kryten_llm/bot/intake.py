@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from kryten_llm.bot.responselog import ResponseLog
     from kryten_llm.bus.sender import ChatSender
     from kryten_llm.config import ChannelConfig, Settings
+    from kryten_llm.memory.live import Memory
     from kryten_llm.pipeline.filters import IntakeFilter
     from kryten_llm.pipeline.ratelimit import RateLimiter
     from kryten_llm.pipeline.spam import SpamGuard
@@ -87,6 +88,7 @@ class Intake:
         self._budget = settings.processing.reply_deadline_seconds
         self._prompt_history = settings.processing.prompt_history
         self.accepting = True
+        self.memory: Memory | None = None  # memory (issue 14): set by the assembly when on
 
     async def handle(self, channel: ChannelContext, subject: str, data: bytes) -> None:
         """Process one message from ``kryten.events.cytube.<channel>.>``; never raises.
@@ -189,6 +191,14 @@ class Intake:
                     )
                 )
                 return
+        # memory (issue 14): "remember ..." is stored; "forget me" is handled there, no reply.
+        if (
+            aimed
+            and trigger is not None
+            and self.memory is not None
+            and self.memory.take(channel.config, chat, rank=rank, settings=self._settings)
+        ):
+            return
         if trigger is None:
             return
         self._stats.totals[Count.TRIGGERED] += 1
@@ -229,6 +239,11 @@ class Intake:
                 is_pm=chat.is_pm,
                 channel=channel.config.channel,
                 users_present=len(state.users),
+                memory=(  # memory (issue 14): the notes this reply may recall
+                    self.memory.recall(channel.config, chat.username, trigger, self._settings)
+                    if self.memory is not None
+                    else ()
+                ),
             ),
             received_at=now,
             deadline=now + self._budget,
