@@ -196,7 +196,9 @@ class Intake:
             aimed
             and trigger is not None
             and self.memory is not None
-            and self.memory.take(channel.config, chat, rank=rank, settings=self._settings)
+            and self.memory.take(
+                channel.config, chat, rank=rank, settings=self._settings, state=state
+            )
         ):
             return
         if trigger is None:

@@ -36,6 +36,7 @@ if TYPE_CHECKING:
     from kryten_llm.config import ChannelConfig, MemoryConfig, Settings
     from kryten_llm.llm.manager import ProviderManager
     from kryten_llm.pipeline.decisions import TriggerMatch
+    from kryten_llm.pipeline.state import ChannelState
     from kryten_llm.pipeline.stats import Flags
 
 log = structlog.get_logger(__name__)
@@ -103,12 +104,19 @@ class Memory:
     # -- the NATS callback's side: no disk ---------------------------------------------------
 
     def take(
-        self, channel: ChannelConfig, chat: ChatEvent, *, rank: float, settings: Settings
+        self,
+        channel: ChannelConfig,
+        chat: ChatEvent,
+        *,
+        rank: float,
+        settings: Settings,
+        state: ChannelState,
     ) -> bool:
         """Act on a message aimed at the bot; ``True`` when it was "forget me" (handled here).
 
         "remember ..." is stored (the reply goes ahead and already recalls it); "forget me"
-        deletes every note about the sender and is confirmed in chat, with no model asked.
+        deletes every note about the sender, and their lines from the recent chat in
+        ``state``, and is confirmed in chat, with no model asked.
         """
         config = settings.memory
         if not config.enabled:
@@ -117,6 +125,7 @@ class Memory:
         names = (personality.character_name, *personality.name_variations, settings.bot.username)
         request = read_request(chat.text, config, names=names, rank=rank)
         if isinstance(request, Forget):
+            state.drop_lines_of(chat.username)
             self._forget(channel, chat, config)
             return True
         if isinstance(request, Remember):
