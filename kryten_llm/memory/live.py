@@ -181,6 +181,9 @@ class Memory:
         )
         keep = config.max_notes_per_user if user_note else config.max_notes_per_channel
         held = self._notes.setdefault(note.key, [])
+        if any(known.text.casefold() == note.text.casefold() for known in held):
+            log.info("memory_already_known", username=username, source=str(source))
+            return
         held.append(note)
         del held[:-keep]
         self._changes += 1

@@ -81,7 +81,8 @@ def read_request(
                 continue
             if scope is Scope.CHANNEL and rank < config.channel_min_rank:
                 return Refused(Refusal.RANK, scope)
-            return checked_fact(found.group(FACT_GROUP) or "", config, scope)
+            fact = _without_names(found.group(FACT_GROUP) or "", names)
+            return checked_fact(fact, config, scope)
     return None
 
 
@@ -103,6 +104,14 @@ def clean_fact(text: str) -> str:
         if unicodedata.category(ch) != "Cf" and ch not in MARKERS
     )
     return " ".join(kept.split()).strip(" .!,;:")
+
+
+def _without_names(fact: str, names: Sequence[str]) -> str:
+    """``fact`` without the bot's name addressed at its end ("..., cynthia.")."""
+    if not names:
+        return fact
+    alternatives = "|".join(re.escape(name) for name in names)
+    return re.sub(rf"[\s,;:-]+@?(?:{alternatives})\W*$", "", fact, flags=re.IGNORECASE)
 
 
 def _words(text: str, names: Sequence[str]) -> str:

@@ -130,7 +130,7 @@ class MemoryStore:
         try:
             db = sqlite3.connect(file, timeout=2.0, check_same_thread=False)
         except sqlite3.Error as exc:
-            raise MemoryStoreError(str(file), f"cannot open ({exc})") from None
+            raise MemoryStoreError(str(file), _explain(exc)) from None
         try:
             (verdict,) = db.execute("PRAGMA quick_check").fetchone()
             if verdict != "ok":
