@@ -73,7 +73,7 @@ async def test_extraction_stores_what_a_user_says_about_themselves(
     replies = distinct_replies()
     async with (
         ScriptedOpenAIServer(responder=lambda body: next(replies)) as model,
-        ScriptedOpenAIServer(reply("- I work night shifts at the docks")) as extractor,
+        ScriptedOpenAIServer(default=reply("- I work night shifts at the docks")) as extractor,
     ):
         settings = settings_for(
             nats_server.url,
