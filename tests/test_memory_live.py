@@ -44,6 +44,18 @@ def distinct_replies() -> Iterator[str]:
         yield f"Answer {n}: " + ["popcorn first.", "the projector hums.", "quiet, please."][n % 3]
 
 
+def varied_model() -> ScriptedOpenAIServer:
+    """A scripted model whose replies never trip the repetition check."""
+    replies = distinct_replies()
+    return ScriptedOpenAIServer(responder=lambda body: next(replies))
+
+
+async def remember_kung_fu(bridge: FakeBridge) -> None:
+    """alice asks the bot to remember a fact; returns once the bot has answered."""
+    await bridge.chat("alice", f"cynthia, remember that {KUNG_FU}")
+    await bridge.wait_for_commands(1, timeout=20)
+
+
 def write_config(path: Path, nats_url: str, model_url: str, **memory: Any) -> Path:
     settings = settings_for(
         nats_url,
@@ -166,12 +178,10 @@ async def test_a_note_survives_a_restart_and_is_recalled_in_the_prompt(
     nats_server: NatsServer, bridge: FakeBridge, tmp_path: Path
 ) -> None:
     """ "remember that ..." -> restart -> the provider's next request quotes the note."""
-    replies = distinct_replies()
-    async with ScriptedOpenAIServer(responder=lambda body: next(replies)) as model:
+    async with varied_model() as model:
         config = write_config(tmp_path / "config.json", nats_server.url, model.base_url)
         async with bot_process(config, nats_server.url):
-            await bridge.chat("alice", f"cynthia, remember that {KUNG_FU}")
-            await bridge.wait_for_commands(1, timeout=20)
+            await remember_kung_fu(bridge)
         assert stored(tmp_path / "memory.db") == [("alice", "alice", KUNG_FU)]
         async with bot_process(config, nats_server.url):
             await bridge.chat("alice", "cynthia, what should we watch tonight?")
@@ -187,13 +197,11 @@ async def test_forget_me_empties_the_store_and_is_confirmed_in_chat(
 ) -> None:
     """ "forget me": every note about alice is gone from the file, the chat gets the confirmation,
     no model is asked about it, bob's note stays, and alice's next prompt recalls nothing."""
-    replies = distinct_replies()
-    async with ScriptedOpenAIServer(responder=lambda body: next(replies)) as model:
+    async with varied_model() as model:
         config = write_config(tmp_path / "config.json", nats_server.url, model.base_url)
         db = tmp_path / "memory.db"
         async with bot_process(config, nats_server.url) as bot:
-            await bridge.chat("alice", f"cynthia, remember that {KUNG_FU}")
-            await bridge.wait_for_commands(1, timeout=20)
+            await remember_kung_fu(bridge)
             await bridge.chat("bob", "cynthia remember that my cat is called Rex")
             await bridge.wait_for_commands(2, timeout=20)
             await eventually(lambda: len(bot.events("memory_stored")) == 2)
@@ -213,13 +221,11 @@ async def test_the_operator_forgets_a_user_while_the_bot_runs(
     nats_server: NatsServer, bridge: FakeBridge, tmp_path: Path
 ) -> None:
     """``kryten-llm memory forget`` on the file: the running bot stops recalling the user."""
-    replies = distinct_replies()
-    async with ScriptedOpenAIServer(responder=lambda body: next(replies)) as model:
+    async with varied_model() as model:
         config = write_config(tmp_path / "config.json", nats_server.url, model.base_url)
         db = tmp_path / "memory.db"
         async with bot_process(config, nats_server.url) as bot:
-            await bridge.chat("alice", f"cynthia, remember that {KUNG_FU}")
-            await bridge.wait_for_commands(1, timeout=20)
+            await remember_kung_fu(bridge)
             await eventually(lambda: stored(db) != [])
             listed = await memory_cli("list", "ALICE", "--db", str(db))
             assert listed.returncode == 0, listed.stderr
@@ -227,11 +233,11 @@ async def test_the_operator_forgets_a_user_while_the_bot_runs(
             forgot = await memory_cli("forget", "alice", "--db", str(db))
             assert forgot.returncode == 0, forgot.stderr
             assert "deleted 1 notes" in forgot.stdout
-            await eventually(lambda: bot.events("memory_reloaded") != [])
+            # Reading (list) is no change; the forget is: the bot reloads with alice's note gone.
+            await eventually(lambda: [e["notes"] for e in bot.events("memory_reloaded")] == [0])
             await bridge.chat("alice", "cynthia, any film for me?")
             await bridge.wait_for_commands(2, timeout=20)
     assert stored(db) == []
     # Only the notes are gone (alice's line is still in the recent chat, as any line is).
     assert RECALL_HEADER in user_turns(model.completions[0].json)
     assert RECALL_HEADER not in user_turns(model.completions[-1].json)
-    assert bot.events("memory_reloaded")[-1]["notes"] == 0

@@ -17,7 +17,7 @@ from tests.bridge import FakeBridge
 from tests.conftest import eventually, running, settings_for, settled
 from tests.natsserver import NatsServer
 from tests.openai_server import ScriptedOpenAIServer, reply
-from tests.test_memory_live import distinct_replies, user_turns
+from tests.test_memory_live import user_turns, varied_model
 
 pytestmark = pytest.mark.nats
 
@@ -35,9 +35,8 @@ async def test_notes_are_withheld_when_a_provider_in_the_chain_is_not_allowed(
     nats_server: NatsServer, bridge: FakeBridge, tmp_path: Path
 ) -> None:
     """The default provider may see notes, its fallback may not: no request carries them."""
-    replies = distinct_replies()
     async with (
-        ScriptedOpenAIServer(responder=lambda body: next(replies)) as model,
+        varied_model() as model,
         ScriptedOpenAIServer() as backup,
     ):
         settings = settings_for(
@@ -70,9 +69,8 @@ async def test_extraction_stores_what_a_user_says_about_themselves(
     nats_server: NatsServer, bridge: FakeBridge, tmp_path: Path
 ) -> None:
     """With extraction on, the extractor reads a mention; its fact is recalled next time."""
-    replies = distinct_replies()
     async with (
-        ScriptedOpenAIServer(responder=lambda body: next(replies)) as model,
+        varied_model() as model,
         ScriptedOpenAIServer(default=reply("- I work night shifts at the docks")) as extractor,
     ):
         settings = settings_for(

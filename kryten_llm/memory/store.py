@@ -142,8 +142,9 @@ class MemoryStore:
                 )
             # Taking the write lock proves the file and its folder are writable (the journal).
             db.execute("BEGIN IMMEDIATE")
-            db.executescript(_SCHEMA + f"PRAGMA user_version = {SCHEMA_VERSION};")
-            db.commit()
+            if version < SCHEMA_VERSION:
+                db.executescript(_SCHEMA + f"PRAGMA user_version = {SCHEMA_VERSION};")
+            db.commit()  # nothing changed when the schema was there: other readers see no write
         except sqlite3.Error as exc:
             db.close()
             raise MemoryStoreError(str(file), _explain(exc)) from None
