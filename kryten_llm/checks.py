@@ -42,6 +42,10 @@ def startup_problems(settings: Settings) -> list[tuple[str, str, str]]:
         FallbackPools.from_settings(settings)
     except ConfigError as exc:
         problems += exc.problems
+    if settings.memory.enabled:  # memory (issue 14): a broken store stops the start, named
+        from kryten_llm.memory.checks import memory_problems
+
+        problems += memory_problems(settings)
     return problems
 
 

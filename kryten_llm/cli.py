@@ -33,6 +33,7 @@ if TYPE_CHECKING:
 _LAZY = {
     "batch": ("kryten_llm.batch.cli", "run prompts from files through the providers (resumable)"),
     "explore": ("kryten_llm.explore.cli", "generate unique material on a topic with many models"),
+    "memory": ("kryten_llm.memory.cli", "list or forget what the bot remembers about a user"),
 }
 
 

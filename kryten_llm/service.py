@@ -368,6 +368,7 @@ class Service:
             stats=self._stats,
             flags=self._flags,
         )
+        stack.push_async_callback(bot.close)  # memory (issue 14): its store's last writes
         for context in bot.channels.values():
             await subscribe_events(
                 nc, channel_events(context.config.channel), self._callback(context)

@@ -14,6 +14,7 @@ The service keeps only resources (NATS, HTTP session, logs) and lifecycle.
 
 from __future__ import annotations
 
+import asyncio
 import random
 from typing import TYPE_CHECKING
 
@@ -22,6 +23,7 @@ import structlog
 from kryten_llm.bot.character import Character
 from kryten_llm.bot.intake import ChannelContext, Intake
 from kryten_llm.config import TriggersConfig
+from kryten_llm.memory.live import Memory
 from kryten_llm.pipeline.decisions import Reason
 from kryten_llm.pipeline.fallback import FallbackPools
 from kryten_llm.pipeline.filters import IntakeFilter
@@ -102,6 +104,14 @@ class Bot:
             stats=self.stats,
             flags=self.flags,
         )
+        # memory (issue 14): notes that survive restarts, off unless memory.enabled
+        self.memory = (
+            Memory.open(settings.memory, sender=sender, flags=self.flags)
+            if settings.memory.enabled
+            else None
+        )
+        self.intake.memory = self.memory
+        self._memory_watch: asyncio.Task[None] | None = None
 
     def start_answering(self, manager: ProviderManager) -> None:
         """Build the answering half around ``manager``; jobs queued so far are answered next.
@@ -110,6 +120,11 @@ class Bot:
         before it and the providers behind it are loaded.
         """
         self.manager = manager
+        if self.memory is not None:  # memory (issue 14): extraction and outside changes
+            self.memory.attach(manager)
+            self._memory_watch = asyncio.get_running_loop().create_task(
+                self.memory.watch(lambda: self.settings.memory), name="memory-watch"
+            )
         self._recharacter(self.settings)
 
     def apply(
@@ -134,6 +149,8 @@ class Bot:
         self.settings = settings
         if manager is not None:
             self.manager = manager
+            if self.memory is not None:
+                self.memory.attach(manager)
         if pools is not None:
             self.pools = pools
         self.spam.reconfigure(settings.spam)
@@ -221,6 +238,15 @@ class Bot:
         if context is None or context.character.reply is None:
             raise RuntimeError(f"no reply path for channel {job.channel.key!r}")
         return context.character.reply.responder
+
+    async def close(self) -> None:
+        """Stop watching the memory store and close it once its writes are done; idempotent."""
+        if self._memory_watch is not None:
+            self._memory_watch.cancel()
+            await asyncio.gather(self._memory_watch, return_exceptions=True)
+            self._memory_watch = None
+        if self.memory is not None:
+            await self.memory.close()
 
     def abandon_waiting(self) -> int:
         """Drop the jobs still queued (shutdown): each gets its ``shutdown`` outcome line.

@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from kryten_llm.bot.responselog import ResponseLog
     from kryten_llm.bus.sender import ChatSender
     from kryten_llm.config import ChannelConfig, Settings, TriggersConfig
+    from kryten_llm.memory.live import Memory
     from kryten_llm.pipeline.filters import IntakeFilter
     from kryten_llm.pipeline.spam import SpamGuard
     from kryten_llm.pipeline.state import ChannelState
@@ -85,6 +86,7 @@ class Intake:
         self._filter = intake_filter
         self.reconfigure(settings)
         self.accepting = True
+        self.memory: Memory | None = None  # memory (issue 14): set by the assembly when on
 
     def reconfigure(self, settings: Settings) -> None:
         """Decide with ``settings`` from the next event on (a reload or runtime change)."""
@@ -190,6 +192,16 @@ class Intake:
                     )
                 )
                 return
+        # memory (issue 14): "remember ..." is stored; "forget me" is handled there, no reply.
+        if (
+            aimed
+            and trigger is not None
+            and self.memory is not None
+            and self.memory.take(
+                channel.config, chat, rank=rank, settings=character.settings, state=state
+            )
+        ):
+            return
         if trigger is None:
             return
         self._stats.totals[Count.TRIGGERED] += 1
@@ -232,6 +244,11 @@ class Intake:
                 is_pm=chat.is_pm,
                 channel=channel.config.channel,
                 users_present=len(state.users),
+                memory=(  # memory (issue 14): the notes this reply may recall
+                    self.memory.recall(channel.config, chat.username, trigger, character.settings)
+                    if self.memory is not None
+                    else ()
+                ),
             ),
             received_at=now,
             deadline=now + self._budget,

@@ -54,6 +54,8 @@ RESTART_NEEDED: tuple[KeyPath, ...] = (
     ("processing", "workers"),
     ("processing", "queue_size"),
     ("processing", "history_size"),
+    ("memory", "enabled"),
+    ("memory", "path"),
 )
 
 Apply = Callable[[Settings, Settings], Awaitable[None]]

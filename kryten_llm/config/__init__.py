@@ -24,6 +24,7 @@ from kryten_llm.config.behaviour import (
     ValidationConfig,
 )
 from kryten_llm.config.llm import CircuitConfig, LLMConfig, ProviderConfig, RetryConfig
+from kryten_llm.config.memory import ExtractionConfig, MemoryConfig
 from kryten_llm.config.redact import MASK, redact_url, redacted
 from kryten_llm.config.runtime import (
     BotConfig,
@@ -44,11 +45,13 @@ __all__ = [
     "BotConfig",
     "ChannelConfig",
     "CircuitConfig",
+    "ExtractionConfig",
     "FallbackConfig",
     "FiltersConfig",
     "FormattingConfig",
     "LLMConfig",
     "LoggingConfig",
+    "MemoryConfig",
     "NatsConfig",
     "PersonalityConfig",
     "ProcessingConfig",

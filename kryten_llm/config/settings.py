@@ -32,6 +32,7 @@ from kryten_llm.config.behaviour import (
 )
 from kryten_llm.config.layers import Sources, find_sources
 from kryten_llm.config.llm import LLMConfig
+from kryten_llm.config.memory import MemoryConfig
 from kryten_llm.config.overrides import Override
 from kryten_llm.config.runtime import (
     BotConfig,
@@ -86,6 +87,7 @@ class Settings(BaseSettings):
     service: ServiceConfig = Field(default_factory=ServiceConfig)
     web: WebConfig = Field(default_factory=WebConfig)
     fallback: FallbackConfig = Field(default_factory=FallbackConfig)
+    memory: MemoryConfig = Field(default_factory=MemoryConfig)
     dry_run: bool = Field(False, description="Decide and log everything, send nothing.")
 
     @model_validator(mode="before")
