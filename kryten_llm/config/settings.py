@@ -44,6 +44,7 @@ from kryten_llm.config.runtime import (
     ServiceConfig,
     WebConfig,
 )
+from kryten_llm.config.streaming import StreamingConfig
 from kryten_llm.config.templates import KINDS
 from kryten_llm.errors import ConfigError
 
@@ -86,6 +87,7 @@ class Settings(BaseSettings):
     service: ServiceConfig = Field(default_factory=ServiceConfig)
     web: WebConfig = Field(default_factory=WebConfig)
     fallback: FallbackConfig = Field(default_factory=FallbackConfig)
+    streaming: StreamingConfig = Field(default_factory=StreamingConfig)  # issue 14: streamed replies
     dry_run: bool = Field(False, description="Decide and log everything, send nothing.")
 
     @model_validator(mode="before")
