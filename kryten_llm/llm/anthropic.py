@@ -18,7 +18,7 @@ ProviderUnavailable.
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import aiohttp
@@ -83,7 +83,7 @@ class AnthropicProvider:
             usage=usage,
         )
 
-    async def stream(self, request: CompletionRequest) -> AsyncIterator[Chunk]:
+    async def stream(self, request: CompletionRequest) -> AsyncGenerator[Chunk, None]:
         """Ask for one message as server-sent events; see the module docstring.
 
         Raises:

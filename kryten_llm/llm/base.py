@@ -14,7 +14,7 @@ A backend that can hand its answer over while it is written is also a
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass
 from importlib import import_module
 from typing import TYPE_CHECKING, ClassVar, Literal, Protocol, runtime_checkable
@@ -113,7 +113,7 @@ class StreamingProvider(Provider, Protocol):
 
     streams: bool  # streaming is switched on for it (its config's ``stream``)
 
-    def stream(self, request: CompletionRequest) -> AsyncIterator[Chunk]:
+    def stream(self, request: CompletionRequest) -> AsyncGenerator[Chunk, None]:
         """The answer to ``request`` chunk by chunk; closing the iterator stops the model.
 
         Raises:

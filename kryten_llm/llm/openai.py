@@ -22,7 +22,7 @@ the manager treats it as unusable for every provider alike.
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import aiohttp
@@ -83,7 +83,7 @@ class OpenAIProvider:
             usage=usage,
         )
 
-    async def stream(self, request: CompletionRequest) -> AsyncIterator[Chunk]:
+    async def stream(self, request: CompletionRequest) -> AsyncGenerator[Chunk, None]:
         """Ask for the completion as server-sent chunks; see the module docstring.
 
         Args:
