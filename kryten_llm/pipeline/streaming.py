@@ -9,9 +9,10 @@ emoji cap), and the cutting rules are the formatter's.
 
 When a part is ready:
 
-- the first one as soon as its first sentence is finished (a sentence end, a space and the
-  next word have arrived), with every finished sentence that fits in one part; a first sentence
-  longer than a part goes out once a full part of it is in;
+- the first one as soon as its first sentence is finished (a sentence end followed by a
+  space), with every finished sentence that fits in one part, and without a continuation
+  marker (the answer may end there); a first sentence longer than a part goes out once a full
+  part of it is in;
 - the next ones when a full part is in (the formatter's cut depends only on the first
   ``max_message_length`` characters, so it is final then), the last allowed one ended at a
   sentence end, and the rest of the answer is not needed: :attr:`PartCutter.done`;
@@ -79,9 +80,10 @@ class PartCutter:
     def ready(self, text: str) -> list[str]:
         """The parts of the unfinished answer ``text`` that can be sent now (see the module)."""
         rest = self._rest(text)
+        finished = text[-1:].isspace()  # cleaning strips it; it ends the last sentence
         out: list[str] = []
         while rest is not None and not self.done:
-            cut = self._next(rest)
+            cut = self._next(rest, finished)
             if cut is None:
                 break
             part, consumed = cut
@@ -125,23 +127,24 @@ class PartCutter:
     def _join(self, body: str) -> str:
         return f"{self._covered} {body}" if self._covered else body
 
-    def _next(self, rest: str) -> tuple[str, int] | None:
+    def _next(self, rest: str, finished: bool) -> tuple[str, int] | None:
         """The next part of ``rest`` if one is ready, and how much of ``rest`` it consumes."""
         cfg = self._config
         marker = cfg.continuation_marker
         budget = max(cfg.max_message_length - len(marker), 1)
         last = len(self.parts) + 1 >= cfg.max_parts
+        early = False
         if len(rest) > cfg.max_message_length:
             cut, separator = best_cut(rest, budget)
             body = rest[:cut]
             if last:
                 body = end_at_sentence(body)
         elif not self.parts and not last:
-            found = _first_sentences(rest, budget)
+            found = _first_sentences(rest, cfg.max_message_length, finished)
             if found is None:
                 return None
             cut, separator = found
-            body = rest[:cut]
+            body, early = rest[:cut], True
         else:
             return None
         if _UNSETTLED.search(body):
@@ -152,17 +155,19 @@ class PartCutter:
             self.done = self.done or self.mass_mention
             return None
         self._covered = whole
-        part = body if last else body + marker
+        part = body if last or early else body + marker
         self.parts.append(part)
         if last:
             self.done = self.truncated = True
         return part, cut + len(separator)
 
 
-def _first_sentences(text: str, budget: int) -> tuple[int, str] | None:
-    """The end of the last finished sentence within ``budget`` characters that has more text
-    after it, and the separator after it; None when no sentence is finished yet."""
-    for i in range(min(budget, len(text) - 1), 0, -1):
+def _first_sentences(text: str, limit: int, finished: bool) -> tuple[int, str] | None:
+    """The end of the last finished sentence within ``limit`` characters, and the separator
+    after it; None when no sentence is finished yet. ``finished``: a space followed ``text``."""
+    if finished and len(text) <= limit and text[-1:] in tuple(SENTENCE_END):
+        return len(text), ""
+    for i in range(min(limit, len(text) - 1), 0, -1):
         before, here = text[i - 1], text[i]
         if before in SENTENCE_END and here == " " and i + 1 < len(text):
             return i, " "
