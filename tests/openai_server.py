@@ -100,9 +100,9 @@ def status(code: int, body: Any = None, headers: Mapping[str, str] | None = None
     )
 
 
-def raw(body: str, code: int = 200) -> Step:
-    """A body sent verbatim as ``application/json`` (malformed JSON, odd shapes...)."""
-    return Step("raw", text=body, status=code)
+def raw(body: str, code: int = 200, content_type: str = "application/json") -> Step:
+    """A body sent verbatim as ``content_type`` (malformed JSON, odd shapes, hand-made events)."""
+    return Step("raw", text=body, status=code, headers={"Content-Type": content_type})
 
 
 def malformed_json() -> Step:
@@ -340,7 +340,8 @@ async def _play(step: Step, request: web.Request) -> web.StreamResponse:
     if step.kind == "status":
         return web.json_response(step.body, status=step.status, headers=dict(step.headers))
     if step.kind == "raw":
-        return web.Response(text=step.text, status=step.status, content_type="application/json")
+        kind = step.headers.get("Content-Type", "application/json")
+        return web.Response(text=step.text, status=step.status, content_type=kind)
     if step.kind == "hang":
         await asyncio.sleep(step.seconds)
         return web.json_response({"error": {"message": "hung too long"}}, status=504)

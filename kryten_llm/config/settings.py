@@ -87,7 +87,7 @@ class Settings(BaseSettings):
     service: ServiceConfig = Field(default_factory=ServiceConfig)
     web: WebConfig = Field(default_factory=WebConfig)
     fallback: FallbackConfig = Field(default_factory=FallbackConfig)
-    streaming: StreamingConfig = Field(default_factory=StreamingConfig)  # issue 14: streamed replies
+    streaming: StreamingConfig = Field(default_factory=StreamingConfig)  # issue 14, streaming
     dry_run: bool = Field(False, description="Decide and log everything, send nothing.")
 
     @model_validator(mode="before")
