@@ -38,6 +38,7 @@ from kryten_llm.config.runtime import (
     WebConfig,
 )
 from kryten_llm.config.settings import Settings, load_settings
+from kryten_llm.config.streaming import StreamingConfig, TypingConfig
 
 __all__ = [
     "ENV_PREFIX",
@@ -64,8 +65,10 @@ __all__ = [
     "ServiceConfig",
     "Settings",
     "SpamConfig",
+    "StreamingConfig",
     "TriggerWordConfig",
     "TriggersConfig",
+    "TypingConfig",
     "ValidationConfig",
     "WebConfig",
     "load_settings",

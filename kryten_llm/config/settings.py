@@ -45,6 +45,7 @@ from kryten_llm.config.runtime import (
     ServiceConfig,
     WebConfig,
 )
+from kryten_llm.config.streaming import StreamingConfig
 from kryten_llm.config.templates import KINDS
 from kryten_llm.errors import ConfigError
 
@@ -88,6 +89,7 @@ class Settings(BaseSettings):
     web: WebConfig = Field(default_factory=WebConfig)
     fallback: FallbackConfig = Field(default_factory=FallbackConfig)
     memory: MemoryConfig = Field(default_factory=MemoryConfig)
+    streaming: StreamingConfig = Field(default_factory=StreamingConfig)
     dry_run: bool = Field(False, description="Decide and log everything, send nothing.")
 
     @model_validator(mode="before")

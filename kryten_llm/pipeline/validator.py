@@ -6,6 +6,12 @@ punctuation or case does not hide a repeat), matches an operator's blocklist pat
 a run of words from the system prompt (a prompt-extraction attack that worked). The worker then
 asks the model once more with a corrective nudge, and drops the reply if that fails too.
 
+A streamed reply is checked part by part before each part is sent (:meth:`ReplyValidator.
+check_part`): the checks that can judge part of a reply (length so far, blocklist, prompt leak,
+repetition) run over the parts sent so far and the new one together, so that a leak or a repeat
+spanning two parts is caught. Repetition there is containment (the share of the text's shingles
+found in a recent reply), because the start of a repeated reply is a small part of the old one.
+
 Everything here is set arithmetic over precomputed shingles: well under a millisecond per reply.
 """
 
@@ -14,6 +20,7 @@ from __future__ import annotations
 import re
 import unicodedata
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -21,6 +28,7 @@ if TYPE_CHECKING:
     from kryten_llm.config import ValidationConfig
 
 _WORD = re.compile(r"\w+")
+_MIN_SHINGLES = 6  # eight words: a sentence, not a phrase
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +51,14 @@ def _shingles(words: list[str], size: int) -> set[tuple[str, ...]]:
     if len(words) < size:
         return {tuple(words)} if words else set()
     return {tuple(words[i : i + size]) for i in range(len(words) - size + 1)}
+
+
+def containment(part: set[tuple[str, ...]], whole: set[tuple[str, ...]]) -> float:
+    """The share of ``part``'s shingles found in ``whole``; a part of fewer than
+    ``_MIN_SHINGLES`` counts as that many (a common short phrase is not a repeat)."""
+    if not part or not whole:
+        return 0.0
+    return len(part & whole) / max(len(part), _MIN_SHINGLES)
 
 
 def similarity(a: set[tuple[str, ...]], b: set[tuple[str, ...]]) -> float:
@@ -86,21 +102,47 @@ class ReplyValidator:
             return Verdict(False, "too_short", f"{len(text)} < {cfg.min_length} characters")
         if len(text) > cfg.max_length:
             return Verdict(False, "too_long", f"{len(text)} > {cfg.max_length} characters")
+        words = _words(text)
+        verdict = self._content(text, words)
+        if not verdict.ok or not repetition:
+            return verdict
+        return self._repetition(words, channel, similarity)
+
+    def check_part(self, sent: str, part: str, channel: str) -> Verdict:
+        """Judge one part of a streamed reply before it is sent, after the parts ``sent``.
+
+        Length (of everything so far), blocklist, prompt leak and repetition are judged over
+        ``sent`` and ``part`` together; the minimum length concerns the whole reply only.
+        """
+        text = f"{sent} {part}" if sent else part
+        if len(text) > self._config.max_length:
+            return Verdict(False, "too_long", f"{len(text)} > {self._config.max_length} characters")
+        words = _words(text)
+        verdict = self._content(text, words)
+        return verdict if not verdict.ok else self._repetition(words, channel, containment)
+
+    def _content(self, text: str, words: list[str]) -> Verdict:
+        """The blocklist and the prompt-leak check."""
         for pattern in self._blocklist:
             if pattern.search(text):
                 return Verdict(False, "blocklisted", pattern.pattern)
-        words = _words(text)
         if len(words) >= self._leak_size and self._prompt_runs:
             leaked = _shingles(words, self._leak_size) & self._prompt_runs
             if leaked:
                 return Verdict(False, "prompt_leak", " ".join(next(iter(leaked))))
-        if not repetition:
-            return PASS
+        return PASS
+
+    def _repetition(
+        self,
+        words: list[str],
+        channel: str,
+        score: Callable[[set[tuple[str, ...]], set[tuple[str, ...]]], float],
+    ) -> Verdict:
         shingles = _shingles(words, self._SHINGLE)
         for past in self._recent.get(channel, ()):
-            score = similarity(shingles, past)
-            if score >= cfg.similarity_threshold:
-                return Verdict(False, "repetition", f"similarity {score:.2f}")
+            value = score(shingles, past)
+            if value >= self._config.similarity_threshold:
+                return Verdict(False, "repetition", f"similarity {value:.2f}")
         return PASS
 
     def remember(self, text: str, channel: str) -> None:
