@@ -13,6 +13,7 @@ Errors are split by who has to act on them::
     │   ├── RunNotFound              no run has that id
     │   └── InputError               an input file or row cannot be read as asked
     ├── ExploreError                an exploration cannot start or go on as asked
+    ├── StoreError                  a state file (claims, memory) cannot be read: names the path
     └── ProviderError               an LLM call failed (carries the provider name)
         ├── retryable (another try or another provider may succeed)
         │   ├── ProviderTimeout
@@ -103,6 +104,15 @@ class InputError(BatchError):
 
 class ExploreError(KrytenLLMError):
     """An exploration cannot start or go on as asked (bad options, a locked folder)."""
+
+
+class StoreError(KrytenLLMError):
+    """A file of the bot's state exists but cannot be used; ``path`` says which."""
+
+    def __init__(self, path: object, problem: str) -> None:
+        self.path = path
+        self.problem = problem
+        super().__init__(f"{path}: {problem}")
 
 
 class ProviderError(KrytenLLMError):

@@ -304,6 +304,7 @@ class Service:
             stats=self._stats,
             flags=self._flags,
         )
+        await bot.conversation.start(nc, settings)  # conv14: title memory (KV or file)
         for context in bot.channels.values():
             await subscribe_events(
                 nc, channel_events(context.config.channel), self._callback(context)

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 
 import structlog
 
+from kryten_llm.bot.conversation import Conversation
 from kryten_llm.bot.intake import ChannelContext, Intake
 from kryten_llm.errors import ControlError
 from kryten_llm.pipeline.decisions import Reason
@@ -86,6 +87,9 @@ class Bot:
         self._response_log = response_log
         self._reply: ReplyPath | None = None
         self.manager: ProviderManager | None = None
+        # conv14: share of chat, joining in, follow-ups and video comments
+        self.conversation = Conversation(rng)
+        response_log.add_annotator(self.conversation.annotate)
         self.intake = Intake(
             settings,
             intake_filter=IntakeFilter(settings.filters, settings.bot.username),
@@ -97,6 +101,7 @@ class Bot:
             response_log=response_log,
             stats=self.stats,
             flags=self.flags,
+            conversation=self.conversation,
         )
 
     def start_answering(self, manager: ProviderManager) -> ReplyPath:

@@ -23,6 +23,12 @@ from kryten_llm.config.behaviour import (
     TriggerWordConfig,
     ValidationConfig,
 )
+from kryten_llm.config.conversation import (
+    DecayPoint,
+    FollowUpConfig,
+    MediaChangeConfig,
+    ParticipationConfig,
+)
 from kryten_llm.config.llm import CircuitConfig, LLMConfig, ProviderConfig, RetryConfig
 from kryten_llm.config.redact import MASK, redact_url, redacted
 from kryten_llm.config.runtime import (
@@ -44,12 +50,16 @@ __all__ = [
     "BotConfig",
     "ChannelConfig",
     "CircuitConfig",
+    "DecayPoint",
     "FallbackConfig",
     "FiltersConfig",
+    "FollowUpConfig",
     "FormattingConfig",
     "LLMConfig",
     "LoggingConfig",
+    "MediaChangeConfig",
     "NatsConfig",
+    "ParticipationConfig",
     "PersonalityConfig",
     "ProcessingConfig",
     "PromptsConfig",

@@ -32,6 +32,11 @@ from kryten_llm.config.behaviour import (
     TriggersConfig,
     ValidationConfig,
 )
+from kryten_llm.config.conversation import (
+    FollowUpConfig,
+    MediaChangeConfig,
+    ParticipationConfig,
+)
 from kryten_llm.config.llm import LLMConfig
 from kryten_llm.config.runtime import (
     BotConfig,
@@ -86,6 +91,9 @@ class Settings(BaseSettings):
     service: ServiceConfig = Field(default_factory=ServiceConfig)
     web: WebConfig = Field(default_factory=WebConfig)
     fallback: FallbackConfig = Field(default_factory=FallbackConfig)
+    media_change: MediaChangeConfig = Field(default_factory=MediaChangeConfig)  # conv14
+    participation: ParticipationConfig = Field(default_factory=ParticipationConfig)  # conv14
+    followups: FollowUpConfig = Field(default_factory=FollowUpConfig)  # conv14
     dry_run: bool = Field(False, description="Decide and log everything, send nothing.")
 
     @model_validator(mode="before")
