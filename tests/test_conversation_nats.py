@@ -19,7 +19,7 @@ import pytest
 from kryten_llm.config import Settings
 from kryten_llm.service import Service
 from tests.bridge import FakeBridge
-from tests.conftest import eventually, read_log, running, settings_for, settled
+from tests.conftest import read_log, running, settings_for, settled
 from tests.natsserver import NatsServer
 from tests.openai_server import ScriptedOpenAIServer, reply
 

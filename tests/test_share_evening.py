@@ -8,6 +8,7 @@ import random
 import time
 from pathlib import Path
 
+import aiohttp
 import pytest
 
 from kryten_llm.service import Service
@@ -35,8 +36,14 @@ async def caught_up(service: Service, bridge: FakeBridge, lines: int) -> None:
 
 
 async def test_an_evening_of_ten_thousand_lines_keeps_the_bot_under_its_share(
-    nats_server: NatsServer, bridge: FakeBridge, tmp_path: Path
+    nats_server: NatsServer,
+    bridge: FakeBridge,
+    tmp_path: Path,
+    session: aiohttp.ClientSession,
 ) -> None:
+    """Mentions every 250 lines, trigger words every 37, joining in at a high base chance:
+    in every window of 200 lines the bot's lines stay at or under 5 %, each mention is
+    answered, and the share shows on /metrics and on the dashboard."""
     settings = settings_for(
         nats_server.url,
         tmp_path,
@@ -70,6 +77,20 @@ async def test_an_evening_of_ten_thousand_lines_keeps_the_bot_under_its_share(
             if i % BATCH == BATCH - 1:
                 await caught_up(service, bridge, i + 1)
         await settled(service, bridge, chats=LINES + len(bridge.says()))
+        assert service.surface is not None
+        assert service.surface.web is not None
+        url = f"http://127.0.0.1:{service.surface.web.port}/metrics"
+        async with session.get(url) as response:
+            metrics = await response.text()
+        dashboard = service.surface.state()["engagement"]
+    # The share is on /metrics and on the dashboard, the same figure.
+    (share_line,) = [m for m in metrics.splitlines() if m.startswith("kryten_llm_chat_share{")]
+    shown = float(share_line.rsplit(" ", 1)[1])
+    assert 0 < shown <= BUDGET
+    assert dashboard["share"] == {"cytu.be/mychannel": round(shown, 4)}
+    assert "kryten_llm_chat_share_budget 0.05" in metrics
+    assert 'kryten_llm_refusals_total{limit="share_budget"}' in metrics
+    assert sum(h["replies"] for h in dashboard["hours"]) > 0
     said = sorted(c.received_at for c in bridge.commands if c.body["command"] == "say")
     channel = sorted([(t, False) for t in published] + [(t, True) for t in said])
     worst = 0.0
@@ -89,6 +110,7 @@ async def test_an_evening_of_ten_thousand_lines_keeps_the_bot_under_its_share(
     refused = [r for r in unasked if r.get("limit") == "share_budget"]
     # The bot did join in and fill its room, and gave way when the room was used up.
     assert len(said) > 0.02 * LINES
-    assert answered and refused
+    assert answered
+    assert refused
     assert {r["trigger"]["kind"] for r in answered} == {"join", "word"}
     assert all(0 <= r["chat_share"] <= BUDGET for r in records)
