@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     from kryten_llm.bot.replypath import ReplyPath
     from kryten_llm.bot.responselog import ResponseLog
     from kryten_llm.bus.sender import ChatSender
+    from kryten_llm.cluster import Coordinator
     from kryten_llm.config import Settings
     from kryten_llm.llm.manager import ProviderManager
 
@@ -62,6 +63,7 @@ class Bot:
         rng: randomness for trigger probabilities (seed it for reproducible runs).
         stats: the counters to count in (the service's own, so they exist before the bot).
         flags: the operator's switches (likewise).
+        cluster: this instance's part among several (claims, shared limits); ``None``: alone.
     """
 
     def __init__(
@@ -73,6 +75,7 @@ class Bot:
         rng: random.Random | None = None,
         stats: Stats | None = None,
         flags: Flags | None = None,
+        cluster: Coordinator | None = None,
     ) -> None:
         self.settings = settings
         self.stats = stats if stats is not None else Stats()
@@ -80,7 +83,9 @@ class Bot:
         self.channels = build_channels(settings)
         self.queue = JobQueue(settings.processing.queue_size)
         self.pools = FallbackPools.from_settings(settings)
-        self.limiter = RateLimiter(settings.ratelimit, settings.triggers)
+        # cluster hook (issue 15): limits shared with the other instances when clustered
+        shared = cluster.limit_store if cluster is not None else None
+        self.limiter = RateLimiter(settings.ratelimit, settings.triggers, store=shared)
         self._rng = rng
         self._sender = sender
         self._response_log = response_log
@@ -98,6 +103,7 @@ class Bot:
             stats=self.stats,
             flags=self.flags,
         )
+        self.intake.cluster = cluster  # cluster hook (issue 15)
 
     def start_answering(self, manager: ProviderManager) -> ReplyPath:
         """Build the answering half around ``manager``; jobs queued so far are answered next.

@@ -27,6 +27,7 @@ from kryten_llm.pipeline.stats import Count
 if TYPE_CHECKING:
     from kryten_llm.bot.responselog import ResponseLog
     from kryten_llm.bus.sender import ChatSender
+    from kryten_llm.cluster import Coordinator
     from kryten_llm.config import ChannelConfig, Settings
     from kryten_llm.pipeline.filters import IntakeFilter
     from kryten_llm.pipeline.ratelimit import RateLimiter
@@ -87,6 +88,7 @@ class Intake:
         self._budget = settings.processing.reply_deadline_seconds
         self._prompt_history = settings.processing.prompt_history
         self.accepting = True
+        self.cluster: Coordinator | None = None  # several instances: set by the assembly
 
     async def handle(self, channel: ChannelContext, subject: str, data: bytes) -> None:
         """Process one message from ``kryten.events.cytube.<channel>.>``; never raises.
@@ -198,6 +200,16 @@ class Intake:
                 channel, chat, trigger, Reason.PAUSED if self.accepting else Reason.SHUTDOWN
             )
             return
+        # --- cluster hook (issue 15): exactly one instance goes on with a message ----------
+        if self.cluster is not None:
+            elsewhere = await self.cluster.decide(channel.config, chat)
+            if elsewhere is Reason.ANSWERED_ELSEWHERE:  # that instance writes the log line
+                self._stats.decisions[elsewhere] += 1
+                return
+            if elsewhere is not None:
+                self._refuse(channel, chat, trigger, elsewhere)
+                return
+        # --- end of the cluster hook -------------------------------------------------------
         decision = await self._limiter.acquire(username=chat.username, rank=rank, trigger=trigger)
         if not decision.allowed:
             self._stats.decisions[Reason.RATE_LIMITED] += 1

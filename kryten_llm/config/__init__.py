@@ -23,6 +23,7 @@ from kryten_llm.config.behaviour import (
     TriggerWordConfig,
     ValidationConfig,
 )
+from kryten_llm.config.cluster import ClusterConfig, ShardingConfig
 from kryten_llm.config.llm import CircuitConfig, LLMConfig, ProviderConfig, RetryConfig
 from kryten_llm.config.redact import MASK, redact_url, redacted
 from kryten_llm.config.runtime import (
@@ -44,6 +45,7 @@ __all__ = [
     "BotConfig",
     "ChannelConfig",
     "CircuitConfig",
+    "ClusterConfig",
     "FallbackConfig",
     "FiltersConfig",
     "FormattingConfig",
@@ -60,6 +62,7 @@ __all__ = [
     "SendConfig",
     "ServiceConfig",
     "Settings",
+    "ShardingConfig",
     "SpamConfig",
     "TriggerWordConfig",
     "TriggersConfig",

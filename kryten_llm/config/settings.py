@@ -32,6 +32,7 @@ from kryten_llm.config.behaviour import (
     TriggersConfig,
     ValidationConfig,
 )
+from kryten_llm.config.cluster import ClusterConfig, ShardingConfig
 from kryten_llm.config.llm import LLMConfig
 from kryten_llm.config.runtime import (
     BotConfig,
@@ -86,6 +87,8 @@ class Settings(BaseSettings):
     service: ServiceConfig = Field(default_factory=ServiceConfig)
     web: WebConfig = Field(default_factory=WebConfig)
     fallback: FallbackConfig = Field(default_factory=FallbackConfig)
+    cluster: ClusterConfig = Field(default_factory=ClusterConfig)  # issue 15: several instances
+    sharding: ShardingConfig = Field(default_factory=ShardingConfig)
     dry_run: bool = Field(False, description="Decide and log everything, send nothing.")
 
     @model_validator(mode="before")

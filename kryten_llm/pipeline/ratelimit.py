@@ -15,8 +15,11 @@ Rank multipliers loosen the *per-user* limits only (counts multiplied, cooldowns
 bot-wide and per-trigger limits protect the channel and apply to everyone.
 
 Hits live in a :class:`RateLimitStore`. The in-memory store keeps per-key deques of monotonic
-timestamps; the interface is async and small so that a shared store (NATS JetStream KV with
-compare-and-set) can hold the limits across replicas later.
+timestamps; the shared store of :mod:`kryten_llm.cluster.kvstore` keeps them in JetStream KV so
+that several instances obey the limits one instance would. ``acquire()`` reads a
+:meth:`~RateLimitStore.snapshot` of the keys it needs, decides on it, and
+:meth:`~RateLimitStore.commit` records the hit; a shared store refuses the commit when another
+instance changed one of those keys meanwhile (compare-and-set), and the decision is made again.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
+from kryten_llm.errors import ClusterError
 from kryten_llm.pipeline.decisions import ALLOWED, RateDecision, TriggerMatch
 
 if TYPE_CHECKING:
@@ -37,6 +41,7 @@ if TYPE_CHECKING:
 
 HOUR = 3600.0
 MINUTE = 60.0
+_COMMIT_ATTEMPTS = 8
 
 
 class RateLimitStore(Protocol):
@@ -60,6 +65,18 @@ class RateLimitStore(Protocol):
 
     async def clear(self) -> None:
         """Forget every hit."""
+        ...
+
+    async def snapshot(self, keys: Sequence[str]) -> RateLimitStore:
+        """The hits of ``keys`` to decide on (an in-process store is its own snapshot)."""
+        ...
+
+    async def commit(self, snapshot: RateLimitStore, keys: Sequence[str], now: float) -> bool:
+        """Record one hit at ``now`` on ``keys`` unless they changed since ``snapshot``.
+
+        Returns:
+            False when another writer came first: take a new snapshot and decide again.
+        """
         ...
 
 
@@ -107,6 +124,13 @@ class InMemoryRateLimitStore:
 
     async def clear(self) -> None:
         self._hits.clear()
+
+    async def snapshot(self, keys: Sequence[str]) -> RateLimitStore:
+        return self  # the limiter's lock already keeps other callers out
+
+    async def commit(self, snapshot: RateLimitStore, keys: Sequence[str], now: float) -> bool:
+        await self.record(keys, now)
+        return True
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,8 +201,10 @@ class RateLimiter:
                 rules.append(_Rule("trigger_per_hour", f"t:{word.name}", word.max_per_hour, HOUR))
         return rules
 
-    async def _evaluate(self, rules: list[_Rule], now: float) -> RateDecision:
-        store = self._store
+    async def _evaluate(
+        self, rules: list[_Rule], now: float, store: RateLimitStore | None = None
+    ) -> RateDecision:
+        store = store or self._store
         for rule in rules:
             if rule.count is None:  # a cooldown
                 if rule.period <= 0:
@@ -209,11 +235,18 @@ class RateLimiter:
         """Check and, when allowed, record, atomically with respect to other callers."""
         async with self._lock:
             rules = self._rules(username, rank, trigger)
-            now = self._clock()
-            decision = await self._evaluate(rules, now)
-            if decision.allowed:
-                await self._store.record(sorted({rule.key for rule in rules}), now)
-            return decision
+            keys = sorted({rule.key for rule in rules})
+            for _ in range(_COMMIT_ATTEMPTS):
+                now = self._clock()
+                try:
+                    view = await self._store.snapshot(keys)
+                    decision = await self._evaluate(rules, now, view)
+                    if not decision.allowed or await self._store.commit(view, keys, now):
+                        return decision
+                except ClusterError:  # the shared store stayed unreachable: refuse, safely
+                    return RateDecision(False, "shared_limits_unavailable", 1.0)
+            # Other instances kept winning the race for the same keys: refuse, safely.
+            return RateDecision(False, "shared_limits_busy", 1.0)
 
     async def clear(self) -> None:
         """Forget every hit: all cooldowns and windows start afresh."""
