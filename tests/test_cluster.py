@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import re
-import time
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -21,7 +20,6 @@ from nats.aio.client import Client as NATS
 from tests.bridge import FakeBridge
 from tests.cluster_helpers import Instances, cluster_config, wait_decided, wait_instances
 from tests.natsserver import NatsServer
-
 
 _NUMBER = re.compile(r"#(\d+)")
 
