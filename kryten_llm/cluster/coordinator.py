@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from kryten_llm.cluster.claim import ClaimResult, Claims
-from kryten_llm.cluster.kv import bucket_name, open_bucket, replicas_for
+from kryten_llm.cluster.kv import bucket_name, open_bucket, replicas_for, retrying
 from kryten_llm.cluster.kvstore import SharedRateLimitStore
 from kryten_llm.cluster.leases import ChannelLeases
 from kryten_llm.cluster.registry import Registry, default_instance_id
@@ -87,7 +87,11 @@ class Coordinator:
             )
             return
         self.mode = Mode.CLUSTERED
-        await self._tick()  # peers and leases known before the first message
+        try:  # peers and leases known before the first message (a new R3 bucket may need
+            # a moment before its stream answers)
+            await retrying(self._tick, self._config.claim_timeout_seconds, what="first beat")
+        except ClusterError as exc:
+            log.warning("cluster_beat_failed", error=str(exc))  # the heartbeat loop tries again
         self._task = asyncio.create_task(self._loop(), name="cluster-heartbeat")
         log.info(
             "cluster_joined",

@@ -39,11 +39,12 @@ class ClusterConfig(Section):
         6.0, gt=0, le=FAILOVER_LIMIT_SECONDS, description="A peer silent this long is gone."
     )
     claim_timeout_seconds: float = Field(
-        2.0,
+        10.0,
         gt=0,
         le=30,
-        description="How long to keep trying to claim a message while JetStream is unreachable "
-        "(a node failing over); when it runs out the message is not answered (never twice).",
+        description="How long to keep trying to claim a message (or read the shared limits) "
+        "while JetStream is unreachable, as when a node of a NATS cluster is lost and its "
+        "streams elect new leaders; when it runs out the message is not answered (never twice).",
     )
     claim_ttl_seconds: float = Field(
         600.0, ge=60, le=86400, description="How long a claimed message is remembered."
