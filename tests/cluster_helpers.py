@@ -16,14 +16,30 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from kryten.subject_builder import build_subject
 from nats.aio.client import Client as NATS
 
 from kryten_llm.bus.subjects import DISCOVERY_POLL, lifecycle
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+async def mention(nc: NATS, channel: str, text: str, username: str = "alice") -> None:
+    """A chatMsg in ``channel``, enveloped byte for byte as the bridge's json.dumps does."""
+    body = {
+        "event_name": "chatMsg",
+        "payload": {"username": username, "msg": text, "meta": {}, "time": int(time.time() * 1000)},
+        "channel": channel,
+        "domain": "cytu.be",
+        "timestamp": datetime.now(UTC).isoformat(),
+        "correlation_id": str(uuid.uuid4()),
+    }
+    await nc.publish(build_subject("cytu.be", channel, "chatMsg"), json.dumps(body).encode())
 
 
 def cluster_config(nats_urls: list[str], **sections: Any) -> dict[str, Any]:

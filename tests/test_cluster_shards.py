@@ -5,37 +5,20 @@ one that was killed; plus the bot alone on a NATS account without JetStream.
 from __future__ import annotations
 
 import asyncio
-import json
 import time
-import uuid
 from collections import Counter
-from datetime import UTC, datetime
 from pathlib import Path
 
 import nats
-from kryten.subject_builder import build_subject
 
 from kryten_llm.service import Service
 from tests.bridge import Escapes, FakeBridge
-from tests.cluster_helpers import Instances, cluster_config, startups, wait_instances
+from tests.cluster_helpers import Instances, cluster_config, mention, startups, wait_instances
 from tests.conftest import running, settings_for
 from tests.natsserver import ConfiguredNatsServer, NatsServer
 
 CHANNELS = [f"Room{i}" for i in range(12)]
 LEASE = 3.0
-
-
-async def ask(nc: nats.NATS, channel: str, text: str) -> None:
-    """A mention in ``channel``, enveloped byte for byte as the bridge's json.dumps does."""
-    body = {
-        "event_name": "chatMsg",
-        "payload": {"username": "alice", "msg": text, "meta": {}, "time": int(time.time() * 1000)},
-        "channel": channel,
-        "domain": "cytu.be",
-        "timestamp": datetime.now(UTC).isoformat(),
-        "correlation_id": str(uuid.uuid4()),
-    }
-    await nc.publish(build_subject("cytu.be", channel, "chatMsg"), json.dumps(body).encode())
 
 
 def replies_by_channel(bridge: FakeBridge) -> Counter[str]:
@@ -67,7 +50,7 @@ async def test_twelve_channels_spread_over_three_instances_and_move_when_one_die
             assert sorted(len(h) for h in held.values()) == [4, 4, 4], held
             async with FakeBridge(server.url, echo=False) as bridge:
                 for channel in CHANNELS:
-                    await ask(watcher, channel, f"cynthia, hello {channel}")
+                    await mention(watcher, channel, f"cynthia, hello {channel}")
                 await wait_replies(bridge, set(CHANNELS))
                 assert set(replies_by_channel(bridge).values()) == {1}
                 # Kill the first process: its channels must move to the other two.
@@ -82,7 +65,9 @@ async def test_twelve_channels_spread_over_three_instances_and_move_when_one_die
                     assert time.monotonic() - killed < 10.0, f"taken over: {answered_again}"
                     tries += 1
                     for channel in sorted(orphaned - set(answered_again)):
-                        await ask(watcher, channel, f"cynthia, still there in {channel}? ({tries})")
+                        await mention(
+                            watcher, channel, f"cynthia, still there in {channel}? ({tries})"
+                        )
                     await asyncio.sleep(0.25)
                     await bridge.flush()
                     now = replies_by_channel(bridge)
