@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import bisect
 import math
+import random
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -41,7 +42,8 @@ if TYPE_CHECKING:
 
 HOUR = 3600.0
 MINUTE = 60.0
-_COMMIT_ATTEMPTS = 8
+_COMMIT_ATTEMPTS = 30  # every reply writes the global key, so instances do race for it
+_BACKOFF = 0.002
 
 
 class RateLimitStore(Protocol):
@@ -236,7 +238,9 @@ class RateLimiter:
         async with self._lock:
             rules = self._rules(username, rank, trigger)
             keys = sorted({rule.key for rule in rules})
-            for _ in range(_COMMIT_ATTEMPTS):
+            for attempt in range(_COMMIT_ATTEMPTS):
+                if attempt:  # another instance committed first: back off a random moment
+                    await asyncio.sleep(random.uniform(0, _BACKOFF * attempt))
                 now = self._clock()
                 try:
                     view = await self._store.snapshot(keys)
