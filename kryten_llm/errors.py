@@ -7,7 +7,8 @@ Errors are split by who has to act on them::
     ├── TemplateError               a prompt template uses an unknown or non-bare field
     ├── ControlError                an operator's runtime action was refused (``status``)
     ├── BusError                    NATS is unreachable or refused us
-    │   └── MalformedEvent          one bad payload: logged and dropped, never fatal
+    │   ├── MalformedEvent          one bad payload: logged and dropped, never fatal
+    │   └── ClusterError            JetStream KV unusable for coordinating instances
     ├── BatchError                  a batch run cannot go on as asked
     │   ├── RunExists                a run with that id is already in the store
     │   ├── RunNotFound              no run has that id
@@ -179,3 +180,8 @@ class BadRequest(ProviderError):
 
 class QuotaExhausted(ProviderError):
     """402 or a credit/usage-limit message: no retry until the account is topped up."""
+
+
+class ClusterError(BusError):
+    """JetStream KV could not be used to coordinate with other instances (not enabled,
+    no permission, no quorum while a node fails over)."""

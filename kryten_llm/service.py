@@ -44,6 +44,7 @@ from kryten_llm.bus.sender import ChatSender
 from kryten_llm.bus.settle import settle
 from kryten_llm.bus.subjects import channel_events
 from kryten_llm.checks import startup_problems
+from kryten_llm.cluster import Coordinator
 from kryten_llm.config.layers import Sources, find_sources
 from kryten_llm.console import EXIT_FAILED, EXIT_OK, EXIT_RESTART, on_stop_signals
 from kryten_llm.errors import ControlError
@@ -129,6 +130,7 @@ class Service:
         self.telemetry: Telemetry | None = None  # built once the bot listens
         self.surface: OperatorSurface | None = None
         self._sender: ChatSender | None = None
+        self.cluster: Coordinator | None = None  # issue 15: this instance among several
         self._supervisor = Supervisor(self._give_up)
         self._background: set[asyncio.Task[Any]] = set()
 
@@ -213,6 +215,7 @@ class Service:
             ),
             worker_errors=bot.stats.totals[Count.WORKER_ERRORS],
             task_restarts=self._supervisor.restarts,
+            cluster=self.cluster.snapshot() if self.cluster is not None else None,
         )
 
     # --- the operator's switches (kryten_llm.ops.controls.Controlled) -------------------------
@@ -360,6 +363,11 @@ class Service:
         """
         settings = self._settings
         self._sender = sender = ChatSender(nc, settings.send)
+        # --- cluster hook (issue 15): join the other instances before the first message ---
+        self.cluster = cluster = Coordinator(settings)
+        await cluster.start(nc)
+        stack.push_async_callback(cluster.stop)  # before NATS closes
+        self.instance = cluster.instance_id
         self.bot = bot = Bot(
             settings,
             sender=sender,
@@ -367,6 +375,7 @@ class Service:
             rng=self._rng,
             stats=self._stats,
             flags=self._flags,
+            cluster=cluster,
         )
         stack.push_async_callback(bot.close)  # memory (issue 14): its store's last writes
         await bot.conversation.start(nc, settings)  # conv14: title memory (KV or file)
@@ -417,6 +426,7 @@ class Service:
             version=__version__,
             metadata=self._metadata,
             on_restart=self.request_stop,
+            instance_id=cluster.instance_id,
             listeners=[surface.registry.on_lifecycle] if surface.registry is not None else (),
         )
         stack.push_async_callback(self.lifecycle.stop, "start failed")  # no-op after _shutdown
@@ -462,6 +472,7 @@ class Service:
             "providers": self.manager.snapshot() if self.manager is not None else {},
             "queue_depth": self.queue_depth,
             "stats": self.stats.snapshot(),
+            "cluster": self.cluster.snapshot() if self.cluster is not None else None,
         }
 
     async def _shutdown(self, nc: NATS) -> None:

@@ -87,6 +87,9 @@ def settings_for(nats_url: str, log_dir: Path, **sections: Any) -> Settings:
         "service": {"heartbeat_interval_seconds": 30},
         "web": {"port": 0},
         "fallback": {"pool_dir": str(log_dir / "fallback")},
+        # One bot per test: the module's nats-server outlives it, and shared limits kept in its
+        # JetStream would carry one test's hits into the next. tests/test_cluster*.py opt in.
+        "cluster": {"enabled": False},
     }
     for key, value in sections.items():
         if isinstance(value, dict) and isinstance(base.get(key), dict):

@@ -146,8 +146,18 @@ async def test_every_instance_answers_a_reload_and_the_runtime_changes(
     data = two_channels(nats_server.url, tmp_path)
     data["web"]["port"] = 0
     config = write(tmp_path / "config.json", data)
-    first = Service(load_settings(config), config=config)
-    second = Service(load_settings(config), config=config, overrides_file=tmp_path / "b.json")
+    services = []
+    for name in ("one", "two"):  # one working folder here: tell the instances apart by id
+        cli = {"cluster": {"instance_id": name}}
+        services.append(
+            Service(
+                load_settings(config, **cli),
+                config=config,
+                cli=cli,
+                overrides_file=tmp_path / f"{name}.overrides.json",
+            )
+        )
+    first, second = services
     nc = await nats.connect(nats_server.url)
     try:
         async with running(first), running(second):

@@ -40,6 +40,7 @@ if TYPE_CHECKING:
     from kryten_llm.bot.responder import Responder
     from kryten_llm.bot.responselog import ResponseLog
     from kryten_llm.bus.sender import ChatSender
+    from kryten_llm.cluster import Coordinator
     from kryten_llm.config import ChannelConfig, RateLimitConfig, Settings, TriggerWordConfig
     from kryten_llm.llm.manager import ProviderManager
     from kryten_llm.pipeline.jobs import Job
@@ -63,6 +64,7 @@ class Bot:
         rng: randomness for trigger probabilities (seed it for reproducible runs).
         stats: the counters to count in (the service's own, so they exist before the bot).
         flags: the operator's switches (likewise).
+        cluster: this instance's part among several (claims, shared limits); ``None``: alone.
     """
 
     def __init__(
@@ -74,6 +76,7 @@ class Bot:
         rng: random.Random | None = None,
         stats: Stats | None = None,
         flags: Flags | None = None,
+        cluster: Coordinator | None = None,
     ) -> None:
         self.settings = settings
         self.stats = stats if stats is not None else Stats()
@@ -83,6 +86,8 @@ class Bot:
         self.spam = SpamGuard(settings.spam)
         self.manager: ProviderManager | None = None
         self.in_flight = 0
+        # cluster hook (issue 15): limits shared with the other instances when clustered
+        self._shared_store = cluster.limit_store if cluster is not None else None
         self._rng = rng
         self._sender = sender
         self._response_log = response_log
@@ -117,6 +122,7 @@ class Bot:
         )
         self.intake.memory = self.memory
         self._memory_watch: asyncio.Task[None] | None = None
+        self.intake.cluster = cluster  # cluster hook (issue 15)
 
     def start_answering(self, manager: ProviderManager) -> None:
         """Build the answering half around ``manager``; jobs queued so far are answered next.
@@ -207,7 +213,10 @@ class Bot:
             limiter = self._limiters.get(key)
             if limiter is None:
                 self._limiters[key] = RateLimiter(
-                    limits, TriggersConfig(words=list(words.values()))
+                    limits,
+                    TriggersConfig(words=list(words.values())),
+                    store=self._shared_store,
+                    scope=f"{key}|" if key else "",  # a channel of its own counts apart
                 )
             else:
                 limiter.reconfigure(limits, words.values())

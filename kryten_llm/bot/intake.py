@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from kryten_llm.bot.conversation import Conversation
     from kryten_llm.bot.responselog import ResponseLog
     from kryten_llm.bus.sender import ChatSender
+    from kryten_llm.cluster import Coordinator
     from kryten_llm.config import ChannelConfig, Settings, TriggersConfig
     from kryten_llm.memory.live import Memory
     from kryten_llm.pipeline.filters import IntakeFilter
@@ -96,6 +97,7 @@ class Intake:
         self._filter.reconfigure(settings.filters)
         self._budget = settings.processing.reply_deadline_seconds
         self._prompt_history = settings.processing.prompt_history
+        self.cluster: Coordinator | None = None  # several instances: set by the assembly
 
     async def handle(self, channel: ChannelContext, subject: str, data: bytes) -> None:
         """Process one message from ``kryten.events.cytube.<channel>.>``; never raises.
@@ -255,9 +257,20 @@ class Intake:
     async def _submit(
         self, channel: ChannelContext, chat: ChatEvent, prompt: PromptInput, rank: float | None
     ) -> None:
-        """Past the share budget and the rate limits, onto the queue; a refusal is logged."""
+        """Past the claim, the share budget and the rate limits, onto the queue; a refusal is
+        logged."""
         trigger = prompt.trigger
         character = channel.character
+        # --- cluster hook (issue 15): exactly one instance goes on with a message ----------
+        if self.cluster is not None:
+            elsewhere = await self.cluster.decide(channel.config, chat)
+            if elsewhere is Reason.ANSWERED_ELSEWHERE:  # that instance writes the log line
+                self._stats.decisions[elsewhere] += 1
+                return
+            if elsewhere is not None:
+                self._refuse(channel, chat, trigger, elsewhere)
+                return
+        # --- end of the cluster hook -------------------------------------------------------
         refused = self._conversation.refusal(channel.config.key, trigger, character.settings)
         if refused is not None:  # conv14: unasked replies give way to the share budget first
             decision = RateDecision(False, refused, 0.0)

@@ -56,6 +56,8 @@ RESTART_NEEDED: tuple[KeyPath, ...] = (
     ("processing", "history_size"),
     ("memory", "enabled"),
     ("memory", "path"),
+    ("cluster",),
+    ("sharding",),
 )
 
 Apply = Callable[[Settings, Settings], Awaitable[None]]

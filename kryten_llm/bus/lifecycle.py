@@ -10,7 +10,8 @@
   ``on_restart`` callback asks the service to stop so that systemd starts it again.
 
 Bodies carry the base fields in the ecosystem's order (service, version, hostname, timestamp,
-uptime_seconds) plus a ``metadata`` object.
+uptime_seconds), then ``instance_id`` when several instances of the service may run, plus a
+``metadata`` object.
 
 With ``service.mirror_subjects`` the startup event is also published on
 ``kryten.service.discovery`` and heartbeats on ``kryten.service.heartbeat`` and
@@ -66,6 +67,7 @@ class Lifecycle:
         metadata: Callable[[], dict[str, Any]] = dict,
         on_restart: Callable[[str], None] | None = None,
         listeners: Sequence[Callable[[str, dict[str, Any]], Awaitable[None]]] = (),
+        instance_id: str | None = None,
     ) -> None:
         self._nc = nc
         self._config = config
@@ -73,6 +75,7 @@ class Lifecycle:
         self._metadata = metadata
         self._on_restart = on_restart
         self._listeners = tuple(listeners)
+        self._instance_id = instance_id  # several instances of one service (issue 15)
         self._hostname = socket.gethostname()
         self._started_at = time.monotonic()
         self._subs: list[Subscription] = []
@@ -82,13 +85,16 @@ class Lifecycle:
 
     def base(self) -> dict[str, Any]:
         """The base fields every lifecycle body starts with."""
-        return {
+        base = {
             "service": self._config.name,
             "version": self._version,
             "hostname": self._hostname,
             "timestamp": datetime.now(UTC).isoformat(),
             "uptime_seconds": round(time.monotonic() - self._started_at, 3),
         }
+        if self._instance_id is not None:
+            base["instance_id"] = self._instance_id
+        return base
 
     async def start(self) -> None:
         """Subscribe to discovery and restart notices, then announce startup."""

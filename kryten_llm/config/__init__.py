@@ -23,6 +23,7 @@ from kryten_llm.config.behaviour import (
     TriggerWordConfig,
     ValidationConfig,
 )
+from kryten_llm.config.cluster import ClusterConfig, ShardingConfig
 from kryten_llm.config.conversation import (
     DecayPoint,
     FollowUpConfig,
@@ -52,6 +53,7 @@ __all__ = [
     "BotConfig",
     "ChannelConfig",
     "CircuitConfig",
+    "ClusterConfig",
     "DecayPoint",
     "ExtractionConfig",
     "FallbackConfig",
@@ -74,6 +76,7 @@ __all__ = [
     "SendConfig",
     "ServiceConfig",
     "Settings",
+    "ShardingConfig",
     "SpamConfig",
     "StreamingConfig",
     "TriggerWordConfig",

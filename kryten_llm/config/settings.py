@@ -30,6 +30,7 @@ from kryten_llm.config.behaviour import (
     TriggersConfig,
     ValidationConfig,
 )
+from kryten_llm.config.cluster import ClusterConfig, ShardingConfig
 from kryten_llm.config.conversation import (
     FollowUpConfig,
     MediaChangeConfig,
@@ -98,6 +99,8 @@ class Settings(BaseSettings):
     media_change: MediaChangeConfig = Field(default_factory=MediaChangeConfig)  # conv14
     participation: ParticipationConfig = Field(default_factory=ParticipationConfig)  # conv14
     followups: FollowUpConfig = Field(default_factory=FollowUpConfig)  # conv14
+    cluster: ClusterConfig = Field(default_factory=ClusterConfig)  # issue 15: several instances
+    sharding: ShardingConfig = Field(default_factory=ShardingConfig)
     dry_run: bool = Field(False, description="Decide and log everything, send nothing.")
 
     @model_validator(mode="before")

@@ -10,7 +10,8 @@ no fallback pool has lines. ``degraded``: it answers, but something needs a look
 cannot answer, every provider is down but the fallback pools answer, fewer reply workers than
 configured, the queue is full, a channel's sending is paused, a channel has been silent longer
 than ``stale_after_seconds``). ``healthy`` otherwise. Pausing and dry-run are the operator's
-choices: reported, never a degradation.
+choices: reported, never a degradation. The ``cluster`` component says which instance this is
+and how many peers it sees (several instances of one service).
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ class Liveness:
     send_paused_seconds: Mapping[str, float] = field(default_factory=dict)  # per channel
     worker_errors: int = 0  # unexpected exceptions the workers survived
     task_restarts: int = 0
+    cluster: Mapping[str, Any] | None = None  # instance id, mode, peers seen (issue 15)
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,6 +124,7 @@ def assess(
                 "status": "full" if queue_full else "ok",
             },
             "workers": workers,
+            "cluster": _cluster(inputs.liveness),
         },
         "paused": inputs.paused,
         "dry_run": inputs.dry_run,
@@ -156,3 +159,8 @@ def _liveness(
         "errors": live.worker_errors,
         "task_restarts": live.task_restarts,
     }
+
+
+def _cluster(live: Liveness | None) -> dict[str, Any]:
+    """This instance among its peers: ``{"instance_id", "mode", "peers", ...}`` (issue 15)."""
+    return dict(live.cluster) if live is not None and live.cluster is not None else {}

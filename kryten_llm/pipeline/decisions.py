@@ -38,6 +38,9 @@ class Reason(StrEnum):
     DEADLINE = "deadline"
     SHUTDOWN = "shutdown"
     PAUSED = "paused"
+    # several instances (kryten_llm.cluster): another one answers, or no claim could be made
+    ANSWERED_ELSEWHERE = "answered_elsewhere"
+    CLAIM_FAILED = "claim_failed"
     INTERNAL_ERROR = "internal_error"
 
 

@@ -18,8 +18,11 @@ Rank multipliers loosen the *per-user* limits only (counts multiplied, cooldowns
 bot-wide and per-trigger limits protect the channel and apply to everyone.
 
 Hits live in a :class:`RateLimitStore`. The in-memory store keeps per-key deques of monotonic
-timestamps; the interface is async and small so that a shared store (NATS JetStream KV with
-compare-and-set) can hold the limits across replicas later.
+timestamps; the shared store of :mod:`kryten_llm.cluster.kvstore` keeps them in JetStream KV so
+that several instances obey the limits one instance would. ``acquire()`` reads a
+:meth:`~RateLimitStore.snapshot` of the keys it needs, decides on it, and
+:meth:`~RateLimitStore.commit` records the hit; a shared store refuses the commit when another
+instance changed one of those keys meanwhile (compare-and-set), and the decision is made again.
 """
 
 from __future__ import annotations
@@ -27,12 +30,14 @@ from __future__ import annotations
 import asyncio
 import bisect
 import math
+import random
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Protocol
 
+from kryten_llm.errors import ClusterError
 from kryten_llm.pipeline.decisions import ALLOWED, RateDecision, TriggerMatch
 
 if TYPE_CHECKING:
@@ -45,6 +50,8 @@ if TYPE_CHECKING:
 
 HOUR = 3600.0
 MINUTE = 60.0
+_COMMIT_ATTEMPTS = 30  # every reply writes the global key, so instances do race for it
+_BACKOFF = 0.002
 
 
 class RateLimitStore(Protocol):
@@ -68,6 +75,18 @@ class RateLimitStore(Protocol):
 
     async def clear(self) -> None:
         """Forget every hit."""
+        ...
+
+    async def snapshot(self, keys: Sequence[str]) -> RateLimitStore:
+        """The hits of ``keys`` to decide on (an in-process store is its own snapshot)."""
+        ...
+
+    async def commit(self, snapshot: RateLimitStore, keys: Sequence[str], now: float) -> bool:
+        """Record one hit at ``now`` on ``keys`` unless they changed since ``snapshot``.
+
+        Returns:
+            False when another writer came first: take a new snapshot and decide again.
+        """
         ...
 
 
@@ -116,6 +135,13 @@ class InMemoryRateLimitStore:
     async def clear(self) -> None:
         self._hits.clear()
 
+    async def snapshot(self, keys: Sequence[str]) -> RateLimitStore:
+        return self  # the limiter's lock already keeps other callers out
+
+    async def commit(self, snapshot: RateLimitStore, keys: Sequence[str], now: float) -> bool:
+        await self.record(keys, now)
+        return True
+
 
 @dataclass(frozen=True, slots=True)
 class _Rule:
@@ -136,8 +162,10 @@ class RateLimiter:
         triggers: TriggersConfig,
         *,
         store: RateLimitStore | None = None,
+        scope: str = "",
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        self._scope = scope  # prefixes every key: limiters sharing one store count apart
         self.reconfigure(config, triggers.words)
         self._store: RateLimitStore = store or InMemoryRateLimitStore()
         self._clock = clock
@@ -174,7 +202,7 @@ class RateLimiter:
             _Rule("global_per_hour", "g", cfg.global_per_hour, HOUR),
         ]
         if not user:  # a video comment answers nobody: only the bot-wide limits apply
-            return rules
+            return self._scoped(rules)
         rules += [
             _Rule("user_cooldown", f"u:{user}", None, cfg.user_cooldown_seconds * scale),
             _Rule(
@@ -197,10 +225,17 @@ class RateLimiter:
             rules.append(_Rule("trigger_cooldown", f"t:{word.name}", None, word.cooldown_seconds))
             if word.max_per_hour is not None:
                 rules.append(_Rule("trigger_per_hour", f"t:{word.name}", word.max_per_hour, HOUR))
-        return rules
+        return self._scoped(rules)
 
-    async def _evaluate(self, rules: list[_Rule], now: float) -> RateDecision:
-        store = self._store
+    def _scoped(self, rules: list[_Rule]) -> list[_Rule]:
+        if not self._scope:
+            return rules
+        return [replace(rule, key=self._scope + rule.key) for rule in rules]
+
+    async def _evaluate(
+        self, rules: list[_Rule], now: float, store: RateLimitStore | None = None
+    ) -> RateDecision:
+        store = store or self._store
         for rule in rules:
             if rule.count is None:  # a cooldown
                 if rule.period <= 0:
@@ -231,11 +266,20 @@ class RateLimiter:
         """Check and, when allowed, record, atomically with respect to other callers."""
         async with self._lock:
             rules = self._rules(username, rank, trigger)
-            now = self._clock()
-            decision = await self._evaluate(rules, now)
-            if decision.allowed:
-                await self._store.record(sorted({rule.key for rule in rules}), now)
-            return decision
+            keys = sorted({rule.key for rule in rules})
+            for attempt in range(_COMMIT_ATTEMPTS):
+                if attempt:  # another instance committed first: back off a random moment
+                    await asyncio.sleep(random.uniform(0, _BACKOFF * attempt))
+                now = self._clock()
+                try:
+                    view = await self._store.snapshot(keys)
+                    decision = await self._evaluate(rules, now, view)
+                    if not decision.allowed or await self._store.commit(view, keys, now):
+                        return decision
+                except ClusterError:  # the shared store stayed unreachable: refuse, safely
+                    return RateDecision(False, "shared_limits_unavailable", 1.0)
+            # Other instances kept winning the race for the same keys: refuse, safely.
+            return RateDecision(False, "shared_limits_busy", 1.0)
 
     async def clear(self) -> None:
         """Forget every hit: all cooldowns and windows start afresh."""

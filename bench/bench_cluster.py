@@ -1,0 +1,212 @@
+"""Several instances: what the claim and the shared limits add to a reply, how long failover
+takes, and 3 instances against 1 on 20 channels.
+
+    python bench/bench_cluster.py
+
+1. Per-message cost, in-process against a real nats-server: the claim (KV create), the shared
+   rate limiter (snapshot + compare-and-set commit) against the in-memory one, and, for the
+   queue-group alternative, what a second (queue) subscription costs per message: nothing per
+   reply, but every event delivered twice and no shared limits.
+2. Failover: three bot processes with sharding (defaults: lease 6 s); one SIGKILLed; seconds
+   until each of its channels is answered again. Claims need no failover: the survivors
+   claim the next mention at once.
+3. Throughput: 240 mentions over 20 channels, a provider taking 100 ms, 2 workers per
+   instance: time until all are answered by 1 instance, then by 3.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+
+import nats
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench._harness import machine
+from kryten_llm.cluster.claim import Claims
+from kryten_llm.cluster.kv import open_bucket
+from kryten_llm.cluster.kvstore import SharedRateLimitStore
+from kryten_llm.config import RateLimitConfig, TriggersConfig
+from kryten_llm.pipeline.decisions import TriggerMatch
+from kryten_llm.pipeline.ratelimit import RateLimiter
+from tests.bridge import FakeBridge
+from tests.cluster_helpers import (
+    Instances,
+    cluster_config,
+    mention,
+    startups,
+    wait_instances,
+)
+from tests.natsserver import NatsServer
+
+N = 2000
+MENTION = TriggerMatch("mention", "mention")
+
+
+def pct(values: list[float], q: float) -> float:
+    values = sorted(values)
+    return values[min(len(values) - 1, int(q * len(values)))]
+
+
+async def per_message(url: str) -> None:
+    nc = await nats.connect(url)
+    claims = Claims(await open_bucket(nc, "bench_claims", ttl=600, replicas=1), "a", 5.0)
+    times = []
+    for _ in range(N):
+        start = time.perf_counter()
+        await claims.claim(str(uuid.uuid4()))
+        times.append((time.perf_counter() - start) * 1000)
+    p50, p99 = statistics.median(times), pct(times, 0.99)
+    print(f"claim (KV create): p50 {p50:.3f} ms, p99 {p99:.3f} ms")
+    limits = RateLimitConfig(
+        global_per_minute=10**6,
+        global_per_hour=10**6,
+        user_per_hour=10**6,
+        global_cooldown_seconds=0,
+        user_cooldown_seconds=0,
+        mention_cooldown_seconds=0,
+    )
+    store = SharedRateLimitStore(
+        await open_bucket(nc, "bench_limits", ttl=3700, replicas=1), timeout=5.0
+    )
+    for name, limiter in (
+        ("in-memory", RateLimiter(limits, TriggersConfig())),
+        ("shared KV", RateLimiter(limits, TriggersConfig(), store=store)),
+    ):
+        times = []
+        for i in range(N // 4):  # the global key grows with every hit: keep the run short
+            start = time.perf_counter()
+            await limiter.acquire(username=f"user{i % 100}", rank=0, trigger=MENTION)
+            times.append((time.perf_counter() - start) * 1000)
+        print(
+            f"rate limiter ({name}): p50 {statistics.median(times):.3f} ms, "
+            f"p99 {pct(times, 0.99):.3f} ms"
+        )
+    # The queue-group alternative: one more subscription per instance; per message its cost
+    # is one more delivery, measured as the time to receive N events twice instead of once.
+    received = 0
+    done = asyncio.Event()
+
+    async def count(_msg: object) -> None:
+        nonlocal received
+        received += 1
+        if received == 2 * N:
+            done.set()
+
+    await nc.subscribe("bench.events", cb=count)
+    await nc.subscribe("bench.events", queue="decisions", cb=count)
+    pub = await nats.connect(url)
+    start = time.perf_counter()
+    for _ in range(N):
+        await pub.publish("bench.events", b"x" * 300)
+    await pub.flush()
+    await asyncio.wait_for(done.wait(), 30)
+    per = (time.perf_counter() - start) / N * 1000
+    print(f"queue group: no round trip per reply; events delivered twice ({per:.4f} ms/event)")
+    await pub.close()
+    await nc.close()
+
+
+async def failover(url: str, base: Path) -> None:
+    channels = [f"Room{i}" for i in range(6)]
+    config = cluster_config(
+        [url],
+        service={"name": "fo"},
+        channels=[{"domain": "cytu.be", "channel": c} for c in channels],
+        sharding={"enabled": True},
+    )
+    instances = Instances(base, config, 3)
+    nc = await nats.connect(url)
+    try:
+        await wait_instances(nc, 3, service="fo")
+        while True:
+            found = await startups(nc, 3, service="fo")
+            held = {
+                b["instance_id"]: b["metadata"]["cluster"]["channels_held"] for b in found.values()
+            }
+            if sorted(len(h) for h in held.values()) == [2, 2, 2]:
+                break
+            await asyncio.sleep(0.2)
+        victim = next(
+            x["instance_id"] for x in instances.log_lines(0) if x.get("event") == "cluster_joined"
+        )
+        orphaned = [c for c in channels if f"cytu.be/{c.lower()}" in held[victim]]
+        async with FakeBridge(url, echo=False) as bridge:
+            instances.kill(0)
+            killed = time.monotonic()
+            seen: dict[str, float] = {}
+            n = 0
+            while len(seen) < len(orphaned):
+                n += 1
+                for channel in orphaned:
+                    if channel not in seen:
+                        await mention(nc, channel, f"cynthia, anyone in {channel}? {n}")
+                await asyncio.sleep(0.1)
+                for c in [*bridge.commands, *bridge.ignored]:
+                    ch = c.body["meta"]["channel"]
+                    if ch in orphaned and ch not in seen:
+                        seen[ch] = time.monotonic() - killed
+        worst = max(seen.values())
+        print(f"failover (sharded, lease 6 s): channels answered again after {worst:.1f} s")
+    finally:
+        await nc.close()
+        instances.stop()
+
+
+async def throughput(url: str, base: Path, count: int) -> float:
+    channels = [f"Room{i}" for i in range(20)]
+    config = cluster_config(
+        [url],
+        service={"name": f"tp{count}"},
+        channels=[{"domain": "cytu.be", "channel": c} for c in channels],
+        llm={
+            "providers": {"slow": {"type": "scripted", "latency_ms": 100}},
+            "default_provider": "slow",
+        },
+        processing={"queue_size": 1000, "workers": 2},
+    )
+    instances = Instances(base, config, count)
+    nc = await nats.connect(url)
+    try:
+        await wait_instances(nc, count, service=f"tp{count}")
+        async with FakeBridge(url, echo=False) as bridge:
+            start = time.monotonic()
+            for i in range(240):
+                channel = channels[i % 20]
+                await mention(nc, channel, f"cynthia #{i}")
+            # The bridge's guard files other channels' commands under ``ignored``: count both.
+            while len(bridge.commands) + len(bridge.ignored) < 240:  # noqa: ASYNC110
+                await asyncio.sleep(0.05)
+            return time.monotonic() - start
+    finally:
+        await nc.close()
+        instances.stop()
+
+
+async def main() -> None:
+    print(f"machine: {machine()}; {datetime.now(UTC):%Y-%m-%d}")
+    with NatsServer() as server:
+        await per_message(server.url)
+        with tempfile.TemporaryDirectory() as tmp:
+            (Path(tmp) / "fo").mkdir()
+            await failover(server.url, Path(tmp) / "fo")
+            (Path(tmp) / "one").mkdir()
+            (Path(tmp) / "three").mkdir()
+            one = await throughput(server.url, Path(tmp) / "one", 1)
+            three = await throughput(server.url, Path(tmp) / "three", 3)
+        print(
+            f"240 mentions on 20 channels, provider 100 ms, 2 workers each: 1 instance "
+            f"{one:.1f} s ({240 / one:.0f}/s), 3 instances {three:.1f} s ({240 / three:.0f}/s)"
+        )
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

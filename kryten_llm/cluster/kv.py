@@ -1,0 +1,133 @@
+"""The JetStream KV helpers every shared piece of state uses: buckets, keys, compare-and-set.
+
+One place for how the bot opens a bucket (create it when missing, with a TTL and as many
+replicas as the NATS cluster has room for), turns arbitrary text into a valid key, and reads
+and writes a JSON value guarded by its revision. Claims, shared rate limits, the instance
+registry and channel leases are built on these; so can any other state that moves to KV.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import re
+import time
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from nats.js.errors import BucketNotFoundError, KeyNotFoundError, KeyWrongLastSequenceError
+
+from kryten_llm.errors import ClusterError
+
+if TYPE_CHECKING:
+    from nats.aio.client import Client as NATS
+    from nats.js.kv import KeyValue
+
+_PLAIN_KEY = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
+_DOTTED_KEY = re.compile(r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$")
+_CLUSTER_SIZE_FOR_R3 = 3
+_FIRST_BACKOFF = 0.05
+_MAX_BACKOFF = 0.5
+T = TypeVar("T")
+
+
+def bucket_name(service: str, purpose: str) -> str:
+    """The bucket of one kind of shared state of one service: ``kryten_llm_claims``."""
+    return f"kryten_{service}_{purpose}"
+
+
+def safe_key(text: str) -> str:
+    """``text`` when it is a valid KV key token, else a stable hash of it (never empty)."""
+    if _PLAIN_KEY.match(text):
+        return text
+    return "h" + hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:40]
+
+
+def readable_key(text: str) -> str:
+    """``u:alice`` -> ``u.alice``, ``cytu.be/MyChannel`` -> ``cytu.be.MyChannel``: readable in
+    ``nats kv ls`` when the result is a valid key, a stable hash otherwise."""
+    dotted = text.replace(":", ".").replace("/", ".")
+    return dotted if _DOTTED_KEY.match(dotted) else safe_key(text)
+
+
+def replicas_for(nc: NATS, wanted: int | None) -> int:
+    """``wanted``, or 3 when the server is part of a cluster of three or more nodes, else 1."""
+    if wanted is not None:
+        return wanted
+    info = getattr(nc, "_server_info", None) or {}
+    if not info.get("cluster"):
+        return 1
+    # connect_urls lists every node's client address (the server's own included).
+    nodes = len(info.get("connect_urls") or ())
+    return _CLUSTER_SIZE_FOR_R3 if nodes >= _CLUSTER_SIZE_FOR_R3 else 1
+
+
+async def open_bucket(
+    nc: NATS, name: str, *, ttl: float, replicas: int, wait: float = 2.0
+) -> KeyValue:
+    """The bucket ``name``, created (history 1, ``ttl`` seconds per value) when missing.
+
+    Raises:
+        ClusterError: JetStream is not available (not enabled, no permission, no quorum).
+    """
+    js = nc.jetstream(timeout=wait)
+    try:
+        try:
+            return await js.key_value(name)
+        except BucketNotFoundError:
+            return await js.create_key_value(bucket=name, ttl=ttl, history=1, replicas=replicas)
+    except Exception as exc:
+        raise ClusterError(f"bucket {name}: {exc or type(exc).__name__}") from exc
+
+
+async def read_json(kv: KeyValue, key: str) -> tuple[Any, int]:
+    """The JSON value of ``key`` and its revision; ``(None, revision)`` when absent.
+
+    The revision of an absent key is that of its delete marker (0 if it never existed), so
+    :func:`write_json` with it creates the key.
+    """
+    try:
+        entry = await kv.get(key)
+    except KeyNotFoundError as exc:
+        marker = getattr(exc, "entry", None)
+        return None, marker.revision if marker is not None else 0
+    return (json.loads(entry.value) if entry.value else None), entry.revision or 0
+
+
+async def write_json(kv: KeyValue, key: str, value: Any, revision: int) -> int | None:
+    """Write ``value`` only if ``key`` is still at ``revision``; the new revision, or
+    ``None`` when another writer came first (read again and retry)."""
+    try:
+        data = json.dumps(value, separators=(",", ":")).encode()
+        return await kv.update(key, data, last=revision)
+    except KeyWrongLastSequenceError:
+        return None
+
+
+async def retrying(
+    call: Callable[[], Awaitable[T]],
+    seconds: float,
+    *,
+    what: str,
+    clock: Callable[[], float] = time.monotonic,
+) -> T:
+    """``await call()``, tried again with backoff while JetStream fails, for ``seconds``.
+
+    A NATS cluster that loses a node needs a moment to elect new leaders; a call made then
+    fails or times out, and the same call shortly after succeeds.
+
+    Raises:
+        ClusterError: still failing when ``seconds`` ran out.
+    """
+    deadline = clock() + seconds
+    delay = _FIRST_BACKOFF
+    while True:
+        try:
+            async with asyncio.timeout(max(deadline - clock(), 0.001)):
+                return await call()
+        except Exception as exc:  # timeouts, no responders, no quorum, a reconnecting client
+            if clock() + delay >= deadline:
+                raise ClusterError(f"{what}: {exc or type(exc).__name__}") from exc
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, _MAX_BACKOFF)

@@ -1,0 +1,167 @@
+"""Rate-limit windows and cooldowns in JetStream KV, shared by every instance of the bot.
+
+The :class:`~kryten_llm.pipeline.ratelimit.RateLimitStore` seam with a KV backend: each limiter
+key (``g``, ``u:alice``, ``m:alice``, ``t:popcorn``, ``w``) is one KV key holding the wall-clock
+times of its hits within the hour. The limiter decides on a :meth:`snapshot` (every key it needs,
+read at once, each with its revision) and :meth:`commit` writes every key only if it is
+still at the revision it was read at. Since every key that was read is written, two instances
+that decided on overlapping keys cannot both commit: the second sees a changed revision, takes
+back what it already wrote, and the limiter decides again on fresh values. So two instances
+together never let through more than one would; in an exact race one may refuse a reply a
+single instance would have sent (a hit taken back a moment later was counted meanwhile).
+
+The limiter counts in monotonic time; the store converts to wall-clock time (the only clock
+machines share) with an offset fixed at start.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import structlog
+from nats.js.errors import NoKeysError
+
+from kryten_llm.cluster.kv import read_json, readable_key, retrying, write_json
+from kryten_llm.pipeline.ratelimit import HOUR, RateLimitStore
+
+if TYPE_CHECKING:
+    from nats.js.kv import KeyValue
+
+log = structlog.get_logger(__name__)
+
+_ROLLBACK_ATTEMPTS = 5
+
+
+@dataclass(slots=True)
+class Snapshot:
+    """The hits of some keys (monotonic time, oldest first) and the revisions they were read at."""
+
+    hits: dict[str, list[float]] = field(default_factory=dict)
+    revisions: dict[str, int] = field(default_factory=dict)
+
+    async def count_since(self, key: str, since: float) -> int:
+        hits = self.hits.get(key, [])
+        return len(hits) - bisect.bisect_right(hits, since)
+
+    async def latest(self, key: str, n: int = 1) -> float | None:
+        hits = self.hits.get(key, [])
+        return hits[-n] if n <= len(hits) else None
+
+    async def record(self, keys: Sequence[str], now: float) -> None:
+        raise NotImplementedError("a snapshot is read-only: commit through the store")
+
+    async def clear(self) -> None:
+        raise NotImplementedError("a snapshot is read-only")
+
+    async def snapshot(self, keys: Sequence[str]) -> RateLimitStore:
+        return self
+
+    async def commit(self, snapshot: RateLimitStore, keys: Sequence[str], now: float) -> bool:
+        raise NotImplementedError("a snapshot is read-only: commit through the store")
+
+
+class SharedRateLimitStore:
+    """Limiter hits in the KV bucket ``kv`` (its TTL drops keys idle for longer than an hour).
+
+    Args:
+        kv: the limits bucket.
+        timeout: how long a read or write is retried while JetStream fails.
+        horizon: hits older than this are dropped when a key is written.
+        wall, monotonic: the clocks (injected in tests).
+    """
+
+    def __init__(
+        self,
+        kv: KeyValue,
+        *,
+        timeout: float,
+        horizon: float = HOUR,
+        wall: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._kv = kv
+        self._timeout = timeout
+        self._horizon = horizon
+        self._offset = wall() - monotonic()
+        self.conflicts = 0  # commits refused because another instance wrote first
+
+    async def snapshot(self, keys: Sequence[str]) -> RateLimitStore:
+        values = await retrying(
+            lambda: asyncio.gather(*(read_json(self._kv, readable_key(key)) for key in keys)),
+            self._timeout,
+            what="read shared limits",
+        )
+        snap = Snapshot()
+        for key, (stored, revision) in zip(keys, values, strict=True):
+            snap.hits[key] = sorted(float(t) - self._offset for t in stored or ())
+            snap.revisions[key] = revision
+        return snap
+
+    async def commit(self, snapshot: RateLimitStore, keys: Sequence[str], now: float) -> bool:
+        assert isinstance(snapshot, Snapshot)
+        stamp = round(now + self._offset, 3)
+
+        async def write(key: str) -> bool:
+            kept = [
+                round(t + self._offset, 3)
+                for t in snapshot.hits.get(key, [])
+                if t >= now - self._horizon
+            ]
+            done = await retrying(
+                lambda: write_json(
+                    self._kv, readable_key(key), [*kept, stamp], snapshot.revisions.get(key, 0)
+                ),
+                self._timeout,
+                what="write shared limits",
+            )
+            return done is not None
+
+        results = await asyncio.gather(*(write(key) for key in keys), return_exceptions=True)
+        written = [key for key, ok in zip(keys, results, strict=True) if ok is True]
+        if len(written) == len(keys):
+            return True
+        self.conflicts += 1
+        await self._take_back(written, stamp)
+        failure = next((r for r in results if isinstance(r, BaseException)), None)
+        if failure is not None:
+            raise failure
+        return False
+
+    async def _take_back(self, keys: Sequence[str], stamp: float) -> None:
+        """Remove the hit ``stamp`` from ``keys`` (a commit that lost half way)."""
+        for key in keys:
+            for _ in range(_ROLLBACK_ATTEMPTS):
+                stored, revision = await read_json(self._kv, readable_key(key))
+                hits = list(stored or ())
+                if stamp not in hits:
+                    break
+                hits.remove(stamp)
+                if await write_json(self._kv, readable_key(key), hits, revision) is not None:
+                    break
+            else:  # kept losing races: the hit stays, which only makes the limit stricter
+                log.warning("rate_limit_rollback_failed", key=key)
+
+    # The rest of RateLimitStore, for callers outside acquire() (record, clear).
+
+    async def count_since(self, key: str, since: float) -> int:
+        return await (await self.snapshot([key])).count_since(key, since)
+
+    async def latest(self, key: str, n: int = 1) -> float | None:
+        return await (await self.snapshot([key])).latest(key, n)
+
+    async def record(self, keys: Sequence[str], now: float) -> None:
+        while not await self.commit(await self.snapshot(keys), keys, now):
+            pass
+
+    async def clear(self) -> None:
+        """Forget every hit of every instance (the operator's "clear cooldowns")."""
+        try:
+            keys = await self._kv.keys()
+        except NoKeysError:
+            return
+        await asyncio.gather(*(self._kv.purge(key) for key in keys))
