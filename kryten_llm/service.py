@@ -18,7 +18,6 @@ so the process exits within 10 s even when NATS is gone.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import random
 import signal
@@ -35,9 +34,9 @@ from nats.aio.client import Client as NATS
 
 from kryten_llm import __version__
 from kryten_llm.bot.assembly import Bot
+from kryten_llm.bot.operator import REPROBE_TASK, Operator
 from kryten_llm.bot.responselog import Listener, ResponseLog
 from kryten_llm.bot.supervisor import Supervisor
-from kryten_llm.bot.tuning import Tuner
 from kryten_llm.bus.connection import close, connect, subscribe_events
 from kryten_llm.bus.lifecycle import Lifecycle
 from kryten_llm.bus.sender import ChatSender
@@ -49,12 +48,9 @@ from kryten_llm.config.layers import Sources, find_sources
 from kryten_llm.console import EXIT_FAILED, EXIT_OK, EXIT_RESTART, on_stop_signals
 from kryten_llm.errors import ControlError
 from kryten_llm.ops.health import Liveness
-from kryten_llm.pipeline.fallback import FallbackPools
 from kryten_llm.pipeline.stats import Count, Flags, Stats
 
 if TYPE_CHECKING:
-    import aiohttp
-
     from kryten_llm.bot.intake import ChannelContext, Intake
     from kryten_llm.config import ChannelConfig, Settings
     from kryten_llm.config.overrides import Override
@@ -80,8 +76,8 @@ class State(StrEnum):
 class Service:
     """The live bot: ``await Service(settings).run(stop_event)`` runs it until the event is set.
 
-    It is also the bot's :class:`~kryten_llm.ops.view.BotView` and
-    :class:`~kryten_llm.ops.controls.Controlled` for the operator surface.
+    It is also the bot's :class:`~kryten_llm.ops.view.BotView` for the operator surface; the
+    operator's switches are its :class:`~kryten_llm.bot.operator.Operator`.
 
     Args:
         settings: the whole configuration.
@@ -112,8 +108,7 @@ class Service:
             _sources, config, given=given, overrides_file=overrides_file
         )
         self.instance = uuid.uuid4().hex[:12]
-        self.tuner: Tuner | None = None
-        self._session: aiohttp.ClientSession | None = None
+        self.operator: Operator | None = None  # the operator's switches, once the bot runs
         self._listeners = tuple(listeners)
         self.state = State.NEW
         self._started_at = time.monotonic()
@@ -132,7 +127,6 @@ class Service:
         self._sender: ChatSender | None = None
         self.cluster: Coordinator | None = None  # issue 15: this instance among several
         self._supervisor = Supervisor(self._give_up)
-        self._background: set[asyncio.Task[Any]] = set()
 
     # --- the view the operator surface reads (kryten_llm.ops.view.BotView) --------------------
 
@@ -146,7 +140,7 @@ class Service:
 
     @property
     def last_tuning(self) -> dict[str, Any] | None:
-        return self.tuner.last if self.tuner is not None else None
+        return self.operator.tuner.last if self.operator is not None else None
 
     @property
     def running(self) -> bool:
@@ -218,17 +212,14 @@ class Service:
             cluster=self.cluster.snapshot() if self.cluster is not None else None,
         )
 
-    # --- the operator's switches (kryten_llm.ops.controls.Controlled) -------------------------
+    # --- the operator's switches: kryten_llm.bot.operator.Operator, once the bot runs -------
 
-    @property
-    def dry_run(self) -> bool:
-        return self.flags.dry_run
-
-    def set_paused(self, paused: bool) -> None:
-        self.flags.paused = paused
-
-    def set_dry_run(self, dry_run: bool) -> None:
-        self.flags.dry_run = dry_run
+    def request_reload(self, origin: str) -> None:
+        """Reload in the background (SIGHUP); logged, with every error's key path."""
+        if self.operator is None:
+            log.warning("config_reload_skipped", origin=origin, detail="the bot is not running")
+            return
+        self.operator.request_reload(origin)
 
     async def tune(self, action: str, value: Any, origin: str) -> dict[str, Any]:
         """Reload, change or reset the configuration (see :mod:`kryten_llm.bot.tuning`).
@@ -236,51 +227,9 @@ class Service:
         Raises:
             ControlError: refused (invalid, unknown, or the bot is not running yet).
         """
-        if self.tuner is None:
+        if self.operator is None:
             raise ControlError(503, "the bot is not running yet")
-        return await self.tuner.run(action, value, origin)
-
-    def request_reload(self, origin: str) -> None:
-        """Reload in the background (SIGHUP): the outcome is logged, errors with key paths."""
-        if self.tuner is None:
-            log.warning("config_reload_skipped", origin=origin, detail="the bot is not running")
-            return
-        task = asyncio.create_task(self._reload(origin), name="config-reload")
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
-
-    async def _reload(self, origin: str) -> None:
-        assert self.tuner is not None
-        with contextlib.suppress(ControlError):  # logged with every error by the tuner
-            await self.tuner.reload(origin)
-
-    async def _put_in_force(self, new: Settings, old: Settings) -> None:
-        """Apply validated settings: new providers and pools only if their config changed."""
-        assert self.bot is not None
-        manager = pools = None
-        if new.llm != old.llm and self._session is not None:
-            from kryten_llm.llm.manager import build_manager
-
-            manager = build_manager(new.llm, self._session, observer=self._observe_call)
-            self._supervisor.replace("provider-reprobe", manager.reprobe_failing)
-            task = asyncio.create_task(manager.probe_all(), name="provider-probe")
-            self._background.add(task)
-            task.add_done_callback(self._background.discard)
-        if _pools_of(new) != _pools_of(old):
-            pools = FallbackPools.from_settings(new)
-        self.bot.apply(new, manager=manager, pools=pools)
-        if new.dry_run != old.dry_run:
-            self.flags.dry_run = new.dry_run
-        self._settings = new
-
-    async def clear_cooldowns(self) -> None:
-        if self.bot is not None:
-            await self.bot.clear_cooldowns()
-
-    async def stop_explore(self, run: str) -> None:
-        """Stop an explore run shown on the dashboard (``kryten-llm explore --nats``)."""
-        if self.surface is not None:
-            await self.surface.stop_explore(run)
+        return await self.operator.tune(action, value, origin)
 
     # --- lifecycle ---------------------------------------------------------------------------
 
@@ -403,20 +352,26 @@ class Service:
         )
         response_log.add_listener(engagement.on_outcome)
         session = await stack.enter_async_context(aiohttp.ClientSession())
-        self._session = session
         manager = build_manager(settings.llm, session, observer=self._observe_call)
         bot.start_answering(manager)
         stack.push_async_callback(self._supervisor.stop)
         for i in range(settings.processing.workers):
             self._supervisor.spawn(f"{_WORKER}{i}", bot.work)
-        self.tuner = Tuner(
-            self._sources, settings, self._put_in_force, cli=self._cli, check=startup_problems
+        self.operator = Operator(
+            bot,
+            self._sources,
+            cli=self._cli,
+            check=startup_problems,
+            session=session,
+            observer=self._observe_call,
+            supervisor=self._supervisor,
+            stop_explore=self._stop_explore,
         )
         await manager.probe_all()
-        self._supervisor.spawn("provider-reprobe", manager.reprobe_failing)
+        self._supervisor.spawn(REPROBE_TASK, manager.reprobe_failing)
         if self._stop is not None and self._stop.is_set():
             return  # asked to stop while starting: no surface, no startup announcement
-        self.surface = surface = ops_surface.OperatorSurface(self, self, telemetry)
+        self.surface = surface = ops_surface.OperatorSurface(self, self.operator, telemetry)
         surface.engagement = engagement  # conv14
         stack.push_async_callback(surface.stop)
         await surface.start(nc)
@@ -432,6 +387,10 @@ class Service:
         stack.push_async_callback(self.lifecycle.stop, "start failed")  # no-op after _shutdown
         await self.lifecycle.start()
         await settle(nc, settings.nats.connect_timeout_seconds)
+
+    async def _stop_explore(self, run: str) -> None:
+        if self.surface is not None:
+            await self.surface.stop_explore(run)
 
     def _callback(self, context: ChannelContext) -> Callable[[str, bytes], Awaitable[None]]:
         assert self.bot is not None
@@ -463,12 +422,12 @@ class Service:
                 else None
             ),
             "channels": [
-                {"domain": c.domain, "channel": c.channel} for c in self._settings.channels
+                {"domain": c.domain, "channel": c.channel} for c in self.settings.channels
             ],
-            "bot_username": self._settings.bot.username,
+            "bot_username": self.settings.bot.username,
             "dry_run": self.flags.dry_run,
             "paused": self.flags.paused,
-            "provider": self._settings.llm.default_provider,
+            "provider": self.settings.llm.default_provider,
             "providers": self.manager.snapshot() if self.manager is not None else {},
             "queue_depth": self.queue_depth,
             "stats": self.stats.snapshot(),
@@ -527,9 +486,3 @@ def _sources(
     overrides_file: Path | None,
 ) -> Sources:
     return find_sources(config, overrides=overrides, given=given, overrides_file=overrides_file)
-
-
-def _pools_of(settings: Settings) -> tuple[object, ...]:
-    """What the fallback pools are loaded from: a change means loading them again."""
-    words = sorted(w.name for _, t in settings.trigger_sets() for w in t.words)
-    return settings.fallback, tuple(words), tuple(sorted(settings.personalities))

@@ -133,3 +133,29 @@ async def test_a_refused_reload_shows_its_errors_in_a_banner_as_text(
         await page.click("#reload")
         await page.wait_for(f"{text('#control-result')} === 'reload: done'")
         await page.wait_for("document.getElementById('config-banner').hidden")
+
+
+async def test_the_dashboard_shows_this_instance_and_its_peers(tmp_path: Path) -> None:
+    """Two instances on one JetStream server: each page names itself and the other one."""
+    with NatsServer() as server:  # a server of its own: the instance registry starts empty
+        services = []
+        for name in ("north", "south"):
+            config = tmp_path / f"{name}.json"
+            config.write_text(
+                json.dumps(
+                    {
+                        "nats": {"servers": [server.url]},
+                        "web": {"port": 0, "push_interval_seconds": 0.25},
+                        "logging": {"response_log_dir": str(tmp_path / name)},
+                        "cluster": {"instance_id": name, "heartbeat_seconds": 0.5},
+                    }
+                )
+            )
+            services.append(Service(load_settings(config), config=config))
+        north, south = services
+        async with running(north), running(south), Browser() as page:
+            assert north.surface is not None
+            assert north.surface.web is not None
+            await page.goto(f"http://127.0.0.1:{north.surface.web.port}/")
+            await page.wait_for(f"({text('#instances')} || '').includes('peers: south')", 20)
+            assert (await page.evaluate(text("#instances"))).startswith("instance north (")

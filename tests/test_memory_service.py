@@ -4,10 +4,13 @@ notes never reach a provider the operator has not allowed; the optional extracti
 from __future__ import annotations
 
 import contextlib
+import json
 import sqlite3
 from pathlib import Path
 from typing import Any
 
+import aiohttp
+import nats
 import pytest
 
 from kryten_llm.memory.extract import EXTRACT_PROMPT
@@ -108,3 +111,51 @@ async def test_extraction_stores_what_a_user_says_about_themselves(
     assert "- bob about themselves: «I work night shifts at the docks»" in user_turns(
         model.completions[-1].json
     )
+
+
+async def test_the_operator_lists_and_forgets_a_user_over_nats_and_the_dashboard(
+    nats_server: NatsServer, bridge: FakeBridge, tmp_path: Path
+) -> None:
+    """``memory`` is an operator action: token required, list then forget, the store agrees."""
+    settings = settings_for(
+        nats_server.url,
+        tmp_path,
+        web={"port": 0, "token": "mem-token"},
+        memory={"enabled": True, "path": str(tmp_path / "m.db")},
+    )
+    async with running(Service(settings)) as service, aiohttp.ClientSession() as session:
+        await bridge.chat("alice", "cynthia, remember that I like kung fu films")
+        await settled(service, bridge, chats=2)
+        assert service.bot is not None
+        assert service.bot.memory is not None
+        await service.bot.memory.settle()
+        nc = await nats.connect(nats_server.url)
+        try:
+            ask = {"command": "memory", "action": "list", "user": "alice"}
+            refused = json.loads(
+                (await nc.request("kryten.llm.command", json.dumps(ask).encode(), timeout=5)).data
+            )
+            assert refused["ok"] is False
+            listed = json.loads(
+                (
+                    await nc.request(
+                        "kryten.llm.command",
+                        json.dumps({**ask, "token": "mem-token"}).encode(),
+                        timeout=5,
+                    )
+                ).data
+            )
+        finally:
+            await nc.close()
+        assert listed["ok"] is True
+        assert [n["text"] for n in listed["memory"]["notes"]] == ["I like kung fu films"]
+        assert service.surface is not None
+        assert service.surface.web is not None
+        async with session.post(
+            f"http://127.0.0.1:{service.surface.web.port}/api/control",
+            json={"action": "memory", "value": {"action": "forget", "user": "alice"}},
+            headers={"Authorization": "Bearer mem-token"},
+        ) as response:
+            body = await response.json()
+        assert (response.status, body["memory"]["deleted"]) == (200, 1)
+    assert rows(tmp_path / "m.db") == []

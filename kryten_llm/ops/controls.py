@@ -18,7 +18,7 @@ log = structlog.get_logger(__name__)
 
 # The switches handled here; every other action tunes the configuration (``tune``: reload,
 # runtime changes, reset; see kryten_llm.bot.tuning).
-SWITCHES = ("pause", "resume", "dry_run", "clear_cooldowns", "explore_stop")
+SWITCHES = ("pause", "resume", "dry_run", "clear_cooldowns", "explore_stop", "memory")
 
 
 class Controlled(Protocol):
@@ -33,6 +33,10 @@ class Controlled(Protocol):
         ...
 
     async def clear_cooldowns(self) -> None: ...
+
+    async def memory_command(self, payload: Any) -> dict[str, Any]:
+        """List or forget a user's notes (kryten_llm.memory); raises ControlError if refused."""
+        ...
 
     async def stop_explore(self, run: str) -> None: ...
 
@@ -94,6 +98,8 @@ class Controls:
                 raise ControlError(400, "dry_run takes true, false or nothing (toggle)")
             target.set_dry_run(wanted)
             return {"dry_run": wanted}
+        if action == "memory":
+            return {"memory": await target.memory_command(value)}
         if action == "clear_cooldowns":
             await target.clear_cooldowns()
             return {"cooldowns": "cleared"}

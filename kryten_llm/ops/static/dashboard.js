@@ -42,6 +42,16 @@ function renderHeader(state) {
   if (svc.paused) flags.append(el("span", "paused"));
   if (svc.dry_run) flags.append(el("span", "dry-run"));
   flags.append(el("span", `personality: ${svc.personality}`, "muted"));
+  // Several instances (issue 15): which one this is and every instance it sees.
+  const cluster = state.health.components.cluster || {};
+  if (cluster.instance_id) {
+    const others = (cluster.instances || []).filter((id) => id !== cluster.instance_id);
+    const text = `instance ${cluster.instance_id} (${cluster.mode})` +
+      (others.length ? ` · peers: ${others.join(", ")}` : " · alone");
+    const span = el("span", text, "muted");
+    span.id = "instances";
+    flags.append(span);
+  }
 }
 
 function renderCounters(state) {
