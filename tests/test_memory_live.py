@@ -26,7 +26,7 @@ import nats
 import pytest
 
 from kryten_llm.bus.settle import settle
-from kryten_llm.memory.recall import RECALL_HEADER
+from kryten_llm.pipeline.recall import RECALL_HEADER
 from tests.bridge import FakeBridge
 from tests.conftest import eventually, settings_for
 from tests.natsserver import NatsServer

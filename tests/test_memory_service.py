@@ -14,7 +14,7 @@ import nats
 import pytest
 
 from kryten_llm.memory.extract import EXTRACT_PROMPT
-from kryten_llm.memory.recall import RECALL_HEADER
+from kryten_llm.pipeline.recall import RECALL_HEADER
 from kryten_llm.service import Service
 from tests.bridge import FakeBridge
 from tests.conftest import eventually, running, settings_for, settled

@@ -15,10 +15,10 @@ from kryten_llm.config import MemoryConfig, PersonalityConfig, PromptsConfig, lo
 from kryten_llm.errors import ConfigError, MemoryStoreError
 from kryten_llm.memory import MemoryStore, Note, Scope, Source, handle_memory_command
 from kryten_llm.memory.extract import parse_facts
-from kryten_llm.memory.recall import RECALL_HEADER
 from kryten_llm.memory.requests import Forget, Refusal, Refused, Remember, read_request
 from kryten_llm.pipeline.decisions import TriggerMatch
 from kryten_llm.pipeline.prompt import PromptBuilder, PromptInput
+from kryten_llm.pipeline.recall import RECALL_HEADER
 from kryten_llm.pipeline.state import HistoryLine
 
 NAMES = ("CynthiaRothbot", "cynthia", "rothbot")

@@ -94,10 +94,12 @@ class Bot:
         self._recent: RecentReplies = {}  # outlives every validator a reload builds
         self._limiters: dict[str, RateLimiter] = {}
         self._update_limiters(settings)
+        # Each channel's state lives as long as the process; reply paths read it by key.
+        self._states = {
+            c.key: ChannelState(settings.processing.history_size) for c in settings.channels
+        }
         self.channels = {
-            c.key: ChannelContext(
-                c, ChannelState(settings.processing.history_size), self._character(settings, c)
-            )
+            c.key: ChannelContext(c, self._states[c.key], self._character(settings, c))
             for c in settings.channels
         }
         # conv14: share of chat, joining in, follow-ups and video comments
@@ -189,7 +191,7 @@ class Bot:
                 stats=self.stats,
                 flags=self.flags,
                 sender=self._sender,
-                channels=self.channels,
+                states=self._states,
                 pools=self.pools,
                 recent=self._recent,
             )

@@ -9,6 +9,7 @@ half (and the providers behind it) is imported.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -17,12 +18,12 @@ from kryten_llm.pipeline.prompt import PromptBuilder
 from kryten_llm.pipeline.validator import RecentReplies, ReplyValidator
 
 if TYPE_CHECKING:
-    from kryten_llm.bot.intake import ChannelContext
     from kryten_llm.bot.responselog import ResponseLog
     from kryten_llm.bus.sender import ChatSender
     from kryten_llm.config import Settings
     from kryten_llm.llm.manager import ProviderManager
     from kryten_llm.pipeline.fallback import FallbackPools
+    from kryten_llm.pipeline.state import ChannelState
     from kryten_llm.pipeline.stats import Flags, Stats
 
 
@@ -43,7 +44,7 @@ def build_reply_path(
     stats: Stats,
     flags: Flags,
     sender: ChatSender | None = None,
-    channels: dict[str, ChannelContext] | None = None,
+    states: Mapping[str, ChannelState] | None = None,
     pools: FallbackPools | None = None,
     recent: RecentReplies | None = None,
 ) -> ReplyPath:
@@ -56,7 +57,8 @@ def build_reply_path(
         stats: counters of decisions.
         flags: the operator's switches (dry-run: nothing is sent).
         sender: sends replies; ``None`` never sends (batch).
-        channels: channel state the reply reads (who is present); none for batch.
+        states: each channel's state, by key: who is present, where dry-run replies go (none
+            for batch).
         pools: fallback lines for when every provider fails.
         recent: the replies sent recently, shared with the validators built before this one
             (so a reload does not forget what the bot said).
@@ -69,7 +71,7 @@ def build_reply_path(
         prompts=prompts,
         validator=validator,
         sender=sender,
-        channels=channels if channels is not None else {},
+        states=states if states is not None else {},
         response_log=response_log,
         stats=stats,
         flags=flags,

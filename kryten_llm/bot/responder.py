@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
@@ -39,7 +39,6 @@ from kryten_llm.pipeline.stats import Count
 from kryten_llm.pipeline.streaming import PartCutter
 
 if TYPE_CHECKING:
-    from kryten_llm.bot.intake import ChannelContext
     from kryten_llm.bot.responselog import ResponseLog
     from kryten_llm.bus.sender import ChatSender, SendResult
     from kryten_llm.config import Settings
@@ -47,6 +46,7 @@ if TYPE_CHECKING:
     from kryten_llm.pipeline.fallback import FallbackPools
     from kryten_llm.pipeline.jobs import Job
     from kryten_llm.pipeline.prompt import PromptBuilder
+    from kryten_llm.pipeline.state import ChannelState
     from kryten_llm.pipeline.stats import Flags, Stats
     from kryten_llm.pipeline.validator import ReplyValidator, Verdict
 
@@ -66,7 +66,7 @@ class Responder:
         prompts: PromptBuilder,
         validator: ReplyValidator,
         sender: ChatSender | None,
-        channels: dict[str, ChannelContext],
+        states: Mapping[str, ChannelState],
         response_log: ResponseLog,
         stats: Stats,
         flags: Flags,
@@ -86,7 +86,7 @@ class Responder:
         self._validator = validator
         self._retry = settings.validation.retry
         self._sender = sender
-        self._channels = channels
+        self._states = states
         self._log = response_log
         self._stats = stats
         self._flags = flags
@@ -164,12 +164,12 @@ class Responder:
     def _delivery(self, job: Job) -> Delivery:
         """How this job's parts go out: to the bridge, or (dry-run) only into the history."""
         sender, dry_run = self._sender, self._flags.dry_run or self._sender is None
-        context = self._channels.get(job.channel.key)
+        state = self._states.get(job.channel.key)
 
         async def send(part: str) -> SendResult | None:
             if dry_run or sender is None:
-                if context is not None and not job.chat.is_pm:
-                    context.state.add_chat(self._bot, part, 0, from_bot=True)
+                if state is not None and not job.chat.is_pm:
+                    state.add_chat(self._bot, part, 0, from_bot=True)
                 return None
             if job.chat.is_pm:
                 return await sender.pm(job.channel, job.chat.username, part)
@@ -216,8 +216,8 @@ class Responder:
     async def _reply(self, job: Job, outcome: Outcome, delivery: Delivery) -> Outcome:
         request = self._prompts.build(job.prompt)
         key = job.channel.key
-        context = self._channels.get(key)
-        present = context.state.users.keys() if context is not None else ()
+        state = self._states.get(key)
+        present = state.users.keys() if state is not None else ()
         asking, retry_left = request, self._retry
         while True:
             sink = self._sink(key, present, delivery)

@@ -96,6 +96,11 @@ class Note:
             "created_at": self.created_at,
         }
 
+    @property
+    def about_channel(self) -> bool:
+        """A note about the channel, not about one user (see :mod:`kryten_llm.pipeline.recall`)."""
+        return self.scope is Scope.CHANNEL
+
 
 def _note(row: tuple[str, str, str, str, str, str, str, float, int]) -> Note:
     domain, channel, scope, about, author, text, source, created_at, rowid = row

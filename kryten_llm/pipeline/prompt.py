@@ -13,8 +13,8 @@ text before it is wrapped.
 
 A budget (``prompts.budget``, in characters or approximate tokens) bounds the request. It is
 spent by priority: the system prompt and the triggering message always, then the current
-video, then the notes recalled from memory (:mod:`kryten_llm.memory.recall`, off by default),
-then as much recent chat as fits, newest lines first.
+video, then the notes recalled from memory (:mod:`kryten_llm.pipeline.recall`; memory is off by
+default), then as much recent chat as fits, newest lines first.
 """
 
 from __future__ import annotations
@@ -23,18 +23,14 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from kryten_llm.config import PersonalityConfig, PromptsConfig
 from kryten_llm.config.templates import fields, pick, render
 from kryten_llm.llm.base import ChatMessage, CompletionRequest, Role
-from kryten_llm.memory.recall import recall_block
 from kryten_llm.pipeline.decisions import TriggerMatch
 from kryten_llm.pipeline.media import bounded_title
+from kryten_llm.pipeline.recall import RecalledNote, recall_block
 from kryten_llm.pipeline.state import HistoryLine, NowPlaying
-
-if TYPE_CHECKING:
-    from kryten_llm.memory.store import Note
 
 OPEN, CLOSE = "«", "»"
 CHARS_PER_TOKEN = 4
@@ -55,7 +51,7 @@ class PromptInput:
     is_pm: bool = False
     channel: str = ""
     users_present: int = 0
-    memory: tuple[Note, ...] = ()  # notes recalled for this reply (kryten_llm.memory)
+    memory: tuple[RecalledNote, ...] = ()  # notes recalled for this reply (kryten_llm.memory)
     # conv14: a video comment brings its own template and what plays next
     template: str | None = None
     up_next: tuple[str, ...] = ()
