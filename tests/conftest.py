@@ -66,22 +66,27 @@ def clock() -> Clock:
     return Clock()
 
 
-def settings_for(nats_url: str, log_dir: Path, **sections: Any) -> Settings:
-    """Test settings: fast pacing, generous limits, scripted echo provider, given overrides."""
+# Rate limits that never get in a test's way.
+OPEN_LIMITS: dict[str, Any] = {
+    "global_per_minute": 1000,
+    "global_per_hour": 10000,
+    "global_cooldown_seconds": 0,
+    "user_per_hour": 1000,
+    "user_cooldown_seconds": 0,
+    "mention_cooldown_seconds": 0,
+    "unsolicited_per_window": 1000,
+}
+
+
+def config_for(nats_url: str, log_dir: Path, **sections: Any) -> dict[str, Any]:
+    """Test configuration data: fast pacing, generous limits, scripted echo provider, one bot
+    alone (no cluster); ``sections`` are merged in, a level deep."""
     base: dict[str, Any] = {
         "nats": {"servers": [nats_url], "connect_timeout_seconds": 1},
         "channels": [{"domain": "cytu.be", "channel": "MyChannel"}],
         "bot": {"username": "CynthiaRothbot"},
         "send": {"min_gap_seconds": 0, "jitter_seconds": 0},
-        "ratelimit": {
-            "global_per_minute": 1000,
-            "global_per_hour": 10000,
-            "global_cooldown_seconds": 0,
-            "user_per_hour": 1000,
-            "user_cooldown_seconds": 0,
-            "mention_cooldown_seconds": 0,
-            "unsolicited_per_window": 1000,
-        },
+        "ratelimit": dict(OPEN_LIMITS),
         "filters": {"replay_grace_seconds": 0},
         "logging": {"response_log_dir": str(log_dir), "level": "DEBUG"},
         "service": {"heartbeat_interval_seconds": 30},
@@ -96,7 +101,12 @@ def settings_for(nats_url: str, log_dir: Path, **sections: Any) -> Settings:
             base[key] = {**base[key], **value}
         else:
             base[key] = value
-    return load_settings(None, **base)
+    return base
+
+
+def settings_for(nats_url: str, log_dir: Path, **sections: Any) -> Settings:
+    """:func:`config_for` as checked settings."""
+    return load_settings(None, **config_for(nats_url, log_dir, **sections))
 
 
 @contextlib.asynccontextmanager

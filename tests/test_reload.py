@@ -24,7 +24,7 @@ import pytest
 from nats.aio.client import Client as NATS
 
 from tests.bridge import FakeBridge
-from tests.conftest import eventually
+from tests.conftest import config_for, eventually
 from tests.natsserver import ConfiguredNatsServer
 
 pytestmark = pytest.mark.nats
@@ -52,28 +52,17 @@ async def bridge(server: ConfiguredNatsServer) -> AsyncIterator[FakeBridge]:
 
 
 def config_data(server: ConfiguredNatsServer, tmp_path: Path, words: list[str]) -> dict[str, Any]:
-    return {
-        "nats": {"servers": [server.url], "connect_timeout_seconds": 1},
-        "channels": [{"domain": "cytu.be", "channel": "MyChannel"}],
-        "logging": {"response_log_dir": str(tmp_path / "logs"), "format": "json"},
-        "send": {"min_gap_seconds": 0, "jitter_seconds": 0},
-        "ratelimit": {
-            "global_per_minute": 1000,
-            "global_per_hour": 10000,
-            "global_cooldown_seconds": 0,
-            "user_per_hour": 1000,
-            "user_cooldown_seconds": 0,
-            "mention_cooldown_seconds": 0,
-            "unsolicited_per_window": 1000,
-        },
-        "filters": {"replay_grace_seconds": 0},
-        "triggers": {"words": [{"name": "snack", "patterns": words}]},
-        "llm": {
+    config = config_for(
+        server.url,
+        tmp_path / "logs",
+        triggers={"words": [{"name": "snack", "patterns": words}]},
+        llm={
             "providers": {"echo": {"type": "scripted", "model": "echo", "latency_ms": 1000}},
             "default_provider": "echo",
         },
-        "web": {"port": 0},
-    }
+    )
+    config["logging"] = {"response_log_dir": str(tmp_path / "logs"), "format": "json"}
+    return config
 
 
 def write(path: Path, data: dict[str, Any]) -> Path:

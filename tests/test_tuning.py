@@ -20,7 +20,7 @@ from kryten_llm.config import load_settings
 from kryten_llm.errors import ConfigError
 from kryten_llm.service import Service
 from tests.bridge import FakeBridge
-from tests.conftest import eventually, running, settled
+from tests.conftest import config_for, eventually, running, settled
 from tests.natsserver import NatsServer
 from tests.test_ops_service import TOKEN, control
 
@@ -33,9 +33,10 @@ PERSONALITIES = {
 
 
 def two_channels(nats_url: str, tmp_path: Path) -> dict[str, Any]:
-    return {
-        "nats": {"servers": [nats_url], "connect_timeout_seconds": 1},
-        "channels": [
+    return config_for(
+        nats_url,
+        tmp_path / "logs",
+        channels=[
             {"channel": "MyChannel"},
             {
                 "channel": "Cinema",
@@ -43,18 +44,9 @@ def two_channels(nats_url: str, tmp_path: Path) -> dict[str, Any]:
                 "ratelimit": {"global_cooldown_seconds": 600},
             },
         ],
-        "personalities": PERSONALITIES,
-        "send": {"min_gap_seconds": 0, "jitter_seconds": 0},
-        "ratelimit": {
-            "global_cooldown_seconds": 0,
-            "user_cooldown_seconds": 0,
-            "mention_cooldown_seconds": 0,
-            "global_per_minute": 1000,
-        },
-        "filters": {"replay_grace_seconds": 0},
-        "logging": {"response_log_dir": str(tmp_path / "logs"), "level": "DEBUG"},
-        "web": {"port": 0, "token": TOKEN},
-    }
+        personalities=PERSONALITIES,
+        web={"token": TOKEN},
+    )
 
 
 def write(path: Path, data: dict[str, Any]) -> Path:
