@@ -17,6 +17,7 @@ schema and connections are in :mod:`~kryten_llm.batch.storedb`, the typed rows i
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import sqlite3
@@ -119,7 +120,7 @@ class RunStore:
     def get_run(self, run_id: str) -> RunInfo | None:
         """The run ``run_id``, or None."""
         row = self._conn.execute("SELECT * FROM batch_runs WHERE id = ?", (run_id,)).fetchone()
-        return None if row is None else RunInfo.from_row(row)
+        return None if row is None else _as_seen(RunInfo.from_row(row))
 
     def run(self, run_id: str) -> RunInfo:
         """The run ``run_id``.
@@ -133,15 +134,20 @@ class RunStore:
         return info
 
     def list_runs(self, *, status: RunStatus | None = None, limit: int = 20) -> list[RunInfo]:
-        """The most recent runs first, optionally only those in ``status``."""
+        """The most recent runs first, optionally only those in ``status`` (as shown: a live
+        status whose process is gone is ``interrupted``)."""
+        wanted = RunStatus(status) if status else None
         query = "SELECT * FROM batch_runs"
         params: tuple[Any, ...] = ()
-        if status:
-            query += " WHERE status = ?"
-            params = (RunStatus(status).value,)
-        query += " ORDER BY created_at DESC, rowid DESC LIMIT ?"
-        rows = self._conn.execute(query, (*params, limit)).fetchall()
-        return [RunInfo.from_row(row) for row in rows]
+        if wanted is not None:
+            live = wanted.live or wanted is RunStatus.INTERRUPTED
+            stored = ("running", "cancelling") if live else (wanted.value,)
+            query += f" WHERE status IN ({', '.join('?' for _ in stored)})"
+            params = stored
+        query += " ORDER BY created_at DESC, rowid DESC"
+        runs = (_as_seen(RunInfo.from_row(row)) for row in self._conn.execute(query, params))
+        chosen = (run for run in runs if wanted is None or run.status is wanted)
+        return [run for _, run in zip(range(limit), chosen, strict=False)]
 
     def latest_resumable(self, input_file: str) -> RunInfo | None:
         """The most recent unfinished run of ``input_file``."""
@@ -373,6 +379,14 @@ class RunStore:
 
     def _tx(self) -> Transaction:
         return Transaction(self._conn)
+
+
+def _as_seen(info: RunInfo) -> RunInfo:
+    """``info``, shown ``interrupted`` when its status is live but its process is gone (this
+    process's own runs are alive by definition)."""
+    if not info.status.live or info.pid == os.getpid() or process_alive(info.pid):
+        return info
+    return dataclasses.replace(info, status=RunStatus.INTERRUPTED)
 
 
 def process_alive(pid: int | None) -> bool:

@@ -23,6 +23,8 @@ class RunStatus(StrEnum):
 
     ``running`` -> ``completed`` | ``failed`` (stopped on error) | ``paused`` (interrupted,
     resumable) | ``cancelling`` (``batch cancel`` asked a live process) -> ``cancelled``.
+    ``interrupted`` is never stored: it is how a ``running`` or ``cancelling`` run whose
+    process no longer exists (killed, crashed) is shown; it is resumable.
     """
 
     RUNNING = "running"
@@ -31,6 +33,12 @@ class RunStatus(StrEnum):
     PAUSED = "paused"
     CANCELLING = "cancelling"
     CANCELLED = "cancelled"
+    INTERRUPTED = "interrupted"
+
+    @property
+    def live(self) -> bool:
+        """A process is (or should be) working on the run."""
+        return self in (RunStatus.RUNNING, RunStatus.CANCELLING)
 
 
 RUN_STATUSES = tuple(status.value for status in RunStatus)

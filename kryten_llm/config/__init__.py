@@ -11,6 +11,7 @@ is no module-level configuration global.
 """
 
 from kryten_llm.config.base import ENV_PREFIX
+from kryten_llm.config.batchcfg import BatchConfig, ModelPrice
 from kryten_llm.config.behaviour import (
     FiltersConfig,
     FormattingConfig,
@@ -41,6 +42,7 @@ from kryten_llm.config.settings import Settings, load_settings
 __all__ = [
     "ENV_PREFIX",
     "MASK",
+    "BatchConfig",
     "BotConfig",
     "ChannelConfig",
     "CircuitConfig",
@@ -49,6 +51,7 @@ __all__ = [
     "FormattingConfig",
     "LLMConfig",
     "LoggingConfig",
+    "ModelPrice",
     "NatsConfig",
     "PersonalityConfig",
     "ProcessingConfig",

@@ -22,6 +22,7 @@ from pydantic_settings import (
 )
 
 from kryten_llm.config.base import ENV_PREFIX
+from kryten_llm.config.batchcfg import BatchConfig
 from kryten_llm.config.behaviour import (
     FiltersConfig,
     FormattingConfig,
@@ -86,6 +87,7 @@ class Settings(BaseSettings):
     service: ServiceConfig = Field(default_factory=ServiceConfig)
     web: WebConfig = Field(default_factory=WebConfig)
     fallback: FallbackConfig = Field(default_factory=FallbackConfig)
+    batch: BatchConfig = Field(default_factory=BatchConfig)  # issue 16: batch defaults
     dry_run: bool = Field(False, description="Decide and log everything, send nothing.")
 
     @model_validator(mode="before")
