@@ -123,6 +123,7 @@ class SlowEchoServer:
     async def __aenter__(self) -> SlowEchoServer:
         app = web.Application()
         app.router.add_post("/v1/chat/completions", self._complete)
+        app.router.add_get("/v1/models", self._models)  # batch asks it for model "auto"
         # A killed client cancels its handler: a request in flight at a kill is not "answered".
         self._runner = web.AppRunner(app, handler_cancellation=True, shutdown_timeout=0.2)
         await self._runner.setup()
@@ -134,6 +135,9 @@ class SlowEchoServer:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
+
+    async def _models(self, request: web.Request) -> web.Response:
+        return web.json_response({"object": "list", "data": [{"id": "slow-echo"}]})
 
     async def _complete(self, request: web.Request) -> web.Response:
         body = await request.json()

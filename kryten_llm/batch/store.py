@@ -17,7 +17,6 @@ schema and connections are in :mod:`~kryten_llm.batch.storedb`, the typed rows i
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import sqlite3
@@ -35,6 +34,7 @@ from kryten_llm.batch.storetypes import (
     ModelSummary,
     RunInfo,
     RunStatus,
+    process_alive,
 )
 from kryten_llm.errors import ConfigError, RunExists, RunNotFound
 
@@ -120,7 +120,7 @@ class RunStore:
     def get_run(self, run_id: str) -> RunInfo | None:
         """The run ``run_id``, or None."""
         row = self._conn.execute("SELECT * FROM batch_runs WHERE id = ?", (run_id,)).fetchone()
-        return None if row is None else _as_seen(RunInfo.from_row(row))
+        return None if row is None else RunInfo.from_row(row).as_seen()
 
     def run(self, run_id: str) -> RunInfo:
         """The run ``run_id``.
@@ -145,7 +145,7 @@ class RunStore:
             query += f" WHERE status IN ({', '.join('?' for _ in stored)})"
             params = stored
         query += " ORDER BY created_at DESC, rowid DESC"
-        runs = (_as_seen(RunInfo.from_row(row)) for row in self._conn.execute(query, params))
+        runs = (RunInfo.from_row(row).as_seen() for row in self._conn.execute(query, params))
         chosen = (run for run in runs if wanted is None or run.status is wanted)
         return [run for _, run in zip(range(limit), chosen, strict=False)]
 
@@ -379,27 +379,6 @@ class RunStore:
 
     def _tx(self) -> Transaction:
         return Transaction(self._conn)
-
-
-def _as_seen(info: RunInfo) -> RunInfo:
-    """``info``, shown ``interrupted`` when its status is live but its process is gone (this
-    process's own runs are alive by definition)."""
-    if not info.status.live or info.pid == os.getpid() or process_alive(info.pid):
-        return info
-    return dataclasses.replace(info, status=RunStatus.INTERRUPTED)
-
-
-def process_alive(pid: int | None) -> bool:
-    """Whether another process ``pid`` exists (a run left 'running' by a crash has none)."""
-    if not pid or pid == os.getpid():
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def new_run_id() -> str:

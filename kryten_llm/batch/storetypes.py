@@ -12,7 +12,9 @@ strings stored in SQLite and printed in JSON, unchanged since the first release.
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import os
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
@@ -181,6 +183,13 @@ class RunInfo:
             config=json.loads(cfg),
         )
 
+    def as_seen(self) -> RunInfo:
+        """This run as shown: ``interrupted`` when its status is live but its process is gone
+        (this process's own runs are alive by definition)."""
+        if not self.status.live or self.pid == os.getpid() or process_alive(self.pid):
+            return self
+        return dataclasses.replace(self, status=RunStatus.INTERRUPTED)
+
     @property
     def remaining(self) -> int | None:
         """Items still to do, when the total is known."""
@@ -250,3 +259,16 @@ class ModelSummary:
 
 def _round(value: float | None) -> float | None:
     return None if value is None else round(value, 1)
+
+
+def process_alive(pid: int | None) -> bool:
+    """Whether another process ``pid`` exists (a run left 'running' by a crash has none)."""
+    if not pid or pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
