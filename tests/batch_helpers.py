@@ -13,6 +13,7 @@ import json
 import os
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,7 @@ from typing import Any
 from aiohttp import web
 
 from kryten_llm.config import Settings, load_settings
-from tests.openai_server import completion_body
+from tests.openai_server import ScriptedOpenAIServer, completion_body
 
 ROOT = Path(__file__).resolve().parent.parent
 FAST_RETRY = {"attempts": 2, "base_delay_seconds": 0.01, "max_delay_seconds": 0.05}
@@ -150,3 +151,36 @@ class SlowEchoServer:
         await response.write_eof()
         self.answered.append((prompt, time.monotonic()))
         return response
+
+
+HEADLINES = (
+    ("h1", "Markets rally as rates fall"),
+    ("h2", "Local team wins the cup"),
+    ("h3", "Storm closes coastal roads"),
+)
+
+
+def write_headlines(tmp: Path, rows: Sequence[tuple[str, str]] = HEADLINES) -> Path:
+    """A headline list with ids, as headline-batch scripts keep them (``id,title``)."""
+    path = tmp / "headlines.csv"
+    with path.open("w", encoding="utf-8", newline="") as file:
+        writer = csv.writer(file)
+        writer.writerow(["id", "title"])
+        writer.writerows(rows)
+    return path
+
+
+def model_echo(body: dict[str, Any]) -> str:
+    """A responder naming the model asked: ``"<model>: <last user message>"``."""
+    return f"{body['model']}: {last_user(body)}"
+
+
+def lm_studio(*models: str) -> ScriptedOpenAIServer:
+    """A fake LM Studio: an OpenAI-compatible server listing ``models`` as loaded, answering
+    each request with :func:`model_echo`."""
+    return ScriptedOpenAIServer(responder=model_echo, models=models)
+
+
+def asked(server: ScriptedOpenAIServer) -> list[tuple[str, str]]:
+    """(model, last user message) of every chat completion the server received, in order."""
+    return [(str(r.json["model"]), last_user(r.json)) for r in server.completions if r.json]
