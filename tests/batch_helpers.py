@@ -42,8 +42,13 @@ def write_config(tmp: Path, **llm: Any) -> Path:
 
 
 def child_env() -> dict[str, str]:
-    """The environment of CLI children: ours, minus KRYTEN_LLM_* overrides, repo importable."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("KRYTEN_LLM_")}
+    """The environment of CLI children: ours, minus KRYTEN_LLM_* overrides and provider keys,
+    repo importable."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("KRYTEN_LLM_") and k not in ("OPENAI_API_KEY", "ANTHROPIC_API_KEY")
+    }
     env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
     return env
 
@@ -57,24 +62,32 @@ class CliResult:
     stderr: str
 
 
-async def start_cli(*args: str, cwd: Path) -> asyncio.subprocess.Process:
-    """Start ``python -m kryten_llm.batch ARGS`` in ``cwd``."""
+async def start_cli(
+    *args: str, cwd: Path, env: dict[str, str] | None = None
+) -> asyncio.subprocess.Process:
+    """Start ``python -m kryten_llm.batch ARGS`` in ``cwd`` (``env`` added to its environment)."""
     return await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
         "kryten_llm.batch",
         *args,
         cwd=cwd,
-        env=child_env(),
+        env=child_env() | (env or {}),
         stdin=asyncio.subprocess.PIPE,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
 
 
-async def cli(*args: str, cwd: Path, stdin: str = "", timeout: float = 25.0) -> CliResult:
+async def cli(
+    *args: str,
+    cwd: Path,
+    stdin: str = "",
+    timeout: float = 25.0,
+    env: dict[str, str] | None = None,
+) -> CliResult:
     """Run the batch CLI to the end and return its exit code and output."""
-    process = await start_cli(*args, cwd=cwd)
+    process = await start_cli(*args, cwd=cwd, env=env)
     try:
         out, err = await asyncio.wait_for(process.communicate(stdin.encode()), timeout)
     except TimeoutError:
