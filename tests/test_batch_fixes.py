@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from kryten_llm.batch import run_batch
+from kryten_llm.batch import BatchResult, run_batch
 from kryten_llm.batch.store import RunStore
 from kryten_llm.errors import ConfigError
 from kryten_llm.files import atomic_open, exclusive_lock
@@ -173,14 +173,7 @@ async def test_the_key_hint_of_an_inline_spec_names_a_variable_that_can_exist(
     family's variable (not KRYTEN_LLM_LLM__PROVIDERS__OPENAI:HTTP://...__API_KEY)."""
     async with ScriptedOpenAIServer(default=status(401)) as llm:
         llm.push_models(status(500))
-        result = await run_batch(
-            ["hello"],
-            providers=[f"openai:{llm.base_url}"],
-            models=["m"],
-            settings=batch_settings(tmp_path),
-            db=str(tmp_path / "b.db"),
-            no_log=True,
-        )
+        result = await _ask_hello(tmp_path, f"openai:{llm.base_url}")
     [record] = list(result.records())
     assert "set OPENAI_API_KEY" in record["error"]
 
@@ -188,15 +181,19 @@ async def test_the_key_hint_of_an_inline_spec_names_a_variable_that_can_exist(
 async def test_an_anthropic_key_is_checked_by_its_probe_before_the_run(tmp_path: Path) -> None:
     async with ScriptedOpenAIServer(default=status(401)) as llm:
         with pytest.raises(ConfigError) as caught:
-            await run_batch(
-                ["hello"],
-                providers=[f"anthropic:{llm.base_url}"],
-                models=["claude-x"],
-                settings=batch_settings(tmp_path),
-                db=str(tmp_path / "b.db"),
-                no_log=True,
-            )
+            await _ask_hello(tmp_path, f"anthropic:{llm.base_url}")
         assert len(llm.completions) == 1  # the one-token probe, no row
     assert "export ANTHROPIC_API_KEY=" in str(caught.value)
     with RunStore(tmp_path / "b.db") as store:
         assert store.list_runs() == []
+
+
+async def _ask_hello(tmp: Path, spec: str) -> BatchResult:
+    return await run_batch(
+        ["hello"],
+        providers=[spec],
+        models=["m"],
+        settings=batch_settings(tmp),
+        db=str(tmp / "b.db"),
+        no_log=True,
+    )
