@@ -103,12 +103,16 @@ def test_the_output_lock_is_released_by_a_finished_holder(tmp_path: Path) -> Non
         assert held_again
 
 
-async def test_a_sigkilled_run_shows_as_interrupted_without_an_eta(tmp_path: Path) -> None:
+async def test_a_sigkilled_run_shows_as_interrupted_and_resumes_from_another_folder(
+    tmp_path: Path,
+) -> None:
     prompts(tmp_path, 200)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
     async with SlowEchoServer(latency=0.05) as llm:
         process = await start_cli(
             "in.txt", "--provider", f"openai:{llm.base_url}", "--batch-id", "gone",
-            "--concurrency", "1", "-q", cwd=tmp_path,
+            "--concurrency", "1", "-q", "-o", "out.jsonl", cwd=tmp_path,
         )  # fmt: skip
         deadline = asyncio.get_running_loop().time() + 20
         while len(llm.answered) < 3:
@@ -118,18 +122,24 @@ async def test_a_sigkilled_run_shows_as_interrupted_without_an_eta(tmp_path: Pat
         assert running["status"] == "running"
         process.kill()
         await process.wait()
-    status = json.loads((await cli("status", "gone", "--json", cwd=tmp_path)).stdout)
-    assert status["status"] == "interrupted"
-    assert status["eta_seconds"] is None
-    human = await cli("status", "gone", cwd=tmp_path)
-    assert "batch gone: interrupted" in human.stdout
-    listed = await cli("list", "--status", "interrupted", cwd=tmp_path)
-    assert "gone" in listed.stdout
-    assert "interrupted" in listed.stdout
-    running_now = json.loads(
-        (await cli("list", "--status", "running", "--json", cwd=tmp_path)).stdout
-    )
-    assert running_now == []
+        status = json.loads((await cli("status", "gone", "--json", cwd=tmp_path)).stdout)
+        assert status["status"] == "interrupted"
+        assert status["eta_seconds"] is None
+        human = await cli("status", "gone", cwd=tmp_path)
+        assert "batch gone: interrupted" in human.stdout
+        listed = await cli("list", "--status", "interrupted", cwd=tmp_path)
+        assert "gone" in listed.stdout
+        running_now = await cli("list", "--status", "running", "--json", cwd=tmp_path)
+        assert json.loads(running_now.stdout) == []
+        # The run's paths were stored absolute: it resumes from any folder.
+        resumed = await cli(
+            "--resume", "--batch-id", "gone", "--db", "../batch.db", "--concurrency", "16",
+            cwd=elsewhere,
+        )  # fmt: skip
+        assert resumed.code == 0, resumed.stderr
+    records = read_output(tmp_path / "out.jsonl")
+    assert sorted(r["row"] for r in records) == list(range(200))
+    assert not (elsewhere / "out.jsonl").exists()
 
 
 async def test_json_rows_lacking_a_template_column_fail_and_the_run_goes_on(

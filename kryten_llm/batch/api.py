@@ -78,7 +78,9 @@ async def run_batch(
         The result: id, status, counts, per-model summary; ``records()`` streams the rows.
 
     Raises:
-        ConfigError: a usage problem found before any request (template variable, provider).
+        ConfigError: a usage problem found before any row is asked (template variable,
+            provider, an output another run is writing), a key the server refused or a model
+            it does not list (one listing request per HTTP provider, before the run).
         InputError: an input file that cannot be read, before any request; or a malformed row
             found later (the run is then marked failed).
         RunExists: ``batch_id`` names a run already in the store (give ``resume=True``).
