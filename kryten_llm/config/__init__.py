@@ -25,6 +25,7 @@ from kryten_llm.config.behaviour import (
     ValidationConfig,
 )
 from kryten_llm.config.llm import CircuitConfig, LLMConfig, ProviderConfig, RetryConfig
+from kryten_llm.config.memory import ExtractionConfig, MemoryConfig
 from kryten_llm.config.redact import MASK, redact_url, redacted
 from kryten_llm.config.runtime import (
     BotConfig,
@@ -38,6 +39,7 @@ from kryten_llm.config.runtime import (
     WebConfig,
 )
 from kryten_llm.config.settings import Settings, load_settings
+from kryten_llm.config.streaming import StreamingConfig, TypingConfig
 
 __all__ = [
     "ENV_PREFIX",
@@ -46,11 +48,13 @@ __all__ = [
     "BotConfig",
     "ChannelConfig",
     "CircuitConfig",
+    "ExtractionConfig",
     "FallbackConfig",
     "FiltersConfig",
     "FormattingConfig",
     "LLMConfig",
     "LoggingConfig",
+    "MemoryConfig",
     "ModelPrice",
     "NatsConfig",
     "PersonalityConfig",
@@ -64,8 +68,10 @@ __all__ = [
     "ServiceConfig",
     "Settings",
     "SpamConfig",
+    "StreamingConfig",
     "TriggerWordConfig",
     "TriggersConfig",
+    "TypingConfig",
     "ValidationConfig",
     "WebConfig",
     "load_settings",

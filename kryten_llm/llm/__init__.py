@@ -15,9 +15,11 @@ from typing import TYPE_CHECKING, Any
 
 from kryten_llm.llm.base import (
     ChatMessage,
+    Chunk,
     Completion,
     CompletionRequest,
     Provider,
+    StreamingProvider,
     Usage,
     create_provider,
     provider_types,
@@ -56,6 +58,7 @@ def __getattr__(name: str) -> Any:
 __all__ = [
     "AnthropicProvider",
     "ChatMessage",
+    "Chunk",
     "CircuitState",
     "Completion",
     "CompletionRequest",
@@ -66,6 +69,7 @@ __all__ = [
     "ProviderManager",
     "Redactor",
     "ScriptedProvider",
+    "StreamingProvider",
     "Usage",
     "build_manager",
     "create_provider",
