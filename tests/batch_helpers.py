@@ -197,3 +197,52 @@ def lm_studio(*models: str) -> ScriptedOpenAIServer:
 def asked(server: ScriptedOpenAIServer) -> list[tuple[str, str]]:
     """(model, last user message) of every chat completion the server received, in order."""
     return [(str(r.json["model"]), last_user(r.json)) for r in server.completions if r.json]
+
+
+class GatedLMStudio:
+    """A fake LM Studio listing ``models`` where the answers of ``held`` (after its first)
+    wait until a request for any other model has arrived: two runs, one per model, are then
+    certain to be writing at the same time, however slowly the second process starts.
+
+    ``asked`` holds the model of each chat completion received, in order.
+    """
+
+    def __init__(self, *models: str, held: str) -> None:
+        self.models = models
+        self.held = held
+        self.asked: list[str] = []
+        self.port = 0
+        self._other_arrived = asyncio.Event()
+        self._runner: web.AppRunner | None = None
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    async def __aenter__(self) -> GatedLMStudio:
+        app = web.Application()
+        app.router.add_post("/v1/chat/completions", self._complete)
+        app.router.add_get("/v1/models", self._list)
+        self._runner = web.AppRunner(app, handler_cancellation=True, shutdown_timeout=0.2)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, "127.0.0.1", 0).start()
+        self.port = self._runner.addresses[0][1]
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    async def _list(self, request: web.Request) -> web.Response:
+        return web.json_response({"object": "list", "data": [{"id": m} for m in self.models]})
+
+    async def _complete(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        model = str(body["model"])
+        self.asked.append(model)
+        if model != self.held:
+            self._other_arrived.set()
+        elif self.asked.count(model) > 1:
+            await self._other_arrived.wait()
+        return web.Response(body=completion_body(model_echo(body)), content_type="application/json")

@@ -16,6 +16,7 @@ from kryten_llm.batch.promptfile import prompt_hash
 from kryten_llm.batch.store import RunStore
 from tests.batch_helpers import (
     HEADLINES,
+    GatedLMStudio,
     asked,
     cli,
     lm_studio,
@@ -122,36 +123,28 @@ async def test_model_all_asks_every_model_each_server_has_loaded(tmp_path: Path)
 
 
 async def test_two_runs_merging_into_the_same_item_files_lose_nothing(tmp_path: Path) -> None:
-    """Two processes at once, another model each, the same files: every answer is kept."""
+    """Two processes at once, another model each, the same files: every answer is kept. The
+    server holds model A's answers until model B's first request: the runs overlap."""
     rows = [(f"n{i}", f"Headline number {i}") for i in range(30)]
     write_headlines(tmp_path, rows)
     (tmp_path / "prompt.txt").write_text(PROMPT_V1)
     config = write_config(tmp_path)
-    async with lm_studio("model-a", "model-b") as server:
+    async with GatedLMStudio("model-a", "model-b", held="model-a") as server:
 
         def args(model: str) -> list[str]:
             return [
                 "headlines.csv", "--prompt-file", "prompt.txt", "--config", str(config),
                 "--output-dir", "items", "--id-column", "id", "-q", "--db", f"{model}.db",
                 "--provider", f"openai:{server.base_url}", "--model", model,
-                "--concurrency", "4", "--rate-limit", "30", "--rate-window", "1.5",
+                "--concurrency", "4",
             ]  # fmt: skip
 
         first = await start_cli(*args("model-a"), cwd=tmp_path)
-        deadline = asyncio.get_running_loop().time() + 20
-        while not server.completions:  # the first run is writing before the second starts
-            assert asyncio.get_running_loop().time() < deadline, "the first run never asked"
-            await asyncio.sleep(0.05)
         second = await start_cli(*args("model-b"), cwd=tmp_path)
         codes = await asyncio.wait_for(asyncio.gather(first.wait(), second.wait()), 60)
         assert codes == [0, 0]
-        times = {
-            model: [
-                r.received_at for r in server.completions if r.json and r.json["model"] == model
-            ]
-            for model in ("model-a", "model-b")
-        }
-    assert min(times["model-b"]) < max(times["model-a"])  # the runs did overlap
+    first_b = server.asked.index("model-b")
+    assert "model-a" in server.asked[first_b:]  # model A was still asking: the runs overlapped
     for item_id, _ in rows:
         assert set(item(tmp_path, item_id)["llm_models"]) == {"model-a", "model-b"}
 
