@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from nats.aio.msg import Msg
 
     from kryten_llm.config import ChannelConfig, Settings
+    from kryten_llm.ops.engagement import Engagement
     from kryten_llm.ops.view import BotView
     from kryten_llm.pipeline.state import ChannelState
 
@@ -73,6 +74,7 @@ class OperatorSurface:
         self._sampler: asyncio.Task[None] | None = None
         self._nc: NATS | None = None
         self.explore_runs: dict[str, tuple[float, dict[str, Any]]] = {}
+        self.engagement: Engagement | None = None  # conv14: set by the service
         self._register_gauges()
 
     @property
@@ -268,6 +270,8 @@ class OperatorSurface:
             "queue": {"depth": view.queue_depth, "capacity": view.queue_capacity},
             "explore": self.explore(),
             "fallback_pools": dict(view.pool_sizes()),
+            # conv14: share of chat, replies, activations and refusals per hour
+            "engagement": self.engagement.snapshot() if self.engagement is not None else None,
         }
 
     def _channel(self, config: ChannelConfig, state: ChannelState) -> dict[str, Any]:

@@ -133,7 +133,10 @@ function renderHealth(state) {
   box.replaceChildren();
   for (const channel of state.channels) {
     const p = el("p");
-    p.append(el("strong", channel.channel), el("span", ` · ${channel.users} users · `, "muted"));
+    p.append(
+      el("strong", channel.channel),
+      el("span", ` · as ${channel.personality} · ${channel.users} users · `, "muted"),
+    );
     if (channel.video) {
       const v = channel.video;
       p.append(el("span", `▶ ${v.title}`), el("span", ` ${clock(v.position_seconds)} / ${v.duration}${v.paused ? " (paused)" : ""}`, "muted"));
@@ -239,6 +242,55 @@ function renderControls(state) {
   if (document.activeElement !== select) select.value = state.service.personality;
 }
 
+// The last reload or runtime change: refused (every error with its key path) or needing a
+// restart for some settings. Text only: paths and messages come from the config file.
+function renderConfig(config) {
+  const banner = $("config-banner");
+  const restart = config && config.ok ? config.restart_needed || [] : [];
+  if (!config || (config.ok && !restart.length)) {
+    banner.hidden = true;
+    return;
+  }
+  banner.hidden = false;
+  banner.dataset.kind = config.ok ? "restart" : "error";
+  const head = `config ${config.action} by ${config.by} at ${config.at}`;
+  banner.textContent = config.ok
+    ? `${head}: applied; restart needed for ${restart.join(", ")}`
+    : `${head} refused, nothing changed:\n` +
+      config.errors.map((e) => `${e.path}: ${e.problem} (${e.fix})`).join("\n");
+}
+
+// conv14: the bot's share of chat against its budget, and the engagement figures per hour
+function sharePercent(value) {
+  return value === null || value === undefined ? "–" : `${(value * 100).toFixed(1)}%`;
+}
+
+function renderEngagement(engagement) {
+  const body = $("engagement").querySelector("tbody");
+  body.replaceChildren();
+  if (!engagement) return;
+  const shares = Object.entries(engagement.share)
+    .map(([channel, share]) => `${channel} ${sharePercent(share)}`)
+    .join(", ");
+  $("share").textContent =
+    `share of chat: ${shares || "nothing said yet"} (budget ${sharePercent(engagement.budget)}); ` +
+    `replies this hour: ${engagement.replies_this_hour}`;
+  const list = (counts) =>
+    Object.entries(counts).map(([name, n]) => `${name} ${n}`).join(", ") || "–";
+  for (const hour of engagement.hours.slice().reverse()) {
+    const row = el("tr");
+    row.append(
+      el("td", hour.hour),
+      el("td", hour.replies, "num"),
+      el("td", sharePercent(hour.share), "num"),
+      el("td", list(hour.activations)),
+      el("td", list(hour.refusals)),
+      el("td", hour.first_part_ms_p50 === null ? "–" : `${hour.first_part_ms_p50} ms`, "num"),
+    );
+    body.append(row);
+  }
+}
+
 function render(state) {
   lastState = state;
   renderHeader(state);
@@ -250,7 +302,9 @@ function render(state) {
   renderProviders(state.providers);
   renderRecent(state.recent);
   renderExplore(state.explore, state.fallback_pools);
+  renderEngagement(state.engagement);
   renderControls(state);
+  renderConfig(state.config);
   document.body.dataset.updates = String(Number(document.body.dataset.updates || 0) + 1);
 }
 
@@ -291,5 +345,6 @@ document.addEventListener("DOMContentLoaded", () => {
   $("dry-run").addEventListener("click", () => control("dry_run", lastState ? !lastState.service.dry_run : null));
   $("personality").addEventListener("change", (e) => control("personality", e.target.value));
   $("clear").addEventListener("click", () => control("clear_cooldowns"));
+  $("reload").addEventListener("click", () => control("reload"));
   connect();
 });
