@@ -13,6 +13,7 @@ import json
 import os
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,7 @@ from typing import Any
 from aiohttp import web
 
 from kryten_llm.config import Settings, load_settings
-from tests.openai_server import completion_body
+from tests.openai_server import ScriptedOpenAIServer, completion_body
 
 ROOT = Path(__file__).resolve().parent.parent
 FAST_RETRY = {"attempts": 2, "base_delay_seconds": 0.01, "max_delay_seconds": 0.05}
@@ -41,8 +42,13 @@ def write_config(tmp: Path, **llm: Any) -> Path:
 
 
 def child_env() -> dict[str, str]:
-    """The environment of CLI children: ours, minus KRYTEN_LLM_* overrides, repo importable."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("KRYTEN_LLM_")}
+    """The environment of CLI children: ours, minus KRYTEN_LLM_* overrides and provider keys,
+    repo importable."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("KRYTEN_LLM_") and k not in ("OPENAI_API_KEY", "ANTHROPIC_API_KEY")
+    }
     env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
     return env
 
@@ -56,24 +62,32 @@ class CliResult:
     stderr: str
 
 
-async def start_cli(*args: str, cwd: Path) -> asyncio.subprocess.Process:
-    """Start ``python -m kryten_llm.batch ARGS`` in ``cwd``."""
+async def start_cli(
+    *args: str, cwd: Path, env: dict[str, str] | None = None
+) -> asyncio.subprocess.Process:
+    """Start ``python -m kryten_llm.batch ARGS`` in ``cwd`` (``env`` added to its environment)."""
     return await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
         "kryten_llm.batch",
         *args,
         cwd=cwd,
-        env=child_env(),
+        env=child_env() | (env or {}),
         stdin=asyncio.subprocess.PIPE,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
 
 
-async def cli(*args: str, cwd: Path, stdin: str = "", timeout: float = 25.0) -> CliResult:
+async def cli(
+    *args: str,
+    cwd: Path,
+    stdin: str = "",
+    timeout: float = 25.0,
+    env: dict[str, str] | None = None,
+) -> CliResult:
     """Run the batch CLI to the end and return its exit code and output."""
-    process = await start_cli(*args, cwd=cwd)
+    process = await start_cli(*args, cwd=cwd, env=env)
     try:
         out, err = await asyncio.wait_for(process.communicate(stdin.encode()), timeout)
     except TimeoutError:
@@ -123,6 +137,7 @@ class SlowEchoServer:
     async def __aenter__(self) -> SlowEchoServer:
         app = web.Application()
         app.router.add_post("/v1/chat/completions", self._complete)
+        app.router.add_get("/v1/models", self._models)  # batch asks it for model "auto"
         # A killed client cancels its handler: a request in flight at a kill is not "answered".
         self._runner = web.AppRunner(app, handler_cancellation=True, shutdown_timeout=0.2)
         await self._runner.setup()
@@ -135,6 +150,9 @@ class SlowEchoServer:
             await self._runner.cleanup()
             self._runner = None
 
+    async def _models(self, request: web.Request) -> web.Response:
+        return web.json_response({"object": "list", "data": [{"id": "slow-echo"}]})
+
     async def _complete(self, request: web.Request) -> web.Response:
         body = await request.json()
         prompt = last_user(body)
@@ -146,3 +164,85 @@ class SlowEchoServer:
         await response.write_eof()
         self.answered.append((prompt, time.monotonic()))
         return response
+
+
+HEADLINES = (
+    ("h1", "Markets rally as rates fall"),
+    ("h2", "Local team wins the cup"),
+    ("h3", "Storm closes coastal roads"),
+)
+
+
+def write_headlines(tmp: Path, rows: Sequence[tuple[str, str]] = HEADLINES) -> Path:
+    """A headline list with ids, as headline-batch scripts keep them (``id,title``)."""
+    path = tmp / "headlines.csv"
+    with path.open("w", encoding="utf-8", newline="") as file:
+        writer = csv.writer(file)
+        writer.writerow(["id", "title"])
+        writer.writerows(rows)
+    return path
+
+
+def model_echo(body: dict[str, Any]) -> str:
+    """A responder naming the model asked: ``"<model>: <last user message>"``."""
+    return f"{body['model']}: {last_user(body)}"
+
+
+def lm_studio(*models: str) -> ScriptedOpenAIServer:
+    """A fake LM Studio: an OpenAI-compatible server listing ``models`` as loaded, answering
+    each request with :func:`model_echo`."""
+    return ScriptedOpenAIServer(responder=model_echo, models=models)
+
+
+def asked(server: ScriptedOpenAIServer) -> list[tuple[str, str]]:
+    """(model, last user message) of every chat completion the server received, in order."""
+    return [(str(r.json["model"]), last_user(r.json)) for r in server.completions if r.json]
+
+
+class GatedLMStudio:
+    """A fake LM Studio listing ``models`` where the answers of ``held`` (after its first)
+    wait until a request for any other model has arrived: two runs, one per model, are then
+    certain to be writing at the same time, however slowly the second process starts.
+
+    ``asked`` holds the model of each chat completion received, in order.
+    """
+
+    def __init__(self, *models: str, held: str) -> None:
+        self.models = models
+        self.held = held
+        self.asked: list[str] = []
+        self.port = 0
+        self._other_arrived = asyncio.Event()
+        self._runner: web.AppRunner | None = None
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    async def __aenter__(self) -> GatedLMStudio:
+        app = web.Application()
+        app.router.add_post("/v1/chat/completions", self._complete)
+        app.router.add_get("/v1/models", self._list)
+        self._runner = web.AppRunner(app, handler_cancellation=True, shutdown_timeout=0.2)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, "127.0.0.1", 0).start()
+        self.port = self._runner.addresses[0][1]
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    async def _list(self, request: web.Request) -> web.Response:
+        return web.json_response({"object": "list", "data": [{"id": m} for m in self.models]})
+
+    async def _complete(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        model = str(body["model"])
+        self.asked.append(model)
+        if model != self.held:
+            self._other_arrived.set()
+        elif self.asked.count(model) > 1:
+            await self._other_arrived.wait()
+        return web.Response(body=completion_body(model_echo(body)), content_type="application/json")

@@ -16,6 +16,7 @@ import pytest
 from tests.batch_helpers import cli, read_output, start_cli, write_config
 from tests.openai_server import ScriptedOpenAIServer, drip, hang, reply
 
+HANG_BOUND = 120.0  # seconds: only a hang reaches it
 SLOW = {
     "providers": {"slow": {"type": "scripted", "model": "echo", "latency_ms": 100}},
     "default_provider": "slow",
@@ -23,16 +24,23 @@ SLOW = {
 
 
 async def _wait_status(
-    tmp: Path, run_id: str, wanted: str, timeout: float = 15.0
+    tmp: Path, run_id: str, wanted: str, runner: asyncio.subprocess.Process
 ) -> dict[str, Any]:
-    """Poll ``batch status --json`` (another process) until the run is in ``wanted``."""
-    deadline = asyncio.get_running_loop().time() + timeout
+    """Poll ``batch status --json`` (another process) until the run is in ``wanted``.
+
+    Waits as long as the run's process lives (a slow machine only makes it slower); the
+    process ending first is the failure. The outer bound only keeps a hang from lasting
+    forever.
+    """
+    deadline = asyncio.get_running_loop().time() + HANG_BOUND
     while True:
         result = await cli("status", run_id, "--json", cwd=tmp)
         if result.code == 0:
             data: dict[str, Any] = json.loads(result.stdout)
             if data["status"] == wanted and (wanted != "running" or data["completed_prompts"]):
                 return data
+        if runner.returncode is not None:
+            raise AssertionError(f"batch {run_id} ended before {wanted}: {result}")
         if asyncio.get_running_loop().time() > deadline:
             raise AssertionError(f"batch {run_id} never reached {wanted}: {result}")
         await asyncio.sleep(0.2)
@@ -54,7 +62,7 @@ async def test_list_status_and_cancel_a_run_in_another_process(tmp_path: Path) -
         cwd=tmp_path,
     )
     try:
-        running = await _wait_status(tmp_path, "job1", "running")
+        running = await _wait_status(tmp_path, "job1", "running", runner)
         assert running["total_prompts"] == 400
         assert running["completed_prompts"] < 400
         listed = await cli("list", "--status", "running", cwd=tmp_path)
@@ -96,7 +104,7 @@ async def test_sigint_pauses_a_run_and_it_resumes(tmp_path: Path) -> None:
     runner = await start_cli(
         "in.txt", "--config", str(config), "--batch-id", "p", "-o", "o.csv", cwd=tmp_path
     )
-    await _wait_status(tmp_path, "p", "running")
+    await _wait_status(tmp_path, "p", "running", runner)
     runner.send_signal(signal.SIGINT)
     assert await asyncio.wait_for(runner.wait(), 15) == 130
     paused = await cli("list", "--status", "paused", "--json", cwd=tmp_path)

@@ -40,7 +40,8 @@ async def test_output_keeps_input_columns_and_adds_results(tmp_path: Path, fmt: 
     ]
     for record in records:
         assert record["status"] == "done"
-        assert record["model"] == f"openai:{llm.base_url}/default"
+        # No --model: "auto", the first model the server lists.
+        assert record["model"] == f"openai:{llm.base_url}/scripted-model"
         assert str(record["attempts"]) == "1"
         assert record["latency_ms"] not in (None, "")
     assert [str(r["row"]) for r in records] == ["0", "1"]

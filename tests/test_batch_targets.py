@@ -10,6 +10,7 @@ from kryten_llm.batch import run_batch
 from kryten_llm.batch.targets import resolve_targets
 from kryten_llm.errors import ConfigError
 from tests.batch_helpers import batch_settings
+from tests.openai_server import ScriptedOpenAIServer
 
 
 def test_a_local_spec_names_the_model_file(tmp_path: Path) -> None:
@@ -28,10 +29,21 @@ def test_a_model_per_inline_spec_keeps_both_targets(tmp_path: Path) -> None:
     assert llm.providers[targets[0].chain[0]].base_url == "http://127.0.0.1:9/v1"
 
 
-def test_inline_specs_without_a_model_do_not_send_auto(tmp_path: Path) -> None:
-    """Batch does not probe the server, so "auto" would reach it as a model name."""
-    llm, targets = resolve_targets(batch_settings(tmp_path), ["openai:http://h/v1"], [])
-    assert llm.providers[targets[0].chain[0]].model == "default"
+async def test_inline_specs_without_a_model_ask_the_server_which_it_serves(
+    tmp_path: Path,
+) -> None:
+    """The model "auto" is the first one the server lists; it is never sent as a name."""
+    async with ScriptedOpenAIServer(models=("loaded-1", "loaded-2")) as llm:
+        result = await run_batch(
+            ["hello"],
+            providers=[f"openai:{llm.base_url}"],
+            settings=batch_settings(tmp_path),
+            db=str(tmp_path / "b.db"),
+            no_log=True,
+        )
+    assert result.ok
+    assert [r.json["model"] for r in llm.completions if r.json] == ["loaded-1"]
+    assert [r["model"] for r in result.records()] == [f"openai:{llm.base_url}/loaded-1"]
 
 
 async def test_scripted_wordlist_suffix_is_honoured(tmp_path: Path) -> None:

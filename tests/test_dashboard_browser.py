@@ -157,5 +157,6 @@ async def test_the_dashboard_shows_this_instance_and_its_peers(tmp_path: Path) -
             assert north.surface is not None
             assert north.surface.web is not None
             await page.goto(f"http://127.0.0.1:{north.surface.web.port}/")
-            await page.wait_for(f"({text('#instances')} || '').includes('peers: south')", 20)
+            shown = "(document.querySelector('#instances')?.textContent || '')"
+            await page.wait_for(f"{shown}.includes('peers: south')", 20)
             assert (await page.evaluate(text("#instances"))).startswith("instance north (")

@@ -6,7 +6,10 @@ The same engine as ``kryten-llm batch``, for notebooks and scripts::
     for record in result.records():
         print(record["response"])
 
-Progress is off by default here (``progress=True`` draws it on stderr).
+Progress is off by default here (``progress=True`` draws it on stderr), and answers are not
+printed (``show=True`` prints them). Options not given take the config's ``batch`` defaults.
+For ``llm``-style scripts, :mod:`kryten_llm.batch.simple` has ``batch_process`` and
+``batch_from_csv``.
 """
 
 from __future__ import annotations
@@ -16,7 +19,9 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from kryten_llm.batch.discovery import discover
 from kryten_llm.batch.estimate import Estimate
+from kryten_llm.batch.locking import output_lock
 from kryten_llm.batch.options import BatchOptions
 from kryten_llm.batch.plan import BatchPlan, make_plan
 from kryten_llm.batch.progress import Progress
@@ -28,6 +33,7 @@ Rows = Iterable[str | Mapping[str, Any]]
 
 
 def _options(prompts_or_path: Rows | str | Path | None, options: dict[str, Any]) -> BatchOptions:
+    options.setdefault("quiet", not options.get("show", False))
     if isinstance(prompts_or_path, str | Path):
         options["input"] = str(prompts_or_path)
     for key in ("providers", "models"):
@@ -63,7 +69,8 @@ async def run_batch(
         settings: the bot's settings (providers, retries...); None loads ``config=`` or the
             defaults plus the environment.
         progress: draw a progress bar on stderr.
-        **options: any :class:`~kryten_llm.batch.options.BatchOptions` field, e.g.
+        **options: any :class:`~kryten_llm.batch.options.BatchOptions` field (those not
+            given take the config's ``batch`` defaults), e.g.
             ``providers=["openai:http://127.0.0.1:8080/v1"]``, ``template="..."``,
             ``output="out.jsonl"``, ``concurrency=16``, ``rate_limit=60``, ``db="batch.db"``.
 
@@ -71,7 +78,9 @@ async def run_batch(
         The result: id, status, counts, per-model summary; ``records()`` streams the rows.
 
     Raises:
-        ConfigError: a usage problem found before any request (template variable, provider).
+        ConfigError: a usage problem found before any row is asked (template variable,
+            provider, an output another run is writing), a key the server refused or a model
+            it does not list (one listing request per HTTP provider, before the run).
         InputError: an input file that cannot be read, before any request; or a malformed row
             found later (the run is then marked failed).
         RunExists: ``batch_id`` names a run already in the store (give ``resume=True``).
@@ -79,8 +88,12 @@ async def run_batch(
     """
     opts = _options(prompts_or_path, dict(options))
     with RunStore(opts.db) as store:
-        plan = make_plan(opts, rows=_rows(prompts_or_path), settings=settings, store=store)
-        return await execute(plan, store, progress=Progress(enabled=progress))
+        plan = make_plan(
+            opts, rows=_rows(prompts_or_path), settings=settings, store=store, given=options
+        )
+        with output_lock(plan.output):
+            plan = await discover(plan)
+            return await execute(plan, store, progress=Progress(enabled=progress))
 
 
 async def execute(
@@ -124,5 +137,7 @@ def estimate_batch(
     """
     opts = _options(prompts_or_path, dict(options))
     with RunStore(opts.db) as store:
-        plan = make_plan(opts, rows=_rows(prompts_or_path), settings=settings, store=store)
-    return plan.estimate()
+        plan = make_plan(
+            opts, rows=_rows(prompts_or_path), settings=settings, store=store, given=options
+        )
+    return asyncio.run(discover(plan)).estimate()

@@ -1,39 +1,42 @@
 """``kryten-llm batch``: the command line of batch mode.
 
     kryten-llm batch INPUT [options]        run a batch (or --resume one)
-    kryten-llm batch list [--status S]      recent runs
-    kryten-llm batch status ID              totals, completed, failed, rate, ETA
-    kryten-llm batch cancel ID              stop a run (in any process) cleanly; resumable
+    kryten-llm batch list|status|cancel|show|logs ...   see :mod:`kryten_llm.batch.actions`
 
-The first positional argument is the action when it is ``list``, ``status`` or ``cancel``,
-otherwise the input file (a file really called ``list`` can be given as ``./list``).
-:func:`add_parser` plugs the subcommand into the main parser; :func:`run` executes it. This is
-the boundary where errors become one line saying what to fix, and an exit code (from
-:mod:`kryten_llm.console`): 0 all rows answered, 1 some rows failed (or the run stopped on
-error), 2 usage or configuration error, 130 interrupted or cancelled (the run is resumable).
+The first positional argument is the action when it is one of those words, otherwise the
+input file (a file really called ``list`` can be given as ``./list``). :func:`add_parser`
+plugs the subcommand into the main parser; :func:`run` executes it. This is the boundary where
+errors become one line saying what to fix, and an exit code (from :mod:`kryten_llm.console`):
+0 all rows answered, 1 some rows failed (or the run stopped on error), 2 usage or
+configuration error (a refused key, an output another run is writing), 130 interrupted or
+cancelled (the run is resumable).
 
-The library names options by their :class:`~kryten_llm.batch.options.BatchOptions` field
-(``batch_id``, "the resume option") and the store by its path; :func:`_in_flags` puts the
-command line's flags in their place.
+Every run option's ``dest`` is its :class:`~kryten_llm.batch.options.BatchOptions` field, so
+:func:`_options` needs no mapping; flags not given take the config's ``batch`` defaults. The
+library names options by their field (``batch_id``, "the resume option") and the store by its
+path; :func:`_in_flags` puts the command line's flags in their place.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import json
+import dataclasses
 import re
 import signal
 import sys
-import time
 from typing import Any
 
+from kryten_llm.batch.actions import ACTIONS, act
 from kryten_llm.batch.api import execute
+from kryten_llm.batch.discovery import discover
+from kryten_llm.batch.locking import output_lock
 from kryten_llm.batch.options import RESUMABLE_OVERRIDES, BatchOptions
 from kryten_llm.batch.plan import BatchPlan, make_plan
-from kryten_llm.batch.progress import Progress, duration, summary_lines
+from kryten_llm.batch.prices import PRICES_AS_OF
+from kryten_llm.batch.progress import Progress, summary_lines
 from kryten_llm.batch.runner import BatchResult, BatchRunner
-from kryten_llm.batch.store import RunStore, process_alive
+from kryten_llm.batch.store import RunStore
 from kryten_llm.batch.storetypes import RUN_STATUSES, RunStatus
 from kryten_llm.console import (
     EXIT_FAILED,
@@ -41,7 +44,6 @@ from kryten_llm.console import (
     EXIT_OK,
     EXIT_USAGE,
     on_stop_signals,
-    table,
 )
 from kryten_llm.errors import (
     ConfigError,
@@ -51,9 +53,9 @@ from kryten_llm.errors import (
     RunNotFound,
 )
 
-ACTIONS = ("list", "status", "cancel")
+_FIELDS = {f.name for f in dataclasses.fields(BatchOptions)}
 # Library names that are not an argument's dest, and the flag or argument they are on the CLI.
-_NAMES = {"input": "INPUT", "schema": "--expect-json", "db": "--db"}
+_NAMES = {"input": "INPUT", "schema": "--expect-json", "expect_json": "--expect-json", "db": "--db"}
 _OPTION_REF = re.compile(r"\bthe (\w+) option\b")
 
 
@@ -61,9 +63,9 @@ def add_parser(subparsers: Any) -> None:
     """Add the ``batch`` subcommand to ``subparsers`` (from ``add_subparsers``)."""
     parser = subparsers.add_parser(
         "batch",
-        help="answer many prompts from a file (resumable), or list/status/cancel runs",
+        help="answer many prompts from a file (resumable), or list/status/cancel/show/logs",
         description="Answer many prompts from a .txt/.csv/.json/.jsonl/.xlsx file through "
-        "the configured providers. Actions: list, status ID, cancel ID.",
+        "the configured providers. Actions: list, status ID, cancel ID, show ID, logs.",
     )
     configure_parser(parser)
 
@@ -71,15 +73,18 @@ def add_parser(subparsers: Any) -> None:
 def configure_parser(parser: argparse.ArgumentParser) -> None:
     """Add every batch argument to ``parser``."""
     parser.add_argument(
-        "target", nargs="?", metavar="INPUT|ACTION", help="input file, or list / status / cancel"
+        "target", nargs="?", metavar="INPUT|ACTION", help="input file, or " + " / ".join(ACTIONS)
     )
-    parser.add_argument("run_id", nargs="?", metavar="ID", help="the batch, for status/cancel")
+    parser.add_argument("run_id", nargs="?", metavar="ID", help="the batch (status/cancel/show)")
     parser.add_argument("--config", metavar="FILE", help="kryten-llm config (providers)")
     parser.add_argument(
         "--db", default="batch.db", metavar="FILE", help="run store (default ./batch.db)"
     )
     parser.add_argument("--input-format", choices=["txt", "csv", "json", "jsonl", "xlsx"])
     parser.add_argument("--template", help='prompt template over columns, e.g. "Sum up {text}"')
+    parser.add_argument(
+        "--prompt-file", metavar="FILE", help="the template in a file (archived by its hash)"
+    )
     parser.add_argument("--system", help="system prompt sent with every request")
     parser.add_argument(
         "--provider",
@@ -94,9 +99,21 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         action="append",
         dest="models",
         metavar="NAME",
-        help="model name (one for all providers, or one per --provider)",
+        help='model name (one for all providers, or one per --provider); "auto": the first '
+        'the server lists, "all": every one (batch logs: only this model)',
     )
-    parser.add_argument("--output", "-o", metavar="FILE", help="results file (.csv/.json/.jsonl)")
+    parser.add_argument(
+        "--api-key-env", metavar="NAME", help="key variable of inline specs (OPENAI_API_KEY...)"
+    )
+    parser.add_argument(
+        "--output", "-o", metavar="FILE", help="results file (.csv/.json/.jsonl; - for stdout)"
+    )
+    parser.add_argument("--output-dir", metavar="DIR", help="one JSON file per item (<id>.json)")
+    parser.add_argument("--id-column", metavar="COL", help="the column naming each item's file")
+    parser.add_argument("--sample", type=int, metavar="N", help="a random sample of N rows")
+    parser.add_argument("--seed", type=int, metavar="S", help="the sample's random seed")
+    parser.add_argument("--show", action="store_true", help="print answers even with an output")
+    parser.add_argument("--quiet", "-q", action="store_true", help="do not print answers")
     parser.add_argument("--format", dest="output_format", choices=["csv", "json", "jsonl"])
     parser.add_argument("--concurrency", type=int, metavar="N", help="requests at once (8)")
     parser.add_argument("--rate-limit", type=float, metavar="N", help="requests per minute")
@@ -106,10 +123,12 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--stop-on-error", action="store_true", default=None)
     parser.add_argument("--batch-id", metavar="ID", help="id of a new run, or the run to resume")
     parser.add_argument("--resume", action="store_true", help="continue an unfinished run")
-    parser.add_argument("--limit", type=int, metavar="N", help="first N rows (list: N runs)")
+    parser.add_argument("--limit", type=int, metavar="N", help="first N rows of the input")
+    parser.add_argument("-n", type=int, metavar="N", help="list: runs; show/logs: items")
     parser.add_argument("--no-log", action="store_true", default=None, help="no item log")
     parser.add_argument(
         "--expect-json",
+        dest="schema",
         nargs="?",
         const=True,
         default=None,
@@ -143,6 +162,8 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--status", dest="status_filter", choices=RUN_STATUSES, help="list: only")
     parser.add_argument("--json", action="store_true", help="list/status: print JSON")
     parser.add_argument("--wait", action="store_true", help="cancel: wait until it stopped")
+    parser.add_argument("--failed", action="store_true", help="show: only failed items")
+    parser.add_argument("--search", metavar="TEXT", help="logs: answers or inputs with TEXT")
     parser.add_argument(
         "--log-level",
         default="WARNING",
@@ -190,7 +211,8 @@ def run(args: argparse.Namespace) -> int:
     flags: dict[str, str] = getattr(args, "batch_flags", None) or dict(_NAMES)
     try:
         if args.target in ACTIONS:
-            return _action(args)
+            with _open_store(args.db) as store:
+                return act(args, store)
         return _run_batch(args)
     except ConfigError as exc:
         print(_in_flags(exc, flags).report("kryten-llm batch: cannot start:"), file=sys.stderr)
@@ -213,60 +235,49 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_FAILED
 
 
-def _options(args: argparse.Namespace) -> tuple[BatchOptions, dict[str, Any]]:
+def _options(args: argparse.Namespace) -> tuple[BatchOptions, dict[str, Any], set[str]]:
+    """The options given (by their BatchOptions field), the resumable overrides among them,
+    and the names of those given (they win over the config's ``batch`` defaults)."""
     given: dict[str, Any] = {
-        "input": args.target,
-        "input_format": args.input_format,
-        "template": args.template,
-        "system": args.system,
-        "providers": tuple(args.providers or ()),
-        "models": tuple(args.models or ()),
-        "output": args.output,
-        "output_format": args.output_format,
-        "concurrency": args.concurrency,
-        "rate_limit": args.rate_limit,
-        "rate_window": args.rate_window,
-        "stop_on_error": args.stop_on_error,
-        "batch_id": args.batch_id,
-        "resume": args.resume,
-        "limit": args.limit,
-        "no_log": args.no_log,
-        "expect_json": args.expect_json is not None,
-        "schema": args.expect_json if isinstance(args.expect_json, str) else None,
-        "json_retries": args.json_retries,
-        "rows_per_request": args.rows_per_request,
-        "pipeline": args.pipeline,
-        "force": args.force,
-        "config": args.config,
-        "db": args.db,
-        "timeout_seconds": args.timeout_seconds,
-        "checkpoint_seconds": args.checkpoint_seconds,
-        "progress_interval": args.progress_interval,
-        "max_tokens": args.max_tokens,
-        "temperature": args.temperature,
-        "stop_grace_seconds": args.stop_grace_seconds,
+        name: value
+        for name, value in vars(args).items()
+        if name in _FIELDS and value is not None and value is not False
     }
+    given["input"] = args.target
+    given["providers"] = tuple(args.providers or ())
+    given["models"] = tuple(args.models or ())
+    if args.schema is not None:  # --expect-json [SCHEMA]
+        given["expect_json"] = True
+        given["schema"] = args.schema if isinstance(args.schema, str) else None
+    named = {k for k, v in given.items() if v not in (None, ())}
     overrides = {k: given[k] for k in RESUMABLE_OVERRIDES if given.get(k) is not None}
-    return BatchOptions(**{k: v for k, v in given.items() if v is not None}), overrides
+    values = {k: v for k, v in given.items() if v is not None}
+    return BatchOptions(**values), overrides, named
 
 
 def _run_batch(args: argparse.Namespace) -> int:
     if not args.target and not args.resume:
         raise ConfigError([("INPUT", "no input file given", "kryten-llm batch FILE [options]")])
-    options, overrides = _options(args)
+    options, overrides, given = _options(args)
     with _open_store(options.db) as store:
-        plan = make_plan(options, store=store, overrides=overrides)
-        if args.estimate_cost:
-            for line in plan.estimate().lines():
-                print(line, file=sys.stderr)
-            if not args.yes and not _confirm("start the batch? [y/N] "):
-                print("kryten-llm batch: not started", file=sys.stderr)
-                return EXIT_OK
-        progress = Progress(interval=plan.options.progress_interval)
-        try:
-            result = asyncio.run(_execute(plan, store, progress))
-        except KeyboardInterrupt:
-            return EXIT_INTERRUPTED
+        plan = make_plan(options, store=store, overrides=overrides, given=given)
+        with output_lock(plan.output):  # before anything is sent
+            plan = asyncio.run(discover(plan))
+            if args.estimate_cost:
+                for line in plan.estimate().lines():
+                    print(line, file=sys.stderr)
+                print(
+                    f"  (known prices as of {PRICES_AS_OF}; batch.prices overrides)",
+                    file=sys.stderr,
+                )
+                if not args.yes and not _confirm("start the batch? [y/N] "):
+                    print("kryten-llm batch: not started", file=sys.stderr)
+                    return EXIT_OK
+            progress = Progress(interval=plan.options.progress_interval)
+            try:
+                result = asyncio.run(_execute(plan, store, progress))
+            except KeyboardInterrupt:
+                return EXIT_INTERRUPTED
     _report(result)
     if result.status in (RunStatus.PAUSED, RunStatus.CANCELLED):
         return EXIT_INTERRUPTED
@@ -307,72 +318,6 @@ def _report(result: BatchResult) -> None:
         f"{result.failed} failed{where}{hint}",
         file=sys.stderr,
     )
-
-
-def _action(args: argparse.Namespace) -> int:
-    with _open_store(args.db) as store:
-        if args.target == "list":
-            runs = store.list_runs(status=args.status_filter, limit=args.limit or 20)
-            if args.json:
-                print(json.dumps([r.as_dict() for r in runs], indent=2))
-                return EXIT_OK
-            rows = [("id", "status", "created", "done", "failed", "total", "model", "input")]
-            for r in runs:
-                rows.append(
-                    (
-                        r.id,
-                        r.status,
-                        r.created_at,
-                        str(r.completed_prompts),
-                        str(r.failed_prompts),
-                        "?" if r.total_prompts is None else str(r.total_prompts),
-                        r.model,
-                        r.input_file or "-",
-                    )
-                )
-            for line in table(rows):
-                print(line)
-            return EXIT_OK
-        if not args.run_id:
-            raise ConfigError([("ID", f"batch {args.target} needs a batch id", "see batch list")])
-        info = store.run(args.run_id)
-        if args.target == "status":
-            data = info.as_dict() | {"summary": [s.as_dict() for s in store.summary(info.id)]}
-            if args.json:
-                print(json.dumps(data, indent=2))
-                return EXIT_OK
-            print(f"batch {info.id}: {info.status}")
-            print(f"  input:     {info.input_file or '-'} -> {info.output_file or '-'}")
-            print(f"  models:    {info.model}")
-            total = "?" if info.total_prompts is None else info.total_prompts
-            print(f"  total:     {total}")
-            print(f"  completed: {info.completed_prompts}")
-            print(f"  failed:    {info.failed_prompts}")
-            print(f"  rate:      {info.rate_per_second:.1f}/s")
-            print(f"  ETA:       {duration(info.eta_seconds)}")
-            return EXIT_OK
-        return _cancel(store, info.id, wait=args.wait)
-
-
-def _cancel(store: RunStore, run_id: str, *, wait: bool) -> int:
-    info = store.run(run_id)
-    if info.status in (RunStatus.COMPLETED, RunStatus.CANCELLED):
-        print(f"batch {run_id} is already {info.status}", file=sys.stderr)
-        return EXIT_FAILED
-    alive = process_alive(info.pid)
-    if info.status in (RunStatus.RUNNING, RunStatus.CANCELLING) and alive:
-        store.request_cancel(run_id)
-        print(f"batch {run_id}: cancelling (the run stops within a second)", file=sys.stderr)
-        if wait:
-            deadline = time.monotonic() + 60
-            while store.status_of(run_id) is RunStatus.CANCELLING and time.monotonic() < deadline:
-                time.sleep(0.1)
-            print(f"batch {run_id}: {store.status_of(run_id)}", file=sys.stderr)
-        return EXIT_OK
-    # Paused, failed, or left 'running' by a process that no longer exists.
-    store.cancel(run_id)
-    print(f"batch {run_id}: cancelled", file=sys.stderr)
-    return EXIT_OK
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -91,7 +91,7 @@ class JsonExpectation:
         if error is None:
             return None
         where = "/".join(str(p) for p in error.absolute_path) or "(root)"
-        return f"does not match the schema at {where}: {error.message}"[:_REASON_LIMIT]
+        return f"not valid against the schema at {where}: {error.message}"[:_REASON_LIMIT]
 
     def normalise(self, text: str) -> str:
         """The accepted answer as stored: the JSON text without a code fence."""

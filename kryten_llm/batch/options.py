@@ -9,10 +9,14 @@ from __future__ import annotations
 
 import dataclasses
 import re
+from collections.abc import Collection
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kryten_llm.errors import ConfigError
+
+if TYPE_CHECKING:
+    from kryten_llm.config import BatchConfig
 
 # Options that may change when a run is resumed; everything else is the run's identity.
 RESUMABLE_OVERRIDES = (
@@ -25,7 +29,21 @@ RESUMABLE_OVERRIDES = (
     "checkpoint_seconds",
     "progress_interval",
     "stop_grace_seconds",
+    "show",
+    "quiet",
 )
+# The ``batch`` config section's keys (flag names) and the options they give defaults to.
+CONFIG_KEYS = {
+    "provider": "providers",
+    "model": "models",
+    "concurrency": "concurrency",
+    "rate_limit": "rate_limit",
+    "format": "output_format",
+    "timeout": "timeout_seconds",
+    "max_tokens": "max_tokens",
+    "temperature": "temperature",
+    "api_key_env": "api_key_env",
+}
 # A run id names files (the item log), so it must not reach outside their directory.
 BATCH_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 
@@ -66,6 +84,16 @@ class BatchOptions:
         max_tokens: cap on each answer's tokens (None: the provider's).
         temperature: sampling temperature (None: the provider's).
         stop_grace_seconds: how long requests in flight may finish after a stop.
+        prompt_file: a file holding the template; archived by its hash beside the store.
+        prompt_sha: the archived prompt's hash (set by the plan; recorded with the run).
+        output_dir: write one JSON file per item here (``<id>.json``), merged across runs.
+        id_column: the column naming each item's file (with ``output_dir``).
+        sample: ask a random sample of N rows only.
+        seed: the sample's random seed (chosen and recorded when not given).
+        show: print each answer as it completes, even with an output file.
+        quiet: do not print answers (the default prints them when there is no output).
+        api_key_env: the variable holding the key of inline provider specs (default: the
+            family's usual one, ``OPENAI_API_KEY`` / ``ANTHROPIC_API_KEY``).
     """
 
     input: str | None = None
@@ -98,6 +126,15 @@ class BatchOptions:
     max_tokens: int | None = None
     temperature: float | None = None
     stop_grace_seconds: float = 5.0
+    prompt_file: str | None = None
+    prompt_sha: str | None = None
+    output_dir: str | None = None
+    id_column: str | None = None
+    sample: int | None = None
+    seed: int | None = None
+    show: bool = False
+    quiet: bool = False
+    api_key_env: str | None = None
 
     def __post_init__(self) -> None:
         problems = []
@@ -143,8 +180,37 @@ class BatchOptions:
                     "drop the template option",
                 )
             )
+        problems += self._headline_problems()
         if problems:
             raise ConfigError(problems)
+
+    def _headline_problems(self) -> list[tuple[str, str, str]]:
+        """Problems of the prompt-file, per-item-file and sample options."""
+        problems = []
+        if self.prompt_file and self.template and not self.prompt_sha:
+            problems.append(("prompt_file", "given with the template option", "give one of them"))
+        if (self.output_dir is None) != (self.id_column is None):
+            problems.append(
+                (
+                    "output_dir" if self.id_column else "id_column",
+                    "per-item files need both the output_dir and the id_column option",
+                    "give both, e.g. --output-dir answers --id-column id",
+                )
+            )
+        if self.output_dir and self.output:
+            problems.append(("output_dir", "given with the output option", "give one of them"))
+        if self.sample is not None and self.sample < 1:
+            problems.append(("sample", "must be at least 1", "give a row count"))
+        if self.show and self.quiet:
+            problems.append(("show", "given with the quiet option", "give one of them"))
+        return problems
+
+    @property
+    def prints_answers(self) -> bool:
+        """Whether answers are printed on stdout as they complete."""
+        if self.output == "-":
+            return False  # stdout is the output file
+        return self.show or (not self.quiet and self.output is None and self.output_dir is None)
 
     @property
     def wants_json(self) -> bool:
@@ -156,6 +222,21 @@ class BatchOptions:
         data["providers"] = list(self.providers)
         data["models"] = list(self.models)
         return data
+
+    def with_defaults(self, config: BatchConfig, given: Collection[str]) -> BatchOptions:
+        """These options with the config's ``batch`` defaults for every option not ``given``.
+
+        Args:
+            config: the ``batch`` section.
+            given: the option names given explicitly (flags, API keywords); they win.
+        """
+        changes: dict[str, Any] = {}
+        for key, name in CONFIG_KEYS.items():
+            value = getattr(config, key)
+            if name in given or value is None or value == []:
+                continue
+            changes[name] = tuple(value) if isinstance(value, list) else value
+        return dataclasses.replace(self, **changes) if changes else self
 
     @classmethod
     def from_stored(cls, data: dict[str, Any], **overrides: Any) -> BatchOptions:

@@ -5,7 +5,9 @@ the end), not appended as answers arrive: the store already guarantees one item 
 model, so the file can never hold a duplicate, and a file is always written whole to a
 temporary name in the same directory, flushed, fsynced and then renamed over the old one
 (``os.replace`` is atomic on POSIX), so a crash at any moment leaves either the previous
-complete file or the new complete file.
+complete file or the new complete file. ``-o -`` streams the records to stdout once, at the
+end; a link is written through to its target and a device or FIFO (``/dev/stdout``) is written
+in place, once, at the end (see :mod:`kryten_llm.files`).
 
 Each output record is the input row's columns followed by the result columns
 (:data:`RESULT_COLUMNS`, plus :data:`PIPELINE_COLUMNS` in ``--pipeline`` mode). A result
@@ -25,14 +27,16 @@ from __future__ import annotations
 import csv
 import json
 import re
+import sys
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any
 
 from kryten_llm.batch.storetypes import StoredItem
 from kryten_llm.errors import ConfigError
-from kryten_llm.files import atomic_open
+from kryten_llm.files import atomic_open, is_special
 
+STDOUT = "-"  # -o -: the records go to stdout
 OUTPUT_FORMATS = ("csv", "json", "jsonl")
 RESULT_COLUMNS = (
     "row",
@@ -73,6 +77,12 @@ def output_format(path: Path, explicit: str | None = None) -> str:
             ]
         )
     return fmt
+
+
+def written_once(path: Path) -> bool:
+    """Whether the output can only be written once, at the end (stdout, a device, a FIFO):
+    checkpoints would repeat the records there."""
+    return str(path) == STDOUT or is_special(path)
 
 
 def result_columns(input_columns: Sequence[str], *, pipeline: bool) -> list[tuple[str, str]]:
@@ -139,13 +149,23 @@ def write_records(
         records: the records, streamed (never held all at once).
         header: the CSV columns, in order (ignored for JSON formats, which keep every key).
     """
+    if str(path) == STDOUT:
+        count = _write(sys.stdout, fmt, records, header)
+        sys.stdout.flush()
+        return count
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_open(path) as file:
-        if fmt == "csv":
-            return _csv(file, records, header)
-        if fmt == "json":
-            return _json(file, records)
-        return _jsonl(file, records)
+        return _write(file, fmt, records, header)
+
+
+def _write(
+    file: IO[str], fmt: str, records: Iterable[Mapping[str, Any]], header: Sequence[str]
+) -> int:
+    if fmt == "csv":
+        return _csv(file, records, header)
+    if fmt == "json":
+        return _json(file, records)
+    return _jsonl(file, records)
 
 
 def _csv(file: IO[str], records: Iterable[Mapping[str, Any]], header: Sequence[str]) -> int:

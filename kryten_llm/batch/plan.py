@@ -4,15 +4,21 @@ Between the CLI/API and the runner. :func:`make_plan` resolves the options (from
 when resuming), peeks at the first input row for its columns, checks the template or the
 pipeline's columns against them, resolves the providers, loads a JSON Schema and decides the
 output file, so that every usage mistake is a :class:`~kryten_llm.errors.ConfigError` raised
-before anything is sent or stored.
+before anything is sent or stored. For a new run it also fills the options not given from the
+config's ``batch`` section, reads and archives ``--prompt-file``, makes every path absolute
+(so ``--resume`` works from any folder) and fixes the ``--sample`` seed. Models ``auto`` and
+``all`` are resolved afterwards, by :mod:`kryten_llm.batch.discovery` (it sends requests).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import itertools
 import json
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+import os
+import random
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,7 +28,8 @@ from kryten_llm.batch.estimate import Estimate, estimate
 from kryten_llm.batch.inputs import Row, count_rows, read_rows
 from kryten_llm.batch.jsoncheck import JsonExpectation
 from kryten_llm.batch.options import RESUMABLE_OVERRIDES, BatchOptions
-from kryten_llm.batch.outputs import output_format
+from kryten_llm.batch.outputs import STDOUT, output_format
+from kryten_llm.batch.promptfile import archive, prompt_hash, read_prompt
 from kryten_llm.batch.store import RunStore, process_alive
 from kryten_llm.batch.storetypes import RunInfo, RunStatus
 from kryten_llm.batch.targets import Target, resolve_targets
@@ -52,6 +59,11 @@ class BatchPlan:
     known_rows: int | None  # the row count when known without reading the input
 
     @property
+    def template_hash(self) -> str:
+        """The prompt's hash: names its archive and keys answers in per-item files."""
+        return self.options.prompt_sha or prompt_hash(self.template.text or "{prompt}")
+
+    @property
     def input_path(self) -> Path | None:
         return Path(self.options.input) if self.options.input else None
 
@@ -62,7 +74,8 @@ class BatchPlan:
         path = self.input_path
         if path is None:
             return None
-        return count_rows(path, self.options.input_format, limit=self.options.limit)
+        rows = count_rows(path, self.options.input_format, limit=self.options.limit)
+        return rows if self.options.sample is None else min(rows, self.options.sample)
 
     def system(self) -> str | None:
         """The system prompt sent with each request (the bot's, in pipeline mode)."""
@@ -126,6 +139,7 @@ def make_plan(
     settings: Settings | None = None,
     store: RunStore,
     overrides: Mapping[str, Any] | None = None,
+    given: Collection[str] | None = None,
 ) -> BatchPlan:
     """Check a batch and resolve everything it needs.
 
@@ -133,8 +147,10 @@ def make_plan(
         options: what was asked.
         rows: the rows themselves (Python API); None reads ``options.input``.
         settings: the bot's settings; None loads ``options.config``.
-        store: the run store (read only here: for ``--resume``).
+        store: the run store (read only here, but for the prompt archive beside it).
         overrides: options given again on ``--resume`` (only :data:`RESUMABLE_OVERRIDES`).
+        given: the options given explicitly; the others take the config's ``batch``
+            defaults. None: every option is as the caller wants it (no defaults applied).
 
     Raises:
         ConfigError: anything that must be fixed before the batch can run.
@@ -150,6 +166,10 @@ def make_plan(
         raise RunExists(options.batch_id)
     if settings is None:
         settings = load_settings(options.config)
+    if resume is None:
+        if given is not None:
+            options = options.with_defaults(settings.batch, given)
+        options = _new_run(options, store)
     source, known, first = _source(options, rows)
     columns = tuple(first) if first is not None else ()
     if resume is not None and "columns" in resume.config:
@@ -171,12 +191,25 @@ def make_plan(
                 )
         else:
             template.check(columns)
-    llm, targets = resolve_targets(settings, options.providers, options.models)
+        if options.id_column and options.id_column not in columns:
+            raise ConfigError(
+                [
+                    (
+                        "id_column",
+                        f"{options.id_column!r} is not a column of the input",
+                        f"use one of the columns: {', '.join(columns) or '(none)'}",
+                    )
+                ]
+            )
+    llm, targets = resolve_targets(settings, options.providers, options.models, options.api_key_env)
     expectation = None
     if options.wants_json:
         expectation = JsonExpectation(Path(options.schema) if options.schema else None)
     output = Path(options.output) if options.output else None
-    fmt = output_format(output, options.output_format) if output is not None else None
+    fmt = None
+    if output is not None:
+        fmt = (options.output_format or "jsonl") if options.output == STDOUT else None
+        fmt = fmt or output_format(output, options.output_format)
     return BatchPlan(
         options=options,
         settings=settings,
@@ -193,11 +226,29 @@ def make_plan(
     )
 
 
+def _new_run(options: BatchOptions, store: RunStore) -> BatchOptions:
+    """A new run's options as stored: absolute paths, the prompt file read and archived,
+    the sample's seed chosen."""
+    changes: dict[str, Any] = {}
+    for name in ("input", "output", "schema", "output_dir", "prompt_file"):
+        value = getattr(options, name)
+        if value and value != STDOUT:
+            changes[name] = os.path.abspath(value)
+    if options.prompt_file and not options.prompt_sha:
+        text = read_prompt(Path(options.prompt_file))
+        archive(text, store.path.resolve().parent)
+        changes |= {"template": text, "prompt_sha": prompt_hash(text)}
+    if options.sample is not None and options.seed is None:
+        changes["seed"] = random.SystemRandom().randrange(2**31)
+    return dataclasses.replace(options, **changes)
+
+
 def _find_run(options: BatchOptions, store: RunStore) -> RunInfo:
     if options.batch_id:
         run = store.run(options.batch_id)
     elif options.input:
-        latest = store.latest_resumable(str(Path(options.input)))
+        latest = store.latest_resumable(os.path.abspath(options.input))
+        latest = latest or store.latest_resumable(str(Path(options.input)))
         if latest is None:
             raise ConfigError(
                 [
@@ -223,8 +274,38 @@ def _find_run(options: BatchOptions, store: RunStore) -> RunInfo:
 def _source(
     options: BatchOptions, rows: Iterable[str | Mapping[str, Any]] | None
 ) -> tuple[RowSource, int | None, Row | None]:
-    """A function streaming the rows from the start, the count when known cheaply, and the
-    first row (for its columns)."""
+    """A function streaming the rows from the start (or the ``--sample`` of them), the count
+    when known cheaply, and the first row (for its columns)."""
+    source, known, first = _all_rows(options, rows)
+    if options.sample is None:
+        return source, known, first
+    size, seed = options.sample, options.seed
+    return (
+        (lambda: _sampled(source(), size, seed)),
+        None if known is None else min(known, size),
+        first,
+    )
+
+
+def _sampled(rows: Iterator[Row], size: int, seed: int | None) -> Iterator[Row]:
+    """A uniform random sample of ``size`` rows (reservoir sampling), in input order; the
+    same ``seed`` picks the same rows."""
+    rng = random.Random(seed)
+    kept: list[tuple[int, Row]] = []
+    for index, row in enumerate(rows):
+        if index < size:
+            kept.append((index, row))
+            continue
+        slot = rng.randrange(index + 1)
+        if slot < size:
+            kept[slot] = (index, row)
+    for _, row in sorted(kept, key=lambda pair: pair[0]):
+        yield row
+
+
+def _all_rows(
+    options: BatchOptions, rows: Iterable[str | Mapping[str, Any]] | None
+) -> tuple[RowSource, int | None, Row | None]:
     if rows is None:
         if not options.input:
             raise ConfigError([("input", "no input given", "name an input file")])
@@ -261,6 +342,4 @@ def _normalised(rows: Iterable[str | Mapping[str, Any]], limit: int | None) -> I
 
 
 def _replace(options: BatchOptions, **changes: Any) -> BatchOptions:
-    import dataclasses
-
     return dataclasses.replace(options, **changes)

@@ -4,6 +4,10 @@ Per chunk of rows it decides, for every model, whether a row must be asked: rows
 already stored (``--resume``) are skipped, answers an earlier run got to the same prompt from
 the same model are reused (unless ``--force``), and the rest are packed into
 :class:`~kryten_llm.batch.work.Unit` s (one row, or ``--rows-per-request`` rows) and queued.
+With ``--output-dir`` the per-item files decide instead: an item whose file holds an answer
+from the model to this prompt is skipped, and the store's earlier answers are not reused (so
+deleting a file asks that item again). A row that cannot be asked (it lacks a template column,
+or its id cannot name a file) is recorded as failed for every model and the run goes on.
 The queue is bounded, so memory does not grow with the input; a second streaming pass counts
 the rows in a thread for the ETA (:func:`count_total`).
 """
@@ -18,13 +22,16 @@ from typing import Any
 
 import structlog
 
+from kryten_llm.batch.itemfiles import ItemFiles, file_name
 from kryten_llm.batch.plan import BatchPlan
 from kryten_llm.batch.progress import Progress
 from kryten_llm.batch.sink import ResultSink
 from kryten_llm.batch.store import MAX_LOOKUP, RunStore
 from kryten_llm.batch.storetypes import CachedAnswer, ItemResult, ItemStatus
 from kryten_llm.batch.targets import Target
+from kryten_llm.batch.templates import cell_text
 from kryten_llm.batch.work import Unit, WorkItem
+from kryten_llm.errors import ConfigError
 
 log = structlog.get_logger(__name__)
 
@@ -41,6 +48,7 @@ class Producer:
         sink: takes reused answers (stored like fresh ones, marked ``cached``).
         progress: counts skipped rows.
         stop: set when the run must stop taking rows.
+        item_files: the per-item files (``--output-dir``), which say what is answered.
     """
 
     def __init__(
@@ -51,8 +59,10 @@ class Producer:
         sink: ResultSink,
         progress: Progress,
         stop: asyncio.Event,
+        item_files: ItemFiles | None = None,
     ) -> None:
         self.plan = plan
+        self._files = item_files
         self.options = plan.options
         self.store = store
         self.run_id = run_id
@@ -105,7 +115,9 @@ class Producer:
         use_cache = [
             t.label
             for t in plan.targets
-            if not opts.force and self.store.answered_elsewhere(self.run_id, t.label)
+            if not opts.force
+            and self._files is None
+            and self.store.answered_elsewhere(self.run_id, t.label)
         ]
         packs: dict[str, list[WorkItem]] = {t.label: [] for t in plan.targets}
         rows = 0
@@ -113,14 +125,19 @@ class Producer:
         while True:
             chunk: list[WorkItem] = []
             error: Exception | None = None
+            read = 0
             try:
                 for row_key, row in source:
-                    chunk.append(self._item(row_key, row))
-                    if len(chunk) >= CHUNK_ROWS:
+                    rows = row_key + 1
+                    read += 1
+                    try:
+                        chunk.append(self._item(row_key, row))
+                    except (ConfigError, ValueError) as exc:  # this row only: record, go on
+                        self._fail_row(row_key, row, exc)
+                    if read >= CHUNK_ROWS:
                         break
             except Exception as exc:  # a malformed row: queue the rows before it first
                 error = exc
-            rows += len(chunk)
             stored = self._stored(chunk) if check_stored and chunk else {}
             cached = {
                 label: self.store.cached_answers(label, (i.prompt_hash for i in chunk))
@@ -129,7 +146,11 @@ class Producer:
             for item in chunk:
                 if self._stop.is_set():
                     return
+                in_file = self._files.answered(item.item_id) if self._files else set()
                 for target in plan.targets:
+                    if target.model in in_file:
+                        self._progress.advance(skipped=1)
+                        continue
                     if stored.get((item.row_key, target.label)) == item.prompt_hash:
                         self._progress.advance(skipped=1)
                         continue
@@ -144,7 +165,7 @@ class Producer:
                         await queue.put(Unit(target, tuple(pack)))
             if error is not None:
                 raise error
-            if len(chunk) < CHUNK_ROWS:
+            if read < CHUNK_ROWS:
                 break
             await asyncio.sleep(0)  # let workers and housekeeping run on cached stretches
         for target in plan.targets:
@@ -160,14 +181,49 @@ class Producer:
             self.store.set_total(self.run_id, rows * len(plan.targets))
 
     def _item(self, row_key: int, row: dict[str, Any]) -> WorkItem:
+        """The row ready to ask.
+
+        Raises:
+            ConfigError: the row lacks a template column.
+            ValueError: its id (``--id-column``) cannot name a file.
+        """
         prompt = self.plan.prompt_of(row)
+        item_id = ""
+        if self.options.id_column:
+            item_id = cell_text(row.get(self.options.id_column))
+            file_name(item_id)
         return WorkItem(
             row_key=row_key,
             row_json=json.dumps(row, ensure_ascii=False, default=str),
             prompt=prompt,
             prompt_hash=self.plan.prompt_hash(row, prompt),
             username=str(row.get("username") or "") if self.options.pipeline else "",
+            item_id=item_id,
         )
+
+    def _fail_row(self, row_key: int, row: dict[str, Any], exc: Exception) -> None:
+        """Record a row that cannot be asked as failed, for every model."""
+        if isinstance(exc, ConfigError):
+            reason = "; ".join(f"{msg} ({fix})" for _, msg, fix in exc.problems)
+        else:
+            reason = str(exc)
+        log.info("batch_row_invalid", batch_id=self.run_id, row=row_key, error=reason)
+        now = time.time()
+        row_json = json.dumps(row, ensure_ascii=False, default=str)
+        results = [
+            ItemResult(
+                row_key=row_key,
+                model=target.label,
+                prompt_hash="",
+                status=ItemStatus.FAILED,
+                row_json=row_json,
+                error=f"row {row_key} cannot be asked: {reason}",
+                started_at=now,
+                finished_at=now,
+            )
+            for target in self.plan.targets
+        ]
+        self._sink.add(results, {})
 
     def _stored(self, chunk: list[WorkItem]) -> dict[tuple[int, str], str]:
         """The stored items of the chunk's rows, by (row_key, model), minus those whose prompt

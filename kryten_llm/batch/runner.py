@@ -31,13 +31,15 @@ import structlog
 from kryten_llm.batch.asking import Asker
 from kryten_llm.batch.chatlines import ChatLinePipeline
 from kryten_llm.batch.housekeeping import housekeeping
+from kryten_llm.batch.itemfiles import ItemFiles, recorder
 from kryten_llm.batch.itemlog import ItemLog
 from kryten_llm.batch.outputs import output_record, result_columns
 from kryten_llm.batch.plan import BatchPlan
+from kryten_llm.batch.printing import printer
 from kryten_llm.batch.producer import Producer
 from kryten_llm.batch.progress import Progress
 from kryten_llm.batch.ratelimit import PacedProvider, RequestPacer
-from kryten_llm.batch.sink import OutputWriter, ResultSink
+from kryten_llm.batch.sink import Observer, OutputWriter, ResultSink
 from kryten_llm.batch.store import RunStore, new_run_id
 from kryten_llm.batch.storedb import iter_items
 from kryten_llm.batch.storetypes import ModelSummary, RunStatus
@@ -180,10 +182,20 @@ class BatchRunner:
             )
         log.info("batch_started", batch_id=self.run_id, models=labels, resumed=bool(plan.resume))
         on_failure = self._failed_item if opts.stop_on_error else None
-        self._sink = ResultSink(self.store, self.run_id, self.progress, self._log, on_failure)
+        observers: list[Observer] = [printer()] if opts.prints_answers else []
+        files = None
+        if opts.output_dir:
+            files = ItemFiles(Path(opts.output_dir), plan.template_hash)
+            names = {t.label: t.model for t in plan.targets}
+            observers.append(
+                recorder(files, names, self.run_id, parse_json=plan.expectation is not None)
+            )
+        self._sink = ResultSink(
+            self.store, self.run_id, self.progress, self._log, on_failure, observers
+        )
         self._output = OutputWriter(plan, self.store, self.run_id)
         self._producer = Producer(
-            plan, self.store, self.run_id, self._sink, self.progress, self._stop.event
+            plan, self.store, self.run_id, self._sink, self.progress, self._stop.event, files
         )
 
     def _asker(self, session: aiohttp.ClientSession) -> Asker:
@@ -192,8 +204,11 @@ class BatchRunner:
         shared = [RequestPacer(opts.rate_limit, opts.rate_window)] if opts.rate_limit else []
         pacers: dict[str, list[RequestPacer]] = {}
 
+        per_model = self.plan.settings.batch.rate_limits
+
         def paced(name: str, provider: Provider) -> Provider:
-            own = self.plan.llm.providers[name].rate_limit_per_minute
+            config = self.plan.llm.providers[name]
+            own = config.rate_limit_per_minute or per_model.get(config.model)
             pacers[name] = [*shared, RequestPacer(own, opts.rate_window)] if own else list(shared)
             return PacedProvider(provider, pacers[name])
 

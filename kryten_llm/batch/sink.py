@@ -15,12 +15,18 @@ and at the end.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 
 import structlog
 
 from kryten_llm.batch.itemlog import ItemLog
-from kryten_llm.batch.outputs import input_keys, output_record, result_columns, write_records
+from kryten_llm.batch.outputs import (
+    input_keys,
+    output_record,
+    result_columns,
+    write_records,
+    written_once,
+)
 from kryten_llm.batch.plan import BatchPlan
 from kryten_llm.batch.progress import Progress
 from kryten_llm.batch.store import RunStore
@@ -29,6 +35,9 @@ from kryten_llm.batch.storetypes import ItemResult, ItemStatus
 from kryten_llm.batch.work import WorkItem
 
 log = structlog.get_logger(__name__)
+
+# Told about each result as it is taken (printing answers, per-item files).
+Observer = Callable[[ItemResult, WorkItem | None], None]
 
 
 class ResultSink:
@@ -40,6 +49,7 @@ class ResultSink:
         progress: counts finished items.
         item_log: one JSONL line per result (``--no-log``: disabled).
         on_failure: called after a failed result (``--stop-on-error`` stops the run).
+        observers: told about each result with its row (printing, per-item files).
     """
 
     def __init__(
@@ -49,8 +59,10 @@ class ResultSink:
         progress: Progress,
         item_log: ItemLog | None = None,
         on_failure: Callable[[], None] | None = None,
+        observers: Sequence[Observer] = (),
     ) -> None:
         self._store = store
+        self._observers = tuple(observers)
         self._run_id = run_id
         self._progress = progress
         self._log = item_log
@@ -72,8 +84,10 @@ class ResultSink:
                 done += 1
             else:
                 failed += 1
+            item = items.get(result.row_key)
+            for observer in self._observers:
+                observer(result, item)
             if self._log is not None:
-                item = items.get(result.row_key)
                 self._log.write(
                     {
                         "batch_id": self._run_id,
@@ -141,6 +155,9 @@ class OutputWriter:
         """Start rewriting the output in the background; False if there is no output file or
         a rewrite is still under way (try again later)."""
         if not self.wanted or self._task is not None:
+            return False
+        assert self._plan.output is not None
+        if written_once(self._plan.output):
             return False
         self._task = asyncio.create_task(self._checkpoint())
         return True

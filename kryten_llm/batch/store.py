@@ -34,6 +34,7 @@ from kryten_llm.batch.storetypes import (
     ModelSummary,
     RunInfo,
     RunStatus,
+    process_alive,
 )
 from kryten_llm.errors import ConfigError, RunExists, RunNotFound
 
@@ -119,7 +120,7 @@ class RunStore:
     def get_run(self, run_id: str) -> RunInfo | None:
         """The run ``run_id``, or None."""
         row = self._conn.execute("SELECT * FROM batch_runs WHERE id = ?", (run_id,)).fetchone()
-        return None if row is None else RunInfo.from_row(row)
+        return None if row is None else RunInfo.from_row(row).as_seen()
 
     def run(self, run_id: str) -> RunInfo:
         """The run ``run_id``.
@@ -133,15 +134,20 @@ class RunStore:
         return info
 
     def list_runs(self, *, status: RunStatus | None = None, limit: int = 20) -> list[RunInfo]:
-        """The most recent runs first, optionally only those in ``status``."""
+        """The most recent runs first, optionally only those in ``status`` (as shown: a live
+        status whose process is gone is ``interrupted``)."""
+        wanted = RunStatus(status) if status else None
         query = "SELECT * FROM batch_runs"
         params: tuple[Any, ...] = ()
-        if status:
-            query += " WHERE status = ?"
-            params = (RunStatus(status).value,)
-        query += " ORDER BY created_at DESC, rowid DESC LIMIT ?"
-        rows = self._conn.execute(query, (*params, limit)).fetchall()
-        return [RunInfo.from_row(row) for row in rows]
+        if wanted is not None:
+            live = wanted.live or wanted is RunStatus.INTERRUPTED
+            stored = ("running", "cancelling") if live else (wanted.value,)
+            query += f" WHERE status IN ({', '.join('?' for _ in stored)})"
+            params = stored
+        query += " ORDER BY created_at DESC, rowid DESC"
+        runs = (RunInfo.from_row(row).as_seen() for row in self._conn.execute(query, params))
+        chosen = (run for run in runs if wanted is None or run.status is wanted)
+        return [run for _, run in zip(range(limit), chosen, strict=False)]
 
     def latest_resumable(self, input_file: str) -> RunInfo | None:
         """The most recent unfinished run of ``input_file``."""
@@ -373,19 +379,6 @@ class RunStore:
 
     def _tx(self) -> Transaction:
         return Transaction(self._conn)
-
-
-def process_alive(pid: int | None) -> bool:
-    """Whether another process ``pid`` exists (a run left 'running' by a crash has none)."""
-    if not pid or pid == os.getpid():
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def new_run_id() -> str:

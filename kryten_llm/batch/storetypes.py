@@ -12,7 +12,9 @@ strings stored in SQLite and printed in JSON, unchanged since the first release.
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import os
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
@@ -23,6 +25,8 @@ class RunStatus(StrEnum):
 
     ``running`` -> ``completed`` | ``failed`` (stopped on error) | ``paused`` (interrupted,
     resumable) | ``cancelling`` (``batch cancel`` asked a live process) -> ``cancelled``.
+    ``interrupted`` is never stored: it is how a ``running`` or ``cancelling`` run whose
+    process no longer exists (killed, crashed) is shown; it is resumable.
     """
 
     RUNNING = "running"
@@ -31,6 +35,12 @@ class RunStatus(StrEnum):
     PAUSED = "paused"
     CANCELLING = "cancelling"
     CANCELLED = "cancelled"
+    INTERRUPTED = "interrupted"
+
+    @property
+    def live(self) -> bool:
+        """A process is (or should be) working on the run."""
+        return self in (RunStatus.RUNNING, RunStatus.CANCELLING)
 
 
 RUN_STATUSES = tuple(status.value for status in RunStatus)
@@ -173,6 +183,13 @@ class RunInfo:
             config=json.loads(cfg),
         )
 
+    def as_seen(self) -> RunInfo:
+        """This run as shown: ``interrupted`` when its status is live but its process is gone
+        (this process's own runs are alive by definition)."""
+        if not self.status.live or self.pid == os.getpid() or process_alive(self.pid):
+            return self
+        return dataclasses.replace(self, status=RunStatus.INTERRUPTED)
+
     @property
     def remaining(self) -> int | None:
         """Items still to do, when the total is known."""
@@ -242,3 +259,16 @@ class ModelSummary:
 
 def _round(value: float | None) -> float | None:
     return None if value is None else round(value, 1)
+
+
+def process_alive(pid: int | None) -> bool:
+    """Whether another process ``pid`` exists (a run left 'running' by a crash has none)."""
+    if not pid or pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

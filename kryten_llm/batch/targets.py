@@ -12,6 +12,11 @@ for it. A ``--provider`` is, in order of preference:
 With no ``--provider`` the configured chain (default plus fallbacks) is one target. Several
 ``--provider`` values run every row on each. The label is ``name/model``, so answers cached in
 the store are only reused for the same provider *and* model.
+
+An inline ``openai``/``anthropic`` spec reads its key from ``--api-key-env NAME``, else from
+the family's usual variable (:data:`FAMILY_KEYS`), so a refused key names a variable that can
+exist. The model ``auto`` (the inline default) and ``all`` are resolved against the server
+before the run starts, by :mod:`kryten_llm.batch.discovery`.
 """
 
 from __future__ import annotations
@@ -24,6 +29,9 @@ from kryten_llm.errors import ConfigError
 from kryten_llm.llm.base import provider_types
 from kryten_llm.llm.specs import parse_provider_spec
 
+FAMILY_KEYS = {"openai": "OPENAI_API_KEY", "anthropic": "ANTHROPIC_API_KEY"}
+DISCOVERED = ("auto", "all")  # model names the server is asked about before the run
+
 
 @dataclass(frozen=True, slots=True)
 class Target:
@@ -32,16 +40,32 @@ class Target:
     Attributes:
         label: the name of the answers (``provider/model``), the ``model`` column.
         chain: provider keys tried in order (one unless the configured chain is used).
+        model: the model name (the first provider's), as the server knows it.
     """
 
     label: str
     chain: tuple[str, ...]
+    model: str = ""
+
+    @property
+    def spec(self) -> str:
+        """The label without its model: the provider name or inline spec."""
+        return self.label[: -len(self.model) - 1] if self.model else self.label
 
 
 def resolve_targets(
-    settings: Settings, providers: Sequence[str], models: Sequence[str]
+    settings: Settings,
+    providers: Sequence[str],
+    models: Sequence[str],
+    api_key_env: str | None = None,
 ) -> tuple[LLMConfig, list[Target]]:
     """The manager's configuration and the targets for ``--provider`` / ``--model``.
+
+    Args:
+        settings: the configured providers.
+        providers: ``--provider`` values (names or inline specs).
+        models: ``--model`` values.
+        api_key_env: the key variable of inline specs (``--api-key-env``).
 
     Returns:
         An LLMConfig holding every provider that may be called (configured ones plus inline
@@ -67,8 +91,8 @@ def resolve_targets(
     if not providers:
         if not models:
             default = llm.default_provider
-            label = f"{default}/{llm.providers[default].model}"
-            return _config(llm, configs), [Target(label, tuple(llm.chain))]
+            name = llm.providers[default].model
+            return _config(llm, configs), [Target(f"{default}/{name}", tuple(llm.chain), name)]
         providers = [llm.default_provider] * len(models)
     for index, spec in enumerate(providers):
         model = models[0] if len(models) == 1 else models[index] if models else None
@@ -81,15 +105,15 @@ def resolve_targets(
                 key = spec
         else:
             _known_kind(spec, llm)
-            # Batch sends no probe, so "auto" would reach the server as a model name: without
-            # a --model, inline specs keep the config's default model name.
-            _, base = parse_provider_spec(spec, model=model, default_model="default")
+            kind = spec.partition(":")[0]
+            key_env = api_key_env or FAMILY_KEYS.get(kind)
+            _, base = parse_provider_spec(spec, model=model, api_key_env=key_env)
             key = spec if model is None else f"{spec}/{model}"
             configs.setdefault(key, base)
         label = f"{spec}/{configs[key].model}"
         if any(t.label == label for t in targets):
             raise ConfigError([("providers", f"{label} is given twice", "remove the repeat")])
-        targets.append(Target(label, (key,)))
+        targets.append(Target(label, (key,), configs[key].model))
     return _config(llm, configs, default=targets[0].chain[0]), targets
 
 

@@ -21,6 +21,7 @@ class WorkItem:
     prompt: str
     prompt_hash: str
     username: str = ""
+    item_id: str = ""  # --id-column: names the item's file in --output-dir
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,6 +11,7 @@ is no module-level configuration global.
 """
 
 from kryten_llm.config.base import ENV_PREFIX
+from kryten_llm.config.batchcfg import BatchConfig, ModelPrice
 from kryten_llm.config.behaviour import (
     FiltersConfig,
     FormattingConfig,
@@ -50,6 +51,7 @@ from kryten_llm.config.streaming import StreamingConfig, TypingConfig
 __all__ = [
     "ENV_PREFIX",
     "MASK",
+    "BatchConfig",
     "BotConfig",
     "ChannelConfig",
     "CircuitConfig",
@@ -64,6 +66,7 @@ __all__ = [
     "LoggingConfig",
     "MediaChangeConfig",
     "MemoryConfig",
+    "ModelPrice",
     "NatsConfig",
     "ParticipationConfig",
     "PersonalityConfig",

@@ -20,6 +20,7 @@ from pydantic_settings import (
 )
 
 from kryten_llm.config.base import ENV_PREFIX
+from kryten_llm.config.batchcfg import BatchConfig
 from kryten_llm.config.behaviour import (
     FiltersConfig,
     FormattingConfig,
@@ -101,6 +102,7 @@ class Settings(BaseSettings):
     followups: FollowUpConfig = Field(default_factory=FollowUpConfig)  # conv14
     cluster: ClusterConfig = Field(default_factory=ClusterConfig)  # issue 15: several instances
     sharding: ShardingConfig = Field(default_factory=ShardingConfig)
+    batch: BatchConfig = Field(default_factory=BatchConfig)  # issue 16: batch defaults
     dry_run: bool = Field(False, description="Decide and log everything, send nothing.")
 
     @model_validator(mode="before")
