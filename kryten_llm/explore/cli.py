@@ -78,7 +78,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=[],
         metavar="SPEC",
         help="a provider name from the config, or inline TYPE:WHERE (openai:URL, "
-        "anthropic:URL, local:GGUF, scripted[:wordlist|echo]); repeatable; default: the "
+        "anthropic:URL, local:GGUF, scripted[:wordlist|echo], random[:SEED]); repeatable; "
+        "default: the "
         "config's chain, or the scripted word list without --config",
     )
     parser.add_argument("--model", help='model of inline providers (default "auto")')
