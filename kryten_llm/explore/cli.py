@@ -25,6 +25,7 @@ from kryten_llm.console import (
 )
 from kryten_llm.errors import ConfigError, ExploreError
 from kryten_llm.explore.bus import ExploreLink, run_id
+from kryten_llm.explore.dedup import DEFAULT_THRESHOLD
 from kryten_llm.explore.explorer import Explorer, StopReason
 from kryten_llm.explore.plan import Plan, plan_run
 from kryten_llm.explore.producer import ProducerStatus
@@ -106,10 +107,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--similarity",
         type=float,
-        default=0.85,
+        default=DEFAULT_THRESHOLD,
         metavar="F",
-        help="trigram Jaccard at which an item is a near duplicate (default 0.85; 1 = exact "
-        "duplicates only)",
+        help="trigram Jaccard of the canonical forms (articles dropped, plurals singular) at "
+        f"which an item with the same numbers is a near duplicate (default {DEFAULT_THRESHOLD}; "
+        "1 = exact duplicates only)",
     )
     parser.add_argument("--batch", type=int, default=20, help="items asked for per request")
     parser.add_argument("--max-item-chars", type=int, default=200, help="longer lines rejected")
