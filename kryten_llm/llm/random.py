@@ -28,8 +28,8 @@ import time
 import zlib
 from typing import TYPE_CHECKING, ClassVar
 
-from kryten_llm.llm.base import Completion, CompletionRequest, Usage, register
-from kryten_llm.llm.scripted import load_wordlist
+from kryten_llm.llm.base import Completion, CompletionRequest, register
+from kryten_llm.llm.scripted import last_user_turn, load_wordlist, offline_completion
 
 if TYPE_CHECKING:
     import aiohttp
@@ -132,17 +132,10 @@ class RandomProvider:
         started = time.monotonic()
         if self._delay:
             await asyncio.sleep(self._delay)
-        last = next((m.content for m in reversed(request.messages) if m.role == "user"), "")
+        last = last_user_turn(request)
         topic_match = _TOPIC.search(last)
         topic = topic_match.group(1) if topic_match else last[:200]
         count_match = _COUNT.search(last)
         count = min(int(count_match.group(1)), MAX_ITEMS) if count_match else 1
         text = "\n".join(self._writer.lines(topic, max(count, 1)))
-        prompt_chars = sum(len(m.content) for m in request.messages)
-        return Completion(
-            text=text,
-            provider=self.name,
-            model=self.model,
-            latency_ms=(time.monotonic() - started) * 1000,
-            usage=Usage(prompt_tokens=prompt_chars // 4, completion_tokens=len(text) // 4),
-        )
+        return offline_completion(self.name, self.model, request, text, started)
