@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
+from kryten_llm.config import LLMConfig
 from kryten_llm.errors import ConfigError, ExploreError
 from kryten_llm.explore.explorer import Explorer, StopReason
 from kryten_llm.explore.output import OutputStore
@@ -30,7 +31,10 @@ from kryten_llm.explore.settings import ExploreSettings
 from kryten_llm.pools import slug
 
 if TYPE_CHECKING:
+    import aiohttp
+
     from kryten_llm.config import Settings
+    from kryten_llm.llm.manager import ProviderManager
 
 log = structlog.get_logger(__name__)
 
@@ -133,14 +137,17 @@ class RunBoard:
             raise RunRefused(409, f"{run_id}: {exc}") from None
         try:
             checkpoint = store.load()
-            if checkpoint is not None and checkpoint.topic != topic:
-                raise RunRefused(409, f"{run_id} holds the topic {checkpoint.topic!r}")
-        except ExploreError as exc:
+        except ExploreError as exc:  # unreadable or corrupt: the page says which
             store.unlock()
-            raise RunRefused(getattr(exc, "status", 409), str(exc)) from None
+            raise RunRefused(409, f"{run_id}: {exc}") from None
+        if checkpoint is not None and checkpoint.topic != topic:
+            store.unlock()
+            raise RunRefused(409, f"{run_id} holds the topic {checkpoint.topic!r}")
+        import aiohttp
+
         from kryten_llm.llm import build_manager
 
-        session = _session()
+        session = aiohttp.ClientSession()
         manager = build_manager(llm, session)
         explorer = Explorer(settings, manager, order, store)
         if checkpoint is not None:
@@ -151,8 +158,8 @@ class RunBoard:
         log.info("explore_web_started", run=run_id, providers=order, resumed=run.resumed)
         return run
 
-    def _llm(self, specs: list[str]) -> tuple[Any, list[str]]:
-        from kryten_llm.config import LLMConfig
+    def _llm(self, specs: list[str]) -> tuple[LLMConfig, list[str]]:
+        """The providers of a run, from the form's specs and the configuration."""
         from kryten_llm.explore.plan import resolve_providers
 
         config = self._settings()
@@ -170,7 +177,9 @@ class RunBoard:
         )
         return llm, order
 
-    async def _run(self, run: WebRun, manager: Any, session: Any) -> None:
+    async def _run(
+        self, run: WebRun, manager: ProviderManager, session: aiohttp.ClientSession
+    ) -> None:
         try:
             auto = [n for n, p in manager.providers.items() if p.model == "auto"]
             if auto:
@@ -290,12 +299,6 @@ class RunBoard:
         if name not in FILES or not valid_run_id(run_id) or not path.is_file():
             raise RunRefused(404, f"no file {name!r} in run {run_id!r}")
         return path
-
-
-def _session() -> Any:
-    import aiohttp
-
-    return aiohttp.ClientSession()
 
 
 def _read_json(path: Path) -> dict[str, Any]:

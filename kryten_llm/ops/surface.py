@@ -22,7 +22,6 @@ from nats.micro.service import SEMVER_REGEX
 from kryten_llm import __version__
 from kryten_llm.bus.subjects import explore_progress, explore_stop
 from kryten_llm.config import redacted
-from kryten_llm.explore import web as explore_web  # explore17
 from kryten_llm.ops.controls import Controlled, Controls
 from kryten_llm.ops.health import HealthInputs, assess
 from kryten_llm.ops.metrics import LabelValues
@@ -99,6 +98,8 @@ class OperatorSurface:
                 controls=self.controls,
             )
             # explore17: the explore page under /explore/ (starting a run takes the token).
+            from kryten_llm.explore import web as explore_web  # the page's code, only if served
+
             self.explore_board = explore_web.mount(
                 self.web.app,
                 settings=lambda: self._settings,
