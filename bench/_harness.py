@@ -75,7 +75,7 @@ class Bot:
     def __init__(self, config: dict[str, Any], *, log_path: Path | None = None) -> None:
         """Start it; its output goes to ``log_path`` (both streams) or nowhere."""
         self._dir = tempfile.TemporaryDirectory(prefix="kryten-llm-bench-")
-        path = Path(self._dir.name) / "config.json"
+        path = self.config_path = Path(self._dir.name) / "config.json"
         path.write_text(json.dumps(config))
         env = {k: v for k, v in os.environ.items() if not k.startswith("KRYTEN_LLM_")}
         # This checkout's code, unless PYTHONPATH names another one (a "before" run:

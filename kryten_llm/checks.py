@@ -42,6 +42,10 @@ def startup_problems(settings: Settings) -> list[tuple[str, str, str]]:
         FallbackPools.from_settings(settings)
     except ConfigError as exc:
         problems += exc.problems
+    if settings.memory.enabled:  # memory (issue 14): a broken store stops the start, named
+        from kryten_llm.memory.checks import memory_problems
+
+        problems += memory_problems(settings)
     return problems
 
 
@@ -78,7 +82,13 @@ def summary(settings: Settings) -> list[str]:
     lines = ["configuration OK"]
     lines.append("  nats:       " + ", ".join(data["nats"]["servers"]))
     for channel in settings.channels:
-        lines.append(f"  channel:    {channel.channel} on {channel.domain}")
+        character = settings.for_channel(channel)
+        own = [s for s in ("triggers", "ratelimit", "formatting") if getattr(channel, s)]
+        lines.append(
+            f"  channel:    {channel.channel} on {channel.domain} as "
+            f"{character.personality.character_name} ({character.active_personality}"
+            + (f"; own {', '.join(own)})" if own else ")")
+        )
     lines.append(f"  bot:        {settings.bot.username} as {settings.personality.character_name}")
     chain = settings.llm.chain
     for name, provider in data["llm"]["providers"].items():

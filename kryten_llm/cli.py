@@ -33,6 +33,7 @@ if TYPE_CHECKING:
 _LAZY = {
     "batch": ("kryten_llm.batch.cli", "run prompts from files through the providers (resumable)"),
     "explore": ("kryten_llm.explore.cli", "generate unique material on a topic with many models"),
+    "memory": ("kryten_llm.memory.cli", "list or forget what the bot remembers about a user"),
 }
 
 
@@ -80,6 +81,12 @@ def build_parser(full: str | None = None) -> argparse.ArgumentParser:
     sub.add_parser("run", parents=[common], help="run the bot (the default)")
     check = sub.add_parser("validate-config", parents=[common], help="same as --validate-config")
     check.add_argument("--json", action="store_true", help="print the whole redacted config")
+    check.add_argument(
+        "--explain",
+        metavar="KEY",
+        help="print the value in force at KEY (e.g. ratelimit.user_cooldown_seconds) and the "
+        "layer it comes from",
+    )
     providers = sub.add_parser("providers", parents=[common], help="check the LLM providers")
     providers.add_argument("action", choices=["check"], help="probe every provider, print a table")
     providers.add_argument("--timeout", type=float, default=10.0, help="seconds per provider")
@@ -153,7 +160,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         _print_config_error(exc, args.config)
         return EXIT_USAGE
     if command == "validate-config":
-        return _validate(settings, as_json=getattr(args, "json", False))
+        try:
+            return _validate(settings, args)
+        except ConfigError as exc:
+            _print_config_error(exc, args.config)
+            return EXIT_USAGE
     if command == "providers":
         from kryten_llm.checks import check_providers
 
@@ -165,7 +176,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from kryten_llm.service import run_service
 
     try:
-        return asyncio.run(run_service(settings))
+        return asyncio.run(run_service(settings, config=args.config, cli=_cli_values(args)))
     except KeyboardInterrupt:  # a second Ctrl+C while shutting down
         return EXIT_INTERRUPTED
     except KrytenLLMError as exc:
@@ -215,18 +226,26 @@ def _load(args: argparse.Namespace) -> Settings:
     from kryten_llm.config import load_settings
     from kryten_llm.errors import ConfigError
 
-    overrides: dict[str, Any] = {}
-    if args.dry_run:
-        overrides["dry_run"] = True
-    settings = load_settings(args.config, **overrides)
-    if args.log_level:
-        settings.logging.level = args.log_level
-    if args.log_format:
-        settings.logging.format = args.log_format
+    settings = load_settings(args.config, **_cli_values(args))
     problems = startup_problems(settings)
     if problems:
         raise ConfigError(problems)
     return settings
+
+
+def _cli_values(args: argparse.Namespace) -> dict[str, Any]:
+    """The flags that override the configuration, as settings values (kept over reloads)."""
+    values: dict[str, Any] = {}
+    if args.dry_run:
+        values["dry_run"] = True
+    logging = {
+        key: value
+        for key, value in (("level", args.log_level), ("format", args.log_format))
+        if value
+    }
+    if logging:
+        values["logging"] = logging
+    return values
 
 
 def _logs(settings: Settings, args: argparse.Namespace) -> int:
@@ -264,14 +283,28 @@ def _print_config_error(exc: ConfigError, path: Path | None) -> None:
     print(exc.report(f"kryten-llm: invalid configuration{source}:"), file=sys.stderr)
 
 
-def _validate(settings: Settings, *, as_json: bool) -> int:
+def _validate(settings: Settings, args: argparse.Namespace) -> int:
+    """The summary (or the whole redacted config, or one key explained) and the overrides."""
     from kryten_llm.checks import summary
     from kryten_llm.config import redacted
+    from kryten_llm.config.explain import explain
+    from kryten_llm.config.layers import find_sources
+    from kryten_llm.config.overrides import dotted
 
-    if as_json:
-        print(json.dumps(redacted(settings), indent=2))
-        return EXIT_OK
-    for line in summary(settings):
+    sources = find_sources(args.config)
+    if getattr(args, "explain", None):
+        lines = explain(args.explain, settings, sources, _cli_values(args))
+    elif getattr(args, "json", False):
+        lines = [json.dumps(redacted(settings), indent=2)]
+    else:
+        lines = summary(settings)
+        lines += [f"  layer:      {layer.name} {layer.path}" for layer in sources.files]
+        if sources.overrides:
+            lines.append(f"  overrides:  {sources.overrides_path} (runtime changes; reset clears)")
+        for o in sources.overrides:
+            by = f" (by {o.by}, {o.at})" if o.by else ""
+            lines.append(f"    {dotted(o.path)} = {json.dumps(o.value)}{by}")
+    for line in lines:
         print(line)
     return EXIT_OK
 

@@ -13,6 +13,7 @@ Errors are split by who has to act on them::
     │   ├── RunNotFound              no run has that id
     │   └── InputError               an input file or row cannot be read as asked
     ├── ExploreError                an exploration cannot start or go on as asked
+    ├── MemoryStoreError            the memory file cannot be opened, read or written (``path``)
     └── ProviderError               an LLM call failed (carries the provider name)
         ├── retryable (another try or another provider may succeed)
         │   ├── ProviderTimeout
@@ -57,11 +58,17 @@ class TemplateError(KrytenLLMError):
 
 
 class ControlError(KrytenLLMError):
-    """An operator's action was refused; ``status`` is the HTTP status that says why."""
+    """An operator's action was refused; ``status`` is the HTTP status that says why.
 
-    def __init__(self, status: int, message: str) -> None:
+    ``errors`` lists ``(path, message, fix)`` when the refusal is an invalid configuration.
+    """
+
+    def __init__(
+        self, status: int, message: str, *, errors: list[tuple[str, str, str]] | None = None
+    ) -> None:
         super().__init__(message)
         self.status = status
+        self.errors = list(errors or [])
 
 
 class BusError(KrytenLLMError):
@@ -103,6 +110,15 @@ class InputError(BatchError):
 
 class ExploreError(KrytenLLMError):
     """An exploration cannot start or go on as asked (bad options, a locked folder)."""
+
+
+class MemoryStoreError(KrytenLLMError):
+    """The memory store at ``path`` cannot be used (corrupt, unreadable or unwritable)."""
+
+    def __init__(self, path: str, reason: str) -> None:
+        self.path = path
+        self.reason = reason
+        super().__init__(f"memory store {path}: {reason}")
 
 
 class ProviderError(KrytenLLMError):

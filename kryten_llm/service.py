@@ -18,13 +18,16 @@ so the process exits within 10 s even when NATS is gone.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import random
 import signal
 import time
+import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AsyncExitStack
 from enum import StrEnum
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import structlog
@@ -34,19 +37,26 @@ from kryten_llm import __version__
 from kryten_llm.bot.assembly import Bot
 from kryten_llm.bot.responselog import Listener, ResponseLog
 from kryten_llm.bot.supervisor import Supervisor
+from kryten_llm.bot.tuning import Tuner
 from kryten_llm.bus.connection import close, connect, subscribe_events
 from kryten_llm.bus.lifecycle import Lifecycle
 from kryten_llm.bus.sender import ChatSender
 from kryten_llm.bus.settle import settle
 from kryten_llm.bus.subjects import channel_events
+from kryten_llm.checks import startup_problems
+from kryten_llm.config.layers import Sources, find_sources
 from kryten_llm.console import EXIT_FAILED, EXIT_OK, EXIT_RESTART, on_stop_signals
 from kryten_llm.errors import ControlError
 from kryten_llm.ops.health import Liveness
+from kryten_llm.pipeline.fallback import FallbackPools
 from kryten_llm.pipeline.stats import Count, Flags, Stats
 
 if TYPE_CHECKING:
+    import aiohttp
+
     from kryten_llm.bot.intake import ChannelContext, Intake
     from kryten_llm.config import ChannelConfig, Settings
+    from kryten_llm.config.overrides import Override
     from kryten_llm.llm.base import Completion
     from kryten_llm.llm.manager import ProviderManager
     from kryten_llm.ops.surface import OperatorSurface
@@ -74,6 +84,12 @@ class Service:
 
     Args:
         settings: the whole configuration.
+        config: the ``--config`` file the settings came from; a reload reads it (and the other
+            layers) again. Without it and without ``cli``, ``settings`` were built in code:
+            a reload starts from them again.
+        cli: values given on the command line, kept over every reload.
+        overrides_file: where runtime changes are kept (default: beside the config file,
+            or ``kryten-llm.overrides.json`` in the working folder).
         rng: randomness for trigger probabilities (seed it for reproducible runs).
         listeners: called with every outcome written to the response log (transcripts).
     """
@@ -82,10 +98,21 @@ class Service:
         self,
         settings: Settings,
         *,
+        config: Path | None = None,
+        cli: dict[str, Any] | None = None,
+        overrides_file: Path | None = None,
         rng: random.Random | None = None,
         listeners: Sequence[Listener] = (),
     ) -> None:
         self._settings = settings
+        self._cli = dict(cli or {})
+        given = settings.model_dump() if config is None and cli is None else None
+        self._sources = functools.partial(
+            _sources, config, given=given, overrides_file=overrides_file
+        )
+        self.instance = uuid.uuid4().hex[:12]
+        self.tuner: Tuner | None = None
+        self._session: aiohttp.ClientSession | None = None
         self._listeners = tuple(listeners)
         self.state = State.NEW
         self._started_at = time.monotonic()
@@ -103,6 +130,7 @@ class Service:
         self.surface: OperatorSurface | None = None
         self._sender: ChatSender | None = None
         self._supervisor = Supervisor(self._give_up)
+        self._background: set[asyncio.Task[Any]] = set()
 
     # --- the view the operator surface reads (kryten_llm.ops.view.BotView) --------------------
 
@@ -113,6 +141,10 @@ class Service:
     @property
     def state_name(self) -> str:
         return self.state.value
+
+    @property
+    def last_tuning(self) -> dict[str, Any] | None:
+        return self.tuner.last if self.tuner is not None else None
 
     @property
     def running(self) -> bool:
@@ -135,7 +167,7 @@ class Service:
         return self._flags
 
     @property
-    def manager(self) -> ProviderManager | None:
+    def manager(self) -> ProviderManager | None:  # replaced by a reload that changes llm
         return self.bot.manager if self.bot is not None else None
 
     @property
@@ -195,20 +227,52 @@ class Service:
     def set_dry_run(self, dry_run: bool) -> None:
         self.flags.dry_run = dry_run
 
-    def switch_personality(self, name: str) -> None:
-        """Speak as another configured personality from the next reply on.
+    async def tune(self, action: str, value: Any, origin: str) -> dict[str, Any]:
+        """Reload, change or reset the configuration (see :mod:`kryten_llm.bot.tuning`).
 
         Raises:
-            ControlError: no personality has that name (the message lists them).
+            ControlError: refused (invalid, unknown, or the bot is not running yet).
         """
-        if self.bot is None:
+        if self.tuner is None:
             raise ControlError(503, "the bot is not running yet")
-        self.bot.switch_personality(name)
-        log.info("personality_switched", personality=name)
+        return await self.tuner.run(action, value, origin)
+
+    def request_reload(self, origin: str) -> None:
+        """Reload in the background (SIGHUP): the outcome is logged, errors with key paths."""
+        if self.tuner is None:
+            log.warning("config_reload_skipped", origin=origin, detail="the bot is not running")
+            return
+        task = asyncio.create_task(self._reload(origin), name="config-reload")
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _reload(self, origin: str) -> None:
+        assert self.tuner is not None
+        with contextlib.suppress(ControlError):  # logged with every error by the tuner
+            await self.tuner.reload(origin)
+
+    async def _put_in_force(self, new: Settings, old: Settings) -> None:
+        """Apply validated settings: new providers and pools only if their config changed."""
+        assert self.bot is not None
+        manager = pools = None
+        if new.llm != old.llm and self._session is not None:
+            from kryten_llm.llm.manager import build_manager
+
+            manager = build_manager(new.llm, self._session, observer=self._observe_call)
+            self._supervisor.replace("provider-reprobe", manager.reprobe_failing)
+            task = asyncio.create_task(manager.probe_all(), name="provider-probe")
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+        if _pools_of(new) != _pools_of(old):
+            pools = FallbackPools.from_settings(new)
+        self.bot.apply(new, manager=manager, pools=pools)
+        if new.dry_run != old.dry_run:
+            self.flags.dry_run = new.dry_run
+        self._settings = new
 
     async def clear_cooldowns(self) -> None:
         if self.bot is not None:
-            await self.bot.limiter.clear()
+            await self.bot.clear_cooldowns()
 
     async def stop_explore(self, run: str) -> None:
         """Stop an explore run shown on the dashboard (``kryten-llm explore --nats``)."""
@@ -304,6 +368,7 @@ class Service:
             stats=self._stats,
             flags=self._flags,
         )
+        stack.push_async_callback(bot.close)  # memory (issue 14): its store's last writes
         for context in bot.channels.values():
             await subscribe_events(
                 nc, channel_events(context.config.channel), self._callback(context)
@@ -320,11 +385,15 @@ class Service:
         self.telemetry = telemetry = ops_telemetry.Telemetry(self._stats)
         response_log.add_listener(telemetry.on_outcome)
         session = await stack.enter_async_context(aiohttp.ClientSession())
+        self._session = session
         manager = build_manager(settings.llm, session, observer=self._observe_call)
-        responder, queue = bot.start_answering(manager).responder, bot.queue
+        bot.start_answering(manager)
         stack.push_async_callback(self._supervisor.stop)
         for i in range(settings.processing.workers):
-            self._supervisor.spawn(f"{_WORKER}{i}", lambda: responder.run(queue))
+            self._supervisor.spawn(f"{_WORKER}{i}", bot.work)
+        self.tuner = Tuner(
+            self._sources, settings, self._put_in_force, cli=self._cli, check=startup_problems
+        )
         await manager.probe_all()
         self._supervisor.spawn("provider-reprobe", manager.reprobe_failing)
         if self._stop is not None and self._stop.is_set():
@@ -406,14 +475,22 @@ class Service:
             await self.surface.stop()  # before NATS drains; the exit stack's call is then a no-op
 
 
-async def run_service(settings: Settings) -> int:
-    """Run the bot until SIGTERM/SIGINT; returns the exit code. SIGHUP is logged, not fatal."""
-    service = Service(settings)
+async def run_service(
+    settings: Settings, *, config: Path | None = None, cli: dict[str, Any] | None = None
+) -> int:
+    """Run the bot until SIGTERM/SIGINT; returns the exit code. SIGHUP reloads the config.
+
+    Args:
+        settings: the configuration read at startup.
+        config: the ``--config`` file, read again (with its layers) on SIGHUP.
+        cli: command-line values, kept over every reload.
+    """
+    service = Service(settings, config=config, cli=cli)
     stop = asyncio.Event()
     started = time.monotonic()
     with (
         on_stop_signals(lambda sig: service.request_stop(sig.name)),
-        on_stop_signals(_hangup_ignored, signals=(signal.SIGHUP,)),
+        on_stop_signals(lambda sig: service.request_reload(sig.name), signals=(signal.SIGHUP,)),
     ):
         try:
             return await service.run(stop)
@@ -421,9 +498,17 @@ async def run_service(settings: Settings) -> int:
             log.debug("service_run_seconds", seconds=round(time.monotonic() - started, 3))
 
 
-def _hangup_ignored(sig: signal.Signals) -> None:
-    log.warning(
-        "signal_ignored",
-        signal=sig.name,
-        detail="live reload is not available yet; restart the service to apply a new config",
-    )
+def _sources(
+    config: Path | None,
+    overrides: Sequence[Override] | None,
+    *,
+    given: dict[str, Any] | None,
+    overrides_file: Path | None,
+) -> Sources:
+    return find_sources(config, overrides=overrides, given=given, overrides_file=overrides_file)
+
+
+def _pools_of(settings: Settings) -> tuple[object, ...]:
+    """What the fallback pools are loaded from: a change means loading them again."""
+    words = sorted(w.name for _, t in settings.trigger_sets() for w in t.words)
+    return settings.fallback, tuple(words), tuple(sorted(settings.personalities))

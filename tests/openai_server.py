@@ -13,6 +13,10 @@ last user message, so integration tests can see what reached the model). ``GET /
 lists ``models`` unless steps were queued for it with :meth:`ScriptedOpenAIServer.push_models`.
 Every request is recorded with its headers, JSON body and monotonic arrival time.
 
+:func:`streamed` answers with server-sent events, OpenAI chunks on ``/v1/chat/completions`` and
+Anthropic events on ``/v1/messages``: text pieces with pauses between them, finished properly or
+cut off; ``stream_ends`` records when each streamed answer was complete (its last byte written).
+
     async with ScriptedOpenAIServer(status(429, headers={"Retry-After": "1"}), reply("hi")) as llm:
         config = ProviderConfig(type="openai", base_url=llm.base_url)
         ...
@@ -39,7 +43,16 @@ from aiohttp import web
 
 Responder = Callable[[dict[str, Any]], str]
 StepKind = Literal[
-    "reply", "status", "raw", "hang", "drip", "disconnect", "reset", "truncated", "echo_headers"
+    "reply",
+    "status",
+    "raw",
+    "hang",
+    "drip",
+    "disconnect",
+    "reset",
+    "truncated",
+    "echo_headers",
+    "stream",
 ]
 
 
@@ -56,6 +69,8 @@ class Step:
     chunks: int = 0
     model: str | None = "scripted-model"
     usage: Mapping[str, int] | None = None
+    pieces: tuple[str | float, ...] = ()
+    cut: bool = False
 
 
 def reply(
@@ -85,9 +100,9 @@ def status(code: int, body: Any = None, headers: Mapping[str, str] | None = None
     )
 
 
-def raw(body: str, code: int = 200) -> Step:
-    """A body sent verbatim as ``application/json`` (malformed JSON, odd shapes...)."""
-    return Step("raw", text=body, status=code)
+def raw(body: str, code: int = 200, content_type: str = "application/json") -> Step:
+    """A body sent verbatim as ``content_type`` (malformed JSON, odd shapes, hand-made events)."""
+    return Step("raw", text=body, status=code, headers={"Content-Type": content_type})
 
 
 def malformed_json() -> Step:
@@ -117,6 +132,23 @@ def drip(chunks: int = 20, interval: float = 0.2, text: str = "ok") -> Step:
     stops a drip that lasts ``chunks * interval`` seconds.
     """
     return Step("drip", text=text, chunks=chunks, seconds=interval)
+
+
+def streamed(
+    *pieces: str | float,
+    model: str | None = "scripted-model",
+    usage: Mapping[str, int] | None = None,
+    cut: bool = False,
+) -> Step:
+    """A streamed answer: each string is one chunk of text, each number a pause in seconds.
+
+    Args:
+        pieces: the chunks and pauses, in order.
+        model: the ``model`` of every chunk; ``None`` leaves it out.
+        usage: sent at the end (OpenAI: a last chunk with ``usage``; Anthropic: the message's).
+        cut: close the connection after the pieces instead of finishing the stream.
+    """
+    return Step("stream", pieces=pieces, model=model, usage=usage, cut=cut)
 
 
 def disconnect() -> Step:
@@ -215,6 +247,7 @@ class ScriptedOpenAIServer:
         self.responder = responder
         self.models = tuple(models)
         self.requests: list[RecordedRequest] = []
+        self.stream_ends: list[float] = []  # time.monotonic() when a streamed answer was complete
         self.port = 0
         self._runner: web.AppRunner | None = None
         self._handlers: set[asyncio.Task[Any]] = set()
@@ -288,6 +321,11 @@ class ScriptedOpenAIServer:
         assert task is not None
         self._handlers.add(task)
         try:
+            if step.kind == "stream":
+                response = await _stream(step, request)
+                if not step.cut:
+                    self.stream_ends.append(time.monotonic())
+                return response
             return await _play(step, request)
         finally:
             self._handlers.discard(task)
@@ -302,7 +340,8 @@ async def _play(step: Step, request: web.Request) -> web.StreamResponse:
     if step.kind == "status":
         return web.json_response(step.body, status=step.status, headers=dict(step.headers))
     if step.kind == "raw":
-        return web.Response(text=step.text, status=step.status, content_type="application/json")
+        kind = step.headers.get("Content-Type", "application/json")
+        return web.Response(text=step.text, status=step.status, content_type=kind)
     if step.kind == "hang":
         await asyncio.sleep(step.seconds)
         return web.json_response({"error": {"message": "hung too long"}}, status=504)
@@ -351,4 +390,67 @@ async def _drip(step: Step, request: web.Request) -> web.StreamResponse:
         await response.write_eof()
     except ConnectionError:
         pass  # the client gave up; that is what drip tests are about
+    return response
+
+
+def _sse_events(step: Step, anthropic: bool) -> tuple[list[bytes], list[bytes]]:
+    """The events before the first piece and after the last, in the path's dialect."""
+
+    def event(name: str, data: dict[str, Any]) -> bytes:
+        head = f"event: {name}\n" if anthropic else ""
+        return f"{head}data: {json.dumps(data)}\n\n".encode()
+
+    usage = dict(step.usage or {})
+    if anthropic:
+        message = {"model": step.model, "usage": {"input_tokens": usage.get("prompt_tokens", 0)}}
+        start = [
+            event("message_start", {"type": "message_start", "message": message}),
+            event("ping", {"type": "ping"}),
+        ]
+        output = {"output_tokens": usage.get("completion_tokens", 0)}
+        end = [
+            event("message_delta", {"type": "message_delta", "usage": output}),
+            event("message_stop", {"type": "message_stop"}),
+        ]
+        return start, end
+    last: dict[str, Any] = {"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}
+    end = [event("", last)]
+    if step.usage is not None:
+        end.append(event("", {"choices": [], "usage": usage}))
+    return [], [*end, b"data: [DONE]\n\n"]
+
+
+def _sse_piece(step: Step, text: str, anthropic: bool) -> bytes:
+    if anthropic:
+        text_delta = {"type": "text_delta", "text": text}
+        delta = {"type": "content_block_delta", "index": 0, "delta": text_delta}
+        return f"event: content_block_delta\ndata: {json.dumps(delta)}\n\n".encode()
+    chunk: dict[str, Any] = {
+        "object": "chat.completion.chunk",
+        "choices": [{"index": 0, "delta": {"content": text}, "finish_reason": None}],
+    }
+    if step.model is not None:
+        chunk["model"] = step.model
+    return f"data: {json.dumps(chunk)}\n\n".encode()
+
+
+async def _stream(step: Step, request: web.Request) -> web.StreamResponse:
+    anthropic = request.path.endswith("/messages")
+    start, end = _sse_events(step, anthropic)
+    response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+    await response.prepare(request)
+    for event in start:
+        await response.write(event)
+    for piece in step.pieces:
+        if isinstance(piece, str):
+            await response.write(_sse_piece(step, piece, anthropic))
+        else:
+            await asyncio.sleep(piece)
+    if step.cut:
+        assert request.transport is not None
+        request.transport.close()
+        await asyncio.Event().wait()  # cancelled with the connection
+    for event in end:
+        await response.write(event)
+    await response.write_eof()
     return response

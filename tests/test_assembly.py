@@ -6,14 +6,13 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-import pytest
 
 from kryten_llm.batch.api import run_batch
 from kryten_llm.bot.assembly import Bot
 from kryten_llm.bot.responselog import ResponseLog
 from kryten_llm.config import Settings
-from kryten_llm.errors import ControlError
 from kryten_llm.llm import build_manager
+from kryten_llm.pipeline.decisions import TriggerMatch
 from kryten_llm.service import Service
 from tests.bridge import FakeBridge
 from tests.conftest import running, settings_for
@@ -67,10 +66,10 @@ async def test_the_live_bot_and_batch_pipeline_send_the_identical_prompt(
     assert user_turn.rstrip().endswith("Answer as CynthiaRothbot, briefly.")
 
 
-async def test_a_personality_switch_builds_from_a_copy_and_leaves_settings_alone(
+async def test_new_settings_rebuild_the_character_and_keep_the_state(
     tmp_path: Path, session: aiohttp.ClientSession
 ) -> None:
-    """Switching characters changes what the bot says, never the settings object it was given."""
+    """apply() speaks as the new personality; history, limits and recent replies are kept."""
     settings = settings_for(
         "nats://127.0.0.1:1",
         tmp_path,
@@ -79,14 +78,28 @@ async def test_a_personality_switch_builds_from_a_copy_and_leaves_settings_alone
             "critic": {"character_name": "Roger", "name_variations": ["roger"]},
         },
         active_personality="cynthia",
+        ratelimit={"global_cooldown_seconds": 60},
     )
     bot = Bot(settings, sender=None, response_log=ResponseLog(tmp_path))
-    with pytest.raises(RuntimeError, match="does not answer yet"):
-        assert bot.reply
+    (context,) = bot.channels.values()
+    assert context.character.reply is None  # listening only
     bot.start_answering(build_manager(settings.llm, session))
-    bot.switch_personality("critic")
-    assert settings.active_personality == "cynthia"
-    assert bot.settings.active_personality == "critic"
-    assert bot.reply.prompts.system.startswith("You are Roger,")
-    with pytest.raises(ControlError, match="configured: critic, cynthia"):
-        bot.switch_personality("nobody")
+    before = context.character
+    assert before.reply is not None
+    context.state.add_chat("alice", "hello", 0)
+    await before.limiter.acquire(username="alice", rank=0, trigger=TriggerMatch("mention", "m"))
+    bot.apply(settings.model_copy(update={"active_personality": "critic"}))
+    after = context.character
+    assert after is not before
+    assert after.reply is not None
+    assert after.reply.prompts.system.startswith("You are Roger,")
+    assert after.triggers.is_mention("roger, hi")
+    assert not before.triggers.is_mention("roger, hi")
+    assert before.reply.prompts.system.startswith("You are CynthiaRothbot,")  # in-flight keep it
+    assert after.limiter is before.limiter  # the windows counted so far still count
+    refused = await after.limiter.acquire(
+        username="alice", rank=0, trigger=TriggerMatch("mention", "m")
+    )
+    assert refused.limit == "global_cooldown"
+    assert [line.text for line in context.state.recent(5)] == ["hello"]
+    assert settings.active_personality == "cynthia"  # the given settings are never changed

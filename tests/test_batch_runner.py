@@ -252,7 +252,9 @@ async def test_pipeline_mode_shows_the_chat_parts_the_bot_would_send(tmp_path: P
     async with ScriptedOpenAIServer(responder=by_user) as llm:
         result = await _run(tmp_path, rows, llm, settings=settings, pipeline=True)
         system = (llm.completions[0].json or {})["messages"][0]["content"]
+        asked_streamed = {(r.json or {}).get("stream") for r in llm.completions}
     assert "CynthiaRothbot" in system  # the live bot's personality prompt
+    assert asked_streamed == {False}  # batch calls are never streamed, --pipeline included
     records = {r["username"]: r for r in result.records()}
     alice = records["alice"]
     assert alice["reason"] == "dry_run"

@@ -6,11 +6,13 @@ Set ``KRYTEN_LLM_SCREENSHOT=docs/dashboard.png`` to refresh the README's screens
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 from pathlib import Path
 
 import pytest
 
+from kryten_llm.config import load_settings
 from kryten_llm.service import Service
 from tests.bridge import FakeBridge
 from tests.cdp import Browser
@@ -94,3 +96,39 @@ async def test_the_dashboard_follows_the_bot_and_pauses_it(
         screenshot = Path(os.environ.get("KRYTEN_LLM_SCREENSHOT") or tmp_path / "dashboard.png")
         await page.screenshot(screenshot)
     assert (await asyncio.to_thread(os.path.getsize, screenshot)) > 10_000
+
+
+async def test_a_refused_reload_shows_its_errors_in_a_banner_as_text(
+    nats_server: NatsServer, tmp_path: Path
+) -> None:
+    """Click "reload config" after a bad edit: the banner lists each key path; nothing ran."""
+    data = {
+        "nats": {"servers": [nats_server.url]},
+        "web": {"port": 0, "token": TOKEN, "push_interval_seconds": 0.25},
+        "logging": {"response_log_dir": str(tmp_path)},
+    }
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps(data))
+    service = Service(load_settings(config), config=config)
+    async with running(service), Browser() as page:
+        assert service.surface is not None
+        assert service.surface.web is not None
+        await page.goto(f"http://127.0.0.1:{service.surface.web.port}/")
+        await page.wait_for("Number(document.body.dataset.updates) >= 1")
+        assert await page.evaluate("document.getElementById('config-banner').hidden")
+        data["ratelimit"] = {"user_per_hour": 0, XSS: 1}  # a key the page must show as text
+        config.write_text(json.dumps(data))
+        await page.type("#token", TOKEN)
+        await page.click("#reload")
+        await page.wait_for("!document.getElementById('config-banner').hidden")
+        banner = await page.evaluate(text("#config-banner"))
+        assert "config reload by web" in banner
+        assert "refused, nothing changed" in banner
+        assert "ratelimit.user_per_hour" in banner
+        assert f"ratelimit.{XSS}: unknown key" in banner
+        assert await page.evaluate("document.querySelectorAll('#config-banner *').length") == 0
+        assert await page.evaluate("window.__xss === undefined")
+        # fixed and reloaded: the banner goes away
+        config.write_text(json.dumps({**data, "ratelimit": {}}))
+        await page.click("#reload")
+        await page.wait_for("document.getElementById('config-banner').hidden")

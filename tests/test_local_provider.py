@@ -50,6 +50,23 @@ async def test_smollm2_answers_in_process(session: aiohttp.ClientSession) -> Non
     assert result.usage.prompt_tokens > 10
 
 
+async def test_smollm2_streams_token_by_token_in_process(session: aiohttp.ClientSession) -> None:
+    """The local model hands over each token as it is generated, then the usage; closing the
+    stream early stops the model, which then answers the next request."""
+    provider = LocalProvider("smol", ProviderConfig(type="local", timeout_seconds=60), session)
+    chunks = [chunk async for chunk in provider.stream(REQUEST)]
+    texts = [c.text for c in chunks if c.text]
+    assert len(texts) > 1
+    (usage,) = [c.usage for c in chunks if c.usage]
+    assert usage.completion_tokens == len(texts)
+    long = CompletionRequest(messages=REQUEST.messages, max_tokens=500)
+    stream = provider.stream(long)
+    assert (await anext(stream)).text
+    await stream.aclose()  # the model stops at its next token and is free again
+    again = await provider.complete(REQUEST)
+    assert again.text.strip()
+
+
 async def test_a_timed_out_generation_stops_and_frees_the_model(
     session: aiohttp.ClientSession,
 ) -> None:

@@ -184,18 +184,21 @@ async def test_switching_personality_changes_names_and_the_system_prompt(
         },
         active_personality="cynthia",
     )
-    async with running(Service(settings)) as service:
+    service = Service(settings, overrides_file=tmp_path / "overrides.json")
+    async with running(service):
         await bridge.chat("alice", "rog, thoughts?")
         await eventually(lambda: service.stats["chat"] == 1)  # handled as cynthia: not a mention
         status, body = await control(session, service, {"action": "personality", "value": "critic"})
-        assert (status, body) == (200, {"ok": True, "personality": "critic"})
+        assert (status, body["personality"]["changed"]) == (200, ["active_personality"])
         await bridge.chat("alice", "rog, thoughts now?")
         await bridge.wait_for_commands(1)
         status, body = await control(session, service, {"action": "personality", "value": "nobody"})
         assert status == 400
         assert "configured: critic, cynthia" in body["error"]
         assert service.bot is not None
-        assert service.bot.reply.prompts.system.startswith("You are Roger,")
+        (context,) = service.bot.channels.values()
+        assert context.character.reply is not None
+        assert context.character.reply.prompts.system.startswith("You are Roger,")
     assert bridge.says() == ["You said: alice: rog, thoughts now?"]
 
 
@@ -227,10 +230,12 @@ async def test_services_api_and_the_command_endpoint(
             assert refused == {"ok": False, "error": "a valid control token is required"}
             assert not service.flags.paused
             paused = await ask("kryten.llm.command", {"command": "pause", "token": TOKEN})
-            assert paused == {"ok": True, "paused": True}
+            assert paused == {"ok": True, "paused": True, "instance": service.instance}
             assert service.flags.paused
             assert (await ask("kryten.llm.command", b"{not json"))["ok"] is False
-            assert "unknown command" in (await ask("kryten.llm.command", {"command": "x"}))["error"]
+            unknown = await ask("kryten.llm.command", {"command": "x", "token": TOKEN})
+            assert "unknown action 'x'" in unknown["error"]
+            assert "reload" in unknown["error"]
             stats = await ask("kryten.llm.command", {"command": "stats"})
             assert stats["ok"] is True
             assert isinstance(stats["stats"], dict)

@@ -8,7 +8,6 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -138,43 +137,3 @@ async def test_the_bot_connects_once_nats_comes_up(tmp_path: Path) -> None:
     finally:
         finish(bot)
         server.close()
-
-
-async def test_sighup_is_logged_and_does_not_stop_the_bot(
-    nats_server: NatsServer, tmp_path: Path
-) -> None:
-    """``systemctl reload`` sends SIGHUP: the bot says it cannot reload yet and keeps running."""
-    nc = await nats.connect(nats_server.url)
-    events: list[tuple[str, dict[str, Any]]] = []
-
-    async def on_lifecycle(msg: Any) -> None:
-        events.append((msg.subject, json.loads(msg.data)))
-
-    await nc.subscribe("kryten.lifecycle.llm.*", cb=on_lifecycle)
-    await settle(nc)
-    bot = start_bot(write_config(tmp_path / "c.json", nats_server.url, tmp_path))
-    assert bot.stderr is not None
-    logged: list[str] = []
-    reader = threading.Thread(
-        target=lambda: logged.extend(line.decode(errors="replace") for line in bot.stderr or ()),
-        daemon=True,
-    )
-    reader.start()
-    try:
-        await eventually(lambda: any(s.endswith(".startup") for s, _ in events), 20)
-        bot.send_signal(signal.SIGHUP)
-        await eventually(lambda: any('"signal_ignored"' in line for line in logged), 10)
-        assert bot.poll() is None
-        bot.send_signal(signal.SIGTERM)
-        code = await asyncio.to_thread(bot.wait, 15)
-        await eventually(lambda: any(s.endswith(".shutdown") for s, _ in events))
-    finally:
-        if bot.poll() is None:
-            bot.kill()
-            bot.wait(15)
-        reader.join(5)
-        bot.stderr.close()
-        await nc.close()
-    assert code == 0
-    shutdown = [body for subject, body in events if subject.endswith(".shutdown")]
-    assert [body["reason"] for body in shutdown] == ["SIGTERM"]

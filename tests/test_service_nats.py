@@ -212,7 +212,7 @@ async def test_a_slow_llm_does_not_delay_channel_events(
     async with running(service):
         await bridge.chat("alice", "cynthia, take your time")
         assert service.bot is not None
-        responder = service.bot.reply.responder
+        responder = service.bot
         await eventually(lambda: responder.in_flight == 1)
         await bridge.userlist([("alice", 1), ("newcomer", 2)])
         state = next(iter(service.bot.channels.values())).state
@@ -370,7 +370,7 @@ async def test_a_full_queue_drops_the_oldest_job_and_logs_it(
     async with running(service):
         await bridge.chat("u1", "cynthia first")
         assert service.bot is not None
-        responder = service.bot.reply.responder
+        responder = service.bot
         await eventually(lambda: responder.in_flight == 1)
         await bridge.chat("u2", "cynthia second")
         await bridge.chat("u3", "cynthia third")

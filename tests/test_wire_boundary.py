@@ -358,7 +358,7 @@ async def test_a_cooldown_arriving_while_a_reply_waits_delays_it(
         await eventually(lambda: service.stats["event_type:cooldown"] == 1)
         await bridge.chat("alice", "cynthia, hello?")
         assert service.bot is not None
-        responder = service.bot.reply.responder
+        responder = service.bot
         await eventually(lambda: responder.in_flight == 1)
         await asyncio.sleep(0.3)  # the reply is now waiting in the sender
         second = time.monotonic()

@@ -1,8 +1,9 @@
 """The one place where the bot's parts are built from :class:`~kryten_llm.config.Settings`.
 
 Everything that decides whether to answer and produces the answer is put together here:
-channel state, intake (filters, triggers, spam guard, rate limiter) and fallback pools, then,
-through :mod:`kryten_llm.bot.replypath`, the prompt builder, validator and responder. The live
+channel state, intake (filters, spam guard), fallback pools and one character per channel
+(triggers, rate limiter and, through :mod:`kryten_llm.bot.replypath`, the prompt builder,
+validator and responder); and put together again, keeping all state, when settings change. The live
 service (:mod:`kryten_llm.service`) and the demo build a :class:`Bot`; ``kryten-llm batch
 --pipeline`` builds the same reply path; so a change to how a reply is produced is made once,
 here, and every path gets it. Providers are built by :func:`kryten_llm.llm.build_manager`, which
@@ -13,13 +14,16 @@ The service keeps only resources (NATS, HTTP session, logs) and lifecycle.
 
 from __future__ import annotations
 
+import asyncio
 import random
 from typing import TYPE_CHECKING
 
 import structlog
 
+from kryten_llm.bot.character import Character
 from kryten_llm.bot.intake import ChannelContext, Intake
-from kryten_llm.errors import ControlError
+from kryten_llm.config import TriggersConfig
+from kryten_llm.memory.live import Memory
 from kryten_llm.pipeline.decisions import Reason
 from kryten_llm.pipeline.fallback import FallbackPools
 from kryten_llm.pipeline.filters import IntakeFilter
@@ -28,35 +32,31 @@ from kryten_llm.pipeline.outcome import Outcome
 from kryten_llm.pipeline.ratelimit import RateLimiter
 from kryten_llm.pipeline.spam import SpamGuard
 from kryten_llm.pipeline.state import ChannelState
-from kryten_llm.pipeline.stats import Flags, Stats
+from kryten_llm.pipeline.stats import Count, Flags, Stats
 from kryten_llm.pipeline.triggers import TriggerEngine
 
 if TYPE_CHECKING:
-    from kryten_llm.bot.replypath import ReplyPath
+    from kryten_llm.bot.responder import Responder
     from kryten_llm.bot.responselog import ResponseLog
     from kryten_llm.bus.sender import ChatSender
-    from kryten_llm.config import Settings
+    from kryten_llm.config import ChannelConfig, RateLimitConfig, Settings, TriggerWordConfig
     from kryten_llm.llm.manager import ProviderManager
+    from kryten_llm.pipeline.jobs import Job
+    from kryten_llm.pipeline.validator import RecentReplies
 
 log = structlog.get_logger(__name__)
-
-
-def build_channels(settings: Settings) -> dict[str, ChannelContext]:
-    """One context (config and state) per configured channel, by :attr:`ChannelConfig.key`."""
-    return {
-        c.key: ChannelContext(c, ChannelState(settings.processing.history_size))
-        for c in settings.channels
-    }
 
 
 class Bot:
     """Every part of the live bot, built from ``settings`` in one place.
 
     The bot is built in two halves: this constructor builds the listening half (channel state,
-    intake, queue), enough to subscribe; :meth:`start_answering` adds the reply path.
+    intake, queue, one :class:`~kryten_llm.bot.character.Character` per channel), enough to
+    subscribe; :meth:`start_answering` adds the reply paths. :meth:`apply` puts new settings in
+    force while running (a reload or a runtime change).
 
     Args:
-        settings: the whole configuration (never changed here; a switch builds from a copy).
+        settings: the whole configuration.
         sender: sends to the bridge; ``None`` only logs.
         response_log: where outcomes are written.
         rng: randomness for trigger probabilities (seed it for reproducible runs).
@@ -77,59 +77,176 @@ class Bot:
         self.settings = settings
         self.stats = stats if stats is not None else Stats()
         self.flags = flags if flags is not None else Flags(dry_run=settings.dry_run)
-        self.channels = build_channels(settings)
         self.queue = JobQueue(settings.processing.queue_size)
         self.pools = FallbackPools.from_settings(settings)
-        self.limiter = RateLimiter(settings.ratelimit, settings.triggers)
+        self.spam = SpamGuard(settings.spam)
+        self.manager: ProviderManager | None = None
+        self.in_flight = 0
         self._rng = rng
         self._sender = sender
         self._response_log = response_log
-        self._reply: ReplyPath | None = None
-        self.manager: ProviderManager | None = None
+        self._recent: RecentReplies = {}  # outlives every validator a reload builds
+        self._limiters: dict[str, RateLimiter] = {}
+        self._update_limiters(settings)
+        self.channels = {
+            c.key: ChannelContext(
+                c, ChannelState(settings.processing.history_size), self._character(settings, c)
+            )
+            for c in settings.channels
+        }
         self.intake = Intake(
             settings,
             intake_filter=IntakeFilter(settings.filters, settings.bot.username),
-            triggers=TriggerEngine(settings.triggers, settings.personality, rng=rng),
-            limiter=self.limiter,
-            spam=SpamGuard(settings.spam),
+            spam=self.spam,
             queue=self.queue,
             sender=sender,
             response_log=response_log,
             stats=self.stats,
             flags=self.flags,
         )
+        # memory (issue 14): notes that survive restarts, off unless memory.enabled
+        self.memory = (
+            Memory.open(settings.memory, sender=sender, flags=self.flags)
+            if settings.memory.enabled
+            else None
+        )
+        self.intake.memory = self.memory
+        self._memory_watch: asyncio.Task[None] | None = None
 
-    def start_answering(self, manager: ProviderManager) -> ReplyPath:
+    def start_answering(self, manager: ProviderManager) -> None:
         """Build the answering half around ``manager``; jobs queued so far are answered next.
 
-        Imported here, not at the top: the bot listens to its channels before the reply path
-        and the providers behind it are loaded.
+        The reply path is imported here, not at the top: the bot listens to its channels
+        before it and the providers behind it are loaded.
         """
-        from kryten_llm.bot.replypath import build_reply_path
-
         self.manager = manager
-        self._reply = build_reply_path(
-            self.settings,
-            manager,
-            response_log=self._response_log,
-            stats=self.stats,
-            flags=self.flags,
-            sender=self._sender,
-            channels=self.channels,
-            pools=self.pools,
-        )
-        return self._reply
+        if self.memory is not None:  # memory (issue 14): extraction and outside changes
+            self.memory.attach(manager)
+            self._memory_watch = asyncio.get_running_loop().create_task(
+                self.memory.watch(lambda: self.settings.memory), name="memory-watch"
+            )
+        self._recharacter(self.settings)
 
-    @property
-    def reply(self) -> ReplyPath:
-        """The answering half (see :meth:`start_answering`).
+    def apply(
+        self,
+        settings: Settings,
+        *,
+        manager: ProviderManager | None = None,
+        pools: FallbackPools | None = None,
+    ) -> None:
+        """Put ``settings`` in force from the next message on, keeping every piece of state.
 
-        Raises:
-            RuntimeError: the bot does not answer yet.
+        History, rate-limit windows, spam strikes and recent replies are kept (changed limits
+        apply to what follows); a reply being produced finishes with the character it started
+        with. Channels are matched by key; settings that need a restart (see
+        :mod:`kryten_llm.bot.tuning`) must already have been kept at their old values.
+
+        Args:
+            settings: the new, validated settings.
+            manager: new providers, when the ``llm`` section changed.
+            pools: new fallback pools, when the ``fallback`` section changed.
         """
-        if self._reply is None:
-            raise RuntimeError("the bot listens but does not answer yet: call start_answering")
-        return self._reply
+        self.settings = settings
+        if manager is not None:
+            self.manager = manager
+            if self.memory is not None:
+                self.memory.attach(manager)
+        if pools is not None:
+            self.pools = pools
+        self.spam.reconfigure(settings.spam)
+        self.intake.reconfigure(settings)
+        self._update_limiters(settings)
+        self._recharacter(settings)
+
+    def _recharacter(self, settings: Settings) -> None:
+        for config in settings.channels:
+            context = self.channels.get(config.key)
+            if context is not None:
+                context.config = config
+                context.character = self._character(settings, config)
+
+    def _character(self, settings: Settings, config: ChannelConfig) -> Character:
+        effective = settings.for_channel(config)
+        reply = None
+        if self.manager is not None:
+            from kryten_llm.bot.replypath import build_reply_path
+
+            reply = build_reply_path(
+                effective,
+                self.manager,
+                response_log=self._response_log,
+                stats=self.stats,
+                flags=self.flags,
+                sender=self._sender,
+                channels=self.channels,
+                pools=self.pools,
+                recent=self._recent,
+            )
+        return Character(
+            personality=effective.active_personality,
+            settings=effective,
+            triggers=TriggerEngine(effective.triggers, effective.personality, rng=self._rng),
+            limiter=self._limiters[config.key if config.ratelimit is not None else ""],
+            reply=reply,
+        )
+
+    def _update_limiters(self, settings: Settings) -> None:
+        """One limiter per channel with limits of its own, one shared by the others."""
+        groups: dict[str, tuple[RateLimitConfig, dict[str, TriggerWordConfig]]] = {}
+        for config in settings.channels:
+            effective = settings.for_channel(config)
+            key = config.key if config.ratelimit is not None else ""
+            _, words = groups.setdefault(key, (effective.ratelimit, {}))
+            words.update((word.name, word) for word in effective.triggers.words)
+        for key, (limits, words) in groups.items():
+            limiter = self._limiters.get(key)
+            if limiter is None:
+                self._limiters[key] = RateLimiter(
+                    limits, TriggersConfig(words=list(words.values()))
+                )
+            else:
+                limiter.reconfigure(limits, words.values())
+
+    async def clear_cooldowns(self) -> None:
+        """Forget every rate-limit hit in every channel."""
+        for limiter in self._limiters.values():
+            await limiter.clear()
+
+    async def work(self) -> None:
+        """One reply worker: answers queued jobs until cancelled; no job can end the loop.
+
+        Each job is answered by its channel's character as it is when the job is taken.
+        """
+        while True:
+            job = await self.queue.get()
+            self.in_flight += 1
+            try:
+                await self._responder_for(job).handle(job)
+            except Exception:  # handle() already logs its own failures; this is the last net
+                self.stats.totals[Count.WORKER_ERRORS] += 1
+                log.exception(
+                    "reply_worker_error",
+                    correlation_id=job.chat.envelope.correlation_id,
+                    channel=job.channel.channel,
+                )
+            finally:
+                self.in_flight -= 1
+                self.queue.done()
+
+    def _responder_for(self, job: Job) -> Responder:
+        context = self.channels.get(job.channel.key)
+        if context is None or context.character.reply is None:
+            raise RuntimeError(f"no reply path for channel {job.channel.key!r}")
+        return context.character.reply.responder
+
+    async def close(self) -> None:
+        """Stop watching the memory store and close it once its writes are done; idempotent."""
+        if self._memory_watch is not None:
+            self._memory_watch.cancel()
+            await asyncio.gather(self._memory_watch, return_exceptions=True)
+            self._memory_watch = None
+        if self.memory is not None:
+            await self.memory.close()
 
     def abandon_waiting(self) -> int:
         """Drop the jobs still queued (shutdown): each gets its ``shutdown`` outcome line.
@@ -145,25 +262,3 @@ class Bot:
             )
             log.info("reply_abandoned_at_shutdown", username=job.chat.username)
         return len(jobs)
-
-    @property
-    def personality(self) -> str:
-        return self.settings.active_personality
-
-    def switch_personality(self, name: str) -> None:
-        """Speak as another configured personality from the next reply on.
-
-        Raises:
-            ControlError: no personality has that name (the message lists them).
-        """
-        if name not in self.settings.personalities:
-            known = ", ".join(sorted(self.settings.personalities))
-            raise ControlError(400, f"no personality {name!r}; configured: {known}")
-        settings = self.settings.model_copy(update={"active_personality": name})
-        personality = settings.personality
-        self.settings = settings
-        self.intake.use_triggers(TriggerEngine(settings.triggers, personality, rng=self._rng))
-        if self._reply is not None:
-            self._reply.prompts.switch(personality)
-            self._reply.validator.use_system_prompt(self._reply.prompts.system)
-            self._reply.responder.use_personality(name, personality)

@@ -25,15 +25,15 @@ from kryten_llm.pipeline.prompt import PromptInput
 from kryten_llm.pipeline.stats import Count
 
 if TYPE_CHECKING:
+    from kryten_llm.bot.character import Character
     from kryten_llm.bot.responselog import ResponseLog
     from kryten_llm.bus.sender import ChatSender
-    from kryten_llm.config import ChannelConfig, Settings
+    from kryten_llm.config import ChannelConfig, Settings, TriggersConfig
+    from kryten_llm.memory.live import Memory
     from kryten_llm.pipeline.filters import IntakeFilter
-    from kryten_llm.pipeline.ratelimit import RateLimiter
     from kryten_llm.pipeline.spam import SpamGuard
     from kryten_llm.pipeline.state import ChannelState
     from kryten_llm.pipeline.stats import Flags, Stats
-    from kryten_llm.pipeline.triggers import TriggerEngine
 
 log = structlog.get_logger(__name__)
 
@@ -47,10 +47,15 @@ _NOT_HISTORY = frozenset(
 
 @dataclass(slots=True)
 class ChannelContext:
-    """One configured channel with its state."""
+    """One configured channel: its config, its state and the character the bot is there.
+
+    ``config`` and ``character`` are replaced together when settings change; ``state``
+    lives as long as the process.
+    """
 
     config: ChannelConfig
     state: ChannelState
+    character: Character
     foreign_domains_warned: bool = False
 
 
@@ -62,8 +67,6 @@ class Intake:
         settings: Settings,
         *,
         intake_filter: IntakeFilter,
-        triggers: TriggerEngine,
-        limiter: RateLimiter,
         spam: SpamGuard,
         queue: JobQueue,
         sender: ChatSender | None,
@@ -72,11 +75,7 @@ class Intake:
         flags: Flags,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self._settings = settings
         self._bot = settings.bot.username
-        self._filter = intake_filter
-        self._triggers = triggers
-        self._limiter = limiter
         self._spam = spam
         self._queue = queue
         self._sender = sender
@@ -84,9 +83,16 @@ class Intake:
         self._stats = stats
         self._flags = flags
         self._clock = clock
+        self._filter = intake_filter
+        self.reconfigure(settings)
+        self.accepting = True
+        self.memory: Memory | None = None  # memory (issue 14): set by the assembly when on
+
+    def reconfigure(self, settings: Settings) -> None:
+        """Decide with ``settings`` from the next event on (a reload or runtime change)."""
+        self._filter.reconfigure(settings.filters)
         self._budget = settings.processing.reply_deadline_seconds
         self._prompt_history = settings.processing.prompt_history
-        self.accepting = True
 
     async def handle(self, channel: ChannelContext, subject: str, data: bytes) -> None:
         """Process one message from ``kryten.events.cytube.<channel>.>``; never raises.
@@ -126,10 +132,6 @@ class Intake:
             totals[Count.EVENTS_FAILED] += 1
             log.exception("event_handling_failed", subject=subject)
 
-    def use_triggers(self, triggers: TriggerEngine) -> None:
-        """Match with ``triggers`` from the next message on (a personality switch)."""
-        self._triggers = triggers
-
     def _foreign(self, channel: ChannelContext, domain: str) -> None:
         """Same channel name on another domain: not ours, and the bridge would refuse us."""
         self._stats.totals[Count.EVENTS_FOREIGN_DOMAIN] += 1
@@ -146,11 +148,12 @@ class Intake:
     async def _on_chat(self, channel: ChannelContext, chat: ChatEvent) -> None:
         self._stats.totals[Count.CHAT] += 1
         state = channel.state
+        character = channel.character  # one character decides the whole message
         state.last_event_at = self._clock()
         reason = self._filter.check(chat)
         if reason is not None:
             self._stats.ignored[reason] += 1
-            if reason in _EXPLAINED and (chat.is_pm or self._triggers.is_mention(chat.text)):
+            if reason in _EXPLAINED and (chat.is_pm or character.triggers.is_mention(chat.text)):
                 # Someone addressed the bot and gets no answer: say why in the response log.
                 self._log.write(Outcome.of(channel.config, chat, _MENTION, reason))
             if reason is Reason.OWN_MESSAGE and not chat.is_pm:
@@ -159,18 +162,18 @@ class Intake:
                 state.add_chat(chat.username, chat.text, chat.time_ms)
             return
         if chat.is_pm:
-            trigger = self._pm_trigger(chat)
+            trigger = self._pm_trigger(chat, character.settings.triggers)
         else:
             # The triggering message is put in the prompt separately: snapshot history first.
             history = tuple(state.recent(self._prompt_history))
             state.add_chat(chat.username, chat.text, chat.time_ms)
-            trigger = self._triggers.match(chat.text)
+            trigger = character.triggers.match(chat.text)
         rank = state.rank_of(chat.username)
         # A mention always fires (it never misses a roll), so no trigger means no mention:
         # ordinary chat pays for no second regex here.
         aimed = chat.is_pm or (
             trigger is not None
-            and (trigger.kind == "mention" or self._triggers.is_mention(chat.text))
+            and (trigger.kind == "mention" or character.triggers.is_mention(chat.text))
         )
         if aimed:
             # Every message aimed at the bot counts towards spam, answered or not.
@@ -189,6 +192,16 @@ class Intake:
                     )
                 )
                 return
+        # memory (issue 14): "remember ..." is stored; "forget me" is handled there, no reply.
+        if (
+            aimed
+            and trigger is not None
+            and self.memory is not None
+            and self.memory.take(
+                channel.config, chat, rank=rank, settings=character.settings, state=state
+            )
+        ):
+            return
         if trigger is None:
             return
         self._stats.totals[Count.TRIGGERED] += 1
@@ -198,7 +211,9 @@ class Intake:
                 channel, chat, trigger, Reason.PAUSED if self.accepting else Reason.SHUTDOWN
             )
             return
-        decision = await self._limiter.acquire(username=chat.username, rank=rank, trigger=trigger)
+        decision = await character.limiter.acquire(
+            username=chat.username, rank=rank, trigger=trigger
+        )
         if not decision.allowed:
             self._stats.decisions[Reason.RATE_LIMITED] += 1
             log.info(
@@ -229,6 +244,11 @@ class Intake:
                 is_pm=chat.is_pm,
                 channel=channel.config.channel,
                 users_present=len(state.users),
+                memory=(  # memory (issue 14): the notes this reply may recall
+                    self.memory.recall(channel.config, chat.username, trigger, character.settings)
+                    if self.memory is not None
+                    else ()
+                ),
             ),
             received_at=now,
             deadline=now + self._budget,
@@ -243,12 +263,12 @@ class Intake:
                 )
             )
 
-    def _pm_trigger(self, chat: ChatEvent) -> TriggerMatch | None:
-        if not self._settings.triggers.private_messages:
+    def _pm_trigger(self, chat: ChatEvent, triggers: TriggersConfig) -> TriggerMatch | None:
+        if not triggers.private_messages:
             return None
         if (chat.to or "").lower() != self._bot.lower():
             return None
-        return TriggerMatch(kind="pm", name="pm", priority=self._settings.triggers.mention_priority)
+        return TriggerMatch(kind="pm", name="pm", priority=triggers.mention_priority)
 
     def _refuse(
         self, channel: ChannelContext, chat: ChatEvent, trigger: TriggerMatch, reason: Reason

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 from kryten_llm.bot.responder import Responder
 from kryten_llm.pipeline.prompt import PromptBuilder
-from kryten_llm.pipeline.validator import ReplyValidator
+from kryten_llm.pipeline.validator import RecentReplies, ReplyValidator
 
 if TYPE_CHECKING:
     from kryten_llm.bot.intake import ChannelContext
@@ -45,6 +45,7 @@ def build_reply_path(
     sender: ChatSender | None = None,
     channels: dict[str, ChannelContext] | None = None,
     pools: FallbackPools | None = None,
+    recent: RecentReplies | None = None,
 ) -> ReplyPath:
     """The prompt builder (templates and context budget), validator and responder.
 
@@ -57,9 +58,11 @@ def build_reply_path(
         sender: sends replies; ``None`` never sends (batch).
         channels: channel state the reply reads (who is present); none for batch.
         pools: fallback lines for when every provider fails.
+        recent: the replies sent recently, shared with the validators built before this one
+            (so a reload does not forget what the bot said).
     """
     prompts = PromptBuilder(settings.personality, settings.prompts)
-    validator = ReplyValidator(settings.validation, prompts.system)
+    validator = ReplyValidator(settings.validation, prompts.system, recent=recent)
     responder = Responder(
         settings,
         manager=manager,

@@ -6,10 +6,17 @@ a corrective nudge if it fails), send the parts (or, in dry-run, only log them),
 :class:`~kryten_llm.pipeline.outcome.Outcome` saying what happened and why. When every provider
 fails, a line from a fallback pool is said instead, if one has any (reason ``fallback``).
 
-Several workers run :meth:`Responder.run` concurrently; the NATS callback never waits for them.
-A worker survives anything a single job throws at it: the job's outcome says
-``internal_error``, the error is logged with the job's correlation id and counted, and the
-worker takes the next job.
+Streamed answers (``streaming.enabled`` and a provider that streams): parts are cut, checked
+and sent while the model writes (:mod:`kryten_llm.bot.delivery`). Until the first part is
+sent, everything is as above (a refused first part gets the corrective retry; a failure is
+retried and failed over). Once a part is sent the answer cannot start again: a later failure
+ends it where it is (``interrupted``, with the error), a refused later part ends it before that
+part (with ``check``); both are still ``answered``, with the parts that were said.
+
+Several workers (:meth:`kryten_llm.bot.assembly.Bot.work`) hand jobs to the responder of the
+job's channel concurrently; the NATS callback never waits for them. A job that fails in any way
+gets the outcome ``internal_error``, logged with its correlation id and counted, and the worker
+takes the next job.
 """
 
 from __future__ import annotations
@@ -22,24 +29,26 @@ from typing import TYPE_CHECKING
 
 import structlog
 
+from kryten_llm.bot.delivery import Delivery, PartSink
 from kryten_llm.errors import ProviderError
 from kryten_llm.llm.base import ChatMessage, Completion, CompletionRequest
 from kryten_llm.pipeline.decisions import Reason
 from kryten_llm.pipeline.formatter import FormattedReply, format_reply
 from kryten_llm.pipeline.outcome import FirstAttempt, Outcome, Tokens
 from kryten_llm.pipeline.stats import Count
+from kryten_llm.pipeline.streaming import PartCutter
 
 if TYPE_CHECKING:
     from kryten_llm.bot.intake import ChannelContext
     from kryten_llm.bot.responselog import ResponseLog
-    from kryten_llm.bus.sender import ChatSender
-    from kryten_llm.config import PersonalityConfig, Settings
+    from kryten_llm.bus.sender import ChatSender, SendResult
+    from kryten_llm.config import Settings
     from kryten_llm.llm.manager import ProviderManager
     from kryten_llm.pipeline.fallback import FallbackPools
-    from kryten_llm.pipeline.jobs import Job, JobQueue
+    from kryten_llm.pipeline.jobs import Job
     from kryten_llm.pipeline.prompt import PromptBuilder
     from kryten_llm.pipeline.stats import Flags, Stats
-    from kryten_llm.pipeline.validator import ReplyValidator
+    from kryten_llm.pipeline.validator import ReplyValidator, Verdict
 
 log = structlog.get_logger(__name__)
 
@@ -64,10 +73,14 @@ class Responder:
         pools: FallbackPools | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        self._settings = settings  # streaming: read per reply
         self._formatting = settings.formatting
         self._pools = pools
         self._bot = settings.bot.username
-        self.use_personality(settings.active_personality, settings.personality)
+        # Speaks as the active personality: its names are the bot's own, its pool is used.
+        personality = settings.personality
+        self._personality = settings.active_personality
+        self._bot_names = (personality.character_name, *personality.name_variations, self._bot)
         self._manager = manager
         self._prompts = prompts
         self._validator = validator
@@ -78,30 +91,6 @@ class Responder:
         self._stats = stats
         self._flags = flags
         self._clock = clock
-        self.in_flight = 0
-
-    def use_personality(self, name: str, personality: PersonalityConfig) -> None:
-        """Speak as ``name``: its names are the bot's own, its fallback pool is used."""
-        self._personality = name
-        self._bot_names = (personality.character_name, *personality.name_variations, self._bot)
-
-    async def run(self, queue: JobQueue) -> None:
-        """Take jobs from ``queue`` until cancelled; no job can end the loop."""
-        while True:
-            job = await queue.get()
-            self.in_flight += 1
-            try:
-                await self.handle(job)
-            except Exception:  # handle() already logs its own failures; this is the last net
-                self._stats.totals[Count.WORKER_ERRORS] += 1
-                log.exception(
-                    "reply_worker_error",
-                    correlation_id=job.chat.envelope.correlation_id,
-                    channel=job.channel.channel,
-                )
-            finally:
-                self.in_flight -= 1
-                queue.done()
 
     async def handle(self, job: Job) -> Outcome:
         """Reply to one job within its deadline; every outcome ends in one log line.
@@ -121,11 +110,13 @@ class Responder:
             Reason.INTERNAL_ERROR,
             queued_ms=_ms(self._clock() - job.received_at),
         )
+        delivery = self._delivery(job)
         try:
             async with asyncio.timeout(max(job.deadline - self._clock(), 0)):
-                outcome = await self._reply(job, outcome)
+                outcome = await self._reply(job, outcome, delivery)
         except TimeoutError:
-            outcome = replace(outcome, reason=Reason.DEADLINE)
+            said = tuple(delivery.parts[: delivery.sent]) or None
+            outcome = replace(outcome, reason=Reason.DEADLINE, parts=said)
             log.warning("reply_deadline_exceeded")
         except asyncio.CancelledError:
             self._finish(replace(outcome, reason=Reason.SHUTDOWN), job)
@@ -134,6 +125,8 @@ class Responder:
             self._stats.totals[Count.WORKER_ERRORS] += 1
             outcome = replace(outcome, reason=Reason.INTERNAL_ERROR, error=repr(exc))
             log.exception("reply_failed")
+        finally:
+            await delivery.stop()
         return self._finish(outcome, job)
 
     def _finish(self, outcome: Outcome, job: Job) -> Outcome:
@@ -168,8 +161,38 @@ class Responder:
             usage=usage,
         )
 
+    def _delivery(self, job: Job) -> Delivery:
+        """How this job's parts go out: to the bridge, or (dry-run) only into the history."""
+        sender, dry_run = self._sender, self._flags.dry_run or self._sender is None
+        context = self._channels.get(job.channel.key)
+
+        async def send(part: str) -> SendResult | None:
+            if dry_run or sender is None:
+                if context is not None and not job.chat.is_pm:
+                    context.state.add_chat(self._bot, part, 0, from_bot=True)
+                return None
+            if job.chat.is_pm:
+                return await sender.pm(job.channel, job.chat.username, part)
+            return await sender.say(job.channel, part)
+
+        typing = self._settings.streaming.typing
+        return Delivery(
+            send, typing=typing, since=job.received_at, dry_run=dry_run, clock=self._clock
+        )
+
+    def _sink(self, key: str, present: Collection[str], delivery: Delivery) -> PartSink | None:
+        """Where a streamed answer goes; None when streaming is off."""
+        if not self._settings.streaming.enabled:
+            return None
+        cutter = PartCutter(self._formatting, bot_names=self._bot_names, present_users=present)
+        return PartSink(cutter, self._validator, key, delivery)
+
     async def _ask(
-        self, request: CompletionRequest, job: Job, present: Collection[str]
+        self,
+        request: CompletionRequest,
+        job: Job,
+        present: Collection[str],
+        sink: PartSink | None,
     ) -> tuple[Completion, FormattedReply]:
         """The manager's answer, formatted; one the formatter strips to nothing is a failure."""
         formatted: dict[str, FormattedReply] = {}
@@ -179,40 +202,49 @@ class Responder:
             return None if reply.parts else "nothing left after formatting"
 
         chain = list(job.prompt.trigger.providers) or None
-        completion = await self._manager.complete(
-            request, deadline=job.deadline, chain=chain, accept=usable
-        )
+        if sink is None:
+            completion = await self._manager.complete(
+                request, deadline=job.deadline, chain=chain, accept=usable
+            )
+        else:
+            completion = await self._manager.stream(
+                request, deadline=job.deadline, chain=chain, accept=usable, sink=sink
+            )
         reply = formatted.get(completion.text) or self._format(completion.text, present)
         return completion, reply
 
-    async def _reply(self, job: Job, outcome: Outcome) -> Outcome:
+    async def _reply(self, job: Job, outcome: Outcome, delivery: Delivery) -> Outcome:
         request = self._prompts.build(job.prompt)
         key = job.channel.key
         context = self._channels.get(key)
         present = context.state.users.keys() if context is not None else ()
-        try:
-            completion, reply = await self._ask(request, job, present)
-        except ProviderError as exc:
-            return await self._fall_back(job, outcome, exc, present)
-        outcome = self._account(outcome, completion)
-        verdict = self._validator.check(reply.kept, key)
-        if not verdict.ok and self._retry:
+        asking, retry_left = request, self._retry
+        while True:
+            sink = self._sink(key, present, delivery)
+            try:
+                completion, reply = await self._ask(asking, job, present, sink)
+            except ProviderError as exc:
+                if sink is not None and delivery.started:
+                    return await self._cut_short(outcome, exc, sink, delivery, key)
+                return await self._fall_back(job, outcome, exc, present, delivery)
+            outcome = self._account(outcome, completion)
+            if sink is not None and delivery.started:
+                sink.finish(completion.text)
+                return await self._streamed(outcome, sink, delivery, key)
+            verdict, rejected = self._judge(sink, reply, key)
+            if verdict.ok or not retry_left:
+                break
+            retry_left = False
             log.info("reply_invalid_retrying", check=verdict.reason, detail=verdict.detail)
             first = FirstAttempt(verdict.reason, completion.text[:500], completion.provider)
             outcome = replace(outcome, first_attempt=first)
-            retry = CompletionRequest(
+            asking = CompletionRequest(
                 messages=(
                     *request.messages,
                     ChatMessage("assistant", completion.text),
                     ChatMessage("user", self._validator.nudge(verdict)),
                 )
             )
-            try:
-                completion, reply = await self._ask(retry, job, present)
-            except ProviderError as exc:
-                return await self._fall_back(job, outcome, exc, present)
-            outcome = self._account(outcome, completion)
-            verdict = self._validator.check(reply.kept, key)
         if not verdict.ok:
             log.info("reply_invalid", check=verdict.reason, detail=verdict.detail)
             return replace(
@@ -221,13 +253,61 @@ class Responder:
                 reason=Reason.INVALID_REPLY,
                 check=verdict.reason,
                 detail=verdict.detail,
-                rejected_parts=reply.parts,
+                rejected_parts=rejected,
             )
         self._validator.remember(reply.kept, key)
-        return await self._send(job, outcome, reply, Reason.ANSWERED)
+        return await self._send(outcome, reply, Reason.ANSWERED, delivery)
+
+    def _judge(
+        self, sink: PartSink | None, reply: FormattedReply, key: str
+    ) -> tuple[Verdict, tuple[str, ...]]:
+        """The verdict on an answer nothing of which was sent, and the parts it concerns: the
+        stream's refused first part, else the whole reply's check."""
+        if sink is not None and sink.verdict is not None and sink.rejected is not None:
+            return sink.verdict, (sink.rejected,)
+        return self._validator.check(reply.kept, key), reply.parts
+
+    async def _cut_short(
+        self, outcome: Outcome, exc: ProviderError, sink: PartSink, delivery: Delivery, key: str
+    ) -> Outcome:
+        """A streamed answer failed after a part was sent: it ends with what was said."""
+        log.warning("reply_stream_interrupted", provider=exc.provider, error=str(exc))
+        outcome = replace(
+            outcome,
+            provider=outcome.provider or exc.provider,
+            interrupted=True,
+            error=str(exc),
+            error_type=type(exc).__name__,
+        )
+        return await self._streamed(outcome, sink, delivery, key)
+
+    async def _streamed(
+        self, outcome: Outcome, sink: PartSink, delivery: Delivery, key: str
+    ) -> Outcome:
+        """The outcome of a streamed answer, once its last part is sent."""
+        cutter = sink.cutter
+        if sink.verdict is not None:
+            log.info("reply_part_refused", check=sink.verdict.reason, detail=sink.verdict.detail)
+            outcome = replace(
+                outcome,
+                check=sink.verdict.reason,
+                detail=sink.verdict.detail,
+                rejected_parts=(sink.rejected,) if sink.rejected else None,
+            )
+        if cutter.unstable:
+            log.warning("reply_stream_unstable", parts=len(delivery.parts))
+        self._validator.remember(" ".join(delivery.parts), key)
+        removed = (*cutter.removed, *(("mass_mention",) if cutter.mass_mention else ()))
+        outcome = replace(outcome, streamed=True)
+        return await self._sent(outcome, delivery, Reason.ANSWERED, removed, cutter.truncated)
 
     async def _fall_back(
-        self, job: Job, outcome: Outcome, exc: ProviderError, present: Collection[str]
+        self,
+        job: Job,
+        outcome: Outcome,
+        exc: ProviderError,
+        present: Collection[str],
+        delivery: Delivery,
     ) -> Outcome:
         """Every provider failed: say a line from a fallback pool, or report the failure.
 
@@ -261,46 +341,45 @@ class Responder:
                 continue
             log.info("reply_from_fallback_pool", pool=pool, error_type=type(exc).__name__)
             outcome = replace(outcome, fallback_pool=pool, provider=None)
-            return await self._send(job, outcome, reply, Reason.FALLBACK)
+            return await self._send(outcome, reply, Reason.FALLBACK, delivery)
         return outcome
 
     async def _send(
-        self, job: Job, outcome: Outcome, reply: FormattedReply, reason: Reason
+        self, outcome: Outcome, reply: FormattedReply, reason: Reason, delivery: Delivery
     ) -> Outcome:
         """Send the parts (or only log them in dry-run); the outcome says which."""
-        if self._flags.dry_run or self._sender is None:
-            context = self._channels.get(job.channel.key)
-            if context is not None and not job.chat.is_pm:
-                for part in reply.parts:
-                    context.state.add_chat(self._bot, part, 0, from_bot=True)
-            log.info("reply_dry_run", parts=len(reply.parts))
-            return replace(
-                outcome,
-                reason=Reason.DRY_RUN,
-                dry_run=True,
-                removed=reply.removed,
-                parts=reply.parts,
-                truncated=reply.truncated,
-            )
-        request_ids = []
-        ack = None
         for part in reply.parts:
-            if job.chat.is_pm:
-                result = await self._sender.pm(job.channel, job.chat.username, part)
-            else:
-                result = await self._sender.say(job.channel, part)
-            request_ids.append(result.request_id)
-            if result.ack not in ("not_requested", "accepted"):
-                ack = result.ack
-        log.info("reply_sent", parts=len(reply.parts), provider=outcome.provider)
+            delivery.put(part)
+        return await self._sent(outcome, delivery, reason, reply.removed, reply.truncated)
+
+    async def _sent(
+        self,
+        outcome: Outcome,
+        delivery: Delivery,
+        reason: Reason,
+        removed: tuple[str, ...],
+        truncated: bool,
+    ) -> Outcome:
+        """Wait until the parts are sent; the outcome with what was said, and when."""
+        await delivery.drain()
+        outcome = replace(
+            outcome,
+            removed=removed,
+            parts=tuple(delivery.parts),
+            truncated=truncated,
+            first_part_ms=delivery.first_part_ms,
+            last_part_ms=delivery.last_part_ms,
+        )
+        if delivery.dry_run:
+            log.info("reply_dry_run", parts=len(delivery.parts))
+            return replace(outcome, reason=Reason.DRY_RUN, dry_run=True)
+        acks = [r.ack for r in delivery.results if r.ack not in ("not_requested", "accepted")]
+        log.info("reply_sent", parts=len(delivery.parts), provider=outcome.provider)
         return replace(
             outcome,
             reason=reason,
-            request_ids=tuple(request_ids),
-            ack=ack,
-            removed=reply.removed,
-            parts=reply.parts,
-            truncated=reply.truncated,
+            request_ids=tuple(r.request_id for r in delivery.results),
+            ack=acks[-1] if acks else None,
         )
 
 

@@ -38,6 +38,7 @@ class _Slot:
     task: asyncio.Task[None] | None = None
     deaths: deque[float] = field(default_factory=deque)
     restarts: int = 0
+    retired: bool = False  # replaced by a new slot of the same name: its end is expected
 
 
 class Supervisor:
@@ -69,6 +70,16 @@ class Supervisor:
         slot = self._slots[name] = _Slot(name, factory)
         self._start(slot)
 
+    def replace(self, name: str, factory: Callable[[], Awaitable[None]]) -> None:
+        """Run ``factory()`` as ``name`` from now on; the task running so far is cancelled
+        (not counted as a death). Used when what a task works on is rebuilt (a reload)."""
+        old = self._slots.get(name)
+        if old is not None:
+            old.retired = True
+            if old.task is not None:
+                old.task.cancel()
+        self.spawn(name, factory)
+
     def alive(self, prefix: str = "") -> int:
         """How many tasks whose name starts with ``prefix`` are running now."""
         return sum(
@@ -90,7 +101,7 @@ class Supervisor:
         slot.task.add_done_callback(lambda task: self._ended(slot, task))
 
     def _ended(self, slot: _Slot, task: asyncio.Task[None]) -> None:
-        if self.state is SupervisorState.STOPPED:
+        if self.state is SupervisorState.STOPPED or slot.retired:
             return
         error = None if task.cancelled() else task.exception()
         if error is not None:

@@ -24,6 +24,7 @@ from kryten_llm.config.behaviour import (
     ValidationConfig,
 )
 from kryten_llm.config.llm import CircuitConfig, LLMConfig, ProviderConfig, RetryConfig
+from kryten_llm.config.memory import ExtractionConfig, MemoryConfig
 from kryten_llm.config.redact import MASK, redact_url, redacted
 from kryten_llm.config.runtime import (
     BotConfig,
@@ -37,6 +38,7 @@ from kryten_llm.config.runtime import (
     WebConfig,
 )
 from kryten_llm.config.settings import Settings, load_settings
+from kryten_llm.config.streaming import StreamingConfig, TypingConfig
 
 __all__ = [
     "ENV_PREFIX",
@@ -44,11 +46,13 @@ __all__ = [
     "BotConfig",
     "ChannelConfig",
     "CircuitConfig",
+    "ExtractionConfig",
     "FallbackConfig",
     "FiltersConfig",
     "FormattingConfig",
     "LLMConfig",
     "LoggingConfig",
+    "MemoryConfig",
     "NatsConfig",
     "PersonalityConfig",
     "ProcessingConfig",
@@ -61,8 +65,10 @@ __all__ = [
     "ServiceConfig",
     "Settings",
     "SpamConfig",
+    "StreamingConfig",
     "TriggerWordConfig",
     "TriggersConfig",
+    "TypingConfig",
     "ValidationConfig",
     "WebConfig",
     "load_settings",

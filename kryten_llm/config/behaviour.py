@@ -67,6 +67,7 @@ class TriggerWordConfig(Section):
     """A word or pattern that may make the bot speak without being mentioned."""
 
     name: str = Field(min_length=1, description="Used in logs, caps and the response log.")
+    enabled: bool = Field(True, description="A disabled word never fires (kept for later).")
     patterns: list[str] = Field(min_length=1)
     regex: bool = Field(False, description="Patterns are regexes (else whole words).")
     probability: float = Field(1.0, ge=0, le=1)

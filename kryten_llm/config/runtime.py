@@ -8,6 +8,7 @@ from typing import Literal
 from pydantic import Field, SecretStr, field_validator
 
 from kryten_llm.config.base import Section
+from kryten_llm.config.behaviour import FormattingConfig, RateLimitConfig, TriggersConfig
 
 
 class NatsConfig(Section):
@@ -35,6 +36,22 @@ class ChannelConfig(Section):
 
     domain: str = Field("cytu.be", min_length=1, description="Exactly as the bridge has it.")
     channel: str = Field(min_length=1, description="Exactly as the bridge has it (case kept).")
+    personality: str | None = Field(
+        None,
+        description="A key of `personalities`: the character in this channel (default: "
+        "`active_personality`).",
+    )
+    triggers: TriggersConfig | None = Field(
+        None, description="This channel's own triggers, replacing the top-level `triggers`."
+    )
+    ratelimit: RateLimitConfig | None = Field(
+        None,
+        description="This channel's own limits (counted apart from the other channels), "
+        "replacing the top-level `ratelimit`.",
+    )
+    formatting: FormattingConfig | None = Field(
+        None, description="This channel's own reply shape, replacing the top-level `formatting`."
+    )
 
     @property
     def key(self) -> str:

@@ -6,8 +6,7 @@ Every problem becomes a :class:`~kryten_llm.errors.ConfigError` naming the path 
 from __future__ import annotations
 
 import difflib
-import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 from pathlib import Path
@@ -16,7 +15,6 @@ from typing import Any
 from pydantic import Field, ValidationError, model_validator
 from pydantic_settings import (
     BaseSettings,
-    JsonConfigSettingsSource,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
 )
@@ -32,7 +30,10 @@ from kryten_llm.config.behaviour import (
     TriggersConfig,
     ValidationConfig,
 )
+from kryten_llm.config.layers import Sources, find_sources
 from kryten_llm.config.llm import LLMConfig
+from kryten_llm.config.memory import MemoryConfig
+from kryten_llm.config.overrides import Override
 from kryten_llm.config.runtime import (
     BotConfig,
     ChannelConfig,
@@ -44,6 +45,7 @@ from kryten_llm.config.runtime import (
     ServiceConfig,
     WebConfig,
 )
+from kryten_llm.config.streaming import StreamingConfig
 from kryten_llm.config.templates import KINDS
 from kryten_llm.errors import ConfigError
 
@@ -86,6 +88,8 @@ class Settings(BaseSettings):
     service: ServiceConfig = Field(default_factory=ServiceConfig)
     web: WebConfig = Field(default_factory=WebConfig)
     fallback: FallbackConfig = Field(default_factory=FallbackConfig)
+    memory: MemoryConfig = Field(default_factory=MemoryConfig)
+    streaming: StreamingConfig = Field(default_factory=StreamingConfig)
     dry_run: bool = Field(False, description="Decide and log everything, send nothing.")
 
     @model_validator(mode="before")
@@ -117,9 +121,44 @@ class Settings(BaseSettings):
             )
         return self
 
+    def for_channel(self, channel: ChannelConfig) -> Settings:
+        """The settings in force in ``channel``: its personality, triggers, limits and shape."""
+        update: dict[str, Any] = {}
+        if channel.personality is not None:
+            update["active_personality"] = channel.personality
+        for section in ("triggers", "ratelimit", "formatting"):
+            own = getattr(channel, section)
+            if own is not None:
+                update[section] = own
+        return self.model_copy(update=update) if update else self
+
+    def trigger_sets(self) -> list[tuple[str, TriggersConfig]]:
+        """Every trigger set with where it is configured (top level, then each channel's own)."""
+        found = [("triggers", self.triggers)]
+        found += [
+            (f"channels.{i}.triggers", c.triggers)
+            for i, c in enumerate(self.channels)
+            if c.triggers is not None
+        ]
+        return found
+
+    @model_validator(mode="after")
+    def _channel_personalities_exist(self) -> Settings:
+        for i, channel in enumerate(self.channels):
+            if channel.personality is not None and channel.personality not in self.personalities:
+                raise ValueError(
+                    f"channels.{i}.personality {channel.personality!r} is not in personalities "
+                    f"({', '.join(sorted(self.personalities))})"
+                )
+        keys = [c.key for c in self.channels]
+        twice = sorted({k for k in keys if keys.count(k) > 1})
+        if twice:
+            raise ValueError(f"channels {twice} are configured twice: keep one entry each")
+        return self
+
     @model_validator(mode="after")
     def _templates_have_triggers(self) -> Settings:
-        words = {word.name for word in self.triggers.words}
+        words = {word.name for _, triggers in self.trigger_sets() for word in triggers.words}
         unknown = sorted(set(self.prompts.templates) - words - set(KINDS))
         if unknown:
             raise ValueError(
@@ -131,13 +170,14 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _trigger_providers_exist(self) -> Settings:
         known = set(self.llm.providers)
-        for word in self.triggers.words:
-            unknown = [name for name in word.providers if name not in known]
-            if unknown:
-                raise ValueError(
-                    f"triggers.words {word.name!r}: providers {unknown} are not in llm.providers "
-                    f"({', '.join(sorted(known))})"
-                )
+        for where, triggers in self.trigger_sets():
+            for word in triggers.words:
+                unknown = [name for name in word.providers if name not in known]
+                if unknown:
+                    raise ValueError(
+                        f"{where}.words {word.name!r}: providers {unknown} are not in "
+                        f"llm.providers ({', '.join(sorted(known))})"
+                    )
         return self
 
     @classmethod
@@ -149,62 +189,76 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        path = _config_file.get()
-        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
-        if path is not None:
-            sources.append(JsonConfigSettingsSource(settings_cls, json_file=path))
-        return tuple(sources)
+        layers = _layers.get()
+        if layers is None:
+            return (init_settings, env_settings)
+        files, runtime = layers
+        return (
+            init_settings,
+            _Given(settings_cls, runtime),
+            env_settings,
+            _Given(settings_cls, files),
+        )
 
 
-_config_file: ContextVar[Path | None] = ContextVar("kryten_llm_config_file", default=None)
+class _Given(PydanticBaseSettingsSource):
+    """A layer already read and merged (see :mod:`kryten_llm.config.layers`)."""
+
+    def __init__(self, settings_cls: type[BaseSettings], data: dict[str, Any]) -> None:
+        super().__init__(settings_cls)
+        self._data = data
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        return self._data.get(field_name), field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        return self._data
+
+
+# (merged file layers, runtime overrides layer) while a Settings is being built.
+_layers: ContextVar[tuple[dict[str, Any], dict[str, Any]] | None] = ContextVar(
+    "kryten_llm_config_layers", default=None
+)
 
 
 @contextmanager
-def _reading(path: Path | None) -> Iterator[None]:
-    token = _config_file.set(path)
+def _reading(files: dict[str, Any], runtime: dict[str, Any]) -> Iterator[None]:
+    token = _layers.set((files, runtime))
     try:
         yield
     finally:
-        _config_file.reset(token)
+        _layers.reset(token)
 
 
-def load_settings(path: Path | str | None = None, **overrides: Any) -> Settings:
-    """Read the JSON file (if any) and the environment into a checked :class:`Settings`.
+def load_settings(
+    path: Path | str | None = None,
+    *,
+    runtime: Sequence[Override] | None = None,
+    **overrides: Any,
+) -> Settings:
+    """Read every layer (see :mod:`kryten_llm.config.layers`) into a checked :class:`Settings`.
 
     Args:
-        path: a JSON config file; ``None`` uses defaults plus the environment.
+        path: the ``--config`` JSON file; ``None`` uses defaults, the local file,
+            ``KRYTEN_LLM_CONFIG`` and the environment.
+        runtime: runtime overrides to use instead of the overrides file (checking a change).
         overrides: values that win over every other source (used by the CLI and tests).
 
     Raises:
         ConfigError: listing every problem with its path and how to fix it.
     """
-    file = Path(path) if path is not None else None
-    if file is not None:
-        _check_json_file(file)
+    return settings_from(
+        find_sources(Path(path) if path is not None else None, overrides=runtime), **overrides
+    )
+
+
+def settings_from(sources: Sources, **overrides: Any) -> Settings:
+    """Build the settings from layers already read (see :func:`load_settings`)."""
     try:
-        with _reading(file):
+        with _reading(sources.merged, sources.runtime_layer()):
             return Settings(**overrides)
     except ValidationError as exc:
         raise ConfigError([_explain(err) for err in exc.errors()]) from None
-
-
-def _check_json_file(file: Path) -> None:
-    """Turn a missing or unparsable file into a ConfigError instead of a traceback."""
-    try:
-        raw = file.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(
-            [(str(file), f"cannot read ({exc.strerror})", "check the --config path")]
-        ) from None
-    try:
-        data = json.loads(raw)
-    except json.JSONDecodeError as exc:
-        where = f"line {exc.lineno} column {exc.colno}"
-        raise ConfigError(
-            [(str(file), f"not valid JSON: {exc.msg} at {where}", "fix the JSON")]
-        ) from None
-    if not isinstance(data, dict):
-        raise ConfigError([(str(file), "must hold a JSON object", "wrap the sections in { }")])
 
 
 def _explain(err: Any) -> tuple[str, str, str]:

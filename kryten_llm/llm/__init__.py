@@ -16,9 +16,11 @@ from typing import TYPE_CHECKING, Any
 
 from kryten_llm.llm.base import (
     ChatMessage,
+    Chunk,
     Completion,
     CompletionRequest,
     Provider,
+    StreamingProvider,
     Usage,
     create_provider,
     provider_types,
@@ -59,6 +61,7 @@ def __getattr__(name: str) -> Any:
 __all__ = [
     "AnthropicProvider",
     "ChatMessage",
+    "Chunk",
     "CircuitState",
     "Completion",
     "CompletionRequest",
@@ -70,6 +73,7 @@ __all__ = [
     "RandomProvider",
     "Redactor",
     "ScriptedProvider",
+    "StreamingProvider",
     "Usage",
     "build_manager",
     "create_provider",

@@ -7,18 +7,25 @@ one ladder of :mod:`kryten_llm.llm.http`, as for the OpenAI provider: 429 with `
 is RateLimited, 529 "overloaded" and 5xx are retryable, 401/403 AuthFailed, 400/404/413/422
 BadRequest, a "credit balance is too low" error QuotaExhausted. A message without text blocks
 is returned with empty text; the manager treats it as an unusable answer.
+
+:meth:`~AnthropicProvider.stream` asks with ``stream: true`` and reads the Messages API's
+server-sent events: ``message_start`` (model, prompt tokens), ``content_block_delta`` with a
+``text_delta`` (the text), ``message_delta`` (reply tokens), ``message_stop`` (the end). An
+``error`` event (``overloaded_error``...) or a stream that ends before ``message_stop`` is
+ProviderUnavailable.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import AsyncGenerator
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import aiohttp
 
 from kryten_llm.errors import ProviderUnavailable
-from kryten_llm.llm.base import Completion, CompletionRequest, Usage, register
-from kryten_llm.llm.http import request_json
+from kryten_llm.llm.base import Chunk, Completion, CompletionRequest, Usage, register
+from kryten_llm.llm.http import error_message, json_object, request_json, server_events
 
 if TYPE_CHECKING:
     from kryten_llm.config import ProviderConfig
@@ -35,6 +42,7 @@ class AnthropicProvider:
     def __init__(self, name: str, config: ProviderConfig, session: aiohttp.ClientSession) -> None:
         self.name = name
         self.model = config.model
+        self.streams = config.stream
         self._config = config
         self._session = session
         self._url = config.base_url.rstrip("/") + "/messages"
@@ -64,6 +72,68 @@ class AnthropicProvider:
         Raises:
             ProviderError: a classified subclass; see the module docstring.
         """
+        started = time.monotonic()
+        data = await self._post(self._request_body(request), self._budget(request))
+        text, model, usage = self._answer(data)
+        return Completion(
+            text=text,
+            provider=self.name,
+            model=model,
+            latency_ms=(time.monotonic() - started) * 1000,
+            usage=usage,
+        )
+
+    async def stream(self, request: CompletionRequest) -> AsyncGenerator[Chunk, None]:
+        """Ask for one message as server-sent events; see the module docstring.
+
+        Raises:
+            ProviderError: classified as for :meth:`complete`; an ``error`` event or a cut
+                stream is ProviderUnavailable.
+        """
+        body = {**self._request_body(request), "stream": True}
+        prompt_tokens = 0
+        events = server_events(
+            self._session,
+            self.name,
+            self._url,
+            config=self._config,
+            headers=self._headers(),
+            budget=self._budget(request),
+            body=body,
+        )
+        async for event in events:
+            if event.event == "json":  # the server did not stream
+                text, model, usage = self._answer(json_object(self.name, event.data))
+                yield Chunk(text, model, usage, whole=True)
+                return
+            data = json_object(self.name, event.data)
+            kind = data.get("type", event.event)
+            if kind == "error":
+                said = error_message(event.data.encode())
+                raise ProviderUnavailable(self.name, f"error in the stream: {said}")
+            if kind == "message_start":
+                start = data.get("message")
+                start = start if isinstance(start, dict) else {}
+                prompt_tokens = _tokens(start.get("usage"), "input_tokens")
+                named = start.get("model")
+                yield Chunk(model=named if isinstance(named, str) and named else None)
+            elif kind == "content_block_delta":
+                delta = data.get("delta")
+                if isinstance(delta, dict) and delta.get("type") == "text_delta":
+                    piece = delta.get("text")
+                    yield Chunk(piece if isinstance(piece, str) else "")
+            elif kind == "message_delta":
+                output = _tokens(data.get("usage"), "output_tokens")
+                yield Chunk(usage=Usage(prompt_tokens, output))
+            elif kind == "message_stop":
+                return
+        raise ProviderUnavailable(self.name, "the stream ended before message_stop")
+
+    def _budget(self, request: CompletionRequest) -> float:
+        return request.timeout_seconds or self._config.timeout_seconds
+
+    def _request_body(self, request: CompletionRequest) -> dict[str, Any]:
+        """The Messages API body: the system prompt apart, turns of one role merged."""
         turns: list[dict[str, Any]] = []
         for message in request.messages:
             if message.role == "system":
@@ -76,8 +146,14 @@ class AnthropicProvider:
         system = "\n\n".join(m.content for m in request.messages if m.role == "system")
         if system:
             body["system"] = system
-        started = time.monotonic()
-        data = await self._post(body, request.timeout_seconds or self._config.timeout_seconds)
+        return body
+
+    def _answer(self, data: dict[str, Any]) -> tuple[str, str, Usage | None]:
+        """The text, model and usage of a whole message.
+
+        Raises:
+            ProviderUnavailable: it has no ``content`` list.
+        """
         content = data.get("content")
         if not isinstance(content, list):
             raise ProviderUnavailable(self.name, "malformed response: no content list")
@@ -87,16 +163,12 @@ class AnthropicProvider:
             if isinstance(block, dict) and block.get("type") == "text"
         )
         usage = data.get("usage")
-        return Completion(
-            text=text,
-            provider=self.name,
-            model=str(data.get("model") or self.model),
-            latency_ms=(time.monotonic() - started) * 1000,
-            usage=(
-                Usage(int(usage.get("input_tokens") or 0), int(usage.get("output_tokens") or 0))
-                if isinstance(usage, dict)
-                else None
-            ),
+        return (
+            text,
+            str(data.get("model") or self.model),
+            Usage(_tokens(usage, "input_tokens"), _tokens(usage, "output_tokens"))
+            if isinstance(usage, dict)
+            else None,
         )
 
     def _body(self, request: CompletionRequest, turns: list[dict[str, Any]]) -> dict[str, Any]:
@@ -119,3 +191,9 @@ class AnthropicProvider:
             budget=budget,
             body=body,
         )
+
+
+def _tokens(usage: object, key: str) -> int:
+    """A token count of a ``usage`` object; 0 when absent or odd."""
+    value = usage.get(key) if isinstance(usage, dict) else None
+    return value if isinstance(value, int) and value >= 0 else 0

@@ -5,14 +5,19 @@ Every LLM backend implements one async method, :meth:`Provider.complete`, and re
 :func:`create_provider`, the same path a plugin would use. Providers share one
 ``aiohttp.ClientSession`` owned by the service. They raise only
 :class:`kryten_llm.errors.ProviderError` subclasses, already classified retryable or fatal.
+
+A backend that can hand its answer over while it is written is also a
+:class:`StreamingProvider`: :meth:`~StreamingProvider.stream` yields :class:`Chunk` values, and
+``streams`` says whether it does so now (its config's ``stream``). Wrappers that only
+``complete`` (batch pacing) are simply not streaming providers.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass
 from importlib import import_module
-from typing import TYPE_CHECKING, ClassVar, Literal, Protocol
+from typing import TYPE_CHECKING, ClassVar, Literal, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
     import aiohttp
@@ -62,6 +67,24 @@ class Completion:
     latency_ms: float
     usage: Usage | None = None
     tried: tuple[str, ...] = ()  # providers that failed before this one answered
+    streamed: bool = False  # the text arrived piece by piece (see StreamingProvider)
+
+
+@dataclass(frozen=True, slots=True)
+class Chunk:
+    """A piece of a streamed answer.
+
+    Attributes:
+        text: the new text (possibly empty: a chunk may carry only ``model`` or ``usage``).
+        model: the model that answers, when the server says so.
+        usage: token counts, usually on the last chunk.
+        whole: the server answered without streaming: ``text`` is the whole answer.
+    """
+
+    text: str = ""
+    model: str | None = None
+    usage: Usage | None = None
+    whole: bool = False
 
 
 class Provider(Protocol):
@@ -80,6 +103,22 @@ class Provider(Protocol):
 
         Raises:
             ProviderError: it cannot.
+        """
+        ...
+
+
+@runtime_checkable
+class StreamingProvider(Provider, Protocol):
+    """A provider that can hand its answer over while it is written."""
+
+    streams: bool  # streaming is switched on for it (its config's ``stream``)
+
+    def stream(self, request: CompletionRequest) -> AsyncGenerator[Chunk, None]:
+        """The answer to ``request`` chunk by chunk; closing the iterator stops the model.
+
+        Raises:
+            ProviderError: classified as for :meth:`Provider.complete`, before or between
+                chunks (a stream cut short is ProviderUnavailable).
         """
         ...
 

@@ -1,10 +1,11 @@
 """One HTTP call to a provider's API, with every failure classified once, for every provider.
 
-Both API providers (OpenAI-compatible and Anthropic) send JSON and read JSON back over the
-service's shared aiohttp session. This module owns what they have in common, so that it cannot
-drift between them: the time budget (total and per-read, so a slow drip of bytes cannot
-outlast it), the status ladder, ``Retry-After``, the server's error text, and keeping secrets
-out of all of it (:mod:`kryten_llm.llm.redact`).
+Both API providers (OpenAI-compatible and Anthropic) send JSON and read JSON back, or a stream
+of server-sent events (:func:`server_events`), over the service's shared aiohttp session. This
+module owns what they have in common, so that it cannot drift between them: the time budget
+(total and per-read, so a slow drip of bytes cannot outlast it), the status ladder,
+``Retry-After``, the server's error text, and keeping secrets out of all of it
+(:mod:`kryten_llm.llm.redact`).
 
 ==========================================  =======================  =========
 What happened                               Raised                   Retryable
@@ -30,12 +31,14 @@ a 401/403 is left out of the error: some servers echo the (masked) key back.
 
 from __future__ import annotations
 
+import contextlib
 import email.utils
 import json
 import math
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
 from datetime import UTC
 from typing import TYPE_CHECKING, Any
 
@@ -60,6 +63,70 @@ _QUOTA_STATUSES = frozenset({400, 403, 429})
 _MESSAGE_LIMIT = 200
 
 
+@contextlib.asynccontextmanager
+async def exchange(
+    session: aiohttp.ClientSession,
+    provider: str,
+    method: str,
+    url: str,
+    *,
+    config: ProviderConfig,
+    headers: Mapping[str, str],
+    budget: float,
+    body: Any = None,
+) -> AsyncIterator[aiohttp.ClientResponse]:
+    """Send one request; the open response when its status is below 400.
+
+    Every failure is classified (the table in the module docstring), also one raised while
+    the caller reads the body inside the ``async with``: a timeout, a cut connection, or a
+    ProviderError of the caller's own (redacted like the others).
+
+    Args:
+        session: the shared client session.
+        provider: the provider's name, for error messages.
+        method: the HTTP method.
+        url: the URL to call.
+        config: the provider's config (which variable holds its key, for the 401 hint).
+        headers: the headers to send.
+        budget: seconds for the whole exchange, reading the body included.
+        body: sent as JSON when given.
+
+    Yields:
+        The response, status below 400, body unread.
+
+    Raises:
+        ProviderError: classified as in the module docstring; no secret in its message.
+    """
+    redact = Redactor.for_request(url, headers)  # base_url, key and headers are all in these
+    timeout = aiohttp.ClientTimeout(total=budget, sock_read=budget)
+    try:
+        async with contextlib.AsyncExitStack() as stack:
+            try:
+                response = await stack.enter_async_context(
+                    session.request(method, url, headers=dict(headers), json=body, timeout=timeout)
+                )
+            except ValueError as exc:  # aiohttp refuses it (credentials in the URL and a key)
+                message = f"the request cannot be sent: {redact(str(exc))}"
+                raise BadRequest(provider, message) from None
+            if response.status >= 400:
+                raise classify_status(
+                    provider,
+                    response.status,
+                    error_message(await response.read(), redact),
+                    response.headers.get("Retry-After"),
+                    key_hint=key_hint(provider, config),
+                )
+            yield response
+    except ProviderError as exc:
+        raise redact.scrub(exc) from None
+    except TimeoutError:
+        raise ProviderTimeout(provider, f"no answer within {budget:g} s") from None
+    except aiohttp.ClientConnectionError as exc:
+        raise ProviderUnavailable(provider, f"connection failed: {type(exc).__name__}") from None
+    except aiohttp.ClientError as exc:
+        raise ProviderUnavailable(provider, f"request failed: {type(exc).__name__}") from None
+
+
 async def request_json(
     session: aiohttp.ClientSession,
     provider: str,
@@ -73,15 +140,7 @@ async def request_json(
 ) -> dict[str, Any]:
     """Send one request and return the JSON object the server answered.
 
-    Args:
-        session: the shared client session.
-        provider: the provider's name, for error messages.
-        method: the HTTP method.
-        url: the URL to call.
-        config: the provider's config (which variable holds its key, for the 401 hint).
-        headers: the headers to send.
-        budget: seconds for the whole exchange.
-        body: sent as JSON when given.
+    Args: as for :func:`exchange`.
 
     Returns:
         The decoded JSON object.
@@ -89,32 +148,19 @@ async def request_json(
     Raises:
         ProviderError: classified as in the module docstring; no secret in its message.
     """
-    redact = Redactor.for_request(url, headers)  # base_url, key and headers are all in these
-    timeout = aiohttp.ClientTimeout(total=budget, sock_read=budget)
-    try:
-        async with session.request(
-            method, url, headers=dict(headers), json=body, timeout=timeout
-        ) as response:
-            raw = await response.read()
-            if response.status >= 400:
-                raise classify_status(
-                    provider,
-                    response.status,
-                    error_message(raw, redact),
-                    response.headers.get("Retry-After"),
-                    key_hint=key_hint(provider, config),
-                )
-    except ProviderError as exc:
-        raise redact.scrub(exc) from None
-    except TimeoutError:
-        raise ProviderTimeout(provider, f"no answer within {budget:g} s") from None
-    except aiohttp.ClientConnectionError as exc:
-        raise ProviderUnavailable(provider, f"connection failed: {type(exc).__name__}") from None
-    except aiohttp.ClientError as exc:
-        raise ProviderUnavailable(provider, f"request failed: {type(exc).__name__}") from None
-    except ValueError as exc:  # aiohttp refuses it (credentials in the URL and a key header)
-        message = f"the request cannot be sent: {redact(str(exc))}"
-        raise BadRequest(provider, message) from None
+    async with exchange(
+        session, provider, method, url, config=config, headers=headers, budget=budget, body=body
+    ) as response:
+        raw = await response.read()
+    return json_object(provider, raw)
+
+
+def json_object(provider: str, raw: bytes | str) -> dict[str, Any]:
+    """``raw`` decoded as a JSON object.
+
+    Raises:
+        ProviderUnavailable: it is not JSON, or not an object.
+    """
     try:
         data = json.loads(raw)
     except ValueError:
@@ -122,6 +168,66 @@ async def request_json(
     if not isinstance(data, dict):
         raise ProviderUnavailable(provider, "malformed response: not a JSON object")
     return data
+
+
+@dataclass(frozen=True, slots=True)
+class ServerEvent:
+    """One server-sent event: its ``event`` name (``message`` when unnamed) and ``data``.
+
+    A server that answers a streamed request with a plain JSON body gives one event named
+    ``json`` whose data is that body.
+    """
+
+    event: str
+    data: str
+
+
+async def server_events(
+    session: aiohttp.ClientSession,
+    provider: str,
+    url: str,
+    *,
+    config: ProviderConfig,
+    headers: Mapping[str, str],
+    budget: float,
+    body: Any,
+) -> AsyncIterator[ServerEvent]:
+    """POST ``body`` and yield the server-sent events of the answer as they arrive.
+
+    Closing the iterator closes the connection (a model behind it stops generating). The
+    budget covers the whole stream.
+
+    Args: as for :func:`exchange`.
+
+    Raises:
+        ProviderError: classified as for :func:`exchange`; a line too long to be an event is
+            ProviderUnavailable.
+    """
+    async with exchange(
+        session, provider, "POST", url, config=config, headers=headers, budget=budget, body=body
+    ) as response:
+        if response.content_type != "text/event-stream":
+            yield ServerEvent("json", (await response.read()).decode("utf-8", "replace"))
+            return
+        name, data = "", list[str]()
+        try:
+            async for raw in response.content:
+                line = raw.decode("utf-8", "replace").rstrip("\r\n")
+                if not line:
+                    if data:
+                        yield ServerEvent(name or "message", "\n".join(data))
+                    name, data = "", []
+                    continue
+                field, _, value = line.partition(":")
+                value = value.removeprefix(" ")
+                if field == "event":
+                    name = value
+                elif field == "data":
+                    data.append(value)
+        except ValueError:  # aiohttp: a line over its limit
+            raise ProviderUnavailable(provider, "malformed stream: a line too long") from None
+        if data:
+            yield ServerEvent(name or "message", "\n".join(data))
 
 
 def classify_status(

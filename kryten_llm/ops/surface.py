@@ -121,6 +121,7 @@ class OperatorSurface:
             self.endpoint = CommandEndpoint(
                 nc,
                 settings.service.name,
+                self._view.instance,
                 _semver(__version__),
                 views={
                     "health": self.health,
@@ -264,7 +265,9 @@ class OperatorSurface:
                 "personality": settings.active_personality,
                 "personalities": sorted(settings.personalities),
                 "controls_enabled": self.controls.enabled,
+                "instance": view.instance,
             },
+            "config": dict(view.last_tuning) if view.last_tuning is not None else None,
             "health": self.health(),
             "counters": {
                 key: stats.get(key, 0)
@@ -297,6 +300,7 @@ class OperatorSurface:
         return {
             "channel": config.channel,
             "domain": config.domain,
+            "personality": config.personality or self._settings.active_personality,
             "users": len(state.users),
             "video": video,
         }

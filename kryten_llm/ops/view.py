@@ -8,7 +8,7 @@ may change goes through :class:`~kryten_llm.ops.controls.Controlled`. Both are p
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from kryten_llm.config import ChannelConfig, Settings
@@ -31,6 +31,14 @@ class BotView(Protocol):
 
     @property
     def running(self) -> bool: ...
+
+    @property
+    def instance(self) -> str:
+        """This process's id (several instances may share a service name)."""
+
+    @property
+    def last_tuning(self) -> Mapping[str, Any] | None:
+        """The last reload or runtime change: ok or its errors with key paths (a banner)."""
 
     @property
     def nats_connected(self) -> bool: ...

@@ -211,7 +211,11 @@ class WebServer:
                 body["action"], body.get("value"), token=token, origin=origin
             )
         except ControlError as exc:
-            return web.json_response({"ok": False, "error": str(exc)}, status=exc.status)
+            errors = [{"path": p, "problem": w, "fix": f} for p, w, f in exc.errors]
+            return web.json_response(
+                {"ok": False, "error": str(exc), **({"errors": errors} if errors else {})},
+                status=exc.status,
+            )
         return web.json_response({"ok": True, **result})
 
 

@@ -71,7 +71,7 @@ class FallbackPools:
             return None
         return cls(
             settings.fallback.pool_dir,
-            [word.name for word in settings.triggers.words],
+            [word.name for _, triggers in settings.trigger_sets() for word in triggers.words],
             settings.personalities,
         )
 

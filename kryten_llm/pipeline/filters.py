@@ -33,14 +33,21 @@ class IntakeFilter:
         self, config: FiltersConfig, bot_username: str, *, started_at_ms: int | None = None
     ) -> None:
         self._bot = bot_username.lower()
+        self._started_at_ms = (
+            started_at_ms if started_at_ms is not None else int(time.time() * 1000)
+        )
+        # Keys of recent messages: a bridge reconnect replays the last 15 lines again.
+        self._seen: OrderedDict[tuple[str, int, str], None] = OrderedDict()
+        self.reconfigure(config)
+
+    def reconfigure(self, config: FiltersConfig) -> None:
+        """Filter by ``config`` from the next message on; the start time and the messages
+        seen are kept (a reload is not a restart: nothing sent before it is a replay)."""
         self._ignored = frozenset(name.lower() for name in config.ignored_users)
         self._bots = frozenset(name.lower() for name in config.other_bots)
         self._bot_patterns = [re.compile(p) for p in config.bot_name_patterns]
         self._prefixes = tuple(config.command_prefixes)
-        start = started_at_ms if started_at_ms is not None else int(time.time() * 1000)
-        self._replay_before_ms = start - int(config.replay_grace_seconds * 1000)
-        # Keys of recent messages: a bridge reconnect replays the last 15 lines again.
-        self._seen: OrderedDict[tuple[str, int, str], None] = OrderedDict()
+        self._replay_before_ms = self._started_at_ms - int(config.replay_grace_seconds * 1000)
 
     def check(self, chat: ChatEvent) -> Reason | None:
         """The reason to ignore ``chat``, or ``None`` when it may be answered."""

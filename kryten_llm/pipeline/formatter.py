@@ -106,8 +106,8 @@ _BOILERPLATE = [
         r"(?:but\s+)?",
     )
 ]
-_SENTENCE_END = ".!?…。！？"
-_CJK_END = "。！？"
+SENTENCE_END = ".!?…。！？"
+CJK_END = "。！？"
 _CLAUSE_END = ",;:—–"
 _WORD = re.compile(r"@?([\w-]+)")
 # No grapheme cluster is longer than this: "Zalgo" stacks of combining marks are trimmed, so a
@@ -166,23 +166,43 @@ def format_reply(
         The parts to send (possibly none) and what was removed on the way.
     """
     kept, removed = clean_text(text, config, bot_names=bot_names)
-    if kept and present_users and _mentions(kept, present_users, bot_names) > config.max_mentions:
+    if (
+        kept
+        and present_users
+        and count_mentions(kept, present_users, bot_names) > config.max_mentions
+    ):
         return FormattedReply((), "", False, (*removed, "mass_mention"))
     if not kept:
         return FormattedReply((), "", False, removed)
+    parts, separators, truncated = cut_parts(kept, config, config.max_parts)
+    marker = config.continuation_marker
+    reply = FormattedReply(parts, "", truncated, removed, separators, marker)
+    return FormattedReply(parts, reassemble(reply), truncated, removed, separators, marker)
+
+
+def cut_parts(
+    kept: str, config: FormattingConfig, max_parts: int
+) -> tuple[tuple[str, ...], tuple[str, ...], bool]:
+    """Cut cleaned text into at most ``max_parts`` chat messages (steps 5 and 6 above).
+
+    Args:
+        kept: text already cleaned by :func:`clean_text`.
+        config: the formatting slice (length limit, continuation marker).
+        max_parts: how many parts may be used.
+
+    Returns:
+        The parts (markers added), the separators between them, and whether text was dropped.
+    """
     marker = config.continuation_marker
     parts, separators = _split(kept, config.max_message_length, marker)
     truncated = False
-    if len(parts) > config.max_parts:
+    if len(parts) > max_parts:
         truncated = True
-        parts, separators = parts[: config.max_parts], separators[: config.max_parts - 1]
-        parts[-1] = _end_at_sentence(parts[-1])
+        parts, separators = parts[:max_parts], separators[: max_parts - 1]
+        parts[-1] = end_at_sentence(parts[-1])
     if parts and marker:
         parts = [p + marker for p in parts[:-1]] + [parts[-1]]
-    reply = FormattedReply(tuple(parts), "", truncated, removed, tuple(separators), marker)
-    return FormattedReply(
-        reply.parts, reassemble(reply), truncated, removed, reply.separators, marker
-    )
+    return tuple(parts), tuple(separators), truncated
 
 
 def clean_text(
@@ -260,7 +280,8 @@ def _self_reference(names: tuple[str, ...]) -> re.Pattern[str]:
     )
 
 
-def _mentions(text: str, present: Collection[str], bot_names: Sequence[str]) -> int:
+def count_mentions(text: str, present: Collection[str], bot_names: Sequence[str]) -> int:
+    """How many of the ``present`` users (the bot's own names aside) ``text`` names."""
     users = {u.lower() for u in present} - {n.lower() for n in bot_names}
     return len({w.lower() for w in _WORD.findall(text)} & users)
 
@@ -342,7 +363,7 @@ def _split(text: str, limit: int, marker: str) -> tuple[list[str], list[str]]:
     separators: list[str] = []
     budget = max(limit - len(marker), 1)
     while len(text) > limit:
-        cut, sep = _best_cut(text, budget)
+        cut, sep = best_cut(text, budget)
         parts.append(text[:cut])
         separators.append(sep)
         text = text[cut + len(sep) :]
@@ -350,8 +371,12 @@ def _split(text: str, limit: int, marker: str) -> tuple[list[str], list[str]]:
     return parts, separators
 
 
-def _best_cut(text: str, budget: int) -> tuple[int, str]:
-    """Where to end a part of at most ``budget`` characters, and the separator consumed."""
+def best_cut(text: str, budget: int) -> tuple[int, str]:
+    """Where to end a part of at most ``budget`` characters, and the separator consumed.
+
+    Only ``text[:budget + 1]`` is looked at, so a cut is final once that much text is in
+    (what lets a streamed reply send full parts before it is finished).
+    """
     window = text[: budget + 1]
     floor = budget // 2
     best: dict[str, int] = {}
@@ -360,14 +385,10 @@ def _best_cut(text: str, budget: int) -> tuple[int, str]:
         prev = window[i - 1]
         if c == " " and i <= budget:
             kind = (
-                "sentence"
-                if prev in _SENTENCE_END
-                else "clause"
-                if prev in _CLAUSE_END
-                else "space"
+                "sentence" if prev in SENTENCE_END else "clause" if prev in _CLAUSE_END else "space"
             )
             best.setdefault(kind, i)
-        elif prev in _CJK_END and i <= budget:
+        elif prev in CJK_END and i <= budget:
             best.setdefault("cjk", i)
         if "sentence" in best and best["sentence"] >= floor:
             break
@@ -394,9 +415,9 @@ def _hard_cut(text: str, budget: int) -> int:
     return boundaries[-1] if boundaries else min(budget, len(text))
 
 
-def _end_at_sentence(part: str) -> str:
+def end_at_sentence(part: str) -> str:
     """``part`` cut after its last sentence end, when it has one past its first word."""
     for i in range(len(part) - 1, 0, -1):
-        if part[i] in _SENTENCE_END and (i + 1 == len(part) or part[i + 1] == " "):
+        if part[i] in SENTENCE_END and (i + 1 == len(part) or part[i + 1] == " "):
             return part[: i + 1]
     return part

@@ -79,6 +79,8 @@ class Outcome:
     # timing, from the message's arrival
     queued_ms: float | None = None
     total_ms: float | None = None
+    first_part_ms: float | None = None  # arrival -> the first part handed to the bridge
+    last_part_ms: float | None = None  # arrival -> the last part handed to the bridge
     # the LLM call(s): the provider of the answer kept, time, tokens and cost of every call
     provider: str | None = None
     model: str | None = None
@@ -94,6 +96,8 @@ class Outcome:
     request_ids: tuple[str, ...] | None = None
     ack: str | None = None
     fallback_pool: str | None = None
+    streamed: bool | None = None  # parts went out while the model was still writing
+    interrupted: bool | None = None  # a streamed answer failed after its first part was sent
     # refused after the LLM, or failed
     check: str | None = None
     detail: str | None = None
@@ -193,6 +197,8 @@ class Outcome:
             cost_usd=_number(data.get("cost_usd")),
             latency_ms=_number(data.get("latency_ms")),
             total_ms=_number(data.get("total_ms")),
+            first_part_ms=_number(data.get("first_part_ms")),
+            last_part_ms=_number(data.get("last_part_ms")),
             usage=(
                 Tokens(_int(usage.get("prompt_tokens")), _int(usage.get("completion_tokens")))
                 if isinstance(usage, dict)

@@ -13,7 +13,8 @@ text before it is wrapped.
 
 A budget (``prompts.budget``, in characters or approximate tokens) bounds the request. It is
 spent by priority: the system prompt and the triggering message always, then the current
-video, then as much recent chat as fits, newest lines first.
+video, then the notes recalled from memory (:mod:`kryten_llm.memory.recall`, off by default),
+then as much recent chat as fits, newest lines first.
 """
 
 from __future__ import annotations
@@ -22,12 +23,17 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from kryten_llm.config import PersonalityConfig, PromptsConfig
 from kryten_llm.config.templates import fields, pick, render
 from kryten_llm.llm.base import ChatMessage, CompletionRequest, Role
+from kryten_llm.memory.recall import recall_block
 from kryten_llm.pipeline.decisions import TriggerMatch
 from kryten_llm.pipeline.state import HistoryLine, NowPlaying
+
+if TYPE_CHECKING:
+    from kryten_llm.memory.store import Note
 
 OPEN, CLOSE = "«", "»"
 CHARS_PER_TOKEN = 4
@@ -48,6 +54,7 @@ class PromptInput:
     is_pm: bool = False
     channel: str = ""
     users_present: int = 0
+    memory: tuple[Note, ...] = ()  # notes recalled for this reply (kryten_llm.memory)
 
 
 def _quote(text: str) -> str:
@@ -135,11 +142,14 @@ class PromptBuilder:
             values |= video
             final = with_video
         used += len(final)
+        # Remembered notes come before the chat history, within what is left.
+        notes = recall_block(item.memory, self._budget - used - 2, _quote)
+        used += len(notes) + 2 if notes else 0
         lines = _fitting(item.history, self._budget - used, inline=inline_history)
         if inline_history:
             values["history"] = "\n".join(_line(line) for line in lines)
-            return _request(self._system, [], render(template, values))
-        return _request(self._system, lines, final)
+            return _request(self._system, [], render(template, values), notes)
+        return _request(self._system, lines, final, notes)
 
     def _values(self, item: PromptInput) -> dict[str, str]:
         context = item.trigger.context
@@ -175,8 +185,11 @@ def _fitting(history: Sequence[HistoryLine], room: int, *, inline: bool) -> list
     return kept
 
 
-def _request(system: str, history: Sequence[HistoryLine], final: str) -> CompletionRequest:
-    """Alternating turns: history (user lines merged per run, bot lines as its own), final."""
+def _request(
+    system: str, history: Sequence[HistoryLine], final: str, notes: str = ""
+) -> CompletionRequest:
+    """Alternating turns: notes and history (user lines merged per run, bot lines as its own),
+    final."""
     turns: list[ChatMessage] = []
     if history:
         turns.append(ChatMessage("user", HISTORY_HEADER))
@@ -191,6 +204,8 @@ def _request(system: str, history: Sequence[HistoryLine], final: str) -> Complet
         turns[-1] = ChatMessage("user", f"{turns[-1].content}\n\n{final}")
     else:
         turns.append(ChatMessage("user", final))
+    if notes:  # the first turn is always the user's: the notes open it
+        turns[0] = ChatMessage("user", f"{notes}\n\n{turns[0].content}")
     return CompletionRequest(messages=(ChatMessage("system", system), *turns))
 
 

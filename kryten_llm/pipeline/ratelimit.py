@@ -26,14 +26,19 @@ import bisect
 import math
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
 from kryten_llm.pipeline.decisions import ALLOWED, RateDecision, TriggerMatch
 
 if TYPE_CHECKING:
-    from kryten_llm.config import RankMultiplierConfig, RateLimitConfig, TriggersConfig
+    from kryten_llm.config import (
+        RankMultiplierConfig,
+        RateLimitConfig,
+        TriggersConfig,
+        TriggerWordConfig,
+    )
 
 HOUR = 3600.0
 MINUTE = 60.0
@@ -130,11 +135,21 @@ class RateLimiter:
         store: RateLimitStore | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self._config = config
-        self._words = {word.name: word for word in triggers.words}
+        self.reconfigure(config, triggers.words)
         self._store: RateLimitStore = store or InMemoryRateLimitStore()
         self._clock = clock
         self._lock = asyncio.Lock()
+
+    def reconfigure(self, config: RateLimitConfig, words: Iterable[TriggerWordConfig]) -> None:
+        """Apply new limits from the next check on; every hit recorded so far still counts.
+
+        Args:
+            config: the limits.
+            words: every trigger word whose cooldown and hourly cap this limiter enforces
+                (channels sharing a limiter may have word sets of their own).
+        """
+        self._config = config
+        self._words = {word.name: word for word in words}
         self._multipliers = sorted(config.rank_multipliers, key=lambda m: m.min_rank)
 
     def _multiplier(self, rank: float) -> RankMultiplierConfig | None:

@@ -57,10 +57,14 @@ class SpamGuard:
     """Tracks per-user behaviour towards the bot and hands out growing penalties."""
 
     def __init__(self, config: SpamConfig, *, clock: Callable[[], float] = time.monotonic) -> None:
-        self._config = config
         self._clock = clock
         self._users: dict[str, _User] = {}
         self._calls = 0
+        self.reconfigure(config)
+
+    def reconfigure(self, config: SpamConfig) -> None:
+        """Judge by ``config`` from the next message on; strikes and penalties are kept."""
+        self._config = config
         self._idle_after = max(
             config.window_seconds,
             config.identical_window_seconds,

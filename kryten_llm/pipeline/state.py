@@ -130,6 +130,15 @@ class ChannelState:
         """Remember one chat line (the bot's own replies included, as its turns)."""
         self.history.append(HistoryLine(username, text, time_ms, from_bot))
 
+    def drop_lines_of(self, username: str) -> int:
+        """Forget every chat line ``username`` wrote ("forget me"); returns how many went."""
+        name = username.lower()
+        kept = [line for line in self.history if line.username.lower() != name]
+        dropped = len(self.history) - len(kept)
+        self.history.clear()
+        self.history.extend(kept)
+        return dropped
+
     def rank_of(self, username: str) -> float:
         """The user's rank as last seen, 0 (guest) when unknown."""
         user = self.users.get(username.lower())

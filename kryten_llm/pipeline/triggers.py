@@ -52,6 +52,8 @@ class TriggerEngine:
         # Candidates in the order they are tried: priority, then config order, mention first.
         self._words: list[tuple[TriggerWordConfig, TriggerMatch, re.Pattern[str]]] = []
         for config in triggers.words:
+            if not config.enabled:
+                continue
             if config.regex:
                 pattern = "|".join(f"(?:{p})" for p in config.patterns)
             else:

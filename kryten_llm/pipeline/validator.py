@@ -6,6 +6,12 @@ punctuation or case does not hide a repeat), matches an operator's blocklist pat
 a run of words from the system prompt (a prompt-extraction attack that worked). The worker then
 asks the model once more with a corrective nudge, and drops the reply if that fails too.
 
+A streamed reply is checked part by part before each part is sent (:meth:`ReplyValidator.
+check_part`): the checks that can judge part of a reply (length so far, blocklist, prompt leak,
+repetition) run over the parts sent so far and the new one together, so that a leak or a repeat
+spanning two parts is caught. Repetition there is containment (the share of the text's shingles
+found in a recent reply), because the start of a repeated reply is a small part of the old one.
+
 Everything here is set arithmetic over precomputed shingles: well under a millisecond per reply.
 """
 
@@ -14,6 +20,7 @@ from __future__ import annotations
 import re
 import unicodedata
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -21,6 +28,7 @@ if TYPE_CHECKING:
     from kryten_llm.config import ValidationConfig
 
 _WORD = re.compile(r"\w+")
+_MIN_SHINGLES = 6  # eight words: a sentence, not a phrase
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +53,14 @@ def _shingles(words: list[str], size: int) -> set[tuple[str, ...]]:
     return {tuple(words[i : i + size]) for i in range(len(words) - size + 1)}
 
 
+def containment(part: set[tuple[str, ...]], whole: set[tuple[str, ...]]) -> float:
+    """The share of ``part``'s shingles found in ``whole``; a part of fewer than
+    ``_MIN_SHINGLES`` counts as that many (a common short phrase is not a repeat)."""
+    if not part or not whole:
+        return 0.0
+    return len(part & whole) / max(len(part), _MIN_SHINGLES)
+
+
 def similarity(a: set[tuple[str, ...]], b: set[tuple[str, ...]]) -> float:
     """Jaccard similarity of two shingle sets (1.0: the same words in the same order)."""
     if not a or not b:
@@ -52,21 +68,28 @@ def similarity(a: set[tuple[str, ...]], b: set[tuple[str, ...]]) -> float:
     return len(a & b) / len(a | b)
 
 
+# Shingles of the replies sent recently, by channel key. Validators built anew by a reload (or
+# one per channel character) share one, so a reply is never repeated across a reload.
+RecentReplies = dict[str, deque[set[tuple[str, ...]]]]
+
+
 class ReplyValidator:
     """Validates replies against config, the system prompt and recent replies per channel."""
 
     _SHINGLE = 3
 
-    def __init__(self, config: ValidationConfig, system_prompt: str) -> None:
+    def __init__(
+        self,
+        config: ValidationConfig,
+        system_prompt: str,
+        *,
+        recent: RecentReplies | None = None,
+    ) -> None:
         self._config = config
         self._blocklist = [re.compile(p, re.IGNORECASE) for p in config.blocklist]
         self._leak_size = config.prompt_leak_words
         self._prompt_runs = _shingles(_words(system_prompt), self._leak_size)
-        self._recent: dict[str, deque[set[tuple[str, ...]]]] = {}
-
-    def use_system_prompt(self, system_prompt: str) -> None:
-        """Guard a new system prompt against leaks (a personality switch)."""
-        self._prompt_runs = _shingles(_words(system_prompt), self._leak_size)
+        self._recent: RecentReplies = recent if recent is not None else {}
 
     def check(self, text: str, channel: str, *, repetition: bool = True) -> Verdict:
         """Judge ``text`` (the formatted reply as it would be sent) for ``channel``.
@@ -79,21 +102,47 @@ class ReplyValidator:
             return Verdict(False, "too_short", f"{len(text)} < {cfg.min_length} characters")
         if len(text) > cfg.max_length:
             return Verdict(False, "too_long", f"{len(text)} > {cfg.max_length} characters")
+        words = _words(text)
+        verdict = self._content(text, words)
+        if not verdict.ok or not repetition:
+            return verdict
+        return self._repetition(words, channel, similarity)
+
+    def check_part(self, sent: str, part: str, channel: str) -> Verdict:
+        """Judge one part of a streamed reply before it is sent, after the parts ``sent``.
+
+        Length (of everything so far), blocklist, prompt leak and repetition are judged over
+        ``sent`` and ``part`` together; the minimum length concerns the whole reply only.
+        """
+        text = f"{sent} {part}" if sent else part
+        if len(text) > self._config.max_length:
+            return Verdict(False, "too_long", f"{len(text)} > {self._config.max_length} characters")
+        words = _words(text)
+        verdict = self._content(text, words)
+        return verdict if not verdict.ok else self._repetition(words, channel, containment)
+
+    def _content(self, text: str, words: list[str]) -> Verdict:
+        """The blocklist and the prompt-leak check."""
         for pattern in self._blocklist:
             if pattern.search(text):
                 return Verdict(False, "blocklisted", pattern.pattern)
-        words = _words(text)
         if len(words) >= self._leak_size and self._prompt_runs:
             leaked = _shingles(words, self._leak_size) & self._prompt_runs
             if leaked:
                 return Verdict(False, "prompt_leak", " ".join(next(iter(leaked))))
-        if not repetition:
-            return PASS
+        return PASS
+
+    def _repetition(
+        self,
+        words: list[str],
+        channel: str,
+        score: Callable[[set[tuple[str, ...]], set[tuple[str, ...]]], float],
+    ) -> Verdict:
         shingles = _shingles(words, self._SHINGLE)
         for past in self._recent.get(channel, ()):
-            score = similarity(shingles, past)
-            if score >= cfg.similarity_threshold:
-                return Verdict(False, "repetition", f"similarity {score:.2f}")
+            value = score(shingles, past)
+            if value >= self._config.similarity_threshold:
+                return Verdict(False, "repetition", f"similarity {value:.2f}")
         return PASS
 
     def remember(self, text: str, channel: str) -> None:
@@ -101,8 +150,10 @@ class ReplyValidator:
         if self._config.repetition_history == 0:
             return
         recent = self._recent.get(channel)
-        if recent is None:
-            recent = self._recent[channel] = deque(maxlen=self._config.repetition_history)
+        if recent is None or recent.maxlen != self._config.repetition_history:
+            recent = self._recent[channel] = deque(
+                recent or (), maxlen=self._config.repetition_history
+            )
         recent.append(_shingles(_words(text), self._SHINGLE))
 
     def nudge(self, verdict: Verdict) -> str:

@@ -133,7 +133,10 @@ function renderHealth(state) {
   box.replaceChildren();
   for (const channel of state.channels) {
     const p = el("p");
-    p.append(el("strong", channel.channel), el("span", ` · ${channel.users} users · `, "muted"));
+    p.append(
+      el("strong", channel.channel),
+      el("span", ` · as ${channel.personality} · ${channel.users} users · `, "muted"),
+    );
     if (channel.video) {
       const v = channel.video;
       p.append(el("span", `▶ ${v.title}`), el("span", ` ${clock(v.position_seconds)} / ${v.duration}${v.paused ? " (paused)" : ""}`, "muted"));
@@ -239,6 +242,24 @@ function renderControls(state) {
   if (document.activeElement !== select) select.value = state.service.personality;
 }
 
+// The last reload or runtime change: refused (every error with its key path) or needing a
+// restart for some settings. Text only: paths and messages come from the config file.
+function renderConfig(config) {
+  const banner = $("config-banner");
+  const restart = config && config.ok ? config.restart_needed || [] : [];
+  if (!config || (config.ok && !restart.length)) {
+    banner.hidden = true;
+    return;
+  }
+  banner.hidden = false;
+  banner.dataset.kind = config.ok ? "restart" : "error";
+  const head = `config ${config.action} by ${config.by} at ${config.at}`;
+  banner.textContent = config.ok
+    ? `${head}: applied; restart needed for ${restart.join(", ")}`
+    : `${head} refused, nothing changed:\n` +
+      config.errors.map((e) => `${e.path}: ${e.problem} (${e.fix})`).join("\n");
+}
+
 function render(state) {
   lastState = state;
   renderHeader(state);
@@ -251,6 +272,7 @@ function render(state) {
   renderRecent(state.recent);
   renderExplore(state.explore, state.fallback_pools);
   renderControls(state);
+  renderConfig(state.config);
   document.body.dataset.updates = String(Number(document.body.dataset.updates || 0) + 1);
 }
 
@@ -291,5 +313,6 @@ document.addEventListener("DOMContentLoaded", () => {
   $("dry-run").addEventListener("click", () => control("dry_run", lastState ? !lastState.service.dry_run : null));
   $("personality").addEventListener("change", (e) => control("personality", e.target.value));
   $("clear").addEventListener("click", () => control("clear_cooldowns"));
+  $("reload").addEventListener("click", () => control("reload"));
   connect();
 });
