@@ -13,7 +13,8 @@ Errors are split by who has to act on them::
     │   ├── RunNotFound              no run has that id
     │   └── InputError               an input file or row cannot be read as asked
     ├── ExploreError                an exploration cannot start or go on as asked
-    ├── MemoryStoreError            the memory file cannot be opened, read or written (``path``)
+    ├── StoreError                  a state file (claims, memory) cannot be read: names the path
+    │   └── MemoryStoreError        the memory file cannot be opened, read or written (``path``)
     └── ProviderError               an LLM call failed (carries the provider name)
         ├── retryable (another try or another provider may succeed)
         │   ├── ProviderTimeout
@@ -112,13 +113,21 @@ class ExploreError(KrytenLLMError):
     """An exploration cannot start or go on as asked (bad options, a locked folder)."""
 
 
-class MemoryStoreError(KrytenLLMError):
+class StoreError(KrytenLLMError):
+    """A file of the bot's state exists but cannot be used; ``path`` says which."""
+
+    def __init__(self, path: object, problem: str) -> None:
+        self.path = path
+        self.problem = problem
+        super().__init__(f"{path}: {problem}")
+
+
+class MemoryStoreError(StoreError):
     """The memory store at ``path`` cannot be used (corrupt, unreadable or unwritable)."""
 
     def __init__(self, path: str, reason: str) -> None:
-        self.path = path
+        super().__init__(path, reason)
         self.reason = reason
-        super().__init__(f"memory store {path}: {reason}")
 
 
 class ProviderError(KrytenLLMError):

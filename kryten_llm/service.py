@@ -369,6 +369,7 @@ class Service:
             flags=self._flags,
         )
         stack.push_async_callback(bot.close)  # memory (issue 14): its store's last writes
+        await bot.conversation.start(nc, settings)  # conv14: title memory (KV or file)
         for context in bot.channels.values():
             await subscribe_events(
                 nc, channel_events(context.config.channel), self._callback(context)
@@ -379,11 +380,19 @@ class Service:
         import aiohttp
 
         from kryten_llm.llm.manager import build_manager
+        from kryten_llm.ops import engagement as ops_engagement
         from kryten_llm.ops import surface as ops_surface
         from kryten_llm.ops import telemetry as ops_telemetry
 
         self.telemetry = telemetry = ops_telemetry.Telemetry(self._stats)
         response_log.add_listener(telemetry.on_outcome)
+        # conv14: engagement figures (share of chat, activations, refusals) for dashboard/metrics
+        engagement = ops_engagement.Engagement(
+            telemetry.registry,
+            bot.conversation.shares,
+            lambda: self.settings.participation.share_budget,
+        )
+        response_log.add_listener(engagement.on_outcome)
         session = await stack.enter_async_context(aiohttp.ClientSession())
         self._session = session
         manager = build_manager(settings.llm, session, observer=self._observe_call)
@@ -399,6 +408,7 @@ class Service:
         if self._stop is not None and self._stop.is_set():
             return  # asked to stop while starting: no surface, no startup announcement
         self.surface = surface = ops_surface.OperatorSurface(self, self, telemetry)
+        surface.engagement = engagement  # conv14
         stack.push_async_callback(surface.stop)
         await surface.start(nc)
         self.lifecycle = Lifecycle(

@@ -168,10 +168,12 @@ class Browser:
         await self.wait_for("document.readyState === 'complete' && location.href !== 'about:blank'")
 
     async def click(self, selector: str) -> None:
-        """A real mouse click at the middle of the element (as a person would)."""
+        """A real mouse click at the middle of the element, scrolled into view first (as a
+        person would)."""
         box = await self.evaluate(
-            f"(() => {{ const r = document.querySelector({json.dumps(selector)})"
-            ".getBoundingClientRect(); return [r.x + r.width / 2, r.y + r.height / 2]; })()"
+            f"(() => {{ const e = document.querySelector({json.dumps(selector)}); "
+            "e.scrollIntoView({block: 'center'}); const r = e.getBoundingClientRect(); "
+            "return [r.x + r.width / 2, r.y + r.height / 2]; })()"
         )
         x, y = box
         for kind in ("mousePressed", "mouseReleased"):

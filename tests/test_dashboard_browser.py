@@ -131,4 +131,5 @@ async def test_a_refused_reload_shows_its_errors_in_a_banner_as_text(
         # fixed and reloaded: the banner goes away
         config.write_text(json.dumps({**data, "ratelimit": {}}))
         await page.click("#reload")
+        await page.wait_for(f"{text('#control-result')} === 'reload: done'")
         await page.wait_for("document.getElementById('config-banner').hidden")

@@ -130,5 +130,50 @@ def test_plot_writes_a_self_contained_page_with_escaped_text(
 
     charts = Charts()
     charts.feed(page)
-    assert charts.svgs == 8
+    assert charts.svgs == 11  # and replies, share, activations per hour (conv14)
     assert charts.rects >= 15
+
+
+def test_engagement_figures_per_hour_from_the_logs(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Replies per hour, share of chat, activations per trigger, refusals by kind and the time
+    to first part, read from the response log (first_part_ms when the reply streamed)."""
+    lines = [
+        {**record("2026-11-30", "a", "answered", first_part_ms=400), "chat_share": 0.01},
+        {**record("2026-11-30", "b", "answered", trigger="join"), "chat_share": 0.03},
+        {**record("2026-11-30", "c", "rate_limited", trigger="join", limit="share_budget")},
+        {**record("2026-11-30", "d", "rate_limited", limit="user_cooldown"), "chat_share": 0.02},
+        {
+            **record("2026-11-30", "e", "answered", first_part_ms=800),
+            "message_time": "2026-11-30T21:05:00+00:00",
+            "chat_share": 0.04,
+        },
+    ]
+    path = tmp_path / "responses-2026-11-30.jsonl"
+    path.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    assert main(["logs", "stats", str(path), "--json"]) == 0
+    engagement = json.loads(capsys.readouterr().out)["engagement"]
+    assert engagement["replies_per_hour"] == {"mean": 1.5, "max": 2}
+    assert engagement["share_max"] == 0.04
+    assert engagement["first_part_ms"]["count"] == 2
+    assert engagement["first_part_ms"]["max"] == 800
+    assert engagement["hours"]["2026-11-30T20"] == {
+        "replies": 2,
+        "share": 0.03,
+        "activations": {"mention": 2, "join": 2},
+        "refusals": {"share_budget": 1, "user_cooldown": 1},
+    }
+    assert engagement["hours"]["2026-11-30T21"]["replies"] == 1
+    assert main(["logs", "stats", str(path)]) == 0
+    text = capsys.readouterr().out
+    assert "replies per hour: mean 1.5, max 2" in text
+    assert "share of chat: max 4.0%" in text
+    assert "2026-11-30T20" in text
+    assert "share_budget 1" in text
+    report = tmp_path / "report.html"
+    assert main(["logs", "plot", str(path), "--output", str(report)]) == 0
+    page = report.read_text()
+    for title in ("Replies per hour", "Share of chat per hour", "Rate-limit refusals by kind"):
+        assert title in page
+    assert "2026-11-30T20 share_budget" in page

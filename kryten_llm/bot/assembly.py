@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 import structlog
 
 from kryten_llm.bot.character import Character
+from kryten_llm.bot.conversation import Conversation
 from kryten_llm.bot.intake import ChannelContext, Intake
 from kryten_llm.config import TriggersConfig
 from kryten_llm.memory.live import Memory
@@ -94,6 +95,9 @@ class Bot:
             )
             for c in settings.channels
         }
+        # conv14: share of chat, joining in, follow-ups and video comments
+        self.conversation = Conversation(rng)
+        response_log.add_annotator(self.conversation.annotate)
         self.intake = Intake(
             settings,
             intake_filter=IntakeFilter(settings.filters, settings.bot.username),
@@ -103,6 +107,7 @@ class Bot:
             response_log=response_log,
             stats=self.stats,
             flags=self.flags,
+            conversation=self.conversation,
         )
         # memory (issue 14): notes that survive restarts, off unless memory.enabled
         self.memory = (

@@ -16,9 +16,9 @@ from typing import TYPE_CHECKING
 
 import structlog
 
-from kryten_llm.bus.events import ChatEvent, CooldownEvent, NoFloodEvent, parse_event
+from kryten_llm.bus.events import ChatEvent, CooldownEvent, MediaEvent, NoFloodEvent, parse_event
 from kryten_llm.errors import MalformedEvent
-from kryten_llm.pipeline.decisions import Reason, TriggerMatch
+from kryten_llm.pipeline.decisions import RateDecision, Reason, TriggerMatch
 from kryten_llm.pipeline.jobs import Job, JobQueue
 from kryten_llm.pipeline.outcome import Outcome
 from kryten_llm.pipeline.prompt import PromptInput
@@ -26,6 +26,7 @@ from kryten_llm.pipeline.stats import Count
 
 if TYPE_CHECKING:
     from kryten_llm.bot.character import Character
+    from kryten_llm.bot.conversation import Conversation
     from kryten_llm.bot.responselog import ResponseLog
     from kryten_llm.bus.sender import ChatSender
     from kryten_llm.config import ChannelConfig, Settings, TriggersConfig
@@ -73,6 +74,7 @@ class Intake:
         response_log: ResponseLog,
         stats: Stats,
         flags: Flags,
+        conversation: Conversation,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._bot = settings.bot.username
@@ -82,6 +84,7 @@ class Intake:
         self._log = response_log
         self._stats = stats
         self._flags = flags
+        self._conversation = conversation  # conv14: share, joining in, follow-ups, videos
         self._clock = clock
         self._filter = intake_filter
         self.reconfigure(settings)
@@ -128,6 +131,8 @@ class Intake:
                     self._sender.on_noflood(channel.config)
             else:
                 channel.state.apply(event)
+                if isinstance(event, MediaEvent):
+                    await self._on_media(channel, event)  # conv14
         except Exception:
             totals[Count.EVENTS_FAILED] += 1
             log.exception("event_handling_failed", subject=subject)
@@ -151,6 +156,8 @@ class Intake:
         character = channel.character  # one character decides the whole message
         state.last_event_at = self._clock()
         reason = self._filter.check(chat)
+        if not chat.is_pm:
+            self._conversation.seen(channel.config.key, reason, character.settings)  # conv14
         if reason is not None:
             self._stats.ignored[reason] += 1
             if reason in _EXPLAINED and (chat.is_pm or character.triggers.is_mention(chat.text)):
@@ -168,6 +175,10 @@ class Intake:
             history = tuple(state.recent(self._prompt_history))
             state.add_chat(chat.username, chat.text, chat.time_ms)
             trigger = character.triggers.match(chat.text)
+            # conv14: a follow-up counts as a mention; a line nobody aimed at may be joined
+            trigger = self._conversation.choose(
+                channel.config.key, chat, trigger, character.settings, state.users.keys()
+            )
         rank = state.rank_of(chat.username)
         # A mention always fires (it never misses a roll), so no trigger means no mention:
         # ordinary chat pays for no second regex here.
@@ -211,9 +222,49 @@ class Intake:
                 channel, chat, trigger, Reason.PAUSED if self.accepting else Reason.SHUTDOWN
             )
             return
-        decision = await character.limiter.acquire(
-            username=chat.username, rank=rank, trigger=trigger
+        prompt = PromptInput(
+            username=chat.username,
+            text=chat.text,
+            trigger=trigger,
+            history=() if chat.is_pm else history,
+            now_playing=state.now_playing,
+            is_pm=chat.is_pm,
+            channel=channel.config.channel,
+            users_present=len(state.users),
+            template=self._conversation.template_for(trigger, character.settings),  # conv14
+            memory=(  # memory (issue 14): the notes this reply may recall
+                self.memory.recall(channel.config, chat.username, trigger, character.settings)
+                if self.memory is not None
+                else ()
+            ),
         )
+        await self._submit(channel, chat, prompt, rank)
+
+    async def _on_media(self, channel: ChannelContext, media: MediaEvent) -> None:
+        """conv14: a new video may get a comment, submitted like a triggered message."""
+        if not self.accepting or self._flags.paused:
+            return
+        comment = await self._conversation.on_media(
+            channel.config, channel.state, media, channel.character.settings
+        )
+        if comment is not None:
+            self._stats.totals[Count.TRIGGERED] += 1
+            self._stats.triggers[comment.prompt.trigger.kind] += 1
+            await self._submit(channel, comment.chat, comment.prompt, None)
+
+    async def _submit(
+        self, channel: ChannelContext, chat: ChatEvent, prompt: PromptInput, rank: float | None
+    ) -> None:
+        """Past the share budget and the rate limits, onto the queue; a refusal is logged."""
+        trigger = prompt.trigger
+        character = channel.character
+        refused = self._conversation.refusal(channel.config.key, trigger, character.settings)
+        if refused is not None:  # conv14: unasked replies give way to the share budget first
+            decision = RateDecision(False, refused, 0.0)
+        else:
+            decision = await character.limiter.acquire(
+                username=chat.username, rank=rank or 0.0, trigger=trigger
+            )
         if not decision.allowed:
             self._stats.decisions[Reason.RATE_LIMITED] += 1
             log.info(
@@ -231,25 +282,12 @@ class Intake:
                 )
             )
             return
+        self._conversation.reserve(channel.config.key, chat, character.settings)  # conv14
         now = self._clock()
         job = Job(
             channel=channel.config,
             chat=chat,
-            prompt=PromptInput(
-                username=chat.username,
-                text=chat.text,
-                trigger=trigger,
-                history=() if chat.is_pm else history,
-                now_playing=state.now_playing,
-                is_pm=chat.is_pm,
-                channel=channel.config.channel,
-                users_present=len(state.users),
-                memory=(  # memory (issue 14): the notes this reply may recall
-                    self.memory.recall(channel.config, chat.username, trigger, character.settings)
-                    if self.memory is not None
-                    else ()
-                ),
-            ),
+            prompt=prompt,
             received_at=now,
             deadline=now + self._budget,
         )

@@ -25,6 +25,7 @@ import structlog
 from kryten_llm.pipeline.outcome import Outcome
 
 Listener = Callable[[Outcome], None]
+Annotator = Callable[[Outcome], Outcome]
 log = structlog.get_logger(__name__)
 
 
@@ -37,6 +38,7 @@ class ResponseLog:
         self._day = ""
         self._file: IO[str] | None = None
         self._listeners: list[Listener] = []
+        self._annotators: list[Annotator] = []
 
     def add_listener(self, listener: Listener) -> None:
         """Call ``listener`` with every record written (even when the file is disabled).
@@ -45,6 +47,15 @@ class ResponseLog:
         and skipped: a broken dashboard or terminal never stops the bot from replying.
         """
         self._listeners.append(listener)
+
+    def add_annotator(self, annotator: Annotator) -> None:
+        """Pass every record through ``annotator`` before listeners see it and it is written.
+
+        The conversation learns here what was said (parts sent, to whom) and stamps the
+        channel's chat share on the line. Like listeners, annotators run inline and must be
+        quick; one that raises is logged and skipped.
+        """
+        self._annotators.append(annotator)
 
     @property
     def path(self) -> Path | None:
@@ -55,6 +66,11 @@ class ResponseLog:
         """Append one line; stamps ``logged_at`` (UTC ISO-8601) and returns the stamped value."""
         now = datetime.now(UTC)
         outcome = replace(outcome, logged_at=now.isoformat())
+        for annotator in self._annotators:
+            try:
+                outcome = annotator(outcome)
+            except Exception:
+                log.exception("response_annotator_failed", annotator=repr(annotator))
         for listener in self._listeners:
             try:
                 listener(outcome)

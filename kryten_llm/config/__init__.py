@@ -23,6 +23,12 @@ from kryten_llm.config.behaviour import (
     TriggerWordConfig,
     ValidationConfig,
 )
+from kryten_llm.config.conversation import (
+    DecayPoint,
+    FollowUpConfig,
+    MediaChangeConfig,
+    ParticipationConfig,
+)
 from kryten_llm.config.llm import CircuitConfig, LLMConfig, ProviderConfig, RetryConfig
 from kryten_llm.config.memory import ExtractionConfig, MemoryConfig
 from kryten_llm.config.redact import MASK, redact_url, redacted
@@ -46,14 +52,18 @@ __all__ = [
     "BotConfig",
     "ChannelConfig",
     "CircuitConfig",
+    "DecayPoint",
     "ExtractionConfig",
     "FallbackConfig",
     "FiltersConfig",
+    "FollowUpConfig",
     "FormattingConfig",
     "LLMConfig",
     "LoggingConfig",
+    "MediaChangeConfig",
     "MemoryConfig",
     "NatsConfig",
+    "ParticipationConfig",
     "PersonalityConfig",
     "ProcessingConfig",
     "PromptsConfig",

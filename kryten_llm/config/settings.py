@@ -30,6 +30,11 @@ from kryten_llm.config.behaviour import (
     TriggersConfig,
     ValidationConfig,
 )
+from kryten_llm.config.conversation import (
+    FollowUpConfig,
+    MediaChangeConfig,
+    ParticipationConfig,
+)
 from kryten_llm.config.layers import Sources, find_sources
 from kryten_llm.config.llm import LLMConfig
 from kryten_llm.config.memory import MemoryConfig
@@ -90,6 +95,9 @@ class Settings(BaseSettings):
     fallback: FallbackConfig = Field(default_factory=FallbackConfig)
     memory: MemoryConfig = Field(default_factory=MemoryConfig)
     streaming: StreamingConfig = Field(default_factory=StreamingConfig)
+    media_change: MediaChangeConfig = Field(default_factory=MediaChangeConfig)  # conv14
+    participation: ParticipationConfig = Field(default_factory=ParticipationConfig)  # conv14
+    followups: FollowUpConfig = Field(default_factory=FollowUpConfig)  # conv14
     dry_run: bool = Field(False, description="Decide and log everything, send nothing.")
 
     @model_validator(mode="before")

@@ -33,6 +33,8 @@ VARIABLES: Mapping[str, str] = {
     "video_title": "the current video's title, quoted (empty if none or trimmed by the budget)",
     "video_duration": 'its length as "1:32:05" (empty if unknown)',
     "video_position": 'the playback position as "0:12:40" (empty if unknown)',
+    "up_next": 'what plays after the current video, quoted (" Up next: «Title»."; empty if '
+    "unknown or not configured)",
     "history": "recent chat as quoted lines, oldest first; a template that uses it gets the "
     "chat inline instead of as separate conversation turns",
 }

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from kryten_llm import console
+from kryten_llm.pipeline.decisions import Reason
 from kryten_llm.pipeline.outcome import Outcome
 
 TOP_USERS = 10
@@ -33,6 +34,16 @@ class DayTotals:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     cost_usd: float = 0.0
+
+
+@dataclass
+class HourTotals:
+    """conv14: the engagement figures of one UTC hour."""
+
+    replies: int = 0
+    activations: Counter[str] = field(default_factory=Counter)
+    refusals: Counter[str] = field(default_factory=Counter)
+    share: float | None = None  # the highest share of chat stamped on a line of the hour
 
 
 @dataclass
@@ -50,9 +61,12 @@ class LogSummary:
     total_ms: list[float] = field(default_factory=list)
     llm_ms: list[float] = field(default_factory=list)
     days: dict[str, DayTotals] = field(default_factory=lambda: defaultdict(DayTotals))
+    hours: dict[str, HourTotals] = field(default_factory=lambda: defaultdict(HourTotals))
+    first_part_ms: list[float] = field(default_factory=list)
 
-    def add(self, outcome: Outcome, day: str) -> None:
+    def add(self, outcome: Outcome, day: str, first_part: float | None = None) -> None:
         self.records += 1
+        self._engagement(outcome, day, first_part)
         self.reasons[outcome.reason.value] += 1
         if outcome.trigger_name or outcome.trigger_kind:
             self.triggers[outcome.trigger_name or outcome.trigger_kind] += 1
@@ -74,6 +88,44 @@ class LogSummary:
             totals.completion_tokens += outcome.usage.completion_tokens
         if outcome.cost_usd is not None:
             totals.cost_usd += outcome.cost_usd
+
+    def _engagement(self, outcome: Outcome, day: str, first_part: float | None) -> None:
+        """conv14: replies, share, activations and refusals per hour; time to first part."""
+        when = outcome.logged_at or outcome.message_time or ""
+        hour = self.hours[when[:13] if len(when) >= 13 else day]
+        hour.activations[outcome.trigger_name or outcome.trigger_kind or "unknown"] += 1
+        if outcome.answered:
+            hour.replies += 1
+        if outcome.reason is Reason.RATE_LIMITED:
+            hour.refusals[outcome.limit or "unknown"] += 1
+        if outcome.chat_share is not None:
+            hour.share = max(hour.share or 0.0, outcome.chat_share)
+        if first_part is not None:
+            self.first_part_ms.append(first_part)
+
+    def engagement(self) -> dict[str, Any]:
+        """The channel plan's figures: per hour, and the time to the first part overall."""
+        hours = dict(sorted(self.hours.items()))
+        replies = [h.replies for h in hours.values()]
+        return {
+            "replies_per_hour": {
+                "mean": round(statistics.fmean(replies), 1) if replies else None,
+                "max": max(replies, default=None),
+            },
+            "share_max": max(
+                (h.share for h in hours.values() if h.share is not None), default=None
+            ),
+            "first_part_ms": _percentiles(self.first_part_ms),
+            "hours": {
+                hour: {
+                    "replies": h.replies,
+                    "share": h.share,
+                    "activations": dict(h.activations.most_common()),
+                    "refusals": dict(h.refusals.most_common()),
+                }
+                for hour, h in hours.items()
+            },
+        }
 
     def as_dict(self) -> dict[str, Any]:
         """Plain data for ``--json`` and the HTML report."""
@@ -100,6 +152,7 @@ class LogSummary:
                 }
                 for day, t in sorted(self.days.items())
             },
+            "engagement": self.engagement(),
         }
 
 
@@ -133,7 +186,7 @@ def log_files(paths: Iterable[Path], default_dir: Path) -> list[Path]:
     return files
 
 
-def _records(path: Path, summary: LogSummary) -> Iterator[tuple[Outcome, str]]:
+def _records(path: Path, summary: LogSummary) -> Iterator[tuple[Outcome, str, float | None]]:
     fallback_day = path.stem.removeprefix("responses-")
     with path.open(encoding="utf-8", errors="replace") as lines:
         for line in lines:
@@ -150,7 +203,9 @@ def _records(path: Path, summary: LogSummary) -> Iterator[tuple[Outcome, str]]:
                 continue
             when = outcome.message_time
             day = when[:10] if when is not None and len(when) >= 10 else fallback_day
-            yield outcome, day
+            first = record.get("first_part_ms")  # written by streamed replies, when they are
+            first_part = float(first) if isinstance(first, int | float) else None
+            yield outcome, day, first_part
 
 
 def summarise(files: Iterable[Path]) -> LogSummary:
@@ -158,8 +213,8 @@ def summarise(files: Iterable[Path]) -> LogSummary:
     summary = LogSummary()
     for path in files:
         summary.files.append(str(path))
-        for record, day in _records(path, summary):
-            summary.add(record, day)
+        for record, day, first_part in _records(path, summary):
+            summary.add(record, day, first_part)
     return summary
 
 
@@ -193,6 +248,7 @@ def render_text(data: dict[str, Any]) -> str:
                 f"  {name}: p50 {p['p50']}, p90 {p['p90']}, p99 {p['p99']}, max {p['max']} "
                 f"({p['count']} samples)"
             )
+    out.extend(_engagement_text(data["engagement"]))
     out.append("\nper day               records  answered  prompt tok  reply tok   cost USD")
     for day, t in data["days"].items():
         out.append(
@@ -200,6 +256,27 @@ def render_text(data: dict[str, Any]) -> str:
             f"{t['completion_tokens']:>10} {t['cost_usd']:>10.4f}"
         )
     return "\n".join(out)
+
+
+def _engagement_text(engagement: dict[str, Any]) -> list[str]:
+    """conv14: the channel plan's figures as text lines."""
+    per_hour = engagement["replies_per_hour"]
+    share = engagement["share_max"]
+    first = engagement["first_part_ms"]
+    out = [
+        "\nengagement",
+        f"  replies per hour: mean {per_hour['mean']}, max {per_hour['max']}",
+        f"  share of chat: max {'–' if share is None else f'{100 * share:.1f}%'}",
+        "  time to first part: "
+        + ("no samples" if first is None else f"p50 {first['p50']} ms, p90 {first['p90']} ms"),
+        "  hour (UTC)       replies   share  activations; refusals",
+    ]
+    for hour, h in engagement["hours"].items():
+        shown = "–" if h["share"] is None else f"{100 * h['share']:.1f}%"
+        act = ", ".join(f"{k} {v}" for k, v in h["activations"].items()) or "–"
+        refused = ", ".join(f"{k} {v}" for k, v in h["refusals"].items()) or "–"
+        out.append(f"  {hour:<16} {h['replies']:>7} {shown:>7}  {act}; {refused}")
+    return out
 
 
 # --- HTML report -------------------------------------------------------------------------------
@@ -228,6 +305,41 @@ def _bars(title: str, counts: dict[str, float], unit: str = "") -> str:
     return f"<h2>{html.escape(title)}</h2>" + "".join(parts)
 
 
+def _engagement_bars(engagement: dict[str, Any]) -> list[str]:
+    """conv14: replies, share, activations and refusals per hour; time to first part."""
+    hours = engagement["hours"]
+    first = engagement["first_part_ms"] or {}
+    return [
+        _bars("Replies per hour", {hour: h["replies"] for hour, h in hours.items()}),
+        _bars(
+            "Share of chat per hour (highest)",
+            {
+                hour: round(100 * h["share"], 2)
+                for hour, h in hours.items()
+                if h["share"] is not None
+            },
+            " %",
+        ),
+        _bars(
+            "Activations per trigger per hour",
+            {
+                f"{hour} {name}": n
+                for hour, h in hours.items()
+                for name, n in h["activations"].items()
+            },
+        ),
+        _bars(
+            "Rate-limit refusals by kind per hour",
+            {f"{hour} {name}": n for hour, h in hours.items() for name, n in h["refusals"].items()},
+        ),
+        _bars(
+            "Time to first part (ms)",
+            {k: first[k] for k in ("p50", "p90", "p99", "max") if k in first},
+            " ms",
+        ),
+    ]
+
+
 def render_html(data: dict[str, Any]) -> str:
     """One self-contained HTML page (inline SVG and CSS, no script)."""
     days = data["days"]
@@ -243,6 +355,7 @@ def render_html(data: dict[str, Any]) -> str:
             {d: t["prompt_tokens"] + t["completion_tokens"] for d, t in days.items()},
         ),
         _bars("Cost per day", {day: round(t["cost_usd"], 4) for day, t in days.items()}, " USD"),
+        *_engagement_bars(data["engagement"]),
         _bars(
             "Reply latency (ms)",
             {k: latency[k] for k in ("p50", "p90", "p99", "max") if k in latency},

@@ -35,6 +35,7 @@ if TYPE_CHECKING:
 
     from kryten_llm.config import ChannelConfig, Settings
     from kryten_llm.explore.runs import RunBoard  # explore17
+    from kryten_llm.ops.engagement import Engagement
     from kryten_llm.ops.view import BotView
     from kryten_llm.pipeline.state import ChannelState
 
@@ -75,6 +76,7 @@ class OperatorSurface:
         self._nc: NATS | None = None
         self.explore_runs: dict[str, tuple[float, dict[str, Any]]] = {}
         self.explore_board: RunBoard | None = None  # explore17: runs started from the page
+        self.engagement: Engagement | None = None  # conv14: set by the service
         self._register_gauges()
 
     @property
@@ -282,6 +284,8 @@ class OperatorSurface:
             "queue": {"depth": view.queue_depth, "capacity": view.queue_capacity},
             "explore": self.explore(),
             "fallback_pools": dict(view.pool_sizes()),
+            # conv14: share of chat, replies, activations and refusals per hour
+            "engagement": self.engagement.snapshot() if self.engagement is not None else None,
         }
 
     def _channel(self, config: ChannelConfig, state: ChannelState) -> dict[str, Any]:

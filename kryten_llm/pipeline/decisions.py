@@ -41,7 +41,8 @@ class Reason(StrEnum):
     INTERNAL_ERROR = "internal_error"
 
 
-TriggerKind = Literal["mention", "word", "pm"]
+# join: the bot joined in unasked; media: a comment on a new video (conv14)
+TriggerKind = Literal["mention", "word", "pm", "join", "media"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,8 +50,10 @@ class TriggerMatch:
     """A trigger that fired for a message.
 
     Attributes:
-        kind: mention (named), word (a configured trigger word) or pm.
-        name: ``"mention"``, ``"pm"`` or the trigger word's configured name.
+        kind: mention (named, or a follow-up), word (a configured trigger word), pm, join
+            (joining in unasked) or media (a new video).
+        name: ``"mention"``, ``"followup"``, ``"pm"``, ``"join"``, ``"media_change"`` or the
+            trigger word's configured name.
         priority: the winning priority (higher wins).
         context: extra prompt instruction from the trigger's config ("" if none).
         providers: the trigger's own provider order (empty: the global chain).

@@ -104,6 +104,8 @@ class Outcome:
     rejected_parts: tuple[str, ...] | None = None
     error: str | None = None
     error_type: str | None = None
+    # conv14: the bot's share of the channel's chat when this line was written (0..1)
+    chat_share: float | None = None
 
     @classmethod
     def of(
@@ -207,6 +209,8 @@ class Outcome:
             parts=_strings(data.get("parts")),
             fallback_pool=_str(data.get("fallback_pool")),
             error=_str(data.get("error")),
+            limit=_str(data.get("limit")),
+            chat_share=_number(data.get("chat_share")),
         )
 
 

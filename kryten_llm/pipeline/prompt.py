@@ -30,6 +30,7 @@ from kryten_llm.config.templates import fields, pick, render
 from kryten_llm.llm.base import ChatMessage, CompletionRequest, Role
 from kryten_llm.memory.recall import recall_block
 from kryten_llm.pipeline.decisions import TriggerMatch
+from kryten_llm.pipeline.media import bounded_title
 from kryten_llm.pipeline.state import HistoryLine, NowPlaying
 
 if TYPE_CHECKING:
@@ -55,6 +56,9 @@ class PromptInput:
     channel: str = ""
     users_present: int = 0
     memory: tuple[Note, ...] = ()  # notes recalled for this reply (kryten_llm.memory)
+    # conv14: a video comment brings its own template and what plays next
+    template: str | None = None
+    up_next: tuple[str, ...] = ()
 
 
 def _quote(text: str) -> str:
@@ -131,14 +135,17 @@ class PromptBuilder:
             System prompt, then the chat history that fits as alternating turns, then the
             triggering message through its template, last.
         """
-        template = pick(self._prompts.templates, item.trigger.name, item.trigger.kind)
+        template = item.template or pick(
+            self._prompts.templates, item.trigger.name, item.trigger.kind
+        )
         inline_history = "history" in fields(template)
         values = self._values(item)
         video = _video_values(item.now_playing, self._clock()) if item.now_playing else {}
         used = len(self._system) + 2 * TURN_OVERHEAD
         final = render(template, values)
         with_video = render(template, values | video) if video else final
-        if used + len(with_video) <= self._budget:
+        # A video comment is about the video: its title is never cut for the budget.
+        if used + len(with_video) <= self._budget or item.trigger.kind == "media":
             values |= video
             final = with_video
         used += len(final)
@@ -162,6 +169,11 @@ class PromptBuilder:
             "bot": self._personality.character_name,
             "channel": item.channel,
             "users_present": str(item.users_present),
+            "up_next": (
+                " Up next: " + ", ".join(_quote(title) for title in item.up_next) + "."
+                if item.up_next
+                else ""
+            ),
         }
 
 
@@ -211,14 +223,15 @@ def _request(
 
 def _video_values(now: NowPlaying, clock: float) -> dict[str, str]:
     media = now.media
+    title = _quote(bounded_title(media.title))
     position = now.position if now.paused else now.position + (clock - now.updated_at)
     if media.seconds > 0:
         position = min(position, media.seconds)
     length = f", {media.duration} long" if media.duration else ""
     at = f", at {_clock_time(position)}" if position >= 1 else ""
     return {
-        "video": f"Now playing: {_quote(media.title)}{length}{at}.",
-        "video_title": _quote(media.title),
+        "video": f"Now playing: {title}{length}{at}.",
+        "video_title": title,
         "video_duration": media.duration,
         "video_position": _clock_time(position) if position >= 1 else "",
     }

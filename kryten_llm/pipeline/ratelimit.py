@@ -11,6 +11,9 @@ Limits, checked in this order (the first that refuses is reported):
 together), ``trigger_cooldown`` and ``trigger_per_hour`` (trigger words only, from that word's
 config).
 
+A reply to nobody (a comment on a new video, ``username=""``) is held to the bot-wide limits
+only.
+
 Rank multipliers loosen the *per-user* limits only (counts multiplied, cooldowns scaled); the
 bot-wide and per-trigger limits protect the channel and apply to everyone.
 
@@ -169,6 +172,10 @@ class RateLimiter:
             _Rule("global_cooldown", "g", None, cfg.global_cooldown_seconds),
             _Rule("global_per_minute", "g", cfg.global_per_minute, MINUTE),
             _Rule("global_per_hour", "g", cfg.global_per_hour, HOUR),
+        ]
+        if not user:  # a video comment answers nobody: only the bot-wide limits apply
+            return rules
+        rules += [
             _Rule("user_cooldown", f"u:{user}", None, cfg.user_cooldown_seconds * scale),
             _Rule(
                 "user_per_hour", f"u:{user}", max(1, math.floor(cfg.user_per_hour * factor)), HOUR

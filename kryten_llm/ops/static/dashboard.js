@@ -260,6 +260,37 @@ function renderConfig(config) {
       config.errors.map((e) => `${e.path}: ${e.problem} (${e.fix})`).join("\n");
 }
 
+// conv14: the bot's share of chat against its budget, and the engagement figures per hour
+function sharePercent(value) {
+  return value === null || value === undefined ? "–" : `${(value * 100).toFixed(1)}%`;
+}
+
+function renderEngagement(engagement) {
+  const body = $("engagement").querySelector("tbody");
+  body.replaceChildren();
+  if (!engagement) return;
+  const shares = Object.entries(engagement.share)
+    .map(([channel, share]) => `${channel} ${sharePercent(share)}`)
+    .join(", ");
+  $("share").textContent =
+    `share of chat: ${shares || "nothing said yet"} (budget ${sharePercent(engagement.budget)}); ` +
+    `replies this hour: ${engagement.replies_this_hour}`;
+  const list = (counts) =>
+    Object.entries(counts).map(([name, n]) => `${name} ${n}`).join(", ") || "–";
+  for (const hour of engagement.hours.slice().reverse()) {
+    const row = el("tr");
+    row.append(
+      el("td", hour.hour),
+      el("td", hour.replies, "num"),
+      el("td", sharePercent(hour.share), "num"),
+      el("td", list(hour.activations)),
+      el("td", list(hour.refusals)),
+      el("td", hour.first_part_ms_p50 === null ? "–" : `${hour.first_part_ms_p50} ms`, "num"),
+    );
+    body.append(row);
+  }
+}
+
 function render(state) {
   lastState = state;
   renderHeader(state);
@@ -271,6 +302,7 @@ function render(state) {
   renderProviders(state.providers);
   renderRecent(state.recent);
   renderExplore(state.explore, state.fallback_pools);
+  renderEngagement(state.engagement);
   renderControls(state);
   renderConfig(state.config);
   document.body.dataset.updates = String(Number(document.body.dataset.updates || 0) + 1);
