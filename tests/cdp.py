@@ -96,7 +96,15 @@ class Browser:
             except subprocess.TimeoutExpired:
                 self._process.kill()
                 self._process.wait(5)
-        self._profile.cleanup()
+        # Chromium's helpers may still write to the profile for a moment after it exits.
+        for attempt in range(10):
+            try:
+                self._profile.cleanup()
+                break
+            except OSError:
+                if attempt == 9:
+                    raise
+                await asyncio.sleep(0.2)
 
     async def _page_socket(self) -> str:
         assert self._session is not None

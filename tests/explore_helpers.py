@@ -17,6 +17,8 @@ import random
 from pathlib import Path
 from typing import Any
 
+from kryten_llm.explore.canon import comparable
+from kryten_llm.explore.dedup import DEFAULT_THRESHOLD
 from kryten_llm.explore.items import jaccard, shingles
 from kryten_llm.pools import normalize
 
@@ -46,10 +48,7 @@ def variant(item: str, rng: random.Random) -> str:
         return item.replace(" ", " - ", 1) + "."
     if kind == 3:
         return f'"{item}"'
-    near = item + "s" if kind == 4 else "the " + item
-    if jaccard(shingles(normalize(near)), shingles(normalize(item))) < 0.85:
-        return item.upper()
-    return near
+    return item + "s" if kind == 4 else "the " + item  # the same item: a near duplicate
 
 
 class ItemResponder:
@@ -99,17 +98,21 @@ class SameItems:
         return "\n".join(f"- {' '.join(VOCABULARY[i : i + 3])}" for i in range(10))
 
 
-def assert_no_duplicates(lines: list[str], threshold: float = 0.85) -> None:
-    """No two lines are equal once normalised, nor trigram-Jaccard similar >= ``threshold``.
+def assert_no_duplicates(lines: list[str], threshold: float = DEFAULT_THRESHOLD) -> None:
+    """No two lines are equal once normalised, nor near duplicates by the measure of
+    :func:`~kryten_llm.explore.items.similarity` (>= ``threshold``).
 
     Brute force over every pair, independent of the index under test.
     """
     normalized = [normalize(line) for line in lines]
     assert all(normalized), "an empty item was kept"
     assert len(set(normalized)) == len(normalized), "an exact duplicate was kept"
-    sets = [shingles(n) for n in normalized]
-    for (i, a), (j, b) in itertools.combinations(enumerate(sets), 2):
-        score = jaccard(a, b)
+    forms = [comparable(line) for line in lines]
+    sets = [shingles(form.text) for form in forms]
+    for i, j in itertools.combinations(range(len(lines)), 2):
+        if forms[i].key != forms[j].key:
+            continue
+        score = jaccard(sets[i], sets[j])
         assert score < threshold, f"near duplicates kept: {lines[i]!r} / {lines[j]!r} ({score})"
 
 

@@ -11,6 +11,7 @@ import pytest
 from kryten_llm.config import LLMConfig, ProviderConfig
 from kryten_llm.errors import ExploreError, KrytenLLMError
 from kryten_llm.explore import Explorer, ExploreSettings
+from kryten_llm.explore.dedup import DEFAULT_THRESHOLD
 from kryten_llm.explore.output import Checkpoint
 from kryten_llm.explore.settings import LIMITS, invalid_settings
 from kryten_llm.llm import ProviderManager, build_manager
@@ -47,7 +48,7 @@ def test_a_bad_setting_is_an_explore_error_naming_the_setting(field: str, value:
 
 def test_the_limits_accept_the_defaults_and_no_limit() -> None:
     """Every default keeps its rule; ``None`` iterations or target mean "no limit"."""
-    assert ExploreSettings(topic="x").similarity == 0.85
+    assert ExploreSettings(topic="x").similarity == DEFAULT_THRESHOLD
     assert invalid_settings({"iterations": None, "target": None, "similarity": 1.0}) == []
     assert invalid_settings({"similarity": 0, "unknown": -1}) == [("similarity", 0, "in (0, 1]")]
 

@@ -243,4 +243,4 @@ async def test_scripted_provider_echoes_or_rotates(session: aiohttp.ClientSessio
 
 
 def test_the_builtin_types_are_registered() -> None:
-    assert provider_types() == ["anthropic", "local", "openai", "scripted"]
+    assert provider_types() == ["anthropic", "local", "openai", "random", "scripted"]

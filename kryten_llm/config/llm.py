@@ -14,10 +14,11 @@ from kryten_llm.config.base import Section
 class ProviderConfig(Section):
     """One LLM backend. ``type`` picks the implementation from the provider registry."""
 
-    type: Literal["openai", "anthropic", "local", "scripted"] = Field(
+    type: Literal["openai", "anthropic", "local", "scripted", "random"] = Field(
         "openai",
         description="openai: any OpenAI-compatible server; anthropic: the Messages API; "
-        "local: a GGUF model in-process (the local extra); scripted: canned replies.",
+        "local: a GGUF model in-process (the local extra); scripted: canned replies; "
+        "random: seeded random list items with known duplicates.",
     )
     base_url: str = Field(
         "http://127.0.0.1:8080/v1", description="API root; /chat/completions is appended."
@@ -58,7 +59,23 @@ class ProviderConfig(Section):
         default_factory=list,
         description="scripted: canned replies in rotation; empty means echo the message.",
     )
-    latency_ms: float = Field(0.0, ge=0, description="scripted: simulated latency.")
+    latency_ms: float = Field(0.0, ge=0, description="scripted, random: simulated latency.")
+    # random provider only
+    seed: int | None = Field(None, description="random: the seed; default: from the name.")
+    duplicate_share: float = Field(
+        0.2, ge=0, le=1, description="random: share of lines repeating an earlier line exactly."
+    )
+    near_duplicate_share: float = Field(
+        0.1, ge=0, le=1, description="random: share of lines that are plural/article variants."
+    )
+
+    @model_validator(mode="after")
+    def _shares_fit(self) -> ProviderConfig:
+        if self.duplicate_share + self.near_duplicate_share > 1:
+            raise ValueError(
+                "duplicate_share + near_duplicate_share is more than 1: lower one of them"
+            )
+        return self
 
     def resolve_api_key(self) -> str | None:
         """The API key: ``api_key`` if set, else the variable named by ``api_key_env``."""

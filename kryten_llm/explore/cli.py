@@ -25,6 +25,7 @@ from kryten_llm.console import (
 )
 from kryten_llm.errors import ConfigError, ExploreError
 from kryten_llm.explore.bus import ExploreLink, run_id
+from kryten_llm.explore.dedup import DEFAULT_THRESHOLD
 from kryten_llm.explore.explorer import Explorer, StopReason
 from kryten_llm.explore.plan import Plan, plan_run
 from kryten_llm.explore.producer import ProducerStatus
@@ -78,7 +79,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=[],
         metavar="SPEC",
         help="a provider name from the config, or inline TYPE:WHERE (openai:URL, "
-        "anthropic:URL, local:GGUF, scripted[:wordlist|echo]); repeatable; default: the "
+        "anthropic:URL, local:GGUF, scripted[:wordlist|echo], random[:SEED]); repeatable; "
+        "default: the "
         "config's chain, or the scripted word list without --config",
     )
     parser.add_argument("--model", help='model of inline providers (default "auto")')
@@ -105,10 +107,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--similarity",
         type=float,
-        default=0.85,
+        default=DEFAULT_THRESHOLD,
         metavar="F",
-        help="trigram Jaccard at which an item is a near duplicate (default 0.85; 1 = exact "
-        "duplicates only)",
+        help="trigram Jaccard of the canonical forms (articles dropped, plurals singular) at "
+        f"which an item with the same numbers is a near duplicate (default {DEFAULT_THRESHOLD}; "
+        "1 = exact duplicates only)",
     )
     parser.add_argument("--batch", type=int, default=20, help="items asked for per request")
     parser.add_argument("--max-item-chars", type=int, default=200, help="longer lines rejected")
@@ -155,6 +158,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "NATS server; without URL, the config's nats.servers",
     )
     parser.add_argument("--seed", type=int, help="seed of the digest's sampling")
+    web = parser.add_argument_group("web page")
+    web.add_argument(
+        "--web",
+        action="store_true",
+        help="serve a page to start, watch and stop runs instead (no bot needed); runs go "
+        "to --output (default output/), one folder per topic",
+    )
+    web.add_argument("--host", default="127.0.0.1", help="--web: address (default 127.0.0.1)")
+    web.add_argument("--port", type=int, default=8790, help="--web: port (default 8790; 0: any)")
     parser.add_argument(
         "--log-level",
         choices=["DEBUG", "INFO", "WARNING", "ERROR"],
@@ -186,6 +198,8 @@ def run(args: argparse.Namespace) -> int:
         0 done, 1 every provider failed, 2 usage or configuration error, 130 interrupted.
     """
     configure_logging(args.log_level, "console")
+    if args.web:
+        return _web(args)
     try:
         plan = plan_run(args)
     except ConfigError as exc:
@@ -298,6 +312,24 @@ async def _explore(plan: Plan) -> StopReason:
                 file=sys.stderr,
             )
     return reason
+
+
+def _web(args: argparse.Namespace) -> int:
+    """``--web``: the page of :mod:`kryten_llm.explore.web` until Ctrl+C."""
+    from kryten_llm.config import load_settings
+    from kryten_llm.explore.web import serve
+
+    try:
+        settings = load_settings(args.config)
+        return asyncio.run(serve(args, settings))
+    except ConfigError as exc:
+        _print_problems(exc)
+        return EXIT_USAGE
+    except OSError as exc:
+        print(
+            f"kryten-llm explore: cannot serve on {args.host}:{args.port}: {exc}", file=sys.stderr
+        )
+        return EXIT_USAGE
 
 
 def _print_problems(exc: ConfigError) -> None:

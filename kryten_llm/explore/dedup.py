@@ -2,7 +2,10 @@
 
 Every item any producer finds goes through one :class:`DedupIndex`, which answers "new",
 "exact duplicate" (same normalised text, compared by a 16-byte hash) or "near duplicate" (the
-Jaccard similarity of character trigrams with some known item is at least ``threshold``).
+same identifiers as some known item, and a Jaccard similarity of the character trigrams of
+their canonical forms of at least ``threshold``: see :mod:`kryten_llm.explore.canon`, where
+"fiddle ferns" is "fiddle fern" and "Tip 12" is not "Tip 13"). :func:`~.items.similarity` is
+the same measure between two items, for brute-force checks.
 
 Near duplicates are found with an inverted index (trigram -> ids of the items holding it) and
 a pigeonhole filter, not with MinHash: the answer is exact, never probabilistic. A known item
@@ -10,12 +13,12 @@ a pigeonhole filter, not with MinHash: the answer is exact, never probabilistic.
 the query ``x``, so it misses at most ``p - 1`` of them, where ``p = n - ceil(t * n) + 1``.
 Deal x's trigrams into ``p`` groups: ``y`` must hold every trigram of at least one group. So
 the candidates are the union, over the groups, of the intersection of the groups' posting sets
-(C-speed set operations); each candidate outside the length bounds ``[t * n, n / t]`` is
-skipped, the others get an exact Jaccard check. Trigrams are dealt round-robin in reading
-order, so that every group spans the whole item: a group made of the trigrams of one word would
-match every item holding that word, while a group spread over all words matches little more
-than the item's near duplicates, even when the vocabulary is tiny (a 300-word list has only a
-few thousand trigrams, each in hundreds of items).
+(C-speed set operations); each candidate outside the length bounds ``[t * n, n / t]`` or with
+other identifiers is skipped, the others get an exact Jaccard check. Trigrams are dealt
+round-robin in reading order, so that every group spans the whole item: a group made of the
+trigrams of one word would match every item holding that word, while a group spread over all
+words matches little more than the item's near duplicates, even when the vocabulary is tiny (a
+300-word list has only a few thousand trigrams, each in hundreds of items).
 
 The index keeps, per item, its trigram ids in an ``array`` (for the exact check) and each id
 in the posting sets, so 100,000 items take on the order of 100 MB and a check costs well under
@@ -30,10 +33,11 @@ import math
 from array import array
 from dataclasses import dataclass
 
+from kryten_llm.explore.canon import Comparable, comparable
 from kryten_llm.explore.items import SHINGLE, item_hash, shingles
 from kryten_llm.pools import normalize
 
-DEFAULT_THRESHOLD = 0.85
+DEFAULT_THRESHOLD = 0.8  # precision and recall on tests/data/dedup_pairs.tsv: BENCHMARKS.md
 _EMPTY: frozenset[int] = frozenset()
 
 
@@ -71,6 +75,8 @@ class DedupIndex:
         self._token_ids: dict[str, int] = {}
         self._items: list[array[int]] = []  # token ids of each item
         self._postings: dict[int, set[int]] = {}
+        self._keys: dict[int, tuple[str, ...]] = {}  # identifiers, of the items that have some
+        self._last: tuple[str, Comparable] = ("", comparable(""))  # check_and_add: one per item
 
     def __len__(self) -> int:
         return len(self._items)
@@ -92,7 +98,10 @@ class DedupIndex:
             return Check(Verdict.EXACT, normalized, known, 1.0)
         if self.threshold >= 1.0:
             return Check(Verdict.NEW, normalized)
-        padded = f" {normalized} "
+        canonical = self._comparable(text)
+        key = canonical.key
+        keys = self._keys
+        padded = f" {canonical.text} "
         # Trigrams in reading order (first occurrence), so that groups can span the whole item.
         grams = list(dict.fromkeys(padded[i : i + SHINGLE] for i in range(len(padded) - 2)))
         ids = self._token_ids
@@ -113,7 +122,7 @@ class DedupIndex:
             candidates = members[0].intersection(*members[1:]) if len(members) > 1 else members[0]
             for candidate in candidates - seen if seen else candidates:
                 other = self._items[candidate]
-                if not low <= len(other) <= high:
+                if not low <= len(other) <= high or keys.get(candidate, ()) != key:
                     continue
                 common = sum(1 for t in other if t in query)
                 score = common / (size + len(other) - common)
@@ -133,9 +142,12 @@ class DedupIndex:
             return -1
         index = len(self._items)
         self._hashes.setdefault(item_hash(normalized), index)
+        canonical = self._comparable(text)
+        if canonical.key:
+            self._keys[index] = canonical.key
         ids = self._token_ids
         tokens = []
-        for gram in shingles(normalized):
+        for gram in shingles(canonical.text):
             token = ids.get(gram)
             if token is None:
                 token = ids[gram] = len(ids)
@@ -157,6 +169,14 @@ class DedupIndex:
         if result.verdict is Verdict.NEW:
             self.add(text)
         return result
+
+    def _comparable(self, text: str) -> Comparable:
+        """:func:`comparable`, computed once when :meth:`add` follows :meth:`check`."""
+        last_text, form = self._last
+        if text != last_text:
+            form = comparable(text)
+            self._last = (text, form)
+        return form
 
     def _prefix_length(self, size: int) -> int:
         """How many trigrams a near duplicate of a ``size``-trigram item may miss, plus one."""

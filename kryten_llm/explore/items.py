@@ -5,8 +5,9 @@ line, bullets and numbering stripped, headers and reasoning blocks dropped) by
 :func:`parse_items`. Each item is compared in the form :func:`kryten_llm.pools.normalize` gives
 (``"The  Matrix!"`` and ``"the matrix"`` are the same item, for the explorer and for the
 fallback pools alike); :func:`item_hash` keys exact-duplicate checking and :func:`shingles`
-gives the character trigrams that near-duplicate checking measures with Jaccard similarity
-(see :mod:`kryten_llm.explore.dedup`).
+gives the character trigrams that near-duplicate checking measures with Jaccard similarity,
+over the canonical form of :mod:`kryten_llm.explore.canon` (see :mod:`kryten_llm.explore.dedup`
+and :func:`similarity`).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from __future__ import annotations
 import hashlib
 import re
 
-from kryten_llm.pools import normalize
+from kryten_llm.explore.canon import comparable
 
 # "- ", "* ", "• ", "1. ", "2) ", "(3) ", "[4] ", "#5 ", "a) " and repeats of them.
 _BULLET = re.compile(
@@ -55,8 +56,13 @@ def jaccard(a: set[str], b: set[str]) -> float:
 
 
 def similarity(a: str, b: str) -> float:
-    """The near-duplicate measure of two raw items: Jaccard of their normalised trigrams."""
-    return jaccard(shingles(normalize(a)), shingles(normalize(b)))
+    """The near-duplicate measure of two raw items, the one :mod:`~kryten_llm.explore.dedup`
+    applies: Jaccard of the trigrams of their canonical forms
+    (:func:`~kryten_llm.explore.canon.comparable`), 0.0 when their identifiers differ."""
+    left, right = comparable(a), comparable(b)
+    if left.key != right.key:
+        return 0.0
+    return jaccard(shingles(left.text), shingles(right.text))
 
 
 def parse_items(answer: str) -> list[str]:

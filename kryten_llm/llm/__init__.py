@@ -1,7 +1,8 @@
 """LLM providers behind one small protocol, registered by type name.
 
-The built-in providers (``openai``, ``anthropic``, ``local``, ``scripted``) register through
-the same :func:`register` path a plugin would use, when a provider is first built or listed.
+The built-in providers (``openai``, ``anthropic``, ``local``, ``scripted``, ``random``)
+register through the same :func:`register` path a plugin would use, when a provider is first
+built or listed.
 The request and answer types load at once; the providers and the manager (which bring in
 aiohttp) load on first use, so code that only speaks the types (the prompt builder, the
 intake) starts fast. ``local`` needs the optional llama-cpp-python, imported only when a local
@@ -33,6 +34,7 @@ if TYPE_CHECKING:
     from kryten_llm.llm.manager import ProviderManager, build_manager
     from kryten_llm.llm.openai import OpenAIProvider
     from kryten_llm.llm.probe import ProbeResult
+    from kryten_llm.llm.random import RandomProvider
     from kryten_llm.llm.redact import Redactor
     from kryten_llm.llm.scripted import ScriptedProvider
 
@@ -42,6 +44,7 @@ _LAZY = {
     "LocalProvider": "kryten_llm.llm.local",
     "OpenAIProvider": "kryten_llm.llm.openai",
     "ProbeResult": "kryten_llm.llm.probe",
+    "RandomProvider": "kryten_llm.llm.random",
     "ProviderManager": "kryten_llm.llm.manager",
     "Redactor": "kryten_llm.llm.redact",
     "ScriptedProvider": "kryten_llm.llm.scripted",
@@ -67,6 +70,7 @@ __all__ = [
     "ProbeResult",
     "Provider",
     "ProviderManager",
+    "RandomProvider",
     "Redactor",
     "ScriptedProvider",
     "StreamingProvider",

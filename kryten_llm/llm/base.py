@@ -143,6 +143,7 @@ _BUILT_IN = (
     "kryten_llm.llm.anthropic",
     "kryten_llm.llm.local",
     "kryten_llm.llm.openai",
+    "kryten_llm.llm.random",
     "kryten_llm.llm.scripted",
 )
 

@@ -36,6 +36,26 @@ _WORDLIST_ITEMS = 10
 _WORDLIST_REPEAT = 0.25
 
 
+def last_user_turn(request: CompletionRequest) -> str:
+    """The content of the request's last user message ("" when it has none)."""
+    return next((m.content for m in reversed(request.messages) if m.role == "user"), "")
+
+
+def offline_completion(
+    provider: str, model: str, request: CompletionRequest, text: str, started: float
+) -> Completion:
+    """The answer of a provider without a network (scripted, random): tokens estimated at
+    four characters each, latency measured from ``started`` (monotonic)."""
+    prompt_chars = sum(len(m.content) for m in request.messages)
+    return Completion(
+        text=text,
+        provider=provider,
+        model=model,
+        latency_ms=(time.monotonic() - started) * 1000,
+        usage=Usage(prompt_tokens=prompt_chars // 4, completion_tokens=len(text) // 4),
+    )
+
+
 def load_wordlist() -> list[str]:
     """The word list shipped with the topic explorer, one word a line."""
     text = resources.files("kryten_llm.explore").joinpath("wordlist.txt").read_text("utf-8")
@@ -103,16 +123,9 @@ class ScriptedProvider:
         elif self._replies is not None:
             text = next(self._replies)
         else:
-            last = next((m.content for m in reversed(request.messages) if m.role == "user"), "")
+            last = last_user_turn(request)
             # The triggering message is the last line that is not an instruction to us.
             lines = [line for line in last.splitlines() if line.strip()]
             quoted = [line for line in lines if "«" in line]
             text = f"You said: {(quoted or lines or [''])[-1]}"[:_ECHO_LIMIT]
-        prompt_chars = sum(len(m.content) for m in request.messages)
-        return Completion(
-            text=text,
-            provider=self.name,
-            model=self.model,
-            latency_ms=(time.monotonic() - started) * 1000,
-            usage=Usage(prompt_tokens=prompt_chars // 4, completion_tokens=len(text) // 4),
-        )
+        return offline_completion(self.name, self.model, request, text, started)

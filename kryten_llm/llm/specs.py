@@ -10,11 +10,12 @@ providers and only then call :func:`parse_provider_spec`. The syntax:
 ``anthropic:URL``           the Messages API at URL (``base_url``)
 ``local:PATH``              a GGUF model file run in-process (``model_path``)
 ``scripted:wordlist|echo``  the scripted provider as the explorer's word list, or an echo
+``random[:SEED]``           seeded random list items with known duplicates (no network)
 ==========================  ==============================================================
 
 Without a model in the spec or from the caller, the model is ``auto`` (the first one the
-server lists) for HTTP types, ``local`` for a local file and ``wordlist`` for ``scripted``,
-unless the caller gives another ``default_model``.
+server lists) for HTTP types, ``local`` for a local file, ``wordlist`` for ``scripted`` and
+``random`` for ``random``, unless the caller gives another ``default_model``.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from kryten_llm.errors import ConfigError
 from kryten_llm.llm.base import provider_types
 
 SCRIPTED_MODELS = ("wordlist", "echo")
-_DEFAULT_MODELS = {"local": "local", "scripted": "wordlist"}
+_DEFAULT_MODELS = {"local": "local", "scripted": "wordlist", "random": "random"}
 
 
 def parse_provider_spec(
@@ -84,6 +85,13 @@ def parse_provider_spec(
                 ]
             )
         values["model"] = where or chosen
+    elif kind == "random":
+        if where:
+            if not where.isdigit():
+                raise ConfigError(
+                    [(f"--provider {spec}", f"{where!r} is not a seed", "use random or random:N")]
+                )
+            values["seed"] = int(where)
     elif kind == "local":
         if where:
             values["model_path"] = where

@@ -21,6 +21,16 @@ log = structlog.get_logger(__name__)
 SWITCHES = ("pause", "resume", "dry_run", "clear_cooldowns", "explore_stop", "memory")
 
 
+def check_token(configured: str | None, presented: str | None) -> None:
+    """Raise :class:`ControlError` unless ``presented`` is the ``configured`` token (compared
+    in constant time); no configured token refuses everything. Shared with the explore page.
+    """
+    if configured is None:
+        raise ControlError(403, "controls are disabled: set web.token to enable them")
+    if not presented or not hmac.compare_digest(presented.encode(), configured.encode()):
+        raise ControlError(401, "a valid control token is required")
+
+
 class Controlled(Protocol):
     """What the service offers to the controls."""
 
@@ -62,10 +72,7 @@ class Controls:
 
     def authorize(self, presented: str | None) -> None:
         """Raise :class:`ControlError` unless ``presented`` is the configured token."""
-        if self._token is None:
-            raise ControlError(403, "controls are disabled: set web.token to enable them")
-        if not presented or not hmac.compare_digest(presented.encode(), self._token.encode()):
-            raise ControlError(401, "a valid control token is required")
+        check_token(self._token, presented)
 
     async def run(
         self, action: str, value: Any, *, token: str | None, origin: str

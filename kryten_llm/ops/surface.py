@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from nats.aio.msg import Msg
 
     from kryten_llm.config import ChannelConfig, Settings
+    from kryten_llm.explore.runs import RunBoard  # explore17
     from kryten_llm.ops.engagement import Engagement
     from kryten_llm.ops.view import BotView
     from kryten_llm.pipeline.state import ChannelState
@@ -74,6 +75,7 @@ class OperatorSurface:
         self._sampler: asyncio.Task[None] | None = None
         self._nc: NATS | None = None
         self.explore_runs: dict[str, tuple[float, dict[str, Any]]] = {}
+        self.explore_board: RunBoard | None = None  # explore17: runs started from the page
         self.engagement: Engagement | None = None  # conv14: set by the service
         self._register_gauges()
 
@@ -96,6 +98,15 @@ class OperatorSurface:
                 health=self.health,
                 metrics=self.telemetry.registry.render,
                 controls=self.controls,
+            )
+            # explore17: the explore page under /explore/ (starting a run takes the token).
+            from kryten_llm.explore import web as explore_web  # the page's code, only if served
+
+            self.explore_board = explore_web.mount(
+                self.web.app,
+                settings=lambda: self._settings,
+                authorize=self.controls.authorize,
+                exposed=self.web.exposed,
             )
             try:
                 await self.web.start()
@@ -136,6 +147,9 @@ class OperatorSurface:
         if self.endpoint is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self.endpoint.stop(), 1.0)
+        if self.explore_board is not None:  # explore17: runs end with their files written
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.explore_board.close(), 3.0)
         if self.web is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self.web.stop(), 2.0)

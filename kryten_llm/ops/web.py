@@ -263,3 +263,14 @@ async def _loopback_hosts_only(request: web.Request, handler: Any) -> web.Stream
 async def _security_headers(request: web.Request, response: web.StreamResponse) -> None:
     for name, value in _SECURITY_HEADERS.items():
         response.headers.setdefault(name, value)
+
+
+# explore17: the explore page's own server (``kryten-llm explore --web``) shares these checks.
+def protected_app(host: str) -> tuple[web.Application, bool]:
+    """An empty aiohttp app with the dashboard's protections for a server bound to ``host``
+    (the loopback ``Host`` check when ``host`` is a loopback address; CSP, nosniff, no referrer,
+    no store on every answer), and whether ``host`` exposes it beyond this machine."""
+    exposed = not _is_loopback(host)
+    app = web.Application(middlewares=[] if exposed else [_loopback_hosts_only])
+    app.on_response_prepare.append(_security_headers)
+    return app, exposed
