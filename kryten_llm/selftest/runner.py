@@ -113,7 +113,9 @@ async def run_selftest(
             code = EXIT_OK if passed == len(results) else EXIT_FAILED
             if keep_running:
                 _say(out, "\n".join(["stack left running; Ctrl+C stops it:", *stack.reach()]))
-                await _finished(asyncio.ensure_future(until() if until else stopping.wait()), stopping)
+                await _finished(
+                    asyncio.ensure_future(until() if until else stopping.wait()), stopping
+                )
         except SelftestError as exc:
             _say(out, f"FAIL  the stack did not start: {exc}")
         finally:

@@ -66,6 +66,7 @@ class Scratch:
     def batch_config(self) -> Path:
         return self.root / "batch-config.json"
 
+
 # The batch's own provider: slow enough (50 rows, 4 at a time, 40 ms each) that the SIGKILL
 # lands in the middle of the run, fast enough that the scenario takes about a second.
 BATCH_CONFIG: dict[str, Any] = {
@@ -99,7 +100,11 @@ def bot_config(nats_url: str, flaky_base_url: str) -> dict[str, Any]:
         },
         "triggers": {
             "words": [
-                {"name": FAILOVER_WORD, "patterns": ["failover drill"], "providers": [FLAKY, SCRIPTED]},
+                {
+                    "name": FAILOVER_WORD,
+                    "patterns": ["failover drill"],
+                    "providers": [FLAKY, SCRIPTED],
+                },
                 {"name": BLACKOUT_WORD, "patterns": ["blackout drill"], "providers": [FLAKY]},
             ]
         },

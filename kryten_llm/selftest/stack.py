@@ -134,15 +134,20 @@ class Stack:
             raise SelftestError(f"nats-server did not start: {exc}") from exc
         try:
             await self.flaky.start()
-            self._nc = await nats.connect(self.nats_url, connect_timeout=5, allow_reconnect=False)
+            self._nc = await nats.connect(
+                self.nats_url, connect_timeout=5, allow_reconnect=False, max_reconnect_attempts=0
+            )
         except Exception as exc:  # OSError, or nats-py's own errors: all "did not start"
             raise SelftestError(f"a part did not start: {type(exc).__name__}: {exc}") from exc
         self.scratch = write_scratch(self.root, self.nats_url, self.flaky.base_url)
         await self._start_bot(self.scratch)
         self._channel = SimulatedChannel(
-            self._nc, domain=DOMAIN, channel=CHANNEL, bot_username=BOT_USERNAME,
+            self._nc,
+            domain=DOMAIN,
+            channel=CHANNEL,
+            bot_username=BOT_USERNAME,
             on_chat=self._on_chat,
-        )  # fmt: skip
+        )
         await self._channel.start()
 
     async def _start_bot(self, scratch: Scratch) -> None:
@@ -155,9 +160,10 @@ class Stack:
 
         sub = await self._nc.subscribe(lifecycle(SERVICE_NAME, "startup"), cb=on_startup)
         self._log_file = scratch.bot_log.open("wb")
-        self.bot = await start_child("--config", str(scratch.config), cwd=self.root,
-                                     output=self._log_file)  # fmt: skip
-        exited = asyncio.ensure_future(self.bot.wait())
+        self.bot = await start_child(
+            "--config", str(scratch.config), cwd=self.root, output=self._log_file
+        )
+        exited: asyncio.Future[Any] = asyncio.ensure_future(self.bot.wait())
         try:
             await asyncio.wait(
                 {announced, exited}, timeout=BOT_START_SECONDS, return_when="FIRST_COMPLETED"
@@ -231,7 +237,8 @@ class Stack:
 
     def reach(self) -> list[str]:
         """How to reach the running stack (``--keep-running``)."""
-        assert self.scratch is not None and self.bot is not None
+        assert self.scratch is not None
+        assert self.bot is not None
         lines = [
             f"  NATS           {self.nats_url}",
             f"  bot            pid {self.bot.pid}, config {self.scratch.config}",

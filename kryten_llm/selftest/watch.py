@@ -71,7 +71,7 @@ class JsonLines:
         return records[0]
 
 
-async def wait_for(probe: Callable[[], T], within: float, missing: str) -> T:
+async def wait_for(probe: Callable[[], T | None], within: float, missing: str) -> T:
     """``probe()``'s first truthy value, asked every few milliseconds for ``within`` seconds.
 
     Raises:
