@@ -75,13 +75,27 @@ async def _flaky_asked(stack: Stack, trace: Trace, word: str) -> None:
     trace.hop(f"HTTP {FLAKY}: {len(seen)} request{'s' if len(seen) > 1 else ''} ({statuses})")
 
 
+async def _say(
+    stack: Stack, trace: Trace, user: str, text: str, reason: str, *, via_flaky: bool = False
+) -> tuple[dict[str, Any], str]:
+    """Say ``text`` plus a fresh marker as ``user``; follow it to a decision of ``reason``.
+
+    Returns:
+        The response-log line and the marker.
+    """
+    word = marker()
+    cid = await stack.chat(user, f"{text} {word}")
+    trace.hop(f"sim chatMsg {short(cid)}")
+    if via_flaky:
+        await _flaky_asked(stack, trace, word)
+    record = await _follow(stack, trace, cid)
+    expect(record.get("reason") == reason, f"decided {record.get('reason')}, not {reason}")
+    return record, word
+
+
 async def mention_gets_a_reply(stack: Stack, trace: Trace) -> None:
     """A mention is answered by the default provider, in the channel."""
-    word = marker()
-    cid = await stack.chat("st_alice", f"{MENTION}, which film is on tonight? {word}")
-    trace.hop(f"sim chatMsg {short(cid)}")
-    record = await _follow(stack, trace, cid)
-    expect(record.get("reason") == "answered", f"decided {record.get('reason')}, not answered")
+    record, word = await _say(stack, trace, "st_alice", f"{MENTION}, what is on?", "answered")
     expect(record.get("provider") == SCRIPTED, f"answered by {record.get('provider')}")
     await _delivered(stack, trace, record, word)
 
@@ -103,12 +117,9 @@ async def spam_is_refused(stack: Stack, trace: Trace) -> None:
 
 async def provider_failover(stack: Stack, trace: Trace) -> None:
     """The trigger's first provider fails (HTTP 500); the next one answers."""
-    word = marker()
-    cid = await stack.chat("st_bob", f"time for the failover drill {word}")
-    trace.hop(f"sim chatMsg {short(cid)}")
-    await _flaky_asked(stack, trace, word)
-    record = await _follow(stack, trace, cid)
-    expect(record.get("reason") == "answered", f"decided {record.get('reason')}, not answered")
+    record, word = await _say(
+        stack, trace, "st_bob", "time for the failover drill", "answered", via_flaky=True
+    )
     expect(
         record.get("provider") == SCRIPTED and FLAKY in (record.get("fallback_from") or []),
         f"answered by {record.get('provider')} after {record.get('fallback_from')}, "
@@ -119,12 +130,9 @@ async def provider_failover(stack: Stack, trace: Trace) -> None:
 
 async def all_down_says_a_pool_line(stack: Stack, trace: Trace) -> None:
     """Every provider of the trigger fails: the reply is a line from its fallback pool."""
-    word = marker()
-    cid = await stack.chat("st_carol", f"is this the blackout drill {word}")
-    trace.hop(f"sim chatMsg {short(cid)}")
-    await _flaky_asked(stack, trace, word)
-    record = await _follow(stack, trace, cid)
-    expect(record.get("reason") == "fallback", f"decided {record.get('reason')}, not fallback")
+    record, _ = await _say(
+        stack, trace, "st_carol", "is this the blackout drill", "fallback", via_flaky=True
+    )
     expect(record.get("fallback_pool") == BLACKOUT_WORD, f"pool {record.get('fallback_pool')}")
     parts = record.get("parts") or []
     expect(bool(parts) and parts[0] in POOL_LINES, f"said {parts!r}, not a line of the pool")
