@@ -38,17 +38,19 @@ RUN_SECONDS = 20.0  # bound of one batch or explore process
 
 
 async def _finish(process: asyncio.subprocess.Process, log: Path, what: str) -> None:
-    """Wait for a child to exit 0 (bounded).
+    """Wait for a child to exit 0 (bounded); it is killed if the wait ends otherwise.
 
     Raises:
-        SelftestError: it ran too long (then it is killed) or exited otherwise.
+        SelftestError: it ran too long or exited with another code.
     """
     try:
         code = await asyncio.wait_for(process.wait(), RUN_SECONDS)
     except TimeoutError:
-        process.kill()
-        await process.wait()
         raise SelftestError(f"{what} still running after {RUN_SECONDS:g} s") from None
+    finally:  # also when the scenario is cancelled (its bound, Ctrl+C): no orphan left
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
     expect(code == 0, f"{what} exited with {code}: {tail(log)}")
 
 

@@ -62,6 +62,9 @@ def run(args: argparse.Namespace) -> int:
         return asyncio.run(run_selftest(keep_running=args.keep_running, scratch=args.scratch))
     except KeyboardInterrupt:  # a second Ctrl+C while stopping
         return EXIT_INTERRUPTED
+    except OSError as exc:  # the scratch folder cannot be made or written
+        print(f"kryten-llm selftest: {exc}", file=sys.stderr)
+        return EXIT_FAILED
 
 
 async def run_selftest(
