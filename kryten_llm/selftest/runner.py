@@ -119,6 +119,7 @@ async def run_selftest(
                 await _finished(
                     asyncio.ensure_future(until() if until else stopping.wait()), stopping
                 )
+                _say(out, "stopping the bot, then nats-server")
         except SelftestError as exc:
             _say(out, f"FAIL  the stack did not start: {exc}")
         finally:
