@@ -34,6 +34,7 @@ _LAZY = {
     "batch": ("kryten_llm.batch.cli", "run prompts from files through the providers (resumable)"),
     "explore": ("kryten_llm.explore.cli", "generate unique material on a topic with many models"),
     "memory": ("kryten_llm.memory.cli", "list or forget what the bot remembers about a user"),
+    "selftest": ("kryten_llm.selftest.runner", "start everything locally and check that it works"),
 }
 
 

@@ -16,6 +16,7 @@ Errors are split by who has to act on them::
     ├── ExploreError                an exploration cannot start or go on as asked
     ├── StoreError                  a state file (claims, memory) cannot be read: names the path
     │   └── MemoryStoreError        the memory file cannot be opened, read or written (``path``)
+    ├── SelftestError               ``kryten-llm selftest``: a part did not start, a check failed
     └── ProviderError               an LLM call failed (carries the provider name)
         ├── retryable (another try or another provider may succeed)
         │   ├── ProviderTimeout
@@ -129,6 +130,11 @@ class MemoryStoreError(StoreError):
     def __init__(self, path: str, reason: str) -> None:
         super().__init__(path, reason)
         self.reason = reason
+
+
+class SelftestError(KrytenLLMError):
+    """A part of the self-test's stack did not start, or a scenario's check failed (the
+    message says which and what was seen instead)."""
 
 
 class ProviderError(KrytenLLMError):
