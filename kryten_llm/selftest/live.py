@@ -9,12 +9,14 @@ ids), and back into the channel as CyTube's echo. Every wait is bounded by :data
 
 from __future__ import annotations
 
+import json
+import signal
 import uuid
 from typing import TYPE_CHECKING, Any
 
 from kryten_llm.selftest.scenario import Trace, expect
 from kryten_llm.selftest.scratch import BLACKOUT_WORD, FLAKY, MENTION, POOL_LINES, SCRIPTED
-from kryten_llm.selftest.watch import short
+from kryten_llm.selftest.watch import short, wait_for
 
 if TYPE_CHECKING:
     from kryten_llm.selftest.stack import Stack
@@ -137,3 +139,36 @@ async def all_down_says_a_pool_line(stack: Stack, trace: Trace) -> None:
     parts = record.get("parts") or []
     expect(bool(parts) and parts[0] in POOL_LINES, f"said {parts!r}, not a line of the pool")
     await _delivered(stack, trace, record, "")
+
+
+async def reload_applies_an_edited_config(stack: Stack, trace: Trace) -> None:
+    """A trigger word added to the config file, then SIGHUP: the same bot answers it at once.
+
+    The file is put back afterwards (and reloaded), so ``--keep-running`` leaves it as written.
+    """
+    assert stack.scratch is not None
+    assert stack.bot is not None
+    word = marker()
+    path = stack.scratch.config
+    original = path.read_text(encoding="utf-8")
+    edited = json.loads(original)
+    edited["triggers"]["words"].append({"name": "reloaded", "patterns": [word]})
+    seen = len(stack.bot_log.named("config_changed"))
+    path.write_text(json.dumps(edited), encoding="utf-8")
+    try:
+        stack.bot.send_signal(signal.SIGHUP)
+        trace.hop(f"SIGHUP pid {stack.bot.pid}")
+        changed = await wait_for(
+            lambda: stack.bot_log.named("config_changed")[seen:], WAIT, "no config_changed"
+        )
+        paths = [str(c.get("path")) for c in changed[0].get("changes", [])]
+        trace.hop(f"bot log: config_changed {', '.join(paths)}")
+        expect("triggers.words" in paths, f"the reload changed {paths}, not triggers.words")
+        record, _ = await _say(stack, trace, "st_dave", f"who else likes {word}?", "answered")
+        trigger = record.get("trigger") or {}
+        expect(trigger.get("name") == "reloaded", f"fired {trigger}, not the new word")
+        await _delivered(stack, trace, record, "")
+    finally:
+        path.write_text(original, encoding="utf-8")
+        if stack.bot.returncode is None:
+            stack.bot.send_signal(signal.SIGHUP)

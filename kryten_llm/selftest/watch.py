@@ -31,6 +31,7 @@ class JsonLines:
         self._pattern = pattern
         self._offsets: dict[Path, int] = {}
         self.by_correlation: defaultdict[str, list[dict[str, Any]]] = defaultdict(list)
+        self.by_event: defaultdict[str, list[dict[str, Any]]] = defaultdict(list)
 
     def read(self) -> None:
         """Take in every complete line written since the last read."""
@@ -49,13 +50,22 @@ class JsonLines:
                     record = json.loads(raw)
                 except ValueError:
                     continue  # not JSON: a plain-text line (a config error, a traceback)
-                if isinstance(record, dict) and isinstance(record.get("correlation_id"), str):
+                if not isinstance(record, dict):
+                    continue
+                if isinstance(record.get("correlation_id"), str):
                     self.by_correlation[record["correlation_id"]].append(record)
+                if isinstance(record.get("event"), str):
+                    self.by_event[record["event"]].append(record)
 
     def about(self, correlation_id: str) -> list[dict[str, Any]]:
         """The records about one message read so far."""
         self.read()
         return list(self.by_correlation.get(correlation_id, ()))
+
+    def named(self, event: str) -> list[dict[str, Any]]:
+        """The records of one event (``config_changed``) read so far."""
+        self.read()
+        return list(self.by_event.get(event, ()))
 
     async def first(self, correlation_id: str, within: float, what: str) -> dict[str, Any]:
         """The first record about ``correlation_id``, waiting up to ``within`` seconds.
