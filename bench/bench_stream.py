@@ -69,10 +69,11 @@ def llamacpp_server(model: Path) -> tuple[subprocess.Popen[bytes], str]:
 
 
 def log_lines(directory: Path) -> list[dict[str, Any]]:
+    """Every complete response-log line (one being written has no newline yet)."""
     return [
         json.loads(line)
         for path in sorted(directory.glob("responses-*.jsonl"))
-        for line in path.read_text().splitlines()
+        for line in path.read_text().split("\n")[:-1]
     ]
 
 

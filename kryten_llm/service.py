@@ -138,9 +138,8 @@ class Service:
     def state_name(self) -> str:
         return self.state.value
 
-    @property
-    def last_tuning(self) -> dict[str, Any] | None:
-        return self.operator.tuner.last if self.operator is not None else None
+    def tuning(self) -> dict[str, Any]:
+        return self.operator.tuner.view() if self.operator is not None else {}
 
     @property
     def running(self) -> bool:

@@ -160,3 +160,39 @@ async def test_the_dashboard_shows_this_instance_and_its_peers(tmp_path: Path) -
             shown = "(document.querySelector('#instances')?.textContent || '')"
             await page.wait_for(f"{shown}.includes('peers: south')", 20)
             assert (await page.evaluate(text("#instances"))).startswith("instance north (")
+
+
+async def test_the_dashboard_switches_a_trigger_off_and_resets_it(
+    nats_server: NatsServer, tmp_path: Path
+) -> None:
+    """A click on a trigger word's checkbox is a saved override; "reset" puts the file back."""
+    config = tmp_path / "config.json"
+    config.write_text(
+        json.dumps(
+            {
+                "nats": {"servers": [nats_server.url]},
+                "web": {"port": 0, "token": TOKEN, "push_interval_seconds": 0.25},
+                "logging": {"response_log_dir": str(tmp_path)},
+                "triggers": {"words": [{"name": "snack", "patterns": ["popcorn"]}]},
+            }
+        )
+    )
+    overrides = tmp_path / "config.overrides.json"
+    service = Service(load_settings(config), config=config)
+    async with running(service), Browser() as page:
+        assert service.surface is not None
+        assert service.surface.web is not None
+        await page.goto(f"http://127.0.0.1:{service.surface.web.port}/")
+        await page.wait_for("!document.getElementById('tuning').hidden")
+        await page.type("#token", TOKEN)
+        await page.click("#tuning-words tr[data-word=snack] input[type=checkbox]")
+        await page.wait_for(f"{text('#control-result')} === 'trigger: done'")
+        assert service.settings.triggers.words[0].enabled is False
+        saved = json.loads(overrides.read_text())["overrides"]
+        assert [o["path"] for o in saved] == [["triggers", "words", "snack", "enabled"]]
+        await page.wait_for(f"{text('#tuning-overrides')}.includes('triggers.words.snack.enabled')")
+        await page.click("#tuning-overrides button")
+        await page.wait_for(f"{text('#control-result')} === 'reset: done'")
+        assert service.settings.triggers.words[0].enabled is True
+        assert json.loads(overrides.read_text())["overrides"] == []
+        await page.wait_for(f"{text('#tuning-overrides')}.includes('no overrides')")

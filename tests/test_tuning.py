@@ -125,8 +125,8 @@ async def test_reload_from_the_dashboard_reports_restart_needed_and_invalid_file
         assert "channels.1.personality 'nobody'" in body["errors"][0]["problem"]
         assert service.settings.channels[1].personality == "critic"  # nothing changed
         state = service.surface.state() if service.surface is not None else {}
-        assert state["config"]["ok"] is False  # the dashboard's banner
-        assert "nobody" in state["config"]["errors"][0]["problem"]
+        assert state["tuning"]["last"]["ok"] is False  # the dashboard's banner
+        assert "nobody" in state["tuning"]["last"]["errors"][0]["problem"]
         status, body = await control(session, service, {"action": "reload"}, token="wrong")
         assert status == 401
 

@@ -116,6 +116,17 @@ class Tuner:
     def overrides(self) -> list[Override]:
         return list(self._overrides)
 
+    def view(self) -> dict[str, Any]:
+        """What the dashboard shows and edits (see :meth:`kryten_llm.ops.view.BotView.tuning`)."""
+        return {
+            "channels": triggers_view(self.settings),
+            "personalities": sorted(self.settings.personalities),
+            "providers": self.settings.llm.chain,
+            "known_providers": sorted(self.settings.llm.providers),
+            "overrides": [{**o.to_json(), "key": dotted(o.path)} for o in self._overrides],
+            "last": self.last,
+        }
+
     async def run(self, action: str, value: Any, origin: str) -> dict[str, Any]:
         """One operator action of :data:`ACTIONS` (the token was checked by the caller).
 

@@ -269,7 +269,7 @@ class OperatorSurface:
                 "controls_enabled": self.controls.enabled,
                 "instance": view.instance,
             },
-            "config": dict(view.last_tuning) if view.last_tuning is not None else None,
+            "tuning": dict(view.tuning()),
             "health": self.health(),
             "counters": {
                 key: stats.get(key, 0)

@@ -36,9 +36,10 @@ class BotView(Protocol):
     def instance(self) -> str:
         """This process's id (several instances may share a service name)."""
 
-    @property
-    def last_tuning(self) -> Mapping[str, Any] | None:
-        """The last reload or runtime change: ok or its errors with key paths (a banner)."""
+    def tuning(self) -> Mapping[str, Any]:
+        """What the operator may tune, as in force: ``channels`` (each one's personality,
+        trigger words and limits), ``overrides``, ``providers`` (the order), and ``last``
+        (the last reload or change: ok or its errors with key paths); empty before the start."""
 
     @property
     def nats_connected(self) -> bool: ...

@@ -301,6 +301,98 @@ function renderEngagement(engagement) {
   }
 }
 
+// Runtime tuning (issue 13): each channel's character and trigger words, the provider order
+// and the overrides in force. A change is sent when a field is left; the next snapshot shows
+// what is in force. Names and values are shown as text only.
+function tuningInput(type, value, onChange) {
+  const input = document.createElement("input");
+  input.type = type;
+  if (type === "checkbox") input.checked = value;
+  else {
+    input.value = value === null || value === undefined ? "" : String(value);
+    input.size = 6;
+  }
+  input.addEventListener("change", async () => {
+    await onChange(input);
+    input.blur(); // the table is redrawn from the next snapshot once nothing in it has focus
+  });
+  return input;
+}
+
+function cell(...children) {
+  const td = document.createElement("td");
+  td.append(...children);
+  return td;
+}
+
+function renderTuning(tuning, enabled) {
+  const box = $("tuning");
+  box.hidden = !enabled || !tuning || !tuning.channels;
+  if (box.hidden || box.contains(document.activeElement)) return; // never under the cursor
+  const words = $("tuning-words").querySelector("tbody");
+  words.replaceChildren();
+  for (const [key, channel] of Object.entries(tuning.channels)) {
+    const own = channel.own.includes("triggers");
+    const select = document.createElement("select");
+    select.append(...tuning.personalities.map((n) => el("option", n)));
+    select.value = channel.personality;
+    select.addEventListener("change", async () => {
+      await control("personality", { name: select.value, channel: key });
+      select.blur();
+    });
+    const change = (name, field, value) =>
+      control("trigger", { name, [field]: value, ...(own ? { channel: key } : {}) });
+    const rows = channel.words.length ? channel.words : [null];
+    for (const [index, word] of rows.entries()) {
+      const row = el("tr");
+      // the channel and its character once, on the channel's first row
+      row.append(el("td", index ? "" : key), index ? cell() : cell(select));
+      if (!word) {
+        row.append(el("td", "no trigger words", "muted"));
+        words.append(row);
+        continue;
+      }
+      row.dataset.word = word.name;
+      row.append(
+        el("td", word.name),
+        cell(tuningInput("checkbox", word.enabled, (i) => change(word.name, "enabled", i.checked))),
+        cell(tuningInput("number", word.probability,
+          (i) => change(word.name, "probability", Number(i.value)))),
+        cell(tuningInput("number", word.cooldown_seconds,
+          (i) => change(word.name, "cooldown_seconds", Number(i.value)))),
+        cell(tuningInput("number", word.max_per_hour,
+          (i) => change(word.name, "max_per_hour", i.value === "" ? null : Number(i.value)))),
+      );
+      words.append(row);
+    }
+  }
+  $("provider-order").value = tuning.providers.join(", ");
+  $("known-providers").textContent = `configured: ${tuning.known_providers.join(", ")}`;
+  const overrides = $("tuning-overrides").querySelector("tbody");
+  overrides.replaceChildren();
+  for (const o of tuning.overrides) {
+    const reset = el("button", "reset");
+    reset.type = "button";
+    reset.addEventListener("click", async () => {
+      await control("reset", o.key);
+      reset.blur();
+    });
+    overrides.append(
+      (() => {
+        const row = el("tr");
+        row.append(el("td", o.key), el("td", JSON.stringify(o.value)), el("td", o.by),
+          el("td", o.at), cell(reset));
+        return row;
+      })(),
+    );
+  }
+  if (!tuning.overrides.length) {
+    const row = el("tr");
+    row.append(el("td", "no overrides: everything comes from the config files", "muted"));
+    overrides.append(row);
+  }
+}
+
 function render(state) {
   lastState = state;
   renderHeader(state);
@@ -314,7 +406,8 @@ function render(state) {
   renderExplore(state.explore, state.fallback_pools);
   renderEngagement(state.engagement);
   renderControls(state);
-  renderConfig(state.config);
+  renderConfig(state.tuning.last);
+  renderTuning(state.tuning, state.service.controls_enabled);
   document.body.dataset.updates = String(Number(document.body.dataset.updates || 0) + 1);
 }
 
@@ -356,5 +449,14 @@ document.addEventListener("DOMContentLoaded", () => {
   $("personality").addEventListener("change", (e) => control("personality", e.target.value));
   $("clear").addEventListener("click", () => control("clear_cooldowns"));
   $("reload").addEventListener("click", () => control("reload"));
+  $("apply-order").addEventListener("click", async () => {
+    const order = $("provider-order").value.split(",").map((n) => n.trim()).filter(Boolean);
+    await control("providers", { order });
+    $("apply-order").blur();
+  });
+  $("reset-all").addEventListener("click", async () => {
+    await control("reset");
+    $("reset-all").blur();
+  });
   connect();
 });
