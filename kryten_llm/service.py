@@ -366,6 +366,7 @@ class Service:
             supervisor=self._supervisor,
             stop_explore=self._stop_explore,
         )
+        stack.push_async_callback(self.operator.close)  # before the HTTP session closes
         await manager.probe_all()
         self._supervisor.spawn(REPROBE_TASK, manager.reprobe_failing)
         if self._stop is not None and self._stop.is_set():

@@ -167,6 +167,21 @@ async def test_the_api_resumes_a_topic_and_refuses_what_it_cannot_do(tmp_path: P
             assert response.status == 404
         async with http.get(f"{api}/runs", headers={"Host": "rebound.example"}) as response:
             assert response.status == 421
+        # Another site's page in the operator's browser cannot start a run (no token here):
+        # a form-like body, or a foreign Origin, is refused before anything is read.
+        form = json.dumps({"topic": "drive-by", "providers": ["random:1"]})
+        async with http.post(
+            f"{api}/runs", data=form, headers={"Content-Type": "text/plain"}
+        ) as response:
+            assert response.status == 403
+        async with http.post(
+            f"{api}/runs",
+            data=form,
+            headers={"Content-Type": "application/json", "Origin": "http://evil.example"},
+        ) as response:
+            assert response.status == 403
+        async with http.get(f"{api}/runs") as response:
+            assert "drive-by" not in await response.text()
         async with http.get(url) as response:
             csp = response.headers["Content-Security-Policy"]
             assert "script-src 'self'" in csp

@@ -236,6 +236,7 @@ async def test_a_runtime_change_is_saved_survives_a_restart_and_reset_undoes_it(
     done = await command(nc, {**change, "token": TOKEN})
     assert done["ok"] is True
     assert done["trigger"]["changed"] == ["triggers.words"]
+    await eventually(lambda: bot.events("config_changed"), 5)  # the log is read by a thread
     (audit,) = bot.events("config_changed")
     assert audit["by"] == "nats by alice"
     assert audit["changes"][0]["old"][0]["enabled"] is True

@@ -15,8 +15,11 @@ import aiohttp
 import nats
 import pytest
 
+from kryten_llm.bot.changes import ratelimit_overrides
+from kryten_llm.bot.tuning import Tuner
 from kryten_llm.cli import main
-from kryten_llm.config import load_settings
+from kryten_llm.config import Settings, load_settings
+from kryten_llm.config.layers import find_sources
 from kryten_llm.errors import ConfigError
 from kryten_llm.service import Service
 from tests.bridge import FakeBridge
@@ -321,3 +324,59 @@ async def test_a_runtime_change_reaches_the_trigger_engine_at_once(
         await settled(service, bridge, chats=3)
         await eventually(lambda: len(bridge.commands) == 1)
     assert bridge.says() == ["You said: alice: cynthia, still there?"]
+
+
+def test_an_override_finds_a_channel_given_only_in_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A list item is found in whichever layer configured it, not only in the files."""
+    config = write(tmp_path / "config.json", {"personalities": PERSONALITIES})
+    monkeypatch.setenv("KRYTEN_LLM_CHANNELS", '[{"channel": "Foo"}]')
+    (tmp_path / "config.overrides.json").write_text(
+        json.dumps(
+            {
+                "schema": 1,
+                "overrides": [
+                    {"path": ["channels", "cytu.be/foo", "personality"], "value": "critic"}
+                ],
+            }
+        )
+    )
+    (channel,) = load_settings(config).channels
+    assert (channel.channel, channel.personality) == ("Foo", "critic")
+
+
+async def test_a_reload_keeps_this_instance_among_the_others(
+    nats_server: NatsServer, tmp_path: Path
+) -> None:
+    """Regression: a reload once dropped the cluster from the intake (every instance answered)."""
+    data = two_channels(nats_server.url, tmp_path)
+    data["cluster"] = {"enabled": True, "instance_id": "solo"}
+    config = write(tmp_path / "config.json", data)
+    service = Service(load_settings(config), config=config)
+    async with running(service):
+        assert service.bot is not None
+        assert service.bot.intake.cluster is not None
+        await service.tune("reload", None, "test")
+        await service.tune("ratelimit", {"user_cooldown_seconds": 3}, "test")
+        assert service.bot.intake.cluster is service.cluster
+
+
+async def test_a_change_that_cannot_be_put_in_force_is_not_saved(tmp_path: Path) -> None:
+    """The overrides file only ever describes what is in force."""
+    config = write(tmp_path / "config.json", {"ratelimit": {"user_per_hour": 5}})
+    saved = tmp_path / "config.overrides.json"
+    saved.write_text('{"schema": 1, "overrides": []}\n')
+
+    async def broken(new: Settings, old: Settings) -> None:
+        raise RuntimeError("the new providers could not be built")
+
+    tuner = Tuner(
+        lambda overrides: find_sources(config, overrides=overrides), load_settings(config), broken
+    )
+    change = ratelimit_overrides(tuner.settings, {"user_per_hour": 7}, "test")
+    with pytest.raises(RuntimeError):
+        await tuner.change(change, "test")
+    assert saved.read_text() == '{"schema": 1, "overrides": []}\n'
+    assert tuner.overrides == []
+    assert tuner.settings.ratelimit.user_per_hour == 5

@@ -14,7 +14,10 @@ It holds, per channel, what the pipeline stages of :mod:`kryten_llm.pipeline.sha
 - :meth:`Conversation.on_media`: a new video, and whether it gets a comment.
 
 Settings are read at each call from the object the caller hands in (a reload or a channel's
-own character swaps it); nothing is copied at construction. Everything runs in the NATS
+own character swaps it), except two read once: each channel's ``share_window_messages`` (its
+window is sized on the channel's first line) and where video titles are remembered
+(``media_change.enabled``, ``memory``, ``memory_file``, ``kv_bucket``: the store opens at
+start). A reload reports those as needing a restart. Everything runs in the NATS
 callback or a response-log write and is in-memory, except :meth:`on_media`, which reads and
 claims in NATS KV (or a file) within :data:`KV_TIMEOUT` seconds: a video change is rare and
 its comment is not urgent.

@@ -18,7 +18,6 @@ that each stays small:
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
@@ -106,8 +105,8 @@ class Delivery:
         """Give up what is not sent yet (a deadline, a shutdown, a failure)."""
         if self._task is not None and not self._task.done():
             self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._task
+            # Its end (cancelled, or failed) is expected; a cancel aimed at us still propagates.
+            await asyncio.gather(self._task, return_exceptions=True)
 
     async def _run(self) -> None:
         while (part := await self._queue.get()) is not None:

@@ -91,13 +91,13 @@ class Intake:
         self.reconfigure(settings)
         self.accepting = True
         self.memory: Memory | None = None  # memory (issue 14): set by the assembly when on
+        self.cluster: Coordinator | None = None  # several instances: set by the assembly
 
     def reconfigure(self, settings: Settings) -> None:
         """Decide with ``settings`` from the next event on (a reload or runtime change)."""
         self._filter.reconfigure(settings.filters)
         self._budget = settings.processing.reply_deadline_seconds
         self._prompt_history = settings.processing.prompt_history
-        self.cluster: Coordinator | None = None  # several instances: set by the assembly
 
     async def handle(self, channel: ChannelContext, subject: str, data: bytes) -> None:
         """Process one message from ``kryten.events.cytube.<channel>.>``; never raises.
@@ -240,27 +240,33 @@ class Intake:
                 else ()
             ),
         )
-        await self._submit(channel, chat, prompt, rank)
+        await self._submit(channel, character, chat, prompt, rank)
 
     async def _on_media(self, channel: ChannelContext, media: MediaEvent) -> None:
         """conv14: a new video may get a comment, submitted like a triggered message."""
         if not self.accepting or self._flags.paused:
             return
+        character = channel.character
         comment = await self._conversation.on_media(
-            channel.config, channel.state, media, channel.character.settings
+            channel.config, channel.state, media, character.settings
         )
         if comment is not None:
             self._stats.totals[Count.TRIGGERED] += 1
             self._stats.triggers[comment.prompt.trigger.kind] += 1
-            await self._submit(channel, comment.chat, comment.prompt, None)
+            await self._submit(channel, character, comment.chat, comment.prompt, None)
 
     async def _submit(
-        self, channel: ChannelContext, chat: ChatEvent, prompt: PromptInput, rank: float | None
+        self,
+        channel: ChannelContext,
+        character: Character,
+        chat: ChatEvent,
+        prompt: PromptInput,
+        rank: float | None,
     ) -> None:
-        """Past the claim, the share budget and the rate limits, onto the queue; a refusal is
-        logged."""
+        """Past the claim, the share budget and the rate limits of ``character`` (the one that
+        decided the message, even if a reload replaced it meanwhile), onto the queue; a
+        refusal is logged."""
         trigger = prompt.trigger
-        character = channel.character
         # --- cluster hook (issue 15): exactly one instance goes on with a message ----------
         if self.cluster is not None:
             elsewhere = await self.cluster.decide(channel.config, chat)

@@ -97,18 +97,20 @@ class Operator:
             await self.tuner.reload(origin)
 
     async def _put_in_force(self, new: Settings, old: Settings) -> None:
+        # Everything that can fail first; then the bot, then what follows the new providers.
         manager = pools = None
         if new.llm != old.llm:
             from kryten_llm.llm.manager import build_manager
 
             manager = build_manager(new.llm, self._session, observer=self._observer)
-            self._supervisor.replace(REPROBE_TASK, manager.reprobe_failing)
-            self._spawn(manager.probe_all(), "provider-probe")
         if _pools_of(new) != _pools_of(old):
             pools = FallbackPools.from_settings(new)
         self._bot.apply(new, manager=manager, pools=pools)
         if new.dry_run != old.dry_run:
             self._bot.flags.dry_run = new.dry_run
+        if manager is not None:
+            self._supervisor.replace(REPROBE_TASK, manager.reprobe_failing)
+            self._spawn(manager.probe_all(), "provider-probe")
 
     async def memory_command(self, payload: Any) -> dict[str, Any]:
         """``{"action": "list" | "forget", "user": ..., "domain"?: ...}`` on the memory store.
@@ -129,6 +131,13 @@ class Operator:
 
     async def stop_explore(self, run: str) -> None:
         await self._stop_explore(run)
+
+    async def close(self) -> None:
+        """Cancel the reloads and probes still running (before the HTTP session closes)."""
+        tasks = list(self._background)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     def _spawn(self, work: Awaitable[Any], name: str) -> None:
         task = asyncio.ensure_future(work)

@@ -58,13 +58,14 @@ RESTART_NEEDED: tuple[KeyPath, ...] = (
     ("memory", "path"),
     ("cluster",),
     ("sharding",),
+    ("participation", "share_window_messages"),
+    ("media_change", "enabled"),
+    ("media_change", "memory"),
+    ("media_change", "memory_file"),
+    ("media_change", "kv_bucket"),
 )
 
 Apply = Callable[[Settings, Settings], Awaitable[None]]
-
-_TRIGGER_FIELDS = frozenset(
-    {"enabled", "probability", "cooldown_seconds", "max_per_hour", "context"}
-)
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,7 +129,8 @@ class Tuner:
         }
 
     async def run(self, action: str, value: Any, origin: str) -> dict[str, Any]:
-        """One operator action of :data:`ACTIONS` (the token was checked by the caller).
+        """One operator action: reload, triggers, overrides, reset or a change of
+        :data:`~kryten_llm.bot.changes.CHANGES` (the token was checked by the caller).
 
         Raises:
             ControlError: refused; nothing changed.
@@ -172,7 +174,12 @@ class Tuner:
                     errors=[f"{p}: {what} ({fix})" for p, what, fix in exc.problems],
                 )
                 raise ControlError(400, _summary(exc), errors=exc.problems) from None
-            new, restart = _keep_restart_values(new, self.settings)
+            try:
+                new, restart = _keep_restart_values(new, self.settings)
+            except ControlError as exc:
+                self._record(origin, "reload", errors=[("(restart)", str(exc), "restart the bot")])
+                log.error("config_reload_failed", origin=origin, errors=[str(exc)])
+                raise
             result = await self._put(new, origin, "reload", restart)
             self._overrides = list(sources.overrides)
             return result
@@ -209,16 +216,39 @@ class Tuner:
         except ConfigError as exc:
             self._record(origin, what, errors=exc.problems)
             raise ControlError(400, _summary(exc), errors=exc.problems) from None
-        new, restart = _keep_restart_values(new, self.settings)
         try:
-            self.overrides_path.parent.mkdir(parents=True, exist_ok=True)
-            atomic_write(self.overrides_path, render_overrides(overrides))
+            new, restart = _keep_restart_values(new, self.settings)
+        except ControlError as exc:
+            self._record(origin, what, errors=[("(restart)", str(exc), "restart the bot")])
+            raise
+        before = self._saved()
+        try:
+            self._save(render_overrides(overrides))
         except OSError as exc:
-            raise ControlError(
-                500, f"cannot save {self.overrides_path}: {exc.strerror}; nothing changed"
-            ) from None
+            problem = f"cannot save {self.overrides_path}: {exc.strerror}; nothing changed"
+            self._record(origin, what, errors=[(str(self.overrides_path), problem, "fix it")])
+            raise ControlError(500, problem) from None
+        try:
+            result = await self._put(new, origin, what, restart)
+        except BaseException:  # not in force: the file must not say it is
+            self._save(before)
+            raise
         self._overrides = overrides
-        return await self._put(new, origin, what, restart)
+        return result
+
+    def _saved(self) -> bytes | None:
+        try:
+            return self.overrides_path.read_bytes()
+        except FileNotFoundError:
+            return None
+
+    def _save(self, content: bytes | None) -> None:
+        """Write (or, for ``None``, remove) the overrides file atomically."""
+        if content is None:
+            self.overrides_path.unlink(missing_ok=True)
+            return
+        self.overrides_path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(self.overrides_path, content)
 
     def _checked(self, settings: Settings) -> Settings:
         problems = self._check(settings) if self._check is not None else []

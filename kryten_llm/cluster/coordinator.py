@@ -182,8 +182,7 @@ class Coordinator:
         """Leave: stop beating, give back leases, remove the registry entry. Bounded, idempotent."""
         if self._task is not None:
             self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await asyncio.gather(self._task, return_exceptions=True)  # a cancel of ours propagates
             self._task = None
         with contextlib.suppress(Exception):
             async with asyncio.timeout(2.0):

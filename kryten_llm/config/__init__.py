@@ -1,8 +1,10 @@
 """Typed configuration: one ``Settings`` object, one nested model per component.
 
-Sources, strongest first: environment variables ``KRYTEN_LLM_<SECTION>__<KEY>`` (``__`` nests),
-then the JSON file given with ``--config``, then the defaults below. Every model forbids unknown
-keys so that a typo fails at startup with its path instead of being silently ignored. Secrets are
+Sources are layered (:mod:`kryten_llm.config.layers`), strongest first: runtime overrides
+(:mod:`kryten_llm.config.overrides`), environment variables ``KRYTEN_LLM_<SECTION>__<KEY>``
+(``__`` nests), the file named by ``KRYTEN_LLM_CONFIG``, ``config.local.json``, the ``--config``
+file, then the defaults below. Every model forbids unknown keys so that a typo fails at startup
+with its path instead of being silently ignored. Secrets are
 ``SecretStr`` or are read from the environment variable named by ``api_key_env``; they are never
 printed (see :func:`redacted`).
 

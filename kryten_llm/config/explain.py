@@ -1,4 +1,4 @@
-"""Which layer a configuration value comes from (``--validate-config --explain KEY``).
+"""Which layer a configuration value comes from (``kryten-llm validate-config --explain KEY``).
 
 With six layers (:mod:`kryten_llm.config.layers`) an operator needs to see why a value is what
 it is: this module finds the strongest layer that sets a key and the value in force, redacted.

@@ -55,9 +55,10 @@ class Sources:
         """The file layers deep-merged, weakest first."""
         return self._merged
 
-    def runtime_layer(self) -> dict[str, Any]:
-        """The overrides as a sparse layer (raises ConfigError for a vanished item)."""
-        return apply_overrides(self._merged, self.overrides)
+    def runtime_layer(self, below: dict[str, Any]) -> dict[str, Any]:
+        """The overrides as a sparse layer over ``below`` (every other layer, merged: a list
+        item is found wherever it was configured); raises ConfigError for a vanished item."""
+        return apply_overrides(below, self.overrides) if self.overrides else {}
 
 
 def overrides_path(config: Path | None) -> Path:

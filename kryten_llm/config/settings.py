@@ -268,7 +268,12 @@ def load_settings(
 def settings_from(sources: Sources, **overrides: Any) -> Settings:
     """Build the settings from layers already read (see :func:`load_settings`)."""
     try:
-        with _reading(sources.merged, sources.runtime_layer()):
+        runtime: dict[str, Any] = {}
+        if sources.overrides:  # resolved against every other layer, defaults included
+            with _reading(sources.merged, {}):
+                below = Settings(**overrides).model_dump(mode="json")
+            runtime = sources.runtime_layer(below)
+        with _reading(sources.merged, runtime):
             return Settings(**overrides)
     except ValidationError as exc:
         raise ConfigError([_explain(err) for err in exc.errors()]) from None

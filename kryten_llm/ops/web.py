@@ -90,8 +90,7 @@ class WebServer:
         self.streams = 0
         self._cached: dict[bool, tuple[float, bytes]] = {}
         self.exposed = not _is_loopback(config.host)
-        middlewares = [] if self.exposed else [_loopback_hosts_only]
-        app = web.Application(middlewares=middlewares)
+        app = web.Application(middlewares=_middlewares(self.exposed))
         app.on_response_prepare.append(_security_headers)
         app.router.add_get("/", self._dashboard)
         app.router.add_get("/static/{name}", self._static)
@@ -260,6 +259,32 @@ async def _loopback_hosts_only(request: web.Request, handler: Any) -> web.Stream
     return response
 
 
+@web.middleware
+async def _same_site_posts(request: web.Request, handler: Any) -> web.StreamResponse:
+    """A POST must be JSON sent by a page of this server (or by a script, which sends no
+    ``Origin``): another site's page in the operator's browser cannot act through it, even
+    where no token is asked (the explore page on loopback)."""
+    if request.method == "POST":
+        origin = request.headers.get("Origin")
+        site = request.headers.get("Sec-Fetch-Site", "same-origin")
+        foreign = origin is not None and _host_of_origin(origin) != (request.host or "")
+        if request.content_type != "application/json" or foreign or site == "cross-site":
+            return web.json_response(
+                {"ok": False, "error": "send JSON from this page or a script"}, status=403
+            )
+    response: web.StreamResponse = await handler(request)
+    return response
+
+
+def _host_of_origin(origin: str) -> str:
+    """``http://127.0.0.1:8780`` -> ``127.0.0.1:8780``."""
+    return origin.split("://", 1)[-1].rstrip("/")
+
+
+def _middlewares(exposed: bool) -> list[Any]:
+    return [_same_site_posts] if exposed else [_loopback_hosts_only, _same_site_posts]
+
+
 async def _security_headers(request: web.Request, response: web.StreamResponse) -> None:
     for name, value in _SECURITY_HEADERS.items():
         response.headers.setdefault(name, value)
@@ -271,6 +296,6 @@ def protected_app(host: str) -> tuple[web.Application, bool]:
     (the loopback ``Host`` check when ``host`` is a loopback address; CSP, nosniff, no referrer,
     no store on every answer), and whether ``host`` exposes it beyond this machine."""
     exposed = not _is_loopback(host)
-    app = web.Application(middlewares=[] if exposed else [_loopback_hosts_only])
+    app = web.Application(middlewares=_middlewares(exposed))
     app.on_response_prepare.append(_security_headers)
     return app, exposed
