@@ -38,6 +38,7 @@ import structlog
 
 from kryten_llm.bus.claims import ClaimStore, FileClaimStore, KVClaimStore, claim_key, set_aside
 from kryten_llm.bus.events import ChatEvent, MediaEvent
+from kryten_llm.config.runtime import channel_key
 from kryten_llm.errors import StoreError
 from kryten_llm.pipeline.decisions import Reason, TriggerMatch
 from kryten_llm.pipeline.followup import FollowUps
@@ -164,7 +165,7 @@ class Conversation:
 
         Called for every outcome before it is written (see ``ResponseLog.add_annotator``).
         """
-        talk = self._talks.get(f"{outcome.domain}/{outcome.channel.lower()}")
+        talk = self._talks.get(channel_key(outcome.domain, outcome.channel))
         if talk is None or outcome.kind == "pm":
             return outcome
         sent = len(outcome.parts or ()) if outcome.answered else 0

@@ -9,6 +9,7 @@ counted and dropped; nothing raised here reaches nats-py.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -92,6 +93,7 @@ class Intake:
         self.accepting = True
         self.memory: Memory | None = None  # memory (issue 14): set by the assembly when on
         self.cluster: Coordinator | None = None  # several instances: set by the assembly
+        self._media_tasks: set[asyncio.Task[None]] = set()
 
     def reconfigure(self, settings: Settings) -> None:
         """Decide with ``settings`` from the next event on (a reload or runtime change)."""
@@ -133,8 +135,10 @@ class Intake:
                     self._sender.on_noflood(channel.config)
             else:
                 channel.state.apply(event)
-                if isinstance(event, MediaEvent):
-                    await self._on_media(channel, event)  # conv14
+                if isinstance(event, MediaEvent):  # conv14: may wait on NATS KV, so apart
+                    task = asyncio.create_task(self._on_media(channel, event))
+                    self._media_tasks.add(task)
+                    task.add_done_callback(self._media_tasks.discard)
         except Exception:
             totals[Count.EVENTS_FAILED] += 1
             log.exception("event_handling_failed", subject=subject)
@@ -243,7 +247,18 @@ class Intake:
         await self._submit(channel, character, chat, prompt, rank)
 
     async def _on_media(self, channel: ChannelContext, media: MediaEvent) -> None:
-        """conv14: a new video may get a comment, submitted like a triggered message."""
+        """conv14: a new video may get a comment, submitted like a triggered message.
+
+        Runs as a task of its own (the title's memory may be in NATS KV): the channel's next
+        events do not wait for it. A failure is logged and counted like a failed event.
+        """
+        try:
+            await self._comment_on(channel, media)
+        except Exception:
+            self._stats.totals[Count.EVENTS_FAILED] += 1
+            log.exception("media_comment_failed", channel=channel.config.channel)
+
+    async def _comment_on(self, channel: ChannelContext, media: MediaEvent) -> None:
         if not self.accepting or self._flags.paused:
             return
         character = channel.character

@@ -34,6 +34,7 @@ from kryten_llm.config.overrides import (
     parse_path,
     render_overrides,
 )
+from kryten_llm.config.runtime import channel_key
 from kryten_llm.config.settings import Settings, settings_from
 from kryten_llm.errors import ConfigError, ControlError
 from kryten_llm.files import atomic_write
@@ -302,8 +303,8 @@ def _keep_restart_values(new: Settings, old: Settings) -> tuple[Settings, list[s
         if found_new != found_old:
             restart.append(dotted(path))
             _put_value(new_data, path, found_old[1])
-    old_keys = [c["domain"] + "/" + c["channel"].lower() for c in old_data["channels"]]
-    by_key = {c["domain"] + "/" + c["channel"].lower(): c for c in new_data["channels"]}
+    old_keys = [channel_key(c["domain"], c["channel"]) for c in old_data["channels"]]
+    by_key = {channel_key(c["domain"], c["channel"]): c for c in new_data["channels"]}
     if set(by_key) != set(old_keys):
         added = sorted(set(by_key) - set(old_keys))
         removed = sorted(set(old_keys) - set(by_key))

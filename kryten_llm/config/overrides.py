@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from kryten_llm.config.runtime import channel_key
 from kryten_llm.errors import ConfigError
 
 SCHEMA = 1
@@ -69,15 +70,15 @@ def parse_path(text: str) -> KeyPath:
     return parts
 
 
-def channel_key(item: dict[str, Any]) -> str:
+def _item_key(item: dict[str, Any]) -> str:
     """A raw ``channels[]`` entry's key, as :attr:`ChannelConfig.key` computes it."""
-    return f"{item.get('domain', DEFAULT_DOMAIN)}/{str(item.get('channel', '')).lower()}"
+    return channel_key(str(item.get("domain", DEFAULT_DOMAIN)), str(item.get("channel", "")))
 
 
 # The lists whose items an override addresses by identity, with how an item is named.
 _NAMED_LISTS = {
     "words": lambda item: str(item.get("name", "")),
-    "channels": channel_key,
+    "channels": _item_key,
 }
 
 

@@ -31,6 +31,12 @@ class NatsConfig(Section):
     )
 
 
+def channel_key(domain: str, channel: str) -> str:
+    """How a channel is looked up everywhere: the domain as configured, the channel ignoring
+    case (``cytu.be/mychannel``)."""
+    return f"{domain}/{channel.lower()}"
+
+
 class ChannelConfig(Section):
     """One CyTube channel served through one Kryten-Robot bridge."""
 
@@ -56,7 +62,7 @@ class ChannelConfig(Section):
     @property
     def key(self) -> str:
         """How a channel is looked up: the domain as configured, the channel ignoring case."""
-        return f"{self.domain}/{self.channel.lower()}"
+        return channel_key(self.domain, self.channel)
 
 
 class BotConfig(Section):
