@@ -94,6 +94,7 @@ async def test_the_dashboard_follows_the_bot_and_pauses_it(
         assert len(bridge.says()) == answered
 
         screenshot = Path(os.environ.get("KRYTEN_LLM_SCREENSHOT") or tmp_path / "dashboard.png")
+        await page.evaluate("window.scrollTo(0, 0)")  # the clicks scrolled down to the controls
         await page.screenshot(screenshot)
     assert (await asyncio.to_thread(os.path.getsize, screenshot)) > 10_000
 

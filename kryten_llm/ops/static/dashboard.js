@@ -44,7 +44,7 @@ function renderHeader(state) {
   flags.append(el("span", `personality: ${svc.personality}`, "muted"));
   // Several instances (issue 15): which one this is and every instance it sees.
   const cluster = state.health.components.cluster || {};
-  if (cluster.instance_id) {
+  if (cluster.instance_id && cluster.mode !== "disabled") {
     const others = (cluster.instances || []).filter((id) => id !== cluster.instance_id);
     const text = `instance ${cluster.instance_id} (${cluster.mode})` +
       (others.length ? ` · peers: ${others.join(", ")}` : " · alone");
