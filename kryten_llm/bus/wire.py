@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from typing import Any
 
 MAX_BODY_BYTES = 2 * 1024 * 1024
@@ -71,7 +72,8 @@ def load_body(data: bytes) -> Any:
     return body
 
 
-_scan = json.JSONDecoder().scan_once
+# The scanner json.loads ends in (C code); typeshed leaves the attribute out.
+_scan: Callable[[str, int], tuple[Any, int]] = json.JSONDecoder().scan_once  # type: ignore[attr-defined]
 
 
 def _fast_loads(data: bytes) -> Any:
