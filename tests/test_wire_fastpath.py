@@ -1,8 +1,10 @@
-"""The parse boundary's fast paths give exactly what the full checks give, and the bot's
-listening half imports nothing it does not use (issue "Closer to the wire")."""
+"""The parse boundary's fast paths give exactly what the full checks give, the bot's listening
+half imports nothing it does not use, and startup's pause of the garbage collector always ends
+(issue "Closer to the wire")."""
 
 from __future__ import annotations
 
+import gc
 import json
 import subprocess
 import sys
@@ -13,6 +15,7 @@ import pytest
 
 from kryten_llm.bus import wire
 from kryten_llm.bus.events import ChatEvent, Envelope, parse_event
+from kryten_llm.cli import main
 from kryten_llm.errors import MalformedEvent
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -135,3 +138,22 @@ def test_the_listening_half_imports_no_memory_operator_or_health_code() -> None:
         [sys.executable, "-c", script], capture_output=True, text=True, check=True, cwd=ROOT
     )
     assert result.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize(
+    ("config", "code"),
+    [
+        pytest.param({}, 0, id="valid"),
+        pytest.param({"ratelimit": {"global_per_minute": 0}}, 2, id="config-error"),
+    ],
+)
+def test_collection_paused_for_startup_is_always_resumed(
+    tmp_path: Path, config: dict[str, object], code: int
+) -> None:
+    """The command line pauses the garbage collector while it loads the settings; whatever
+    the outcome, collection is on again afterwards (a test process calls main() often)."""
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(config))
+    assert gc.isenabled()
+    assert main(["--config", str(path), "--validate-config"]) == code
+    assert gc.isenabled()
