@@ -34,6 +34,12 @@ from tests.natsserver import NatsServer
 __all__ = ["NatsServer"]
 
 
+CODE = Path(os.environ.get("PYTHONPATH", "").split(os.pathsep)[0] or ROOT).resolve()
+"""The checkout whose bot is measured: this one, or the first ``PYTHONPATH`` entry (a "before"
+run: ``PYTHONPATH=<worktree of an old commit> python bench/bench_x.py``). Bots are started
+with it as their working directory too: ``python -m`` puts the working directory first on
+``sys.path``, so started anywhere inside this checkout they would run this checkout's code."""
+
 CHANNEL = "MyChannel"
 SUBJECT = "kryten.events.cytube.mychannel.chatmsg"
 
@@ -78,9 +84,7 @@ class Bot:
         path = self.config_path = Path(self._dir.name) / "config.json"
         path.write_text(json.dumps(config))
         env = {k: v for k, v in os.environ.items() if not k.startswith("KRYTEN_LLM_")}
-        # This checkout's code, unless PYTHONPATH names another one (a "before" run:
-        # ``PYTHONPATH=<worktree of an old commit> python bench/bench_x.py``).
-        env.setdefault("PYTHONPATH", str(ROOT))
+        env["PYTHONPATH"] = str(CODE)  # see CODE
         with contextlib.ExitStack() as files:
             out = files.enter_context(log_path.open("wb")) if log_path else subprocess.DEVNULL
             self.process = subprocess.Popen(
@@ -88,6 +92,7 @@ class Bot:
                 stdout=out,
                 stderr=subprocess.STDOUT if log_path else subprocess.DEVNULL,
                 env=env,
+                cwd=CODE,
             )
 
     def rss_mb(self) -> float:

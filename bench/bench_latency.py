@@ -4,7 +4,7 @@ The bot runs as its own process with the scripted provider (no latency), no paci
 generous limits; this process plays the bridge: it publishes a mention, waits for the ``say``
 on kryten.robot.command, and repeats. Target: p50 <= 2 ms, p99 <= 10 ms.
 
-    python bench/bench_latency.py [N]
+    python bench/bench_latency.py [N] [--no-web] [--alone | --local-limits]
 """
 
 from __future__ import annotations
@@ -30,6 +30,10 @@ from _harness import (
 from kryten_llm.bus.settle import settle
 
 EXTRA: dict[str, object] = {"web": {"enabled": False}} if "--no-web" in sys.argv else {}
+if "--alone" in sys.argv:  # no cluster: no claim and no shared limits in JetStream KV per reply
+    EXTRA["cluster"] = {"enabled": False}
+if "--local-limits" in sys.argv:  # clustered (each message claimed), limits kept in-process
+    EXTRA["cluster"] = {"shared_limits": False}
 
 
 async def main(count: int, warmup: int = 200) -> None:

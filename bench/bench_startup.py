@@ -26,7 +26,7 @@ from pathlib import Path
 
 import nats
 import nats.errors
-from _harness import ROOT, NatsServer, bench_config, machine
+from _harness import CODE, NatsServer, bench_config, machine
 
 SUBJECT = "kryten.events.cytube.mychannel.chatmsg"
 BARE = (
@@ -41,9 +41,10 @@ BARE = (
 
 async def spawn_to_subscribed(nc: nats.NATS, argv: list[str]) -> float:
     env = {k: v for k, v in os.environ.items() if not k.startswith("KRYTEN_LLM_")}
+    env["PYTHONPATH"] = str(CODE)
     started = time.monotonic()
     process = await asyncio.create_subprocess_exec(
-        *argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, cwd=ROOT
+        *argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, cwd=CODE
     )
     try:
         while True:
@@ -64,7 +65,11 @@ async def spawn_to_subscribed(nc: nats.NATS, argv: list[str]) -> float:
 def version_seconds() -> float:
     started = time.monotonic()
     subprocess.run(
-        [sys.executable, "-m", "kryten_llm", "--version"], check=True, capture_output=True
+        [sys.executable, "-m", "kryten_llm", "--version"],
+        check=True,
+        capture_output=True,
+        cwd=CODE,
+        env={**os.environ, "PYTHONPATH": str(CODE)},
     )
     return time.monotonic() - started
 

@@ -14,9 +14,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import gc
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from importlib import import_module
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -139,6 +141,25 @@ def build_parser(full: str | None = None) -> argparse.ArgumentParser:
     return parser
 
 
+@contextlib.contextmanager
+def _collector_paused() -> Iterator[None]:
+    """No garbage collection while the bot's modules and settings are built.
+
+    They are ~90,000 objects that live as long as the process, and the collector walking them
+    again and again while they are made cost ~40 ms of the ~0.4 s from spawn to subscription.
+    Afterwards they are frozen (``gc.freeze``: never walked again, so no full collection later
+    pauses the running bot to look at them) and collection resumes as it was.
+    """
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.freeze()
+            gc.enable()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``kryten-llm`` console script."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -156,7 +177,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.validate_config:
         command = "validate-config"
     try:
-        settings = _load(args)
+        with _collector_paused():
+            settings = _load(args)
     except ConfigError as exc:
         _print_config_error(exc, args.config)
         return EXIT_USAGE
@@ -174,7 +196,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if command == "logs":
         return _logs(settings, args)
     configure_logging(settings.logging.level, settings.logging.format)
-    from kryten_llm.service import run_service
+    with _collector_paused():
+        from kryten_llm.service import run_service
 
     try:
         return asyncio.run(run_service(settings, config=args.config, cli=_cli_values(args)))

@@ -34,7 +34,6 @@ from nats.aio.client import Client as NATS
 
 from kryten_llm import __version__
 from kryten_llm.bot.assembly import Bot
-from kryten_llm.bot.operator import REPROBE_TASK, Operator
 from kryten_llm.bot.responselog import Listener, ResponseLog
 from kryten_llm.bot.supervisor import Supervisor
 from kryten_llm.bus.connection import close, connect, subscribe_events
@@ -42,20 +41,20 @@ from kryten_llm.bus.lifecycle import Lifecycle
 from kryten_llm.bus.sender import ChatSender
 from kryten_llm.bus.settle import settle
 from kryten_llm.bus.subjects import channel_events
-from kryten_llm.checks import startup_problems
 from kryten_llm.cluster import Coordinator
 from kryten_llm.config.layers import Sources, find_sources
 from kryten_llm.console import EXIT_FAILED, EXIT_OK, EXIT_RESTART, on_stop_signals
 from kryten_llm.errors import ControlError
-from kryten_llm.ops.health import Liveness
 from kryten_llm.pipeline.stats import Count, Flags, Stats
 
 if TYPE_CHECKING:
     from kryten_llm.bot.intake import ChannelContext, Intake
+    from kryten_llm.bot.operator import Operator
     from kryten_llm.config import ChannelConfig, Settings
     from kryten_llm.config.overrides import Override
     from kryten_llm.llm.base import Completion
     from kryten_llm.llm.manager import ProviderManager
+    from kryten_llm.ops.health import Liveness
     from kryten_llm.ops.surface import OperatorSurface
     from kryten_llm.ops.telemetry import Telemetry
     from kryten_llm.pipeline.state import ChannelState
@@ -197,7 +196,9 @@ class Service:
         if bot is None or self.state is not State.RUNNING:
             return None
         sender = self._sender
-        return Liveness(
+        from kryten_llm.ops import health as ops_health  # imported after startup, when asked
+
+        return ops_health.Liveness(
             workers=self._settings.processing.workers,
             workers_alive=self._supervisor.alive(_WORKER),
             queue_stalled_seconds=bot.queue.stalled_seconds(),
@@ -336,6 +337,8 @@ class Service:
         # Listening now; the rest of the bot is imported and built (see the docstring).
         import aiohttp
 
+        from kryten_llm import checks
+        from kryten_llm.bot import operator as bot_operator
         from kryten_llm.llm.manager import build_manager
         from kryten_llm.ops import engagement as ops_engagement
         from kryten_llm.ops import surface as ops_surface
@@ -356,11 +359,11 @@ class Service:
         stack.push_async_callback(self._supervisor.stop)
         for i in range(settings.processing.workers):
             self._supervisor.spawn(f"{_WORKER}{i}", bot.work)
-        self.operator = Operator(
+        self.operator = bot_operator.Operator(
             bot,
             self._sources,
             cli=self._cli,
-            check=startup_problems,
+            check=checks.startup_problems,
             session=session,
             observer=self._observe_call,
             supervisor=self._supervisor,
@@ -368,7 +371,7 @@ class Service:
         )
         stack.push_async_callback(self.operator.close)  # before the HTTP session closes
         await manager.probe_all()
-        self._supervisor.spawn(REPROBE_TASK, manager.reprobe_failing)
+        self._supervisor.spawn(bot_operator.REPROBE_TASK, manager.reprobe_failing)
         if self._stop is not None and self._stop.is_set():
             return  # asked to stop while starting: no surface, no startup announcement
         self.surface = surface = ops_surface.OperatorSurface(self, self.operator, telemetry)

@@ -24,7 +24,6 @@ from kryten_llm.bot.character import Character
 from kryten_llm.bot.conversation import Conversation
 from kryten_llm.bot.intake import ChannelContext, Intake
 from kryten_llm.config import TriggersConfig
-from kryten_llm.memory.live import Memory
 from kryten_llm.pipeline.decisions import Reason
 from kryten_llm.pipeline.fallback import FallbackPools
 from kryten_llm.pipeline.filters import IntakeFilter
@@ -43,6 +42,7 @@ if TYPE_CHECKING:
     from kryten_llm.cluster import Coordinator
     from kryten_llm.config import ChannelConfig, RateLimitConfig, Settings, TriggerWordConfig
     from kryten_llm.llm.manager import ProviderManager
+    from kryten_llm.memory.live import Memory
     from kryten_llm.pipeline.jobs import Job
     from kryten_llm.pipeline.validator import RecentReplies
 
@@ -116,12 +116,13 @@ class Bot:
             flags=self.flags,
             conversation=self.conversation,
         )
-        # memory (issue 14): notes that survive restarts, off unless memory.enabled
-        self.memory = (
-            Memory.open(settings.memory, sender=sender, flags=self.flags)
-            if settings.memory.enabled
-            else None
-        )
+        # memory (issue 14): notes that survive restarts, off unless memory.enabled (and only
+        # then imported: SQLite and the memory code stay out of a bot that does not use them)
+        self.memory: Memory | None = None
+        if settings.memory.enabled:
+            from kryten_llm.memory import live as memory_live
+
+            self.memory = memory_live.Memory.open(settings.memory, sender=sender, flags=self.flags)
         self.intake.memory = self.memory
         self._memory_watch: asyncio.Task[None] | None = None
         self.intake.cluster = cluster  # cluster hook (issue 15)

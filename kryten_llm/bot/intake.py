@@ -162,8 +162,9 @@ class Intake:
         character = channel.character  # one character decides the whole message
         state.last_event_at = self._clock()
         reason = self._filter.check(chat)
+        key = channel.config.key  # built on each read: once per line here
         if not chat.is_pm:
-            self._conversation.seen(channel.config.key, reason, character.settings)  # conv14
+            self._conversation.seen(key, reason, character.settings)  # conv14
         if reason is not None:
             self._stats.ignored[reason] += 1
             if reason in _EXPLAINED and (chat.is_pm or character.triggers.is_mention(chat.text)):
@@ -177,14 +178,17 @@ class Intake:
         if chat.is_pm:
             trigger = self._pm_trigger(chat, character.settings.triggers)
         else:
-            # The triggering message is put in the prompt separately: snapshot history first.
-            history = tuple(state.recent(self._prompt_history))
-            state.add_chat(chat.username, chat.text, chat.time_ms)
             trigger = character.triggers.match(chat.text)
             # conv14: a follow-up counts as a mention; a line nobody aimed at may be joined
             trigger = self._conversation.choose(
-                channel.config.key, chat, trigger, character.settings, state.users.keys()
+                key, chat, trigger, character.settings, state.users.keys()
             )
+            # The triggering message is put in the prompt separately: the history is taken
+            # before the line joins it, and only for a line that goes on (the copy costs).
+            history = tuple(state.recent(self._prompt_history)) if trigger is not None else ()
+            state.add_chat(chat.username, chat.text, chat.time_ms)
+            if trigger is None:
+                return  # ordinary chat: nothing below applies to a public line nobody aimed at
         rank = state.rank_of(chat.username)
         # A mention always fires (it never misses a roll), so no trigger means no mention:
         # ordinary chat pays for no second regex here.

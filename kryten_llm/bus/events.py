@@ -45,6 +45,8 @@ from kryten_llm.bus.wire import (
 from kryten_llm.errors import MalformedEvent
 
 _TAG = re.compile(r"<[^>]{0,2000}>")
+_MAX_EVENT_NAME = 255
+_MAX_DOMAIN = 255
 
 
 @dataclass(frozen=True, slots=True)
@@ -237,19 +239,42 @@ def _parse(data: bytes) -> Event:
     body = load_body(data)
     if not isinstance(body, dict):
         raise Bad("envelope is not a JSON object")
-    envelope = Envelope(
-        event_name=text(body, "event_name", limit=255),
-        channel=text(body, "channel", limit=MAX_NAME),
-        domain=text(body, "domain", limit=255),
-        timestamp=text(body, "timestamp", ""),
-        correlation_id=text(body, "correlation_id", ""),
-    )
+    envelope = _envelope(body)
     if "payload" not in body:
         raise Bad("envelope has no payload")
     parser = _PARSERS.get(envelope.event_name)
     if parser is None:
         return OtherEvent(envelope, body["payload"])
     return parser(envelope, body["payload"])
+
+
+def _envelope(body: dict[str, Any]) -> Envelope:
+    get = body.get
+    name, channel, domain = get("event_name"), get("channel"), get("domain")
+    stamp, correlation_id = get("timestamp", ""), get("correlation_id", "")
+    # Fast path, the bridge's envelope: five short ASCII strings, which the field checks below
+    # would pass unchanged; tested in one go. Anything else gets the field checks themselves.
+    if (
+        type(name) is str
+        and type(channel) is str
+        and type(domain) is str
+        and type(stamp) is str
+        and type(correlation_id) is str
+        and len(name) <= _MAX_EVENT_NAME
+        and len(channel) <= MAX_NAME
+        and len(domain) <= _MAX_DOMAIN
+        and len(stamp) <= MAX_SHORT
+        and len(correlation_id) <= MAX_SHORT
+        and (name + channel + domain + stamp + correlation_id).isascii()
+    ):
+        return Envelope(name, channel, domain, stamp, correlation_id)
+    return Envelope(
+        event_name=text(body, "event_name", limit=_MAX_EVENT_NAME),
+        channel=text(body, "channel", limit=MAX_NAME),
+        domain=text(body, "domain", limit=_MAX_DOMAIN),
+        timestamp=text(body, "timestamp", ""),
+        correlation_id=text(body, "correlation_id", ""),
+    )
 
 
 def _name(obj: Any, key: str = "name") -> str:
@@ -264,7 +289,19 @@ def _obj(payload: Any, what: str) -> dict[str, Any]:
 
 def _chat(envelope: Envelope, payload: Any) -> ChatEvent:
     p = _obj(payload, envelope.event_name)
-    raw = text(p, "msg", limit=MAX_TEXT)
+    raw = p.get("msg")
+    username = p.get("username")
+    # Fast path as in _envelope: ASCII strings within their limits pass the checks unchanged.
+    if not (
+        type(raw) is str
+        and type(username) is str
+        and len(raw) <= MAX_TEXT
+        and len(username) <= MAX_NAME
+        and raw.isascii()
+        and username.isascii()
+    ):
+        raw = text(p, "msg", limit=MAX_TEXT)
+        username = _name(p, "username")
     meta = p.get("meta")
     if not isinstance(meta, dict):
         meta = {}
@@ -272,7 +309,7 @@ def _chat(envelope: Envelope, payload: Any) -> ChatEvent:
     is_pm = envelope.event_name == "pm"
     return ChatEvent(
         envelope=envelope,
-        username=_name(p, "username"),
+        username=username,
         text=plain_text(raw),
         raw=raw,
         # Absent (or null) means unknown: 0. Present, it must be a time a datetime can hold.

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from typing import Any
 
 MAX_BODY_BYTES = 2 * 1024 * 1024
@@ -60,7 +61,7 @@ def load_body(data: bytes) -> Any:
     if len(data) > MAX_BODY_BYTES:
         raise Bad(f"body of {len(data)} bytes is over {MAX_BODY_BYTES}")
     try:
-        body = json.loads(data)
+        body = _fast_loads(data)
     except RecursionError:
         raise Bad("nested too deeply") from None
     except Exception as exc:  # ValueError, UnicodeDecodeError, int digit limits...
@@ -68,6 +69,28 @@ def load_body(data: bytes) -> Any:
     # Depth cannot exceed the number of brackets: the walk runs only when it might matter.
     if data.count(b"[") + data.count(b"{") > MAX_DEPTH and _depth(body) > MAX_DEPTH:
         raise Bad(f"nested deeper than {MAX_DEPTH}")
+    return body
+
+
+# The scanner json.loads ends in (C code); typeshed leaves the attribute out.
+_scan: Callable[[str, int], tuple[Any, int]] = json.JSONDecoder().scan_once  # type: ignore[attr-defined]
+
+
+def _fast_loads(data: bytes) -> Any:
+    """``json.loads(data)``, in half the time for what the bridge sends.
+
+    The bridge's bodies are UTF-8 with nothing around the JSON value, so the scanner is called
+    directly and ``json.loads``' encoding detection and whitespace handling are skipped. Any
+    other body (another encoding, a BOM, surrounding whitespace, not JSON) is handed to
+    ``json.loads`` itself, so the result and the errors are exactly ``json.loads``'.
+    """
+    try:
+        decoded = data.decode()
+        body, end = _scan(decoded, 0)
+    except (StopIteration, ValueError):  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+        return json.loads(data)
+    if end != len(decoded):
+        return json.loads(data)
     return body
 
 

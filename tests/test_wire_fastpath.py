@@ -1,0 +1,159 @@
+"""The parse boundary's fast paths give exactly what the full checks give, the bot's listening
+half imports nothing it does not use, and startup's pause of the garbage collector always ends
+(issue "Closer to the wire")."""
+
+from __future__ import annotations
+
+import gc
+import json
+import subprocess
+import sys
+from dataclasses import astuple
+from pathlib import Path
+
+import pytest
+
+from kryten_llm.bus import wire
+from kryten_llm.bus.events import ChatEvent, Envelope, parse_event
+from kryten_llm.cli import main
+from kryten_llm.errors import MalformedEvent
+
+ROOT = Path(__file__).resolve().parent.parent
+SUBJECT = "kryten.events.cytube.mychannel.chatmsg"
+
+
+def _outcome(call: object, data: bytes) -> tuple[str, str]:
+    """What a decoder made of ``data``: ``("ok", repr(value))`` or the error's type and text."""
+    try:
+        return ("ok", repr(call(data)))  # type: ignore[operator]
+    except Exception as exc:
+        return (type(exc).__name__, str(exc))
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        pytest.param(b'{"a": 1, "b": [true, null, "x"]}', id="bridge-shape"),
+        pytest.param(b' {"a": 1}\n', id="surrounding-whitespace"),
+        pytest.param(b'\xef\xbb\xbf{"a": 1}', id="utf8-bom"),
+        pytest.param('{"a": "\u00e9"}'.encode("utf-16"), id="utf16"),
+        pytest.param(b'{"a": "\xed\xa0\x80"}', id="encoded-surrogate"),
+        pytest.param(b'{"a": "\\ud800"}', id="escaped-surrogate"),
+        pytest.param(b'{"a": 1} x', id="trailing-garbage"),
+        pytest.param(b'{"a": ', id="truncated"),
+        pytest.param(b"", id="empty"),
+        pytest.param(b"\xff\xfe\xfa", id="not-unicode"),
+        pytest.param(b"1" * 5000, id="too-many-digits"),
+        pytest.param(b'{"a": NaN, "b": -Infinity}', id="non-finite"),
+    ],
+)
+def test_the_fast_decoder_returns_and_raises_what_json_loads_does(data: bytes) -> None:
+    """The scanner is used for the bridge's plain UTF-8; anything else goes to json.loads."""
+    assert _outcome(wire._fast_loads, data) == _outcome(json.loads, data)
+
+
+def _envelope_bytes(**fields: object) -> bytes:
+    body: dict[str, object] = {
+        "event_name": "chatMsg",
+        "payload": {"username": "alice", "msg": "hello there", "meta": {}, "time": 1_700_000_000},
+        "channel": "MyChannel",
+        "domain": "cytu.be",
+        "timestamp": "2026-11-30T04:00:00+00:00",
+        "correlation_id": "c0ffee",
+    }
+    body.update(fields)
+    return json.dumps(body).encode()
+
+
+@pytest.mark.parametrize(
+    ("fields", "expected"),
+    [
+        pytest.param(
+            {"channel": "Caf\u00e9"},
+            Envelope("chatMsg", "Caf\u00e9", "cytu.be", "2026-11-30T04:00:00+00:00", "c0ffee"),
+            id="non-ascii-kept",
+        ),
+        pytest.param(
+            {"correlation_id": "x\ud800y"},
+            Envelope("chatMsg", "MyChannel", "cytu.be", "2026-11-30T04:00:00+00:00", "x\ufffdy"),
+            id="lone-surrogate-replaced",
+        ),
+    ],
+)
+def test_an_envelope_off_the_fast_path_gets_the_full_checks(
+    fields: dict[str, object], expected: Envelope
+) -> None:
+    event = parse_event(SUBJECT, _envelope_bytes(**fields))
+    assert event.envelope == expected
+
+
+@pytest.mark.parametrize(
+    ("fields", "reason"),
+    [
+        pytest.param({"channel": "c" * 101}, "'channel' is longer than 100", id="long-channel"),
+        pytest.param({"domain": 7}, "'domain' must be a string", id="domain-not-string"),
+        pytest.param({"timestamp": None}, "'timestamp' must be a string", id="null-timestamp"),
+        pytest.param(
+            {"payload": {"username": "u" * 101, "msg": "hi"}},
+            "'username' is longer than 100",
+            id="long-username",
+        ),
+        pytest.param(
+            {"payload": {"username": "alice", "msg": ["hi"]}},
+            "'msg' must be a string",
+            id="msg-not-string",
+        ),
+    ],
+)
+def test_values_the_fast_path_refuses_are_still_malformed(
+    fields: dict[str, object], reason: str
+) -> None:
+    with pytest.raises(MalformedEvent) as caught:
+        parse_event(SUBJECT, _envelope_bytes(**fields))
+    assert reason in caught.value.reason
+
+
+def test_a_non_ascii_chat_line_is_cleaned_like_before() -> None:
+    """Username and text with a lone surrogate leave the fast path and come out repaired."""
+    payload = {"username": "b\u00f6b", "msg": "caf\u00e9 \ud83c &amp; <b>tea</b>", "meta": {}}
+    event = parse_event(SUBJECT, _envelope_bytes(payload=payload))
+    assert isinstance(event, ChatEvent)
+    assert (event.username, event.text, event.raw) == (
+        "b\u00f6b",
+        "caf\u00e9 \ufffd & tea",
+        "caf\u00e9 \ufffd &amp; <b>tea</b>",
+    )
+    assert astuple(event)[4:] == (0, False, "", None)
+
+
+def test_the_listening_half_imports_no_memory_operator_or_health_code() -> None:
+    """Everything the bot imports before it subscribes is on the way to the subscription."""
+    script = (
+        "import sys, kryten_llm.service, kryten_llm.bot.assembly\n"
+        "names = ('sqlite3', 'kryten_llm.memory', 'kryten_llm.bot.operator',"
+        " 'kryten_llm.checks', 'kryten_llm.ops.health', 'kryten_llm.explore')\n"
+        "print(sorted(n for n in names if n in sys.modules))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True, cwd=ROOT
+    )
+    assert result.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize(
+    ("config", "code"),
+    [
+        pytest.param({}, 0, id="valid"),
+        pytest.param({"ratelimit": {"global_per_minute": 0}}, 2, id="config-error"),
+    ],
+)
+def test_collection_paused_for_startup_is_always_resumed(
+    tmp_path: Path, config: dict[str, object], code: int
+) -> None:
+    """The command line pauses the garbage collector while it loads the settings; whatever
+    the outcome, collection is on again afterwards (a test process calls main() often)."""
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(config))
+    assert gc.isenabled()
+    assert main(["--config", str(path), "--validate-config"]) == code
+    assert gc.isenabled()
