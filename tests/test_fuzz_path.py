@@ -72,6 +72,11 @@ def test_fuzzed_traffic_never_mutes_the_bot(
                 with Escapes() as escapes:
                     for token, data in batch:
                         await bridge.publish_raw(token, data)
+                    await eventually(lambda: service.stats["events"] == len(batch), 20)
+                    # A well-formed `cooldown` in the batch holds sending as CyTube asked (at
+                    # most 60 s, longer than a reply's deadline): "never muted" means answered
+                    # once that hold is over.
+                    await eventually(lambda: not any(_holds(service).values()), 65)
                     await bridge.chat("zed", "cynthia, are you still with us?")
                     await eventually(lambda: service.stats["events"] == len(batch) + 1, 20)
                     await eventually(
@@ -83,3 +88,9 @@ def test_fuzzed_traffic_never_mutes_the_bot(
                     escapes.check(service.settings.processing.workers)
 
     asyncio.run(scenario())
+
+
+def _holds(service: Service) -> dict[str, float]:
+    """Seconds each channel's sending is still held by a cooldown or noflood."""
+    live = service.liveness()
+    return dict(live.send_paused_seconds) if live is not None else {}
