@@ -20,9 +20,9 @@ from aiohttp import web
 from kryten_llm.config import load_settings
 from kryten_llm.explore.runs import RunBoard
 from kryten_llm.explore.web import ExplorePage
-from kryten_llm.ops.controls import check_token
 from kryten_llm.ops.web import protected_app
 from kryten_llm.service import Service
+from kryten_llm.webguard import check_token
 from tests.cdp import Browser
 from tests.conftest import running, settings_for
 from tests.explore_helpers import assert_counts_add_up, assert_no_duplicates, read_run

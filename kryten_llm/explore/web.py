@@ -10,10 +10,10 @@ dashboard (see :func:`mount`). The page (``static/explore.html`` and its script)
 - ``POST /explore/api/runs/{id}/stop``;
 - ``GET  /explore/api/runs/{id}/files/{output.txt|output.json|metadata.json}``: a download.
 
-The protections are the dashboard's (:func:`kryten_llm.ops.web.protected_app`): bound to
+The protections are the dashboard's (:func:`kryten_llm.webguard.protected_app`): bound to
 loopback by default with the ``Host`` check, a CSP that allows only this server's scripts
 (items are inserted as text, never as HTML), and the control token
-(:func:`kryten_llm.ops.controls.check_token`, as ``Authorization: Bearer`` or ``?token=``)
+(:func:`kryten_llm.webguard.check_token`, as ``Authorization: Bearer`` or ``?token=``)
 for starting and stopping when bound elsewhere, and then for reading too. On the bot's
 dashboard, starting and stopping always take its control token, like its other controls.
 """
@@ -197,8 +197,7 @@ async def serve(args: argparse.Namespace, settings: Settings) -> int:
         0 after a clean stop; 2 when bound beyond loopback without a token.
     """
     from kryten_llm.console import EXIT_OK, EXIT_USAGE, on_stop_signals
-    from kryten_llm.ops.controls import check_token
-    from kryten_llm.ops.web import protected_app
+    from kryten_llm.webguard import check_token, protected_app
 
     app, exposed = protected_app(args.host)
     token = settings.web.token.get_secret_value() if settings.web.token else None

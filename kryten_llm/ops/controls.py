@@ -7,28 +7,18 @@ logged with its origin (``web 127.0.0.1 Mozilla/...`` or ``nats``), whether it s
 
 from __future__ import annotations
 
-import hmac
 from typing import Any, Protocol
 
 import structlog
 
 from kryten_llm.errors import ControlError
+from kryten_llm.webguard import check_token
 
 log = structlog.get_logger(__name__)
 
 # The switches handled here; every other action tunes the configuration (``tune``: reload,
 # runtime changes, reset; see kryten_llm.bot.tuning).
 SWITCHES = ("pause", "resume", "dry_run", "clear_cooldowns", "explore_stop", "memory")
-
-
-def check_token(configured: str | None, presented: str | None) -> None:
-    """Raise :class:`ControlError` unless ``presented`` is the ``configured`` token (compared
-    in constant time); no configured token refuses everything. Shared with the explore page.
-    """
-    if configured is None:
-        raise ControlError(403, "controls are disabled: set web.token to enable them")
-    if not presented or not hmac.compare_digest(presented.encode(), configured.encode()):
-        raise ControlError(401, "a valid control token is required")
 
 
 class Controlled(Protocol):

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
 import json
 import time
 from collections.abc import Callable
@@ -34,6 +33,7 @@ from aiohttp import web
 
 from kryten_llm.errors import ControlError
 from kryten_llm.ops.controls import Controls
+from kryten_llm.webguard import protected_app
 
 if TYPE_CHECKING:
     from kryten_llm.config import WebConfig
@@ -43,15 +43,6 @@ log = structlog.get_logger(__name__)
 _STATIC = {
     "dashboard.js": "text/javascript",
     "dashboard.css": "text/css",
-}
-_SECURITY_HEADERS = {
-    "Content-Security-Policy": (
-        "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
-        "connect-src 'self'; form-action 'none'; frame-ancestors 'none'; base-uri 'none'"
-    ),
-    "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "no-referrer",
-    "Cache-Control": "no-store",
 }
 
 
@@ -89,9 +80,7 @@ class WebServer:
         self.port: int | None = None
         self.streams = 0
         self._cached: dict[bool, tuple[float, bytes]] = {}
-        self.exposed = not _is_loopback(config.host)
-        app = web.Application(middlewares=_middlewares(self.exposed))
-        app.on_response_prepare.append(_security_headers)
+        app, self.exposed = protected_app(config.host)
         app.router.add_get("/", self._dashboard)
         app.router.add_get("/static/{name}", self._static)
         app.router.add_get("/health", self._get_health)
@@ -228,74 +217,3 @@ def _without_chat(state: dict[str, Any]) -> dict[str, Any]:
         for entry in state.get("recent", ())
     ]
     return {**state, "recent": recent, "chat_hidden": True}
-
-
-def _host_name(host: str) -> str:
-    """The name part of a ``Host`` header: ``[::1]:8780`` -> ``::1``, ``localhost:1`` ->
-    ``localhost``, ``[::1]`` -> ``::1``."""
-    if host.startswith("["):
-        return host[1:].split("]", 1)[0]
-    return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
-
-
-def _is_loopback(host: str) -> bool:
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return host == "localhost"
-
-
-@web.middleware
-async def _loopback_hosts_only(request: web.Request, handler: Any) -> web.StreamResponse:
-    """Bound to loopback, answer only requests addressed to loopback.
-
-    A web page elsewhere could point its own host name at 127.0.0.1 (DNS rebinding) and read
-    the dashboard's chat text; such a request carries that foreign name in ``Host``.
-    """
-    name = _host_name(request.host or "")
-    if not _is_loopback(name):
-        return web.json_response({"ok": False, "error": "unexpected Host header"}, status=421)
-    response: web.StreamResponse = await handler(request)
-    return response
-
-
-@web.middleware
-async def _same_site_posts(request: web.Request, handler: Any) -> web.StreamResponse:
-    """A POST must be JSON sent by a page of this server (or by a script, which sends no
-    ``Origin``): another site's page in the operator's browser cannot act through it, even
-    where no token is asked (the explore page on loopback)."""
-    if request.method == "POST":
-        origin = request.headers.get("Origin")
-        site = request.headers.get("Sec-Fetch-Site", "same-origin")
-        foreign = origin is not None and _host_of_origin(origin) != (request.host or "")
-        if request.content_type != "application/json" or foreign or site == "cross-site":
-            return web.json_response(
-                {"ok": False, "error": "send JSON from this page or a script"}, status=403
-            )
-    response: web.StreamResponse = await handler(request)
-    return response
-
-
-def _host_of_origin(origin: str) -> str:
-    """``http://127.0.0.1:8780`` -> ``127.0.0.1:8780``."""
-    return origin.split("://", 1)[-1].rstrip("/")
-
-
-def _middlewares(exposed: bool) -> list[Any]:
-    return [_same_site_posts] if exposed else [_loopback_hosts_only, _same_site_posts]
-
-
-async def _security_headers(request: web.Request, response: web.StreamResponse) -> None:
-    for name, value in _SECURITY_HEADERS.items():
-        response.headers.setdefault(name, value)
-
-
-# explore17: the explore page's own server (``kryten-llm explore --web``) shares these checks.
-def protected_app(host: str) -> tuple[web.Application, bool]:
-    """An empty aiohttp app with the dashboard's protections for a server bound to ``host``
-    (the loopback ``Host`` check when ``host`` is a loopback address; CSP, nosniff, no referrer,
-    no store on every answer), and whether ``host`` exposes it beyond this machine."""
-    exposed = not _is_loopback(host)
-    app = web.Application(middlewares=_middlewares(exposed))
-    app.on_response_prepare.append(_security_headers)
-    return app, exposed
