@@ -37,10 +37,18 @@ _LAZY = {
     "explore": ("kryten_llm.explore.cli", "generate unique material on a topic with many models"),
     "memory": ("kryten_llm.memory.cli", "list or forget what the bot remembers about a user"),
     "selftest": ("kryten_llm.selftest.runner", "start everything locally and check that it works"),
+    "demo": (
+        "kryten_llm.sim.cli",
+        "the bot in a simulated channel, with an embedded NATS server: nothing to set up",
+    ),
+    "simulate": (
+        "kryten_llm.sim.cli",
+        "only the simulated channel, against a running NATS server and bot",
+    ),
 }
 
 
-_COMMANDS = frozenset({"run", "validate-config", "providers", "demo", "simulate", "logs", *_LAZY})
+_COMMANDS = frozenset({"run", "validate-config", "providers", "logs", *_LAZY})
 
 
 def build_parser(full: str | None = None) -> argparse.ArgumentParser:
@@ -93,38 +101,12 @@ def build_parser(full: str | None = None) -> argparse.ArgumentParser:
     providers = sub.add_parser("providers", parents=[common], help="check the LLM providers")
     providers.add_argument("action", choices=["check"], help="probe every provider, print a table")
     providers.add_argument("--timeout", type=float, default=10.0, help="seconds per provider")
-    demo = sub.add_parser(
-        "demo",
-        help="the bot in a simulated channel, with an embedded NATS server: nothing to set up",
-    )
-    demo.add_argument("--duration", type=float, metavar="SECONDS", help="stop after this long")
-    demo.add_argument("--nats", metavar="URL", help="use this NATS server instead of starting one")
-    demo.add_argument("--config", type=Path, metavar="FILE", help="use this config's providers")
-    demo.add_argument(
-        "--provider",
-        metavar="NAME",
-        help="which provider answers: smollm2 or scripted (default: the best model at hand: "
-        "a local OpenAI-compatible server, SmolLM2, canned lines)",
-    )
-    demo.add_argument("--speed", type=float, default=1.0, help="scenario speed factor")
-    demo.add_argument("--seed", type=int, help="seed for the scenario and trigger probabilities")
-    demo.add_argument(
-        "--log-dir", type=Path, metavar="DIR", help="also write the response log there"
-    )
-    simulate = sub.add_parser(
-        "simulate", help="only the simulated channel, against a running NATS server and bot"
-    )
-    simulate.add_argument("--nats", metavar="URL", required=True, help="the NATS server")
-    simulate.add_argument("--channel", required=True, help="channel name, as the bot has it")
-    simulate.add_argument("--domain", default="cytu.be", help="domain, as the bot has it")
-    simulate.add_argument("--bot-username", default="CynthiaRothbot", help="the bot's account")
-    simulate.add_argument("--duration", type=float, metavar="SECONDS", help="stop after this long")
-    simulate.add_argument("--speed", type=float, default=1.0, help="scenario speed factor")
+    chosen = _LAZY[full][0] if full in _LAZY else None
     for name, (module, help_text) in _LAZY.items():
-        if name == full:
-            import_module(module).add_parser(sub)
-        else:  # listed in --help; its options are read when it is the command
+        if module != chosen:  # listed in --help; its options are read when it is the command
             sub.add_parser(name, help=help_text, add_help=False)
+        elif name == full:  # adds every command of its module (demo and simulate share one)
+            import_module(module).add_parser(sub)
     logs = sub.add_parser("logs", parents=[common], help="summarise the response logs")
     logs.add_argument("action", choices=["stats", "plot"], help="stats: print; plot: HTML report")
     logs.add_argument(
@@ -169,8 +151,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     command = args.command or "run"
     if command in _LAZY:
         return int(import_module(_LAZY[command][0]).run(args))
-    if command in ("demo", "simulate"):
-        return _simulation(command, args)
     from kryten_llm.errors import ConfigError, KrytenLLMError
     from kryten_llm.logs import configure_logging
 
@@ -205,43 +185,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_INTERRUPTED
     except KrytenLLMError as exc:
         print(f"kryten-llm: {exc}", file=sys.stderr)
-        return EXIT_FAILED
-
-
-def _simulation(command: str, args: argparse.Namespace) -> int:
-    from kryten_llm.errors import ConfigError
-    from kryten_llm.logs import configure_logging
-    from kryten_llm.sim.demo import run_demo, run_simulate
-
-    configure_logging("WARNING", "console")
-    try:
-        if command == "demo":
-            return asyncio.run(
-                run_demo(
-                    duration=args.duration,
-                    nats_url=args.nats,
-                    config=args.config,
-                    provider=args.provider,
-                    speed=args.speed,
-                    seed=args.seed,
-                    log_dir=args.log_dir,
-                )
-            )
-        return asyncio.run(
-            run_simulate(
-                nats_url=args.nats,
-                channel=args.channel,
-                domain=args.domain,
-                bot_username=args.bot_username,
-                duration=args.duration,
-                speed=args.speed,
-            )
-        )
-    except ConfigError as exc:
-        _print_config_error(exc, getattr(args, "config", None))
-        return EXIT_USAGE
-    except (FileNotFoundError, OSError) as exc:
-        print(f"kryten-llm {command}: {exc}", file=sys.stderr)
         return EXIT_FAILED
 
 
