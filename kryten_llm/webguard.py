@@ -32,6 +32,17 @@ _SECURITY_HEADERS = {
 }
 
 
+def presented_token(request: web.Request, *, query: bool = True) -> str | None:
+    """The token a request presents: ``Authorization: Bearer T`` or (when ``query``) ``?token=``.
+
+    Actions take the header only (a URL ends up in logs and histories); reading may use either.
+    """
+    header = request.headers.get("Authorization", "")
+    if header.startswith("Bearer "):
+        return header.removeprefix("Bearer ").strip() or None
+    return request.query.get("token") if query else None
+
+
 def check_token(configured: str | None, presented: str | None) -> None:
     """Raise :class:`ControlError` unless ``presented`` is the ``configured`` token (compared
     in constant time); no configured token refuses everything."""

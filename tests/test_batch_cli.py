@@ -7,13 +7,13 @@ import contextlib
 import json
 import signal
 import sqlite3
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.batch_helpers import cli, read_output, start_cli, write_config
+from tests.conftest import eventually
 from tests.openai_server import ScriptedOpenAIServer, drip, hang, reply
 
 HANG_BOUND = 120.0  # seconds: only a hang reaches it
@@ -114,15 +114,6 @@ async def test_sigint_pauses_a_run_and_it_resumes(tmp_path: Path) -> None:
     assert sorted(int(r["row"]) for r in read_output(tmp_path / "o.csv")) == list(range(300))
 
 
-async def _until(condition: Callable[[], bool], timeout: float = 15.0) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while asyncio.get_running_loop().time() < deadline:
-        if condition():
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError("the condition never held")
-
-
 async def _answered(db: Path, run_id: str, at_least: int, timeout: float = 15.0) -> None:
     """Wait until ``at_least`` items of the run are stored (read straight from the store)."""
     deadline = asyncio.get_running_loop().time() + timeout
@@ -169,7 +160,7 @@ async def test_sigterm_while_requests_outlast_the_stop_grace_still_exits_paused(
         try:
             await _answered(tmp_path / "batch.db", "t", 2)
             # Both workers hang on rows 2 and 3; the queue is full behind them.
-            await _until(lambda: len(llm.completions) >= 4)
+            await eventually(lambda: len(llm.completions) >= 4, 15)
             runner.send_signal(signal.SIGTERM)
             code = await asyncio.wait_for(runner.wait(), 20)
         finally:

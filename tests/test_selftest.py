@@ -13,7 +13,6 @@ import signal
 import socket
 import sys
 from pathlib import Path
-from typing import Any
 
 import aiohttp
 import nats
@@ -21,6 +20,7 @@ import pytest
 
 from kryten_llm.selftest import SCENARIOS, Behaviour, run_selftest
 from tests.batch_helpers import child_env
+from tests.conftest import read_log
 
 pytestmark = [pytest.mark.nats, pytest.mark.slow]
 RUN_SECONDS = 90.0  # bound of one whole self-test (it takes a few seconds here)
@@ -34,14 +34,6 @@ def _lines(output: str) -> dict[str, str]:
             if re.match(rf"(PASS|FAIL)  {re.escape(scenario.name)}\s+\d+\.\d\d s  ", line):
                 found[scenario.name] = line
     return found
-
-
-def _responses(folder: Path) -> list[dict[str, Any]]:
-    return [
-        json.loads(line)
-        for path in sorted((folder / "logs").glob("responses-*.jsonl"))
-        for line in path.read_text(encoding="utf-8").splitlines()
-    ]
 
 
 async def _selftest_process(*args: str) -> asyncio.subprocess.Process:
@@ -77,7 +69,7 @@ async def test_selftest_passes_every_scenario_and_its_traces_name_real_ids(
     assert "provider_failed" in failover
     assert "answered by scripted after flaky" in failover
     chat_id, say_id = re.search(r"sim chatMsg (\w{8}) .* NATS say (\w{8}) ", failover).groups()  # type: ignore[union-attr]
-    (record,) = [r for r in _responses(tmp_path) if r["correlation_id"].startswith(chat_id)]
+    (record,) = [r for r in read_log(tmp_path / "logs") if r["correlation_id"].startswith(chat_id)]
     assert record["provider"] == "scripted"
     assert record["fallback_from"] == ["flaky"]
     assert [rid[:8] for rid in record["request_ids"]] == [say_id]

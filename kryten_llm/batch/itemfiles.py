@@ -29,7 +29,7 @@ import structlog
 
 from kryten_llm.batch.storetypes import ItemResult, ItemStatus
 from kryten_llm.batch.work import WorkItem
-from kryten_llm.files import atomic_write, dump_json, exclusive_lock
+from kryten_llm.files import atomic_write, dump_json, exclusive_lock, read_json_object
 
 log = structlog.get_logger(__name__)
 
@@ -68,7 +68,7 @@ class ItemFiles:
 
     def answered(self, item_id: str) -> set[str]:
         """The model names that already answered this prompt for the item."""
-        data = self._read(self.folder / file_name(item_id))
+        data = read_json_object(self.folder / file_name(item_id))
         models = data.get(MODELS_KEY) if data is not None else None
         if not isinstance(models, dict):
             return set()
@@ -94,7 +94,7 @@ class ItemFiles:
         """
         path = self.folder / file_name(item_id)
         with exclusive_lock(self._lock):
-            data = self._read(path)
+            data = read_json_object(path)
             if data is None:
                 if path.exists():
                     raise ValueError(f"{path} is not a JSON object; left as it is")
@@ -107,14 +107,6 @@ class ItemFiles:
                 answers = models[model] = {}
             answers[self.prompt_hash] = answer
             atomic_write(path, dump_json(data))
-
-    @staticmethod
-    def _read(path: Path) -> dict[str, Any] | None:
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            return None
-        return data if isinstance(data, dict) else None
 
 
 def recorder(

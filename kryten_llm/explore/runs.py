@@ -12,7 +12,6 @@ last checkpoint.
 from __future__ import annotations
 
 import asyncio
-import json
 import re
 import time
 from collections import Counter
@@ -28,6 +27,7 @@ from kryten_llm.errors import ConfigError, ExploreError
 from kryten_llm.explore.explorer import Explorer, StopReason
 from kryten_llm.explore.output import OutputStore
 from kryten_llm.explore.settings import ExploreSettings
+from kryten_llm.files import read_json_object
 from kryten_llm.pools import slug
 
 if TYPE_CHECKING:
@@ -225,7 +225,7 @@ class RunBoard:
                 run_id = meta_path.parent.name
                 if not valid_run_id(run_id):
                     continue
-                meta = _read_json(meta_path)
+                meta = read_json_object(meta_path) or {}
                 listed[run_id] = {
                     "id": run_id,
                     "topic": meta.get("topic"),
@@ -270,7 +270,7 @@ class RunBoard:
         folder = self.root / run_id
         if not valid_run_id(run_id) or not (folder / "metadata.json").is_file():
             raise RunRefused(404, f"no run {run_id!r}")
-        meta = _read_json(folder / "metadata.json")
+        meta = read_json_object(folder / "metadata.json") or {}
         lines = _tail(folder / "output.txt", NEWEST)
         return {
             "id": run_id,
@@ -299,14 +299,6 @@ class RunBoard:
         if name not in FILES or not valid_run_id(run_id) or not path.is_file():
             raise RunRefused(404, f"no file {name!r} in run {run_id!r}")
         return path
-
-
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text("utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
 
 
 def _tail(path: Path, count: int) -> list[str]:

@@ -32,6 +32,7 @@ from aiohttp import web
 
 from kryten_llm.errors import ControlError
 from kryten_llm.explore.runs import RunBoard, RunRefused
+from kryten_llm.webguard import presented_token
 
 if TYPE_CHECKING:
     import argparse
@@ -147,10 +148,8 @@ class ExplorePage:
     def _refused(request: web.Request, check: Check | None) -> web.Response | None:
         if check is None:
             return None
-        header = request.headers.get("Authorization", "")
-        token = header.removeprefix("Bearer ").strip() if header.startswith("Bearer ") else None
         try:
-            check(token or request.query.get("token"))
+            check(presented_token(request))
         except ControlError as exc:
             return _error(exc.status, str(exc))
         return None

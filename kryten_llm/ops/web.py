@@ -33,7 +33,7 @@ from aiohttp import web
 
 from kryten_llm.errors import ControlError
 from kryten_llm.ops.controls import Controls
-from kryten_llm.webguard import protected_app
+from kryten_llm.webguard import presented_token, protected_app
 
 if TYPE_CHECKING:
     from kryten_llm.config import WebConfig
@@ -146,10 +146,8 @@ class WebServer:
         """Loopback binds show chat to anyone local; other binds only to the token's holder."""
         if not self.exposed:
             return True
-        header = request.headers.get("Authorization", "")
-        token = header.removeprefix("Bearer ").strip() if header.startswith("Bearer ") else None
         try:
-            self._controls.authorize(token or request.query.get("token"))
+            self._controls.authorize(presented_token(request))
         except ControlError:
             return False
         return True
@@ -183,8 +181,7 @@ class WebServer:
         return cached[1]
 
     async def _control(self, request: web.Request) -> web.Response:
-        header = request.headers.get("Authorization", "")
-        token = header.removeprefix("Bearer ").strip() if header.startswith("Bearer ") else None
+        token = presented_token(request, query=False)
         try:
             body = await request.json()
         except ValueError:

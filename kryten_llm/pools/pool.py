@@ -27,17 +27,13 @@ lines others added since (their order kept, duplicates dropped) before it writes
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import json
-import os
 import random
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from kryten_llm.errors import ConfigError
-from kryten_llm.files import atomic_write, dump_json
+from kryten_llm.files import atomic_write, dump_json, exclusive_lock
 from kryten_llm.pools.text import normalize, slug
 
 DEFAULT_POOL_DIR = Path("fallback")
@@ -209,7 +205,7 @@ class FallbackPool:
             OSError: the folder cannot be written.
         """
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        with _file_lock(self.path.with_name(f".{self.path.name}.lock")):
+        with exclusive_lock(self.path.with_name(f".{self.path.name}.lock")):
             try:
                 data = _read(self.path)
             except ConfigError:  # unreadable or broken: ours replaces it, as before
@@ -252,21 +248,6 @@ class FallbackPool:
             swap = self._rng.randrange(1, len(order))
             order[0], order[swap] = order[swap], order[0]
         return order
-
-
-@contextlib.contextmanager
-def _file_lock(path: Path) -> Iterator[None]:
-    """Hold an exclusive ``flock`` on ``path`` (created if missing), waiting for it.
-
-    Raises:
-        OSError: the lock file cannot be created.
-    """
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)  # releases the lock
 
 
 def _read(path: Path) -> dict[str, Any] | None:
