@@ -224,3 +224,32 @@ async def test_without_typing_pacing_parts_go_out_at_once(clock: Clock) -> None:
     delivery.put("two")
     await delivery.drain()
     assert sent == ["one", "two"]
+
+
+def test_the_answer_is_cut_again_only_when_a_part_could_be_ready(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Token by token, the answer is cleaned again only at a sentence end or every 48
+    characters, not on every token; the first sentence still goes out with the next space."""
+    from kryten_llm.pipeline import streaming
+
+    calls = 0
+    real = streaming.clean_text
+
+    def counting(*args: object, **kwargs: object) -> object:
+        nonlocal calls
+        calls += 1
+        return real(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(streaming, "clean_text", counting)
+    cutter = PartCutter(FormattingConfig(max_message_length=1000))
+    text = ""
+    for word in ["word"] * 120:  # 600 characters, no sentence end
+        text += word + " "
+        assert cutter.ready(text) == []
+    assert calls <= 600 // streaming.RECUT_CHARS + 1
+    text += "end."
+    assert cutter.ready(text) == []  # not finished until the next space
+    text += " And"
+    (first,) = cutter.ready(text)
+    assert first.endswith("word end.")

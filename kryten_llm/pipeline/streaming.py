@@ -70,6 +70,7 @@ class PartCutter:
         self._names = bot_names
         self._present = present_users
         self._covered = ""  # the cleaned text the parts handed out cover, markers left out
+        self._tried = 0  # how much of the raw answer the last cutting attempt saw
         self.parts: list[str] = []
         self.removed: tuple[str, ...] = ()
         self.done = False  # the last allowed part went out (or nothing more may)
@@ -78,7 +79,17 @@ class PartCutter:
         self.mass_mention = False
 
     def ready(self, text: str) -> list[str]:
-        """The parts of the unfinished answer ``text`` that can be sent now (see the module)."""
+        """The parts of the unfinished answer ``text`` that can be sent now (see the module).
+
+        The answer so far is cleaned and cut again only when something new could be cut: a
+        sentence end arrived (with the character before the new text, so a space that follows
+        a full stop counts) or :data:`RECUT_CHARS` more characters did. Cleaning the whole
+        answer on every token would make a long answer cost quadratic time.
+        """
+        fresh = text[max(self._tried - 1, 0) :]
+        if len(text) - self._tried < RECUT_CHARS and not _ENDS.intersection(fresh):
+            return []
+        self._tried = len(text)
         rest = self._rest(text)
         finished = text[-1:].isspace()  # cleaning strips it; it ends the last sentence
         out: list[str] = []
@@ -162,10 +173,14 @@ class PartCutter:
         return part, cut + len(separator)
 
 
+RECUT_CHARS = 48  # a part can also be ready without a sentence end: a long sentence
+_ENDS = frozenset(SENTENCE_END + CJK_END)
+
+
 def _first_sentences(text: str, limit: int, finished: bool) -> tuple[int, str] | None:
     """The end of the last finished sentence within ``limit`` characters, and the separator
     after it; None when no sentence is finished yet. ``finished``: a space followed ``text``."""
-    if finished and len(text) <= limit and text[-1:] in tuple(SENTENCE_END):
+    if finished and len(text) <= limit and text[-1:] in _ENDS:
         return len(text), ""
     for i in range(min(limit, len(text) - 1), 0, -1):
         before, here = text[i - 1], text[i]
