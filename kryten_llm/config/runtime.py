@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import cached_property
 from pathlib import Path
 from typing import Literal
 
@@ -59,9 +60,13 @@ class ChannelConfig(Section):
         None, description="This channel's own reply shape, replacing the top-level `formatting`."
     )
 
-    @property
+    @cached_property
     def key(self) -> str:
-        """How a channel is looked up: the domain as configured, the channel ignoring case."""
+        """How a channel is looked up: the domain as configured, the channel ignoring case.
+
+        Read on every event and reply, so built once: a channel's config is never changed in
+        place (a reload builds new settings).
+        """
         return channel_key(self.domain, self.channel)
 
 
