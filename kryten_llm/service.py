@@ -382,7 +382,7 @@ class Service:
             nc,
             settings.service,
             version=__version__,
-            metadata=self._metadata,
+            metadata=lambda: {**surface.announcement(), "cluster": cluster.snapshot()},
             on_restart=self.request_stop,
             instance_id=cluster.instance_id,
             listeners=[surface.registry.on_lifecycle] if surface.registry is not None else (),
@@ -409,33 +409,6 @@ class Service:
             cost = self.manager.cost(completion)
             if cost:
                 self.telemetry.on_cost(provider, cost)
-
-    def _metadata(self) -> dict[str, Any]:
-        surface = self.surface
-        health = surface.health() if surface is not None else None
-        return {
-            "endpoints": surface.endpoints() if surface is not None else {},
-            "health": (
-                {
-                    "status": health["status"],
-                    "reasons": health["reasons"],
-                    "components": health["components"],
-                }
-                if health is not None
-                else None
-            ),
-            "channels": [
-                {"domain": c.domain, "channel": c.channel} for c in self.settings.channels
-            ],
-            "bot_username": self.settings.bot.username,
-            "dry_run": self.flags.dry_run,
-            "paused": self.flags.paused,
-            "provider": self.settings.llm.default_provider,
-            "providers": self.manager.snapshot() if self.manager is not None else {},
-            "queue_depth": self.queue_depth,
-            "stats": self.stats.snapshot(),
-            "cluster": self.cluster.snapshot() if self.cluster is not None else None,
-        }
 
     async def _shutdown(self, nc: NATS) -> None:
         """Stop intake, let in-flight replies finish within the grace, announce shutdown."""

@@ -204,6 +204,24 @@ class OperatorSurface:
             "dashboard": {"port": port, "path": "/"},
         }
 
+    def announcement(self) -> dict[str, Any]:
+        """``metadata`` of the lifecycle events (startup, heartbeat): what the bot is and does."""
+        view = self._view
+        settings = self._settings
+        health = self.health()
+        return {
+            "endpoints": self.endpoints(),
+            "health": {key: health[key] for key in ("status", "reasons", "components")},
+            "channels": [{"domain": c.domain, "channel": c.channel} for c in settings.channels],
+            "bot_username": settings.bot.username,
+            "dry_run": view.flags.dry_run,
+            "paused": view.flags.paused,
+            "provider": settings.llm.default_provider,
+            "providers": view.manager.snapshot() if view.manager is not None else {},
+            "queue_depth": view.queue_depth,
+            "stats": view.stats.snapshot(),
+        }
+
     # --- views -------------------------------------------------------------------------------
 
     def health(self) -> dict[str, Any]:
