@@ -25,7 +25,6 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AsyncExitStack
-from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -45,34 +44,22 @@ from kryten_llm.cluster import Coordinator
 from kryten_llm.config.layers import Sources, find_sources
 from kryten_llm.console import EXIT_FAILED, EXIT_OK, EXIT_RESTART, on_stop_signals
 from kryten_llm.errors import ControlError
-from kryten_llm.pipeline.stats import Count, Flags, Stats
+from kryten_llm.pipeline.stats import Flags, Stats
+from kryten_llm.serviceview import WORKER, ServiceView, State
 
 if TYPE_CHECKING:
-    from kryten_llm.bot.intake import ChannelContext, Intake
+    from kryten_llm.bot.intake import ChannelContext
     from kryten_llm.bot.operator import Operator
-    from kryten_llm.config import ChannelConfig, Settings
+    from kryten_llm.config import Settings
     from kryten_llm.config.overrides import Override
     from kryten_llm.llm.base import Completion
-    from kryten_llm.llm.manager import ProviderManager
-    from kryten_llm.ops.health import Liveness
     from kryten_llm.ops.surface import OperatorSurface
     from kryten_llm.ops.telemetry import Telemetry
-    from kryten_llm.pipeline.state import ChannelState
 
 log = structlog.get_logger(__name__)
 
-_WORKER = "reply-worker-"
 
-
-class State(StrEnum):
-    NEW = "new"
-    CONNECTING = "connecting"
-    RUNNING = "running"
-    STOPPING = "stopping"
-    STOPPED = "stopped"
-
-
-class Service:
+class Service(ServiceView):
     """The live bot: ``await Service(settings).run(stop_event)`` runs it until the event is set.
 
     It is also the bot's :class:`~kryten_llm.ops.view.BotView` for the operator surface; the
@@ -126,91 +113,6 @@ class Service:
         self._sender: ChatSender | None = None
         self.cluster: Coordinator | None = None  # issue 15: this instance among several
         self._supervisor = Supervisor(self._give_up)
-
-    # --- the view the operator surface reads (kryten_llm.ops.view.BotView) --------------------
-
-    @property
-    def settings(self) -> Settings:
-        return self.bot.settings if self.bot is not None else self._settings
-
-    @property
-    def state_name(self) -> str:
-        return self.state.value
-
-    def tuning(self) -> dict[str, Any]:
-        return self.operator.tuner.view() if self.operator is not None else {}
-
-    @property
-    def running(self) -> bool:
-        return self.state is State.RUNNING
-
-    @property
-    def nats_connected(self) -> bool:
-        return bool(self.nc is not None and self.nc.is_connected)
-
-    @property
-    def uptime_seconds(self) -> float:
-        return time.monotonic() - self._started_at
-
-    @property
-    def stats(self) -> Stats:
-        return self._stats
-
-    @property
-    def flags(self) -> Flags:
-        return self._flags
-
-    @property
-    def manager(self) -> ProviderManager | None:  # replaced by a reload that changes llm
-        return self.bot.manager if self.bot is not None else None
-
-    @property
-    def intake(self) -> Intake | None:
-        return self.bot.intake if self.bot is not None else None
-
-    @property
-    def queue_depth(self) -> int:
-        return len(self.bot.queue) if self.bot is not None else 0
-
-    @property
-    def queue_capacity(self) -> int:
-        return self.bot.queue.capacity if self.bot is not None else 0
-
-    @property
-    def fallback_lines(self) -> int:
-        """Lines in the fallback pools for when every provider fails (0: none)."""
-        pools = self.bot.pools if self.bot is not None else None
-        return pools.total_lines if pools is not None else 0
-
-    def pool_sizes(self) -> dict[str, int]:
-        pools = self.bot.pools if self.bot is not None else None
-        return pools.sizes() if pools is not None else {}
-
-    def channel_states(self) -> list[tuple[ChannelConfig, ChannelState]]:
-        if self.bot is None:
-            return []
-        return [(c.config, c.state) for c in self.bot.channels.values()]
-
-    def liveness(self) -> Liveness | None:
-        bot = self.bot
-        if bot is None or self.state is not State.RUNNING:
-            return None
-        sender = self._sender
-        from kryten_llm.ops import health as ops_health  # imported after startup, when asked
-
-        return ops_health.Liveness(
-            workers=self._settings.processing.workers,
-            workers_alive=self._supervisor.alive(_WORKER),
-            queue_stalled_seconds=bot.queue.stalled_seconds(),
-            send_paused_seconds=(
-                {c.channel: sender.paused_for(c) for c in self._settings.channels}
-                if sender is not None
-                else {}
-            ),
-            worker_errors=bot.stats.totals[Count.WORKER_ERRORS],
-            task_restarts=self._supervisor.restarts,
-            cluster=self.cluster.snapshot() if self.cluster is not None else None,
-        )
 
     # --- the operator's switches: kryten_llm.bot.operator.Operator, once the bot runs -------
 
@@ -358,7 +260,7 @@ class Service:
         bot.start_answering(manager)
         stack.push_async_callback(self._supervisor.stop)
         for i in range(settings.processing.workers):
-            self._supervisor.spawn(f"{_WORKER}{i}", bot.work)
+            self._supervisor.spawn(f"{WORKER}{i}", bot.work)
         self.operator = bot_operator.Operator(
             bot,
             self._sources,
