@@ -3,13 +3,15 @@ server-sent events (against a real HTTP server on 127.0.0.1) and the humanised p
 
 from __future__ import annotations
 
+import json
+
 import aiohttp
 import pytest
 
 from kryten_llm.bot.delivery import Delivery
 from kryten_llm.config import FormattingConfig, ProviderConfig, TypingConfig, ValidationConfig
 from kryten_llm.errors import ProviderUnavailable
-from kryten_llm.llm import AnthropicProvider, ChatMessage, Chunk, CompletionRequest
+from kryten_llm.llm import AnthropicProvider, ChatMessage, Chunk, CompletionRequest, Usage
 from kryten_llm.llm.openai import OpenAIProvider
 from kryten_llm.pipeline.formatter import format_reply
 from kryten_llm.pipeline.streaming import PartCutter
@@ -181,6 +183,53 @@ async def test_a_server_that_does_not_stream_gives_one_whole_chunk(
         provider = OpenAIProvider("api", ProviderConfig(base_url=llm.base_url), session)
         chunks = [chunk async for chunk in provider.stream(REQUEST)]
     assert chunks == [Chunk("All at once.", "scripted-model", None, whole=True)]
+
+
+async def test_an_error_event_in_an_anthropic_stream_is_a_provider_failure(
+    session: aiohttp.ClientSession,
+) -> None:
+    body = (
+        'event: message_start\ndata: {"type": "message_start", "message": {"model": "c"}}\n\n'
+        "event: error\n"
+        'data: {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}'
+        "\n\n"
+    )
+    async with ScriptedOpenAIServer(raw(body, content_type="text/event-stream")) as llm:
+        provider = AnthropicProvider("claude", ProviderConfig(base_url=llm.base_url), session)
+        stream = provider.stream(REQUEST)
+        assert await anext(stream) == Chunk(model="c")  # what came before is handed on
+        with pytest.raises(ProviderUnavailable, match="Overloaded"):
+            await anext(stream)
+
+
+async def test_an_anthropic_server_that_does_not_stream_gives_one_whole_chunk(
+    session: aiohttp.ClientSession,
+) -> None:
+    message = {
+        "model": "claude-x",
+        "content": [{"type": "text", "text": "All at once."}],
+        "usage": {"input_tokens": 5, "output_tokens": 3},
+    }
+    async with ScriptedOpenAIServer(raw(json.dumps(message))) as llm:
+        provider = AnthropicProvider("claude", ProviderConfig(base_url=llm.base_url), session)
+        chunks = [chunk async for chunk in provider.stream(REQUEST)]
+    assert chunks == [Chunk("All at once.", "claude-x", Usage(5, 3), whole=True)]
+    assert (llm.completions[0].json or {})["stream"] is True
+
+
+async def test_an_openai_stream_that_finished_may_end_without_done(
+    session: aiohttp.ClientSession,
+) -> None:
+    """A finish_reason ends the answer: a server that then closes without ``[DONE]`` did not
+    cut it; the odd usage counts are read as 0."""
+    body = (
+        'data: {"choices": [{"delta": {"content": "Done."}, "finish_reason": "stop"}]}\n\n'
+        'data: {"choices": [], "usage": {"prompt_tokens": -1, "completion_tokens": "2"}}\n\n'
+    )
+    async with ScriptedOpenAIServer(raw(body, content_type="text/event-stream")) as llm:
+        provider = OpenAIProvider("api", ProviderConfig(base_url=llm.base_url), session)
+        chunks = [chunk async for chunk in provider.stream(REQUEST)]
+    assert chunks == [Chunk("Done."), Chunk("", None, Usage(0, 0))]
 
 
 async def test_typing_pacing_waits_in_proportion_to_length_within_limits(clock: Clock) -> None:
