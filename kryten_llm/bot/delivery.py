@@ -137,8 +137,7 @@ class PartSink:
         self, cutter: PartCutter, validator: ReplyValidator, channel: str, delivery: Delivery
     ) -> None:
         self.cutter = cutter
-        self._validator = validator
-        self._channel = channel
+        self._checks = validator.parts(channel)
         self._delivery = delivery
         self.verdict: Verdict | None = None  # why a part was refused
         self.rejected: str | None = None  # the part refused
@@ -165,7 +164,7 @@ class PartSink:
                     return
 
     def _pass(self, part: str) -> bool:
-        verdict = self._validator.check_part(" ".join(self._delivery.parts), part, self._channel)
+        verdict = self._checks.admit(part)
         if not verdict.ok:
             self.verdict, self.rejected = verdict, part
             return False

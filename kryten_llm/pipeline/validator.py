@@ -6,11 +6,15 @@ punctuation or case does not hide a repeat), matches an operator's blocklist pat
 a run of words from the system prompt (a prompt-extraction attack that worked). The worker then
 asks the model once more with a corrective nudge, and drops the reply if that fails too.
 
-A streamed reply is checked part by part before each part is sent (:meth:`ReplyValidator.
-check_part`): the checks that can judge part of a reply (length so far, blocklist, prompt leak,
+A streamed reply is checked part by part before each part is sent (:class:`PartChecks`, one
+per reply): the checks that can judge part of a reply (length so far, blocklist, prompt leak,
 repetition) run over the parts sent so far and the new one together, so that a leak or a repeat
 spanning two parts is caught. Repetition there is containment (the share of the text's shingles
 found in a recent reply), because the start of a repeated reply is a small part of the old one.
+
+A text is tokenised once: a whole reply when it is checked (and :meth:`ReplyValidator.remember`
+reuses those words when it is sent), a streamed reply one part at a time (the words of the parts
+already sent are kept, never read again).
 
 Everything here is set arithmetic over precomputed shingles: well under a millisecond per reply.
 """
@@ -90,6 +94,7 @@ class ReplyValidator:
         self._leak_size = config.prompt_leak_words
         self._prompt_runs = _shingles(_words(system_prompt), self._leak_size)
         self._recent: RecentReplies = recent if recent is not None else {}
+        self._last: tuple[str, list[str]] = ("", [])  # the text tokenised last, and its words
 
     def check(self, text: str, channel: str, *, repetition: bool = True) -> Verdict:
         """Judge ``text`` (the formatted reply as it would be sent) for ``channel``.
@@ -102,24 +107,23 @@ class ReplyValidator:
             return Verdict(False, "too_short", f"{len(text)} < {cfg.min_length} characters")
         if len(text) > cfg.max_length:
             return Verdict(False, "too_long", f"{len(text)} > {cfg.max_length} characters")
-        words = _words(text)
+        words = self._tokenised(text)
         verdict = self._content(text, words)
         if not verdict.ok or not repetition:
             return verdict
         return self._repetition(words, channel, similarity)
 
-    def check_part(self, sent: str, part: str, channel: str) -> Verdict:
-        """Judge one part of a streamed reply before it is sent, after the parts ``sent``.
+    def parts(self, channel: str) -> PartChecks:
+        """The checks of one streamed reply for ``channel``, part by part."""
+        return PartChecks(self, channel)
 
-        Length (of everything so far), blocklist, prompt leak and repetition are judged over
-        ``sent`` and ``part`` together; the minimum length concerns the whole reply only.
-        """
-        text = f"{sent} {part}" if sent else part
-        if len(text) > self._config.max_length:
-            return Verdict(False, "too_long", f"{len(text)} > {self._config.max_length} characters")
-        words = _words(text)
-        verdict = self._content(text, words)
-        return verdict if not verdict.ok else self._repetition(words, channel, containment)
+    def _tokenised(self, text: str, words: list[str] | None = None) -> list[str]:
+        """The words of ``text`` (``words`` when the caller has them), kept for
+        :meth:`remember`: the reply checked last is usually the one sent next."""
+        if words is None:
+            words = _words(text)
+        self._last = (text, words)
+        return words
 
     def _content(self, text: str, words: list[str]) -> Verdict:
         """The blocklist and the prompt-leak check."""
@@ -154,8 +158,47 @@ class ReplyValidator:
             recent = self._recent[channel] = deque(
                 recent or (), maxlen=self._config.repetition_history
             )
-        recent.append(_shingles(_words(text), self._SHINGLE))
+        said, words = self._last
+        recent.append(_shingles(words if said == text else _words(text), self._SHINGLE))
 
     def nudge(self, verdict: Verdict) -> str:
         """The corrective message for a retry after ``verdict``."""
         return self._config.retry_nudge.replace("{reason}", verdict.reason.replace("_", " "))
+
+
+class PartChecks:
+    """The checks of one streamed reply, part by part (see the module docstring).
+
+    Each part is tokenised once; the words and text of the parts that passed are kept.
+
+    Args:
+        validator: the channel's validator (its config, prompt and recent replies).
+        channel: the channel's key.
+    """
+
+    def __init__(self, validator: ReplyValidator, channel: str) -> None:
+        self._validator = validator
+        self._channel = channel
+        self.text = ""  # the parts that passed, joined by spaces as they are remembered
+        self._words: list[str] = []
+
+    def admit(self, part: str) -> Verdict:
+        """Judge ``part`` after the parts that passed before it; one that passes joins them.
+
+        Length (of everything so far), blocklist, prompt leak and repetition are judged over
+        the parts so far and ``part`` together; the minimum length concerns the whole reply.
+        """
+        validator = self._validator
+        limit = validator._config.max_length
+        size = len(self.text) + 1 + len(part) if self.text else len(part)
+        if size > limit:
+            return Verdict(False, "too_long", f"{size} > {limit} characters")
+        text = f"{self.text} {part}" if self.text else part
+        words = self._words + _words(part)
+        verdict = validator._content(text, words)
+        if verdict.ok:
+            verdict = validator._repetition(words, self._channel, containment)
+        if verdict.ok:
+            self.text, self._words = text, words
+            validator._tokenised(text, words)
+        return verdict
