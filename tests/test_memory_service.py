@@ -114,6 +114,28 @@ async def test_forget_me_is_a_response_log_line_and_memory_counts_on_metrics(
     assert memory == {"stored": 1.0, "forgotten": 1.0}
 
 
+async def test_forget_me_in_a_pm_in_dry_run_logs_what_would_have_been_said(
+    nats_server: NatsServer, bridge: FakeBridge, tmp_path: Path
+) -> None:
+    """In dry-run nothing is sent; the line says so and holds the confirmation it would send."""
+    settings = settings_for(
+        nats_server.url,
+        tmp_path,
+        dry_run=True,
+        memory={"enabled": True, "path": str(tmp_path / "m.db")},
+    )
+    async with running(Service(settings)):
+        await bridge.pm("alice", "forget me")
+        await eventually(lambda: any(r["reason"] == "forgotten" for r in read_log(tmp_path)))
+        await bridge.flush()
+    (line,) = read_log(tmp_path)
+    assert (line["kind"], line["trigger"]) == ("pm", {"kind": "pm", "name": "pm"})
+    assert line["dry_run"] is True
+    assert line["parts"] == [FORGOTTEN]
+    assert "request_ids" not in line
+    assert bridge.commands == []
+
+
 async def test_extraction_stores_what_a_user_says_about_themselves(
     nats_server: NatsServer, bridge: FakeBridge, tmp_path: Path
 ) -> None:
