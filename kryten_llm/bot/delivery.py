@@ -11,7 +11,7 @@ that each stays small:
 - :class:`PartSink` is what the provider manager streams an answer into
   (:class:`~kryten_llm.llm.streaming.TextSink`): it cuts parts with
   :class:`~kryten_llm.pipeline.streaming.PartCutter`, checks each one with
-  :meth:`~kryten_llm.pipeline.validator.ReplyValidator.check_part`, and hands it to the
+  :meth:`~kryten_llm.pipeline.validator.PartChecks.admit` (one per answer), and hands it to the
   delivery; a refused part stops the answer there.
 """
 
