@@ -11,10 +11,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
 import signal
 import subprocess
-import sys
 import time
 import uuid
 from datetime import UTC, datetime
@@ -25,8 +23,8 @@ from kryten.subject_builder import build_subject
 from nats.aio.client import Client as NATS
 
 from kryten_llm.bus.subjects import DISCOVERY_POLL, lifecycle
-
-ROOT = Path(__file__).resolve().parent.parent
+from tests.botproc import spawn_bot
+from tests.conftest import undecided, write_json
 
 
 async def mention(nc: NATS, channel: str, text: str, username: str = "alice") -> None:
@@ -79,23 +77,14 @@ class Instances:
 
     def __init__(self, base: Path, config: dict[str, Any], count: int) -> None:
         self.base = base
-        self.config_path = base / "config.json"
-        self.config_path.write_text(json.dumps(config))
+        self.config_path = write_json(base / "config.json", config)
         self.processes: list[subprocess.Popen[bytes]] = []
         self.dirs = [base / f"instance-{i}" for i in range(count)]
-        env = {k: v for k, v in os.environ.items() if not k.startswith("KRYTEN_LLM_")}
-        env["PYTHONPATH"] = str(ROOT)
         for directory in self.dirs:
             directory.mkdir()
             with (directory / "bot.log").open("wb") as out:
                 self.processes.append(
-                    subprocess.Popen(
-                        [sys.executable, "-m", "kryten_llm", "--config", str(self.config_path)],
-                        cwd=directory,
-                        stdout=out,
-                        stderr=subprocess.STDOUT,
-                        env=env,
-                    )
+                    spawn_bot(self.config_path, cwd=directory, stdout=out, stderr=subprocess.STDOUT)
                 )
 
     def kill(self, index: int) -> None:
@@ -166,14 +155,6 @@ async def wait_instances(
         if time.monotonic() > deadline:
             raise TimeoutError(f"{len(found)} instances ready, peers seen: {peers}")
         await asyncio.sleep(0.2)
-
-
-def undecided(stats: dict[str, int]) -> int:
-    """Triggered messages of one instance without a decision yet (see conftest.undecided)."""
-    decided = sum(
-        n for key, n in stats.items() if key.startswith("decision_") and key != "decision_spam"
-    )
-    return stats.get("triggered", 0) - decided
 
 
 async def wait_decided(

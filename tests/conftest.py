@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import json
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -20,8 +20,7 @@ import pytest
 
 from kryten_llm.bus.settle import settle
 from kryten_llm.config import Settings, load_settings
-from kryten_llm.pipeline.decisions import Reason
-from kryten_llm.pipeline.stats import Count, Stats
+from kryten_llm.pipeline.stats import Stats
 from kryten_llm.service import Service
 from tests.bridge import FakeBridge
 from tests.natsserver import NatsServer
@@ -130,6 +129,12 @@ async def running(service: Service, timeout: float = 10.0) -> AsyncIterator[Serv
         assert await asyncio.wait_for(task, 10) == 0
 
 
+def write_json(path: Path, data: Any) -> Path:
+    """``data`` as JSON in ``path`` (a config file...); returns the path."""
+    path.write_text(json.dumps(data))
+    return path
+
+
 def read_log(directory: Path) -> list[dict[str, Any]]:
     """Every response-log record written in ``directory``, oldest file first."""
     return [
@@ -148,15 +153,21 @@ async def eventually(predicate: Any, timeout: float = 10.0) -> None:
         await asyncio.sleep(0.02)
 
 
-def undecided(stats: Stats) -> int:
+def undecided(stats: Stats | Mapping[str, int]) -> int:
     """Messages that fired a trigger and have no decision yet (queued or being answered).
 
     Every triggered message ends in exactly one ``decision_*`` count: from intake (rate
     limited, paused, queue overflow) or from the responder (answered, dry run, failed...).
     ``decision_spam`` is counted before the trigger is, so it is not one of them.
+
+    Args:
+        stats: the service's counters, or their flat snapshot (a heartbeat's ``stats``).
     """
-    decided = sum(n for reason, n in stats.decisions.items() if reason is not Reason.SPAM)
-    return stats.totals[Count.TRIGGERED] - decided
+    flat = stats.snapshot() if isinstance(stats, Stats) else stats
+    decided = sum(
+        n for key, n in flat.items() if key.startswith("decision_") and key != "decision_spam"
+    )
+    return flat.get("triggered", 0) - decided
 
 
 async def settled(

@@ -12,14 +12,9 @@ import pytest
 from kryten_llm.cli import main
 from kryten_llm.config import load_settings, redacted
 from kryten_llm.errors import ConfigError
+from tests.conftest import write_json
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def write(tmp_path: Path, data: object) -> Path:
-    path = tmp_path / "config.json"
-    path.write_text(json.dumps(data))
-    return path
 
 
 def test_example_config_is_valid_and_shows_every_key() -> None:
@@ -42,7 +37,10 @@ def test_example_config_is_valid_and_shows_every_key() -> None:
 
 
 def test_unknown_keys_are_errors_that_name_their_path_and_a_suggestion(tmp_path: Path) -> None:
-    path = write(tmp_path, {"ratelimit": {"user_per_hourr": 3}, "channels": [{"chanel": "x"}]})
+    path = write_json(
+        tmp_path / "config.json",
+        {"ratelimit": {"user_per_hourr": 3}, "channels": [{"chanel": "x"}]},
+    )
     with pytest.raises(ConfigError) as info:
         load_settings(path)
     problems = {where: fix for where, _, fix in info.value.problems}
@@ -55,7 +53,9 @@ def test_environment_overrides_the_file_per_key(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """KRYTEN_LLM_<SECTION>__<KEY> wins over the file for that key only."""
-    path = write(tmp_path, {"ratelimit": {"global_per_minute": 3, "user_per_hour": 4}})
+    path = write_json(
+        tmp_path / "config.json", {"ratelimit": {"global_per_minute": 3, "user_per_hour": 4}}
+    )
     monkeypatch.setenv("KRYTEN_LLM_RATELIMIT__USER_PER_HOUR", "9")
     monkeypatch.setenv("KRYTEN_LLM_NATS__SERVERS", '["nats://10.0.0.1:4222"]')
     settings = load_settings(path)
@@ -65,7 +65,10 @@ def test_environment_overrides_the_file_per_key(
 
 
 def test_default_provider_must_exist(tmp_path: Path) -> None:
-    path = write(tmp_path, {"llm": {"providers": {"a": {"model": "m"}}, "default_provider": "b"}})
+    path = write_json(
+        tmp_path / "config.json",
+        {"llm": {"providers": {"a": {"model": "m"}}, "default_provider": "b"}},
+    )
     with pytest.raises(ConfigError, match="default_provider 'b' is not one of the providers"):
         load_settings(path)
 
@@ -81,8 +84,8 @@ def test_redacted_settings_hide_every_secret(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("MY_KEY", "sk-live-123")
-    path = write(
-        tmp_path,
+    path = write_json(
+        tmp_path / "config.json",
         {
             "nats": {"password": "hunter2", "user": "bot"},
             "llm": {
@@ -103,8 +106,8 @@ def test_validate_config_prints_a_redacted_summary_and_exits_zero(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     monkeypatch.setenv("OR_KEY", "sk-or-secret")
-    path = write(
-        tmp_path,
+    path = write_json(
+        tmp_path / "config.json",
         {
             "llm": {
                 "providers": {"cloud": {"model": "x/y", "api_key_env": "OR_KEY"}},
@@ -123,7 +126,9 @@ def test_validate_config_prints_a_redacted_summary_and_exits_zero(
 def test_validate_config_lists_every_error_with_a_fix_and_exits_nonzero(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    path = write(tmp_path, {"ratelimit": {"global_per_minute": 0}, "sevice": {}})
+    path = write_json(
+        tmp_path / "config.json", {"ratelimit": {"global_per_minute": 0}, "sevice": {}}
+    )
     assert main(["--config", str(path), "--validate-config"]) == 2
     err = capsys.readouterr().err
     assert "ratelimit.global_per_minute: Input should be greater than or equal to 1" in err
@@ -136,8 +141,8 @@ def test_a_missing_api_key_environment_variable_is_a_startup_error(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     monkeypatch.delenv("NOT_SET_KEY", raising=False)
-    path = write(
-        tmp_path,
+    path = write_json(
+        tmp_path / "config.json",
         {
             "llm": {
                 "providers": {"cloud": {"model": "m", "api_key_env": "NOT_SET_KEY"}},

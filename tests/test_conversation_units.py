@@ -43,6 +43,24 @@ def test_share_reservations_count_until_settled() -> None:
     assert share.fits(2, 0.05)  # 3 of 63
 
 
+def test_replies_with_the_same_correlation_id_each_hold_their_room() -> None:
+    """The bridge may send an empty correlation id: two replies under one key are both held,
+    and each settle releases one of them."""
+    share = ShareTracker(window=100)
+    share.add(count=60)
+    share.reserve("", 3)
+    share.reserve("", 2)
+    assert (share.pending, share.held) == (2, 5)
+    assert not share.fits(1, 0.09)  # 6 of 66 is over 9 %
+    share.settle("", 3)
+    assert (share.pending, share.held, share.bot_messages) == (1, 2, 3)
+    share.settle("", 0)
+    share.settle("", 1)  # nothing held any more: only what was sent counts
+    share.settle("unknown", 0)
+    assert (share.pending, share.held, share.bot_messages) == (0, 0, 4)
+    assert share.fits(1, 0.09)  # 5 of 65
+
+
 def test_decay_curve_interpolates_between_points_and_is_flat_outside() -> None:
     config = ParticipationConfig()
     curve = config.decay  # 0.9@60, 0.7@120, 0.5@300, 0.2@900

@@ -23,12 +23,12 @@ from kryten_llm.config import ProviderConfig
 from kryten_llm.pipeline.formatter import SLASHES
 from kryten_llm.sim.channel import SimulatedChannel
 from kryten_llm.sim.demo import run_demo, run_simulate
-from kryten_llm.sim.nearby import ProbeTarget, choose
+from kryten_llm.sim.nearby import ProbeTarget, choose, find_local_server
 from kryten_llm.sim.script import RoundWriter
 from kryten_llm.sim.tally import Tally
 from tests.conftest import eventually
 from tests.natsserver import NatsServer
-from tests.openai_server import ScriptedOpenAIServer, closed_port
+from tests.openai_server import ScriptedOpenAIServer, closed_port, malformed_json, status
 
 ROOT = Path(__file__).resolve().parent.parent
 # Refusals the scenario provokes on purpose; anything else refused is a regression.
@@ -329,6 +329,32 @@ async def test_the_demo_answers_through_a_local_server_it_finds_and_says_which(
     assert f"why: LM Studio is running on 127.0.0.1:{llm.port}" in transcript
     assert "answered by lmstudio" in transcript
     assert models == "qwen2.5-7b-instruct"
+
+
+async def test_the_model_probe_passes_over_servers_that_fail_or_list_nothing() -> None:
+    """Targets are asked in their order; a 500, a body that is not JSON, an empty list or a
+    closed port is no server; the first model of the first that lists one is taken."""
+    async with (
+        ScriptedOpenAIServer() as failing,
+        ScriptedOpenAIServer() as garbled,
+        ScriptedOpenAIServer(models=()) as empty,
+        ScriptedOpenAIServer(models=("", "qwen2.5-7b", "other")) as serving,
+    ):
+        failing.push_models(status(500))
+        garbled.push_models(malformed_json())
+        targets = tuple(
+            ProbeTarget(name, port, name.lower())
+            for name, port in (
+                ("Closed", closed_port()),
+                ("Failing", failing.port),
+                ("Garbled", garbled.port),
+                ("Empty", empty.port),
+                ("Serving", serving.port),
+            )
+        )
+        found = await find_local_server(targets)
+        assert [r.path for r in failing.requests + garbled.requests] == ["/v1/models"] * 2
+    assert found == (targets[-1], "qwen2.5-7b")
 
 
 async def test_without_a_server_or_smollm2_canned_lines_answer_and_the_banner_says_why(

@@ -10,13 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
-import os
-import signal
 import sqlite3
 import subprocess
 import sys
-import threading
 from collections.abc import AsyncIterator, Iterator
 from itertools import count
 from pathlib import Path
@@ -27,6 +23,7 @@ import pytest
 
 from kryten_llm.bus.settle import settle
 from kryten_llm.pipeline.recall import RECALL_HEADER
+from tests.botproc import BotProcess
 from tests.bridge import FakeBridge
 from tests.conftest import eventually, settings_for
 from tests.natsserver import NatsServer
@@ -77,51 +74,6 @@ def write_config(path: Path, nats_url: str, model_url: str, **memory: Any) -> Pa
     return path
 
 
-class BotProcess:
-    """``python -m kryten_llm`` with its stderr (JSON log lines) collected by a thread."""
-
-    def __init__(self, config: Path) -> None:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("KRYTEN_LLM_")}
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "kryten_llm", "--config", str(config)],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            env=env,
-        )
-        self.lines: list[str] = []
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        assert self.proc.stderr is not None
-        for raw in self.proc.stderr:
-            self.lines.append(raw.decode(errors="replace"))
-
-    def events(self, name: str) -> list[dict[str, Any]]:
-        found = []
-        for line in list(self.lines):
-            with contextlib.suppress(ValueError):
-                record = json.loads(line)
-                if isinstance(record, dict) and record.get("event") == name:
-                    found.append(record)
-        return found
-
-    async def stop(self) -> int:
-        """SIGTERM, then the exit code (the process is killed if it hangs)."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        try:
-            code = await asyncio.to_thread(self.proc.wait, 15)
-        finally:
-            if self.proc.poll() is None:
-                self.proc.kill()
-                self.proc.wait(5)
-            self._reader.join(5)
-            if self.proc.stderr is not None:
-                self.proc.stderr.close()
-        return code
-
-
 @contextlib.asynccontextmanager
 async def bot_process(config: Path, nats_url: str) -> AsyncIterator[BotProcess]:
     """The bot, started and announced on NATS; stopped with SIGTERM, exiting 0, afterwards."""
@@ -138,12 +90,12 @@ async def bot_process(config: Path, nats_url: str) -> AsyncIterator[BotProcess]:
         await asyncio.wait_for(started.wait(), 30)
         yield bot
     except BaseException:
-        print("".join(bot.lines[-40:]))
+        print(bot.tail())
         raise
     finally:
         code = await bot.stop()
         await nc.close()
-    assert code == 0, "".join(bot.lines[-40:])
+    assert code == 0, bot.tail()
 
 
 async def memory_cli(*args: str) -> subprocess.CompletedProcess[str]:

@@ -12,15 +12,17 @@ from typing import Any
 import aiohttp
 import nats
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from kryten_llm.memory.extract import EXTRACT_PROMPT
 from kryten_llm.pipeline.recall import RECALL_HEADER
 from kryten_llm.service import Service
 from tests.bridge import FakeBridge
-from tests.conftest import eventually, running, settings_for, settled
+from tests.conftest import eventually, read_log, running, settings_for, settled
 from tests.natsserver import NatsServer
 from tests.openai_server import ScriptedOpenAIServer, reply
-from tests.test_memory_live import user_turns, varied_model
+from tests.test_memory_live import FORGOTTEN, KUNG_FU, user_turns, varied_model
+from tests.test_ops_service import url
 
 pytestmark = pytest.mark.nats
 
@@ -66,6 +68,72 @@ async def test_notes_are_withheld_when_a_provider_in_the_chain_is_not_allowed(
     assert len(model.completions) == 2
     assert all(RECALL_HEADER not in user_turns(r.json) for r in model.completions)
     assert backup.completions == []
+
+
+async def test_forget_me_is_a_response_log_line_and_memory_counts_on_metrics(
+    nats_server: NatsServer, bridge: FakeBridge, tmp_path: Path, session: aiohttp.ClientSession
+) -> None:
+    """ "forget me" is a decision like a reply's: one line (reason ``forgotten``, the
+    confirmation and its request id, not counted as an answer); /metrics counts the note
+    stored and the user forgotten."""
+    async with varied_model() as model:
+        settings = settings_for(
+            nats_server.url,
+            tmp_path,
+            llm={"default_provider": "model", "providers": {"model": provider(model.base_url)}},
+            memory={"enabled": True, "path": str(tmp_path / "m.db"), "providers": ["model"]},
+        )
+        async with running(Service(settings)) as service:
+            await bridge.chat("alice", f"cynthia, remember that {KUNG_FU}")
+            await bridge.chat("alice", "Cynthia, forget me!")
+            commands = await bridge.wait_for_commands(2, timeout=20)
+            await eventually(lambda: any(r["reason"] == "forgotten" for r in read_log(tmp_path)))
+            async with session.get(url(service, "/metrics")) as response:
+                text = await response.text()
+    assert commands[1].body["args"]["message"] == FORGOTTEN
+    forgotten = [r for r in read_log(tmp_path) if r["reason"] == "forgotten"]
+    assert len(forgotten) == 1
+    line = forgotten[0]
+    assert line["schema"] == 1
+    assert (line["username"], line["input"], line["kind"]) == (
+        "alice",
+        "Cynthia, forget me!",
+        "chat",
+    )
+    assert line["trigger"] == {"kind": "mention", "name": "mention"}
+    assert line["answered"] is False
+    assert line["parts"] == [FORGOTTEN]
+    assert line["request_ids"] == [commands[1].body["meta"]["request_id"]]
+    assert line["correlation_id"]
+    memory = {
+        s.labels["event"]: s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+        if s.name == "kryten_llm_memory_total"
+    }
+    assert memory == {"stored": 1.0, "forgotten": 1.0}
+
+
+async def test_forget_me_in_a_pm_in_dry_run_logs_what_would_have_been_said(
+    nats_server: NatsServer, bridge: FakeBridge, tmp_path: Path
+) -> None:
+    """In dry-run nothing is sent; the line says so and holds the confirmation it would send."""
+    settings = settings_for(
+        nats_server.url,
+        tmp_path,
+        dry_run=True,
+        memory={"enabled": True, "path": str(tmp_path / "m.db")},
+    )
+    async with running(Service(settings)):
+        await bridge.pm("alice", "forget me")
+        await eventually(lambda: any(r["reason"] == "forgotten" for r in read_log(tmp_path)))
+        await bridge.flush()
+    (line,) = read_log(tmp_path)
+    assert (line["kind"], line["trigger"]) == ("pm", {"kind": "pm", "name": "pm"})
+    assert line["dry_run"] is True
+    assert line["parts"] == [FORGOTTEN]
+    assert "request_ids" not in line
+    assert bridge.commands == []
 
 
 async def test_extraction_stores_what_a_user_says_about_themselves(

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -16,7 +14,8 @@ import nats
 import pytest
 
 from kryten_llm.bus.settle import settle
-from tests.conftest import eventually
+from tests.botproc import spawn_bot
+from tests.conftest import eventually, write_json
 from tests.natsserver import NatsServer, free_port
 
 pytestmark = pytest.mark.nats
@@ -28,18 +27,7 @@ def write_config(path: Path, nats_url: str, log_dir: Path) -> Path:
         "channels": [{"domain": "cytu.be", "channel": "MyChannel"}],
         "logging": {"response_log_dir": str(log_dir), "format": "json"},
     }
-    path.write_text(json.dumps(config))
-    return path
-
-
-def start_bot(config: Path, *extra: str) -> subprocess.Popen[bytes]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("KRYTEN_LLM_")}
-    return subprocess.Popen(
-        [sys.executable, "-m", "kryten_llm", "--config", str(config), *extra],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        env=env,
-    )
+    return write_json(path, config)
 
 
 def finish(bot: subprocess.Popen[bytes]) -> str:
@@ -62,7 +50,7 @@ async def test_sigterm_publishes_shutdown_and_exits_zero(
 
     await nc.subscribe("kryten.lifecycle.llm.*", cb=on_lifecycle)
     await settle(nc)
-    bot = start_bot(write_config(tmp_path / "c.json", nats_server.url, tmp_path))
+    bot = spawn_bot(write_config(tmp_path / "c.json", nats_server.url, tmp_path))
     try:
         deadline = time.monotonic() + 20
         while not any(s.endswith(".startup") for s, _ in events):
@@ -92,7 +80,7 @@ async def test_unreachable_nats_is_retried_and_sigterm_still_exits_zero(
 ) -> None:
     """With no NATS server the bot logs its retries, and SIGTERM ends it at once with 0."""
     dead = f"nats://127.0.0.1:{free_port()}"
-    bot = start_bot(write_config(tmp_path / "c.json", dead, tmp_path))
+    bot = spawn_bot(write_config(tmp_path / "c.json", dead, tmp_path))
     try:
         await asyncio.sleep(2.5)
         assert bot.poll() is None
@@ -113,7 +101,7 @@ async def test_unreachable_nats_is_retried_and_sigterm_still_exits_zero(
 async def test_the_bot_connects_once_nats_comes_up(tmp_path: Path) -> None:
     """Started before NATS, the bot keeps retrying and announces itself when NATS appears."""
     server = NatsServer()
-    bot = start_bot(write_config(tmp_path / "c.json", server.url, tmp_path))
+    bot = spawn_bot(write_config(tmp_path / "c.json", server.url, tmp_path))
     try:
         await asyncio.sleep(1.0)
         server.start()

@@ -10,11 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import signal
-import subprocess
-import sys
-import threading
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -23,8 +19,9 @@ import nats
 import pytest
 from nats.aio.client import Client as NATS
 
+from tests.botproc import BotProcess
 from tests.bridge import FakeBridge
-from tests.conftest import config_for, eventually
+from tests.conftest import config_for, eventually, write_json
 from tests.natsserver import ConfiguredNatsServer
 
 pytestmark = pytest.mark.nats
@@ -65,55 +62,6 @@ def config_data(server: ConfiguredNatsServer, tmp_path: Path, words: list[str]) 
     return config
 
 
-def write(path: Path, data: dict[str, Any]) -> Path:
-    path.write_text(json.dumps(data))
-    return path
-
-
-class BotProcess:
-    """``kryten-llm --config FILE`` with the control token in its environment; logs collected."""
-
-    def __init__(self, config: Path) -> None:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("KRYTEN_LLM_")}
-        env["KRYTEN_LLM_WEB__TOKEN"] = TOKEN
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "kryten_llm", "--config", str(config)],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            env=env,
-        )
-        self.logged: list[dict[str, Any]] = []
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        assert self.proc.stderr is not None
-        for line in self.proc.stderr:
-            try:
-                self.logged.append(json.loads(line))
-            except ValueError:
-                self.logged.append({"event": line.decode(errors="replace")})
-
-    def events(self, name: str) -> list[dict[str, Any]]:
-        return [entry for entry in self.logged if entry.get("event") == name]
-
-    async def stop(self) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        code = await asyncio.to_thread(self.proc.wait, 15)
-        self._reader.join(5)
-        self.close()
-        return code
-
-    def close(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(10)
-        self._reader.join(5)
-        if self.proc.stderr is not None:
-            self.proc.stderr.close()
-
-
 @pytest.fixture
 async def processes() -> AsyncIterator[list[BotProcess]]:
     started: list[BotProcess] = []
@@ -128,7 +76,7 @@ async def command(nc: NATS, body: dict[str, Any]) -> dict[str, Any]:
 
 
 async def start(processes: list[BotProcess], config: Path, nc: NATS) -> BotProcess:
-    bot = BotProcess(config)
+    bot = BotProcess(config, env={"KRYTEN_LLM_WEB__TOKEN": TOKEN})
     processes.append(bot)
 
     async def answers() -> bool:
@@ -167,13 +115,13 @@ async def test_sighup_applies_an_edited_trigger_without_reconnecting_or_dropping
     tmp_path: Path,
 ) -> None:
     data = config_data(server, tmp_path, ["popcorn"])
-    config = write(tmp_path / "config.json", data)
+    config = write_json(tmp_path / "config.json", data)
     bot = await start(processes, config, nc)
     connections = bot_connections(server)
     assert len(connections) == 1
     await bridge.chat("bob", "cynthia, a slow one please")  # in flight for a second
     data["triggers"]["words"][0]["patterns"] = ["nachos"]
-    write(config, data)
+    write_json(config, data)
     bot.proc.send_signal(signal.SIGHUP)
     await eventually(lambda: bot.events("config_changed"), 10)
     (changed,) = bot.events("config_changed")
@@ -195,12 +143,12 @@ async def test_an_invalid_edit_changes_nothing_and_names_the_key(
     tmp_path: Path,
 ) -> None:
     data = config_data(server, tmp_path, ["popcorn"])
-    config = write(tmp_path / "config.json", data)
+    config = write_json(tmp_path / "config.json", data)
     bot = await start(processes, config, nc)
     data["triggers"]["words"][0]["patterns"] = ["nachos"]
     data["ratelimit"]["user_per_hour"] = -3
     data["triggers"]["words"][0]["probabilty"] = 0.5
-    write(config, data)
+    write_json(config, data)
     bot.proc.send_signal(signal.SIGHUP)
     await eventually(lambda: bot.events("config_reload_failed"), 10)
     errors = " ".join(bot.events("config_reload_failed")[0]["errors"])
@@ -226,7 +174,7 @@ async def test_a_runtime_change_is_saved_survives_a_restart_and_reset_undoes_it(
     processes: list[BotProcess],
     tmp_path: Path,
 ) -> None:
-    config = write(tmp_path / "config.json", config_data(server, tmp_path, ["popcorn"]))
+    config = write_json(tmp_path / "config.json", config_data(server, tmp_path, ["popcorn"]))
     overrides = tmp_path / "config.overrides.json"
     bot = await start(processes, config, nc)
     change = {"command": "trigger", "name": "snack", "enabled": False, "by": "alice"}

@@ -23,7 +23,7 @@ from kryten_llm.config.layers import find_sources
 from kryten_llm.errors import ConfigError
 from kryten_llm.service import Service
 from tests.bridge import FakeBridge
-from tests.conftest import config_for, eventually, running, settled
+from tests.conftest import config_for, eventually, running, settled, write_json
 from tests.natsserver import NatsServer
 from tests.test_ops_service import TOKEN, control
 
@@ -52,15 +52,10 @@ def two_channels(nats_url: str, tmp_path: Path) -> dict[str, Any]:
     )
 
 
-def write(path: Path, data: dict[str, Any]) -> Path:
-    path.write_text(json.dumps(data))
-    return path
-
-
 async def test_two_channels_two_characters_and_their_own_limits_in_one_process(
     nats_server: NatsServer, tmp_path: Path
 ) -> None:
-    config = write(tmp_path / "config.json", two_channels(nats_server.url, tmp_path))
+    config = write_json(tmp_path / "config.json", two_channels(nats_server.url, tmp_path))
     service = Service(load_settings(config), config=config)
     async with (
         FakeBridge(nats_server.url) as mine,
@@ -101,13 +96,13 @@ async def test_reload_from_the_dashboard_reports_restart_needed_and_invalid_file
     nats_server: NatsServer, tmp_path: Path, session: aiohttp.ClientSession
 ) -> None:
     data = two_channels(nats_server.url, tmp_path)
-    config = write(tmp_path / "config.json", data)
+    config = write_json(tmp_path / "config.json", data)
     service = Service(load_settings(config), config=config)
     async with running(service):
         data["nats"]["connect_timeout_seconds"] = 3
         data["channels"][0]["personality"] = "critic"
         data["channels"].append({"channel": "Added"})
-        write(config, data)
+        write_json(config, data)
         status, body = await control(session, service, {"action": "reload"})
         assert status == 200
         assert body["reload"]["changed"] == ["channels"]
@@ -121,7 +116,7 @@ async def test_reload_from_the_dashboard_reports_restart_needed_and_invalid_file
         assert list(service.bot.channels) == ["cytu.be/mychannel", "cytu.be/cinema"]
 
         data["channels"][1]["personality"] = "nobody"
-        write(config, data)
+        write_json(config, data)
         status, body = await control(session, service, {"action": "reload"})
         assert status == 400
         assert body["errors"][0]["path"] == "(root)"
@@ -140,7 +135,7 @@ async def test_every_instance_answers_a_reload_and_the_runtime_changes(
     """Two bots of one service name both get kryten.llm.command (no shared queue group)."""
     data = two_channels(nats_server.url, tmp_path)
     data["web"]["port"] = 0
-    config = write(tmp_path / "config.json", data)
+    config = write_json(tmp_path / "config.json", data)
     services = []
     for name in ("one", "two"):  # one working folder here: tell the instances apart by id
         cli = {"cluster": {"instance_id": name}}
@@ -190,7 +185,7 @@ async def test_every_instance_answers_a_reload_and_the_runtime_changes(
 async def test_unknown_names_in_a_change_are_refused_with_what_exists(
     nats_server: NatsServer, tmp_path: Path, session: aiohttp.ClientSession
 ) -> None:
-    config = write(tmp_path / "config.json", two_channels(nats_server.url, tmp_path))
+    config = write_json(tmp_path / "config.json", two_channels(nats_server.url, tmp_path))
     service = Service(load_settings(config), config=config)
     async with running(service):
         cases = [
@@ -211,11 +206,11 @@ async def test_unknown_names_in_a_change_are_refused_with_what_exists(
 def test_layers_merge_in_order_and_explain_names_the_layer(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    config = write(
+    config = write_json(
         tmp_path / "config.json",
         {"ratelimit": {"user_per_hour": 5, "global_per_minute": 4}, "bot": {"username": "A"}},
     )
-    write(tmp_path / "config.local.json", {"ratelimit": {"global_per_minute": 9}})
+    write_json(tmp_path / "config.local.json", {"ratelimit": {"global_per_minute": 9}})
     monkeypatch.setenv("KRYTEN_LLM_RATELIMIT__GLOBAL_PER_HOUR", "99")
     (tmp_path / "config.overrides.json").write_text(
         json.dumps(
@@ -254,10 +249,10 @@ def test_layers_merge_in_order_and_explain_names_the_layer(
 def test_the_environment_names_the_file_when_no_config_is_given(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    named = write(tmp_path / "elsewhere.json", {"bot": {"username": "FromEnv"}})
+    named = write_json(tmp_path / "elsewhere.json", {"bot": {"username": "FromEnv"}})
     monkeypatch.setenv("KRYTEN_LLM_CONFIG", str(named))
     monkeypatch.chdir(tmp_path)
-    write(tmp_path / "config.local.json", {"bot": {"username": "Local"}, "dry_run": True})
+    write_json(tmp_path / "config.local.json", {"bot": {"username": "Local"}, "dry_run": True})
     settings = load_settings(None)
     assert settings.bot.username == "FromEnv"  # the named file is above the local one
     assert settings.dry_run is True
@@ -274,7 +269,7 @@ def test_the_environment_names_the_file_when_no_config_is_given(
 def test_a_corrupt_overrides_file_stops_startup_with_its_path_and_fix(
     tmp_path: Path, content: str, problem: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    config = write(tmp_path / "config.json", {})
+    config = write_json(tmp_path / "config.json", {})
     overrides = tmp_path / "config.overrides.json"
     overrides.write_text(content)
     with pytest.raises(ConfigError) as info:
@@ -288,7 +283,7 @@ def test_a_corrupt_overrides_file_stops_startup_with_its_path_and_fix(
 
 
 def test_an_override_of_a_trigger_that_is_gone_from_the_file_is_named(tmp_path: Path) -> None:
-    config = write(
+    config = write_json(
         tmp_path / "config.json", {"triggers": {"words": [{"name": "a", "patterns": ["a"]}]}}
     )
     (tmp_path / "config.overrides.json").write_text(
@@ -314,7 +309,7 @@ async def test_a_runtime_change_reaches_the_trigger_engine_at_once(
     data = two_channels(nats_server.url, tmp_path)
     data["triggers"] = {"words": [{"name": "snack", "patterns": ["popcorn"]}]}
     data["channels"] = [{"channel": "MyChannel"}]
-    config = write(tmp_path / "config.json", data)
+    config = write_json(tmp_path / "config.json", data)
     service = Service(load_settings(config), config=config)
     async with running(service):
         result = await service.tune("trigger", {"name": "snack", "probability": 0}, "test")
@@ -330,7 +325,7 @@ def test_an_override_finds_a_channel_given_only_in_the_environment(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A list item is found in whichever layer configured it, not only in the files."""
-    config = write(tmp_path / "config.json", {"personalities": PERSONALITIES})
+    config = write_json(tmp_path / "config.json", {"personalities": PERSONALITIES})
     monkeypatch.setenv("KRYTEN_LLM_CHANNELS", '[{"channel": "Foo"}]')
     (tmp_path / "config.overrides.json").write_text(
         json.dumps(
@@ -352,7 +347,7 @@ async def test_a_reload_keeps_this_instance_among_the_others(
     """Regression: a reload once dropped the cluster from the intake (every instance answered)."""
     data = two_channels(nats_server.url, tmp_path)
     data["cluster"] = {"enabled": True, "instance_id": "solo"}
-    config = write(tmp_path / "config.json", data)
+    config = write_json(tmp_path / "config.json", data)
     service = Service(load_settings(config), config=config)
     async with running(service):
         assert service.bot is not None
@@ -364,7 +359,7 @@ async def test_a_reload_keeps_this_instance_among_the_others(
 
 async def test_a_change_that_cannot_be_put_in_force_is_not_saved(tmp_path: Path) -> None:
     """The overrides file only ever describes what is in force."""
-    config = write(tmp_path / "config.json", {"ratelimit": {"user_per_hour": 5}})
+    config = write_json(tmp_path / "config.json", {"ratelimit": {"user_per_hour": 5}})
     saved = tmp_path / "config.overrides.json"
     saved.write_text('{"schema": 1, "overrides": []}\n')
 

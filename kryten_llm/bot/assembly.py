@@ -122,7 +122,13 @@ class Bot:
         if settings.memory.enabled:
             from kryten_llm.memory import live as memory_live
 
-            self.memory = memory_live.Memory.open(settings.memory, sender=sender, flags=self.flags)
+            self.memory = memory_live.Memory.open(
+                settings.memory,
+                sender=sender,
+                flags=self.flags,
+                stats=self.stats,
+                record=response_log.write,
+            )
         self.intake.memory = self.memory
         self._memory_watch: asyncio.Task[None] | None = None
         self.intake.cluster = cluster  # cluster hook (issue 15)

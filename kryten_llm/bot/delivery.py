@@ -11,7 +11,7 @@ that each stays small:
 - :class:`PartSink` is what the provider manager streams an answer into
   (:class:`~kryten_llm.llm.streaming.TextSink`): it cuts parts with
   :class:`~kryten_llm.pipeline.streaming.PartCutter`, checks each one with
-  :meth:`~kryten_llm.pipeline.validator.ReplyValidator.check_part`, and hands it to the
+  :meth:`~kryten_llm.pipeline.validator.PartChecks.admit` (one per answer), and hands it to the
   delivery; a refused part stops the answer there.
 """
 
@@ -137,8 +137,7 @@ class PartSink:
         self, cutter: PartCutter, validator: ReplyValidator, channel: str, delivery: Delivery
     ) -> None:
         self.cutter = cutter
-        self._validator = validator
-        self._channel = channel
+        self._checks = validator.parts(channel)
         self._delivery = delivery
         self.verdict: Verdict | None = None  # why a part was refused
         self.rejected: str | None = None  # the part refused
@@ -165,7 +164,7 @@ class PartSink:
                     return
 
     def _pass(self, part: str) -> bool:
-        verdict = self._validator.check_part(" ".join(self._delivery.parts), part, self._channel)
+        verdict = self._checks.admit(part)
         if not verdict.ok:
             self.verdict, self.rejected = verdict, part
             return False

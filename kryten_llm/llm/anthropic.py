@@ -6,7 +6,9 @@ consecutive turns of one role are merged. Statuses, timeouts and secrets are cla
 one ladder of :mod:`kryten_llm.llm.http`, as for the OpenAI provider: 429 with ``retry-after``
 is RateLimited, 529 "overloaded" and 5xx are retryable, 401/403 AuthFailed, 400/404/413/422
 BadRequest, a "credit balance is too low" error QuotaExhausted. A message without text blocks
-is returned with empty text; the manager treats it as an unusable answer.
+is returned with empty text; the manager treats it as an unusable answer. What it shares with
+the OpenAI provider (timing, the stream's opening, a server that does not stream, token counts)
+is :class:`~kryten_llm.llm.api.ApiProvider`.
 
 :meth:`~AnthropicProvider.stream` asks with ``stream: true`` and reads the Messages API's
 server-sent events: ``message_start`` (model, prompt tokens), ``content_block_delta`` with a
@@ -17,35 +19,30 @@ ProviderUnavailable.
 
 from __future__ import annotations
 
-import time
-from collections.abc import AsyncGenerator
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import aiohttp
 
 from kryten_llm.errors import ProviderUnavailable
-from kryten_llm.llm.base import Chunk, Completion, CompletionRequest, Usage, register
-from kryten_llm.llm.http import error_message, json_object, request_json, server_events
+from kryten_llm.llm.api import ApiProvider, token_count, usage_of
+from kryten_llm.llm.base import Chunk, CompletionRequest, Usage, register
+from kryten_llm.llm.http import error_message, json_object
 
 if TYPE_CHECKING:
     from kryten_llm.config import ProviderConfig
+    from kryten_llm.llm.http import ServerEvent
 
 API_VERSION = "2023-06-01"
 
 
 @register("anthropic")
-class AnthropicProvider:
+class AnthropicProvider(ApiProvider):
     """Chat completions from the Anthropic Messages API."""
 
     type_name: ClassVar[str] = "anthropic"
 
     def __init__(self, name: str, config: ProviderConfig, session: aiohttp.ClientSession) -> None:
-        self.name = name
-        self.model = config.model
-        self.streams = config.stream
-        self._config = config
-        self._session = session
-        self._url = config.base_url.rstrip("/") + "/messages"
+        super().__init__(name, config, session, config.base_url.rstrip("/") + "/messages")
 
     def _headers(self) -> dict[str, str]:
         headers = {
@@ -61,78 +58,11 @@ class AnthropicProvider:
     async def probe(self, timeout_seconds: float) -> str:
         """A one-token completion: the Messages API has no cheaper authenticated check."""
         request = CompletionRequest(messages=(), max_tokens=1, timeout_seconds=timeout_seconds)
-        await self._post(
-            self._body(request, [{"role": "user", "content": "ping"}]), timeout_seconds
-        )
+        body = self._body(request, [{"role": "user", "content": "ping"}])
+        await self._call("POST", self._url, timeout_seconds, body)
         return f"{self.model} answered a one-token probe"
 
-    async def complete(self, request: CompletionRequest) -> Completion:
-        """Ask for one message.
-
-        Raises:
-            ProviderError: a classified subclass; see the module docstring.
-        """
-        started = time.monotonic()
-        data = await self._post(self._request_body(request), self._budget(request))
-        text, model, usage = self._answer(data)
-        return Completion(
-            text=text,
-            provider=self.name,
-            model=model,
-            latency_ms=(time.monotonic() - started) * 1000,
-            usage=usage,
-        )
-
-    async def stream(self, request: CompletionRequest) -> AsyncGenerator[Chunk, None]:
-        """Ask for one message as server-sent events; see the module docstring.
-
-        Raises:
-            ProviderError: classified as for :meth:`complete`; an ``error`` event or a cut
-                stream is ProviderUnavailable.
-        """
-        body = {**self._request_body(request), "stream": True}
-        prompt_tokens = 0
-        events = server_events(
-            self._session,
-            self.name,
-            self._url,
-            config=self._config,
-            headers=self._headers(),
-            budget=self._budget(request),
-            body=body,
-        )
-        async for event in events:
-            if event.event == "json":  # the server did not stream
-                text, model, usage = self._answer(json_object(self.name, event.data))
-                yield Chunk(text, model, usage, whole=True)
-                return
-            data = json_object(self.name, event.data)
-            kind = data.get("type", event.event)
-            if kind == "error":
-                said = error_message(event.data.encode())
-                raise ProviderUnavailable(self.name, f"error in the stream: {said}")
-            if kind == "message_start":
-                start = data.get("message")
-                start = start if isinstance(start, dict) else {}
-                prompt_tokens = _tokens(start.get("usage"), "input_tokens")
-                named = start.get("model")
-                yield Chunk(model=named if isinstance(named, str) and named else None)
-            elif kind == "content_block_delta":
-                delta = data.get("delta")
-                if isinstance(delta, dict) and delta.get("type") == "text_delta":
-                    piece = delta.get("text")
-                    yield Chunk(piece if isinstance(piece, str) else "")
-            elif kind == "message_delta":
-                output = _tokens(data.get("usage"), "output_tokens")
-                yield Chunk(usage=Usage(prompt_tokens, output))
-            elif kind == "message_stop":
-                return
-        raise ProviderUnavailable(self.name, "the stream ended before message_stop")
-
-    def _budget(self, request: CompletionRequest) -> float:
-        return request.timeout_seconds or self._config.timeout_seconds
-
-    def _request_body(self, request: CompletionRequest) -> dict[str, Any]:
+    def _request_body(self, request: CompletionRequest, *, stream: bool) -> dict[str, Any]:
         """The Messages API body: the system prompt apart, turns of one role merged."""
         turns: list[dict[str, Any]] = []
         for message in request.messages:
@@ -146,6 +76,8 @@ class AnthropicProvider:
         system = "\n\n".join(m.content for m in request.messages if m.role == "system")
         if system:
             body["system"] = system
+        if stream:
+            body["stream"] = True
         return body
 
     def _answer(self, data: dict[str, Any]) -> tuple[str, str, Usage | None]:
@@ -162,14 +94,11 @@ class AnthropicProvider:
             for block in content
             if isinstance(block, dict) and block.get("type") == "text"
         )
-        usage = data.get("usage")
-        return (
-            text,
-            str(data.get("model") or self.model),
-            Usage(_tokens(usage, "input_tokens"), _tokens(usage, "output_tokens"))
-            if isinstance(usage, dict)
-            else None,
-        )
+        usage = usage_of(data.get("usage"), "input_tokens", "output_tokens")
+        return text, str(data.get("model") or self.model), usage
+
+    def _reader(self) -> _EventReader:
+        return _EventReader(self.name)
 
     def _body(self, request: CompletionRequest, turns: list[dict[str, Any]]) -> dict[str, Any]:
         cfg = self._config
@@ -180,20 +109,38 @@ class AnthropicProvider:
             "messages": turns,
         }
 
-    async def _post(self, body: dict[str, Any], budget: float) -> dict[str, Any]:
-        return await request_json(
-            self._session,
-            self.name,
-            "POST",
-            self._url,
-            config=self._config,
-            headers=self._headers(),
-            budget=budget,
-            body=body,
-        )
 
+class _EventReader:
+    """Reads the events of one streamed message (see the module docstring)."""
 
-def _tokens(usage: object, key: str) -> int:
-    """A token count of a ``usage`` object; 0 when absent or odd."""
-    value = usage.get(key) if isinstance(usage, dict) else None
-    return value if isinstance(value, int) and value >= 0 else 0
+    cut = "the stream ended before message_stop"
+
+    def __init__(self, provider: str) -> None:
+        self._provider = provider
+        self._prompt_tokens = 0
+        self.finished = False
+        self.closed = False
+
+    def read(self, event: ServerEvent) -> Chunk | None:
+        data = json_object(self._provider, event.data)
+        kind = data.get("type", event.event)
+        if kind == "error":
+            said = error_message(event.data.encode())
+            raise ProviderUnavailable(self._provider, f"error in the stream: {said}")
+        if kind == "message_start":
+            start = data.get("message")
+            start = start if isinstance(start, dict) else {}
+            self._prompt_tokens = token_count(start.get("usage"), "input_tokens")
+            named = start.get("model")
+            return Chunk(model=named if isinstance(named, str) and named else None)
+        if kind == "content_block_delta":
+            delta = data.get("delta")
+            if isinstance(delta, dict) and delta.get("type") == "text_delta":
+                piece = delta.get("text")
+                return Chunk(piece if isinstance(piece, str) else "")
+        elif kind == "message_delta":
+            output = token_count(data.get("usage"), "output_tokens")
+            return Chunk(usage=Usage(self._prompt_tokens, output))
+        elif kind == "message_stop":
+            self.finished = self.closed = True
+        return None

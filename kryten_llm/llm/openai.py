@@ -7,7 +7,7 @@ aiohttp session, with ``stream: false`` for :meth:`~OpenAIProvider.complete` and
 ``choices[0].delta.content``, usage asked for with ``stream_options``, ended by ``[DONE]``).
 Statuses, timeouts, transport failures, bodies that are not JSON and secrets in error texts are
 handled once for every API provider in :mod:`kryten_llm.llm.http` (the table of what is raised
-is there).
+is there); timing, the stream's opening and token counts in :mod:`kryten_llm.llm.api`.
 
 A stream that ends without ``[DONE]`` or a ``finish_reason`` was cut: ProviderUnavailable, as is
 an ``error`` object in the stream. A server that ignores ``stream: true`` and answers one JSON
@@ -21,22 +21,22 @@ the manager treats it as unusable for every provider alike.
 
 from __future__ import annotations
 
-import time
-from collections.abc import AsyncGenerator
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import aiohttp
 
 from kryten_llm.errors import ProviderUnavailable, UnusableAnswer
-from kryten_llm.llm.base import Chunk, Completion, CompletionRequest, Usage, register
-from kryten_llm.llm.http import error_message, json_object, request_json, server_events
+from kryten_llm.llm.api import ApiProvider, usage_of
+from kryten_llm.llm.base import Chunk, CompletionRequest, Usage, register
+from kryten_llm.llm.http import error_message, json_object
 
 if TYPE_CHECKING:
     from kryten_llm.config import ProviderConfig
+    from kryten_llm.llm.http import ServerEvent
 
 
 @register("openai")
-class OpenAIProvider:
+class OpenAIProvider(ApiProvider):
     """Chat completions from any server that speaks the OpenAI API.
 
     Args:
@@ -48,91 +48,11 @@ class OpenAIProvider:
     type_name: ClassVar[str] = "openai"
 
     def __init__(self, name: str, config: ProviderConfig, session: aiohttp.ClientSession) -> None:
-        self.name = name
-        self.model = config.model
-        self.streams = config.stream
-        self._config = config
-        self._session = session
         root = config.base_url.rstrip("/")
-        self._url = root + "/chat/completions"
+        super().__init__(name, config, session, root + "/chat/completions")
         self._models_url = root + "/models"
 
-    async def complete(self, request: CompletionRequest) -> Completion:
-        """Ask the server for one chat completion.
-
-        Args:
-            request: the messages; its ``None`` fields fall back to the config.
-
-        Returns:
-            The text, the model that answered (the config's when the server does not say),
-            the wall time of the call and the token usage when the server reported it.
-
-        Raises:
-            ProviderError: a classified subclass; see the table in the module docstring.
-        """
-        started = time.monotonic()
-        data = await self._call(
-            "POST", self._url, self._budget(request), self._body(request, stream=False)
-        )
-        text, model, usage = self._answer(data)
-        return Completion(
-            text=text,
-            provider=self.name,
-            model=model,
-            latency_ms=(time.monotonic() - started) * 1000,
-            usage=usage,
-        )
-
-    async def stream(self, request: CompletionRequest) -> AsyncGenerator[Chunk, None]:
-        """Ask for the completion as server-sent chunks; see the module docstring.
-
-        Args:
-            request: the messages; its ``None`` fields fall back to the config.
-
-        Yields:
-            The text as it is written; the model and usage when the server reports them.
-
-        Raises:
-            ProviderError: classified as for :meth:`complete`; a cut stream or an error in it
-                is ProviderUnavailable.
-        """
-        finished = False
-        events = server_events(
-            self._session,
-            self.name,
-            self._url,
-            config=self._config,
-            headers=self._headers(),
-            budget=self._budget(request),
-            body=self._body(request, stream=True),
-        )
-        async for event in events:
-            if event.event == "json":  # the server did not stream
-                text, model, usage = self._answer(json_object(self.name, event.data))
-                yield Chunk(text, model, usage, whole=True)
-                return
-            if event.data.strip() == "[DONE]":
-                return
-            data = json_object(self.name, event.data)
-            if "error" in data:
-                message = error_message(event.data.encode())
-                raise ProviderUnavailable(self.name, f"error in the stream: {message}")
-            choice = _first_choice(data)
-            delta = choice.get("delta") if choice is not None else None
-            content = delta.get("content") if isinstance(delta, dict) else None
-            finished = finished or bool(choice and choice.get("finish_reason"))
-            yield Chunk(
-                content if isinstance(content, str) else "",
-                _str(data.get("model")),
-                _usage(data.get("usage")),
-            )
-        if not finished:
-            raise ProviderUnavailable(self.name, "the stream ended before the answer did")
-
-    def _budget(self, request: CompletionRequest) -> float:
-        return request.timeout_seconds or self._config.timeout_seconds
-
-    def _body(self, request: CompletionRequest, *, stream: bool) -> dict[str, Any]:
+    def _request_body(self, request: CompletionRequest, *, stream: bool) -> dict[str, Any]:
         cfg = self._config
         body: dict[str, Any] = {
             "model": self.model,
@@ -155,6 +75,9 @@ class OpenAIProvider:
         if text is None:
             raise UnusableAnswer(self.name, "no answer: no choices[0].message.content")
         return text, _str(data.get("model")) or self.model, _usage(data.get("usage"))
+
+    def _reader(self) -> _ChunkReader:
+        return _ChunkReader(self.name)
 
     async def probe(self, timeout_seconds: float) -> str:
         """Check the server answers and, for ``model: "auto"``, take the model it serves.
@@ -205,18 +128,6 @@ class OpenAIProvider:
             headers["Authorization"] = f"Bearer {key}"
         return headers
 
-    async def _call(self, method: str, url: str, budget: float, body: Any = None) -> dict[str, Any]:
-        return await request_json(
-            self._session,
-            self.name,
-            method,
-            url,
-            config=self._config,
-            headers=self._headers(),
-            budget=budget,
-            body=body,
-        )
-
 
 def _first_choice(data: dict[str, Any]) -> dict[str, Any] | None:
     """``choices[0]`` when it is an object, else None."""
@@ -241,13 +152,35 @@ def _content(data: dict[str, Any]) -> str | None:
     return content if isinstance(content, str) else None
 
 
-def _usage(usage: Any) -> Usage | None:
+def _usage(usage: object) -> Usage | None:
     """Token counts from a ``usage`` object; odd values count as 0 rather than failing a reply."""
-    if not isinstance(usage, dict):
-        return None
+    return usage_of(usage, "prompt_tokens", "completion_tokens")
 
-    def count(key: str) -> int:
-        value = usage.get(key)
-        return value if isinstance(value, int) and value >= 0 else 0
 
-    return Usage(prompt_tokens=count("prompt_tokens"), completion_tokens=count("completion_tokens"))
+class _ChunkReader:
+    """Reads the ``data:`` chunks of one streamed completion (see the module docstring)."""
+
+    cut = "the stream ended before the answer did"
+
+    def __init__(self, provider: str) -> None:
+        self._provider = provider
+        self.finished = False
+        self.closed = False
+
+    def read(self, event: ServerEvent) -> Chunk | None:
+        if event.data.strip() == "[DONE]":
+            self.finished = self.closed = True
+            return None
+        data = json_object(self._provider, event.data)
+        if "error" in data:
+            message = error_message(event.data.encode())
+            raise ProviderUnavailable(self._provider, f"error in the stream: {message}")
+        choice = _first_choice(data)
+        delta = choice.get("delta") if choice is not None else None
+        content = delta.get("content") if isinstance(delta, dict) else None
+        self.finished = self.finished or bool(choice and choice.get("finish_reason"))
+        return Chunk(
+            content if isinstance(content, str) else "",
+            _str(data.get("model")),
+            _usage(data.get("usage")),
+        )

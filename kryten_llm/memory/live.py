@@ -11,6 +11,10 @@ The store is re-read when another process changed it (``kryten-llm memory forget
 bot runs): :meth:`Memory.watch` asks SQLite every ``memory.refresh_seconds`` whether the file
 changed. Settings are read from the object handed to each call, so a reload takes effect on
 the next message.
+
+What it does is counted by :class:`MemoryEvent` (``kryten_llm_memory_total{event}`` on
+``/metrics``), and a "forget me" is a decision like a reply's: one response-log line with
+reason ``forgotten``, written once the delete is committed (or failed).
 """
 
 from __future__ import annotations
@@ -19,6 +23,8 @@ import asyncio
 import time
 from collections.abc import Callable, Coroutine, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
+from enum import StrEnum
 from functools import partial
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -29,20 +35,35 @@ from kryten_llm.memory.commands import handle_memory_command
 from kryten_llm.memory.extract import extract_facts
 from kryten_llm.memory.requests import Forget, Refused, Remember, checked_fact, read_request
 from kryten_llm.memory.store import MemoryStore, Note, Scope, Source
+from kryten_llm.pipeline.decisions import Reason, TriggerMatch
+from kryten_llm.pipeline.outcome import Outcome
 
 if TYPE_CHECKING:
     from kryten_llm.bus.events import ChatEvent
     from kryten_llm.bus.sender import ChatSender
     from kryten_llm.config import ChannelConfig, MemoryConfig, Settings
     from kryten_llm.llm.manager import ProviderManager
-    from kryten_llm.pipeline.decisions import TriggerMatch
     from kryten_llm.pipeline.state import ChannelState
-    from kryten_llm.pipeline.stats import Flags
+    from kryten_llm.pipeline.stats import Flags, Stats
 
 log = structlog.get_logger(__name__)
 T = TypeVar("T")
 DAY = 86400.0
 _Key = tuple[str, str, str]
+Record = Callable[[Outcome], object]  # writes a response-log line (the bot's ResponseLog.write)
+
+
+class MemoryEvent(StrEnum):
+    """What the memory did; values are the ``event`` label of the memory counter."""
+
+    STORED = "stored"  # a note the user asked for
+    EXTRACTED = "extracted"  # a note the extraction step found
+    ALREADY_KNOWN = "already_known"
+    REFUSED = "refused"  # a "remember" that could not be stored (too long, rank)
+    FORGOTTEN = "forgotten"  # "forget me", committed
+    WRITE_FAILED = "write_failed"
+    EXTRACTION_SKIPPED = "extraction_skipped"  # too many waiting
+    EXTRACTION_FAILED = "extraction_failed"
 
 
 class Memory:
@@ -52,6 +73,8 @@ class Memory:
         store: the open SQLite store (see :meth:`open`).
         sender: says the "forget me" confirmation; ``None`` only logs it.
         flags: the operator's switches (dry-run: nothing is said).
+        stats: where :class:`MemoryEvent` counts go (``Stats.memory``).
+        record: writes the response-log line of a "forget me".
         clock: wall-clock seconds (notes carry Unix times, so they age across restarts).
     """
 
@@ -61,11 +84,15 @@ class Memory:
         *,
         sender: ChatSender | None,
         flags: Flags,
+        stats: Stats | None = None,
+        record: Record | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.store = store
         self._sender = sender
         self._flags = flags
+        self._stats = stats
+        self._record = record
         self._clock = clock
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="kryten-memory")
         self._notes: dict[_Key, list[Note]] = {}
@@ -79,13 +106,22 @@ class Memory:
         self.write_failures = 0
 
     @classmethod
-    def open(cls, config: MemoryConfig, *, sender: ChatSender | None, flags: Flags) -> Memory:
+    def open(
+        cls,
+        config: MemoryConfig,
+        *,
+        sender: ChatSender | None,
+        flags: Flags,
+        stats: Stats | None = None,
+        record: Record | None = None,
+    ) -> Memory:
         """Open the store at ``config.path``, drop aged notes, load the rest (at startup).
 
         Raises:
             MemoryStoreError: the store cannot be used; it names the path.
         """
-        memory = cls(MemoryStore.open(config.path), sender=sender, flags=flags)
+        store = MemoryStore.open(config.path)
+        memory = cls(store, sender=sender, flags=flags, stats=stats, record=record)
         memory.store.purge(memory._clock() - config.max_age_days * DAY)
         memory._load(memory.store.notes())
         memory._version = memory.store.version()
@@ -111,12 +147,14 @@ class Memory:
         rank: float,
         settings: Settings,
         state: ChannelState,
+        trigger: TriggerMatch | None = None,
     ) -> bool:
         """Act on a message aimed at the bot; ``True`` when it was "forget me" (handled here).
 
         "remember ..." is stored (the reply goes ahead and already recalls it); "forget me"
         deletes every note about the sender, and their lines from the recent chat in
-        ``state``, and is confirmed in chat, with no model asked.
+        ``state``, and is confirmed in chat, with no model asked. ``trigger`` names what fired
+        in its response-log line (a mention, or a PM, when not given).
         """
         config = settings.memory
         if not config.enabled:
@@ -126,11 +164,13 @@ class Memory:
         request = read_request(chat.text, config, names=names, rank=rank)
         if isinstance(request, Forget):
             state.drop_lines_of(chat.username)
-            self._forget(channel, chat, config)
+            pm, mention = TriggerMatch("pm", "pm"), TriggerMatch("mention", "mention")
+            self._forget(channel, chat, config, trigger or (pm if chat.is_pm else mention))
             return True
         if isinstance(request, Remember):
             self._remember(channel, chat.username, request, config, Source.SAID)
         elif isinstance(request, Refused):
+            self._count(MemoryEvent.REFUSED)
             log.info("memory_refused", username=chat.username, reason=str(request.reason))
         elif config.extraction.enabled:
             self._extract(channel, chat, config)
@@ -182,19 +222,24 @@ class Memory:
         keep = config.max_notes_per_user if user_note else config.max_notes_per_channel
         held = self._notes.setdefault(note.key, [])
         if any(known.text.casefold() == note.text.casefold() for known in held):
+            self._count(MemoryEvent.ALREADY_KNOWN)
             log.info("memory_already_known", username=username, source=str(source))
             return
         held.append(note)
         del held[:-keep]
         self._changes += 1
+        self._count(MemoryEvent.EXTRACTED if source is Source.EXTRACTED else MemoryEvent.STORED)
         log.info("memory_stored", username=username, scope=str(note.scope), source=str(source))
         self._spawn(self._write(partial(self.store.add, note, keep=keep)))
 
-    def _forget(self, channel: ChannelConfig, chat: ChatEvent, config: MemoryConfig) -> None:
+    def _forget(
+        self, channel: ChannelConfig, chat: ChatEvent, config: MemoryConfig, trigger: TriggerMatch
+    ) -> None:
         self._drop(chat.username, channel.domain)
         self._forgot[chat.username.lower()] = self._clock()
         reply = config.forget_reply.format(user=chat.username)
-        self._spawn(self._forget_and_confirm(channel, chat, reply))
+        outcome = Outcome.of(channel, chat, trigger, Reason.FORGOTTEN)
+        self._spawn(self._forget_and_confirm(channel, chat, reply, outcome))
 
     def _drop(self, user: str, domain: str | None) -> None:
         """Remove from RAM every note about ``user`` or written by them."""
@@ -213,6 +258,7 @@ class Memory:
         if self._manager is None or config.extraction.provider is None:
             return
         if self._extracting >= config.extraction.max_pending:
+            self._count(MemoryEvent.EXTRACTION_SKIPPED)
             log.info("memory_extraction_skipped", reason="busy", username=chat.username)
             return
         self._extracting += 1
@@ -229,28 +275,45 @@ class Memory:
         """``call`` on the memory's thread: every SQLite call goes through here."""
         return await asyncio.get_running_loop().run_in_executor(self._executor, call)
 
+    def _count(self, event: MemoryEvent) -> None:
+        if self._stats is not None:
+            self._stats.memory[event] += 1
+
     async def _write(self, call: Callable[[], object]) -> bool:
         try:
             await self._run(call)
         except MemoryStoreError as exc:
             self.write_failures += 1
+            self._count(MemoryEvent.WRITE_FAILED)
             log.error("memory_write_failed", path=exc.path, error=exc.reason)
             return False
         return True
 
     async def _forget_and_confirm(
-        self, channel: ChannelConfig, chat: ChatEvent, reply: str
+        self, channel: ChannelConfig, chat: ChatEvent, reply: str, outcome: Outcome
     ) -> None:
         forgotten = partial(self.store.forget, chat.username, channel.domain)
         if not await self._write(forgotten):
-            return  # nothing is confirmed that did not happen; the error is logged
+            # nothing is confirmed that did not happen; the error is logged with the path
+            self._log(replace(outcome, error="the memory store could not be written"))
+            return
+        self._count(MemoryEvent.FORGOTTEN)
         log.info("memory_forgotten", username=chat.username)
         if self._sender is None or self._flags.dry_run or self._flags.paused:
             log.info("memory_forget_confirmation_dry_run", parts=[reply])
-        elif chat.is_pm:
-            await self._sender.pm(channel, chat.username, reply)
+            said = replace(outcome, dry_run=True) if self._flags.dry_run else outcome
+            self._log(replace(said, parts=(reply,) if self._flags.dry_run else None))
+            return
+        if chat.is_pm:
+            sent = await self._sender.pm(channel, chat.username, reply)
         else:
-            await self._sender.say(channel, reply)
+            sent = await self._sender.say(channel, reply)
+        ack = None if sent.ack in ("accepted", "not_requested") else sent.ack
+        self._log(replace(outcome, parts=(reply,), request_ids=(sent.request_id,), ack=ack))
+
+    def _log(self, outcome: Outcome) -> None:
+        if self._record is not None:
+            self._record(outcome)
 
     async def _extract_and_store(
         self, channel: ChannelConfig, chat: ChatEvent, config: MemoryConfig
@@ -264,6 +327,7 @@ class Memory:
                 self._manager, extraction.provider, chat.text, config=extraction
             )
         except KrytenLLMError as exc:
+            self._count(MemoryEvent.EXTRACTION_FAILED)
             log.info("memory_extraction_failed", error=str(exc))
             return
         finally:

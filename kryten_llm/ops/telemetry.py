@@ -101,6 +101,12 @@ class Telemetry:
             lambda: _by_label(self.stats.ignored.items()),
             ("reason",),
         )
+        r.counter_from(
+            "memory",
+            "What the memory did, by event (notes stored, users forgotten, writes failed...).",
+            lambda: _by_label(self.stats.memory.items()),
+            ("event",),
+        )
         self.replies = r.counter("replies", "Replies sent to the channel.")
         self.reply_parts = r.counter(
             "reply_parts", "Chat messages sent (a reply may have several)."

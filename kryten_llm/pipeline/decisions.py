@@ -42,6 +42,8 @@ class Reason(StrEnum):
     ANSWERED_ELSEWHERE = "answered_elsewhere"
     CLAIM_FAILED = "claim_failed"
     INTERNAL_ERROR = "internal_error"
+    # memory (issue 14): "forget me" was done here, and confirmed without a model
+    FORGOTTEN = "forgotten"
 
 
 # join: the bot joined in unasked; media: a comment on a new video (conv14)

@@ -17,16 +17,26 @@ literal asterisks, so a reply is cleaned, made safe and cut into parts here:
 6. keep at most ``max_parts`` parts, ending the last one at a sentence end when it has one.
 
 The parts reassemble exactly into ``kept`` with their separators (see :func:`reassemble`).
+What a character is (format characters, marks, grapheme clusters, emoji) is
+:mod:`kryten_llm.pipeline.graphemes`; what a reply may contain is decided here.
 """
 
 from __future__ import annotations
 
 import functools
 import re
-import unicodedata
-from collections.abc import Collection, Iterator, Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
+
+from kryten_llm.pipeline.graphemes import (
+    CF,
+    CF_CLASS,
+    EXTENDING,
+    cap_emoji,
+    graphemes,
+    trim_clusters,
+)
 
 if TYPE_CHECKING:
     from kryten_llm.config import FormattingConfig
@@ -36,44 +46,7 @@ if TYPE_CHECKING:
 SLASHES = "/\uff0f\u2044\u2215\u29f8\u2571\u27cb\u2f03\u3033"
 
 
-def _code_points(categories: tuple[str, ...]) -> list[int]:
-    """Code points of the given categories. Format characters and marks live only in planes
-    0, 1 and 14; scanning those keeps import fast (a test checks the whole range)."""
-    planes = (range(0x20000), range(0xE0000, 0xE1000))
-    return [c for plane in planes for c in plane if unicodedata.category(chr(c)) in categories]
-
-
-def _char_class(points: list[int]) -> str:
-    """A regex character class of ``points``, with runs written as ranges."""
-    out, i = [], 0
-    points = sorted(set(points))
-    while i < len(points):
-        j = i
-        while j + 1 < len(points) and points[j + 1] == points[j] + 1:
-            j += 1
-        first, last = re.escape(chr(points[i])), re.escape(chr(points[j]))
-        out.append(first if i == j else f"{first}-{last}")
-        i = j + 1
-    return "[" + "".join(out) + "]"
-
-
-# Invisible format characters (category Cf): zero-width space/joiner, word joiner, BOM, marks.
-_CF_POINTS = _code_points(("Cf",))
-_CF = "".join(map(chr, _CF_POINTS))
-_CF_CLASS = _char_class(_CF_POINTS)
 _SLASH_CLASS = "[" + re.escape(SLASHES) + "]"
-# Anything that can make a grapheme cluster longer than one code point.
-_EXTENDING = re.compile(
-    _char_class(
-        [
-            *_code_points(("Mn", "Me", "Mc")),
-            0x200D,
-            *range(0x1F3FB, 0x1F400),
-            *range(0xE0020, 0xE0080),
-            *range(0x1F1E6, 0x1F200),
-        ]
-    )
-)
 _THINK = re.compile(r"<(think|thinking|reasoning)>.*?</\1>", re.IGNORECASE | re.DOTALL)
 _THINK_OPEN = re.compile(r"<(?:think|thinking|reasoning)>.*", re.IGNORECASE | re.DOTALL)
 _THINK_CLOSE = re.compile(r"^.*?</(?:think|thinking|reasoning)>", re.IGNORECASE | re.DOTALL)
@@ -90,9 +63,9 @@ _STRIKE = re.compile(r"~~(?=\S)(.+?)(?<=\S)~~", re.DOTALL)
 _TAG = re.compile(r"</?[a-zA-Z][a-zA-Z0-9-]*(?:\s[^<>]*)?/?>")
 _SPACE = re.compile(r"\s+")
 _SPOTLIGHT = re.compile("[«»]")
-_LONE_CF = re.compile(rf"(?<!\S){_CF_CLASS}+(?!\S)")
+_LONE_CF = re.compile(rf"(?<!\S){CF_CLASS}+(?!\S)")
 # A slash (with invisible characters before it) where a message could start.
-_LEADING_SLASH = re.compile(rf"(^|\s|[。！？])(?:{_CF_CLASS}|{_SLASH_CLASS})*{_SLASH_CLASS}+")
+_LEADING_SLASH = re.compile(rf"(^|\s|[。！？])(?:{CF_CLASS}|{_SLASH_CLASS})*{_SLASH_CLASS}+")
 _BOILERPLATE = [
     re.compile(p, re.IGNORECASE)
     for p in (
@@ -110,9 +83,6 @@ SENTENCE_END = ".!?…。！？"
 CJK_END = "。！？"
 _CLAUSE_END = ",;:—–"
 _WORD = re.compile(r"@?([\w-]+)")
-# No grapheme cluster is longer than this: "Zalgo" stacks of combining marks are trimmed, so a
-# cluster always fits in a part (max_message_length >= 20, continuation marker <= 8).
-MAX_CLUSTER = 12
 
 
 @dataclass(frozen=True, slots=True)
@@ -247,7 +217,7 @@ def clean_text(
             if text == before:
                 break
     if config.max_emojis is not None:
-        capped = _cap_emoji(text, config.max_emojis)
+        capped = cap_emoji(text, config.max_emojis)
         if capped != text:
             removed.append("emoji")
             text = _SPACE.sub(" ", capped).strip()
@@ -255,8 +225,8 @@ def clean_text(
     # mark behind a slash): repeat until nothing changes.
     for _ in range(4):
         before = text
-        if not text.isascii() and _EXTENDING.search(text):
-            trimmed = _trim_clusters(text)
+        if not text.isascii() and EXTENDING.search(text):
+            trimmed = trim_clusters(text)
             if trimmed != text and "zalgo" not in removed:
                 removed.append("zalgo")
             text = trimmed
@@ -264,7 +234,7 @@ def clean_text(
         if safe != text and "leading_slash" not in removed:
             removed.append("leading_slash")
         # Invisible characters alone at the very start or end are noise, never content.
-        text = _SPACE.sub(" ", safe).strip(_CF + " ")
+        text = _SPACE.sub(" ", safe).strip(CF + " ")
         if text == before:
             break
     return text, tuple(removed)
@@ -284,77 +254,6 @@ def count_mentions(text: str, present: Collection[str], bot_names: Sequence[str]
     """How many of the ``present`` users (the bot's own names aside) ``text`` names."""
     users = {u.lower() for u in present} - {n.lower() for n in bot_names}
     return len({w.lower() for w in _WORD.findall(text)} & users)
-
-
-def graphemes(text: str) -> Iterator[tuple[int, int]]:
-    """(start, end) of each grapheme cluster: a base with its marks, joiners and modifiers.
-
-    A close approximation of Unicode's extended grapheme clusters, enough never to separate
-    combining marks, emoji ZWJ sequences, variation selectors, skin tones, tags or flag pairs.
-    """
-    i, n = 0, len(text)
-    while i < n:
-        j = i + 1
-        if _is_regional(text[i]) and j < n and _is_regional(text[j]):
-            j += 1
-        while j < n:
-            c = text[j]
-            if _extends(c) or (text[j - 1] == "\u200d" and _is_emoji(c)):
-                j += 1
-            else:
-                break
-        yield i, j
-        i = j
-
-
-def _is_regional(c: str) -> bool:
-    return "\U0001f1e6" <= c <= "\U0001f1ff"
-
-
-def _extends(c: str) -> bool:
-    return (
-        c == "\u200d"
-        or "\ufe00" <= c <= "\ufe0f"
-        or "\U0001f3fb" <= c <= "\U0001f3ff"
-        or "\U000e0020" <= c <= "\U000e007f"
-        or unicodedata.category(c) in ("Mn", "Me", "Mc")
-    )
-
-
-def _is_emoji(cluster: str) -> bool:
-    first = cluster[0]
-    return (
-        "\U0001f000" <= first <= "\U0001faff"
-        or "\u2600" <= first <= "\u27bf"
-        or "\ufe0f" in cluster
-    )
-
-
-def _trim_clusters(text: str) -> str:
-    """Cap clusters at MAX_CLUSTER code points and drop orphan marks (at the start or on a
-    space), which would otherwise begin a chat message."""
-    out = []
-    for start, end in graphemes(text):
-        first = text[start]
-        if start == 0 and _extends(first):
-            continue
-        if first.isspace():
-            out.append(first)
-        else:
-            out.append(text[start : min(end, start + MAX_CLUSTER)])
-    return "".join(out)
-
-
-def _cap_emoji(text: str, limit: int) -> str:
-    out, seen = [], 0
-    for start, end in graphemes(text):
-        cluster = text[start:end]
-        if _is_emoji(cluster):
-            seen += 1
-            if seen > limit:
-                continue
-        out.append(cluster)
-    return "".join(out)
 
 
 def _split(text: str, limit: int, marker: str) -> tuple[list[str], list[str]]:
@@ -410,7 +309,7 @@ def _hard_cut(text: str, budget: int) -> int:
             break
         boundaries.append(end)
     for cut in reversed(boundaries):
-        if cut < len(text) and text[cut] not in SLASHES and text[cut] not in _CF:
+        if cut < len(text) and text[cut] not in SLASHES and text[cut] not in CF:
             return cut
     return boundaries[-1] if boundaries else min(budget, len(text))
 

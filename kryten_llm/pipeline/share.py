@@ -9,7 +9,10 @@ are sent (one per part), not when CyTube echoes them, so a reply is never counte
 Replies that were approved but not sent yet are *reservations*: they count as the most parts a
 reply may have until their outcome is known, so several unasked replies approved in a burst
 cannot together overshoot the budget. The window only moves forward, so a reply approved now
-is still within the budget when it is sent after more people have spoken.
+is still within the budget when it is sent after more people have spoken. Reservations are held
+per reply under the caller's key (the message's correlation id): replies that share a key (the
+bridge may send an empty id) are each held, and each settle releases one of them. The total
+held is kept as it changes, so a check adds nothing up.
 
 Runs in the NATS callback (one tracker per channel): each step is a deque operation.
 """
@@ -29,7 +32,9 @@ class ShareTracker:
     def __init__(self, window: int) -> None:
         self._lines: deque[bool] = deque(maxlen=max(window, 1))
         self._bot = 0
-        self._pending: dict[str, int] = {}
+        self._pending: dict[str, deque[int]] = {}  # key -> parts held, oldest first
+        self._held = 0  # parts held by every reservation
+        self._replies = 0  # reservations held
 
     @property
     def window(self) -> int:
@@ -65,22 +70,38 @@ class ShareTracker:
         Pending reservations count as sent. Messages that would leave the window are assumed
         to be other people's: the check never underestimates the share.
         """
-        pending = sum(self._pending.values())
+        pending = self._held
         mine = self._bot + pending + parts
         total = min(len(self._lines) + pending + parts, self.window)
         return mine <= limit * total
 
     def reserve(self, key: str, parts: int) -> None:
-        """Hold room for a reply that was approved; :meth:`settle` it when it is done."""
-        self._pending[key] = parts
+        """Hold room for a reply that was approved; :meth:`settle` it when it is done.
+
+        Another reply held under the same ``key`` keeps its own reservation.
+        """
+        self._pending.setdefault(key, deque()).append(parts)
+        self._held += parts
+        self._replies += 1
 
     def settle(self, key: str, sent: int) -> None:
-        """The reply ``key`` is done: ``sent`` parts went out (0 when none)."""
-        self._pending.pop(key, None)
+        """A reply held under ``key`` is done (the oldest of them): ``sent`` parts went out
+        (0 when none). A key that holds nothing only counts what was sent."""
+        held = self._pending.get(key)
+        if held:
+            self._held -= held.popleft()
+            self._replies -= 1
+            if not held:
+                del self._pending[key]
         if sent:
             self.add(from_bot=True, count=sent)
 
     @property
     def pending(self) -> int:
         """Replies approved and not yet done."""
-        return len(self._pending)
+        return self._replies
+
+    @property
+    def held(self) -> int:
+        """Bot messages the pending replies hold room for."""
+        return self._held

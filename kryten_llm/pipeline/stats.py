@@ -45,6 +45,7 @@ class Stats:
     triggers: Counter[str] = field(default_factory=Counter)  # mention, word, pm
     decisions: Counter[Reason] = field(default_factory=Counter)  # after a trigger fired
     ignored: Counter[Reason] = field(default_factory=Counter)  # filtered before any trigger
+    memory: Counter[str] = field(default_factory=Counter)  # kryten_llm.memory's MemoryEvent
 
     def snapshot(self) -> dict[str, int]:
         """Every counter under its flat name, sorted (heartbeats, ``/api/state``)."""
@@ -53,6 +54,7 @@ class Stats:
         flat |= {f"trigger_{key}": n for key, n in self.triggers.items()}
         flat |= {f"decision_{key.value}": n for key, n in self.decisions.items()}
         flat |= {f"ignored_{key.value}": n for key, n in self.ignored.items()}
+        flat |= {f"memory_{key}": n for key, n in self.memory.items()}
         return dict(sorted(flat.items()))
 
     def __getitem__(self, name: str) -> int:

@@ -6,11 +6,15 @@ punctuation or case does not hide a repeat), matches an operator's blocklist pat
 a run of words from the system prompt (a prompt-extraction attack that worked). The worker then
 asks the model once more with a corrective nudge, and drops the reply if that fails too.
 
-A streamed reply is checked part by part before each part is sent (:meth:`ReplyValidator.
-check_part`): the checks that can judge part of a reply (length so far, blocklist, prompt leak,
+A streamed reply is checked part by part before each part is sent (:class:`PartChecks`, one
+per reply): the checks that can judge part of a reply (length so far, blocklist, prompt leak,
 repetition) run over the parts sent so far and the new one together, so that a leak or a repeat
 spanning two parts is caught. Repetition there is containment (the share of the text's shingles
 found in a recent reply), because the start of a repeated reply is a small part of the old one.
+
+A text is tokenised once: a whole reply when it is checked (and :meth:`ReplyValidator.remember`
+reuses those words when it is sent), a streamed reply one part at a time (the words of the parts
+already sent are kept, never read again).
 
 Everything here is set arithmetic over precomputed shingles: well under a millisecond per reply.
 """
@@ -29,6 +33,7 @@ if TYPE_CHECKING:
 
 _WORD = re.compile(r"\w+")
 _MIN_SHINGLES = 6  # eight words: a sentence, not a phrase
+Shingles = set[tuple[str, ...]]  # runs of consecutive words
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,13 +52,16 @@ def _words(text: str) -> list[str]:
     return _WORD.findall(unicodedata.normalize("NFKC", text).casefold())
 
 
-def _shingles(words: list[str], size: int) -> set[tuple[str, ...]]:
+def _shingles(words: list[str], size: int, since: int = 0) -> Shingles:
+    """Runs of ``size`` words that end at word ``since`` or later (all of them by default);
+    fewer words than ``size`` make one short run."""
     if len(words) < size:
         return {tuple(words)} if words else set()
-    return {tuple(words[i : i + size]) for i in range(len(words) - size + 1)}
+    first = max(since - size + 1, 0)
+    return {tuple(words[i : i + size]) for i in range(first, len(words) - size + 1)}
 
 
-def containment(part: set[tuple[str, ...]], whole: set[tuple[str, ...]]) -> float:
+def containment(part: Shingles, whole: Shingles) -> float:
     """The share of ``part``'s shingles found in ``whole``; a part of fewer than
     ``_MIN_SHINGLES`` counts as that many (a common short phrase is not a repeat)."""
     if not part or not whole:
@@ -61,7 +69,7 @@ def containment(part: set[tuple[str, ...]], whole: set[tuple[str, ...]]) -> floa
     return len(part & whole) / max(len(part), _MIN_SHINGLES)
 
 
-def similarity(a: set[tuple[str, ...]], b: set[tuple[str, ...]]) -> float:
+def similarity(a: Shingles, b: Shingles) -> float:
     """Jaccard similarity of two shingle sets (1.0: the same words in the same order)."""
     if not a or not b:
         return 0.0
@@ -70,7 +78,7 @@ def similarity(a: set[tuple[str, ...]], b: set[tuple[str, ...]]) -> float:
 
 # Shingles of the replies sent recently, by channel key. Validators built anew by a reload (or
 # one per channel character) share one, so a reply is never repeated across a reload.
-RecentReplies = dict[str, deque[set[tuple[str, ...]]]]
+RecentReplies = dict[str, deque[Shingles]]
 
 
 class ReplyValidator:
@@ -90,6 +98,7 @@ class ReplyValidator:
         self._leak_size = config.prompt_leak_words
         self._prompt_runs = _shingles(_words(system_prompt), self._leak_size)
         self._recent: RecentReplies = recent if recent is not None else {}
+        self._last: tuple[str, Shingles] = ("", set())  # the text judged last, its shingles
 
     def check(self, text: str, channel: str, *, repetition: bool = True) -> Verdict:
         """Judge ``text`` (the formatted reply as it would be sent) for ``channel``.
@@ -106,39 +115,29 @@ class ReplyValidator:
         verdict = self._content(text, words)
         if not verdict.ok or not repetition:
             return verdict
-        return self._repetition(words, channel, similarity)
+        shingles = _shingles(words, self._SHINGLE)
+        self._last = (text, shingles)  # the reply checked last is usually the one sent next
+        return self._repetition(shingles, channel, similarity)
 
-    def check_part(self, sent: str, part: str, channel: str) -> Verdict:
-        """Judge one part of a streamed reply before it is sent, after the parts ``sent``.
+    def parts(self, channel: str) -> PartChecks:
+        """The checks of one streamed reply for ``channel``, part by part."""
+        return PartChecks(self, channel)
 
-        Length (of everything so far), blocklist, prompt leak and repetition are judged over
-        ``sent`` and ``part`` together; the minimum length concerns the whole reply only.
-        """
-        text = f"{sent} {part}" if sent else part
-        if len(text) > self._config.max_length:
-            return Verdict(False, "too_long", f"{len(text)} > {self._config.max_length} characters")
-        words = _words(text)
-        verdict = self._content(text, words)
-        return verdict if not verdict.ok else self._repetition(words, channel, containment)
-
-    def _content(self, text: str, words: list[str]) -> Verdict:
-        """The blocklist and the prompt-leak check."""
+    def _content(self, text: str, words: list[str], since: int = 0) -> Verdict:
+        """The blocklist and the prompt-leak check; runs that end before word ``since`` were
+        judged already (the parts sent of a streamed reply)."""
         for pattern in self._blocklist:
             if pattern.search(text):
                 return Verdict(False, "blocklisted", pattern.pattern)
         if len(words) >= self._leak_size and self._prompt_runs:
-            leaked = _shingles(words, self._leak_size) & self._prompt_runs
+            leaked = _shingles(words, self._leak_size, since) & self._prompt_runs
             if leaked:
                 return Verdict(False, "prompt_leak", " ".join(next(iter(leaked))))
         return PASS
 
     def _repetition(
-        self,
-        words: list[str],
-        channel: str,
-        score: Callable[[set[tuple[str, ...]], set[tuple[str, ...]]], float],
+        self, shingles: Shingles, channel: str, score: Callable[[Shingles, Shingles], float]
     ) -> Verdict:
-        shingles = _shingles(words, self._SHINGLE)
         for past in self._recent.get(channel, ()):
             value = score(shingles, past)
             if value >= self._config.similarity_threshold:
@@ -154,8 +153,56 @@ class ReplyValidator:
             recent = self._recent[channel] = deque(
                 recent or (), maxlen=self._config.repetition_history
             )
-        recent.append(_shingles(_words(text), self._SHINGLE))
+        said, shingles = self._last
+        recent.append(shingles if said == text else _shingles(_words(text), self._SHINGLE))
 
     def nudge(self, verdict: Verdict) -> str:
         """The corrective message for a retry after ``verdict``."""
         return self._config.retry_nudge.replace("{reason}", verdict.reason.replace("_", " "))
+
+
+class PartChecks:
+    """The checks of one streamed reply, part by part (see the module docstring).
+
+    Each part is tokenised once; the words, runs and text of the parts that passed are kept,
+    and only the runs a new part adds are compared with the system prompt.
+
+    Args:
+        validator: the channel's validator (its config, prompt and recent replies).
+        channel: the channel's key.
+    """
+
+    def __init__(self, validator: ReplyValidator, channel: str) -> None:
+        self._validator = validator
+        self._channel = channel
+        self.text = ""  # the parts that passed, joined by spaces as they are remembered
+        self._words: list[str] = []
+        self._shingles: Shingles = set()
+
+    def admit(self, part: str) -> Verdict:
+        """Judge ``part`` after the parts that passed before it; one that passes joins them.
+
+        Length (of everything so far), blocklist, prompt leak and repetition are judged over
+        the parts so far and ``part`` together; the minimum length concerns the whole reply.
+        """
+        validator = self._validator
+        limit = validator._config.max_length
+        size = len(self.text) + 1 + len(part) if self.text else len(part)
+        if size > limit:
+            return Verdict(False, "too_long", f"{size} > {limit} characters")
+        text = f"{self.text} {part}" if self.text else part
+        since = len(self._words)
+        words = self._words + _words(part)
+        verdict = validator._content(text, words, since)
+        if not verdict.ok:
+            return verdict
+        run = validator._SHINGLE
+        if since >= run:  # the runs so far stand: add those the part ends
+            shingles = self._shingles | _shingles(words, run, since)
+        else:  # a short start was one short run: count them afresh
+            shingles = _shingles(words, run)
+        verdict = validator._repetition(shingles, self._channel, containment)
+        if verdict.ok:
+            self.text, self._words, self._shingles = text, words, shingles
+            validator._last = (text, shingles)
+        return verdict

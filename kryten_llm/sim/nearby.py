@@ -3,23 +3,24 @@
 With no ``--config``, the demo prefers, in this order: an OpenAI-compatible server the user
 already runs on this machine (LM Studio, Ollama, llama.cpp, vLLM on their usual ports), then
 SmolLM2 in-process when the ``local`` extra is installed, then the scripted provider. The probe
-only ever asks 127.0.0.1, all ports at once, briefly, and takes the model the server reports
-from ``GET /v1/models``. The targets are a parameter, so a test can point "LM Studio" at a
-fake server on a free port. The result carries the sentence the banner prints: which one
-answers, why, and how to switch; optional parts that are absent are said there, once, and
-never logged as warnings.
+only ever asks 127.0.0.1, all ports at once, briefly, and takes the first model the server
+reports from ``GET /v1/models`` (read by ``OpenAIProvider.list_models``, as the bot's own probe
+reads it). The targets are a parameter, so a test can point "LM Studio" at a fake server on a
+free port. The result carries the sentence the banner prints: which one answers, why, and how
+to switch; optional parts that are absent are said there, once, and never logged as warnings.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from dataclasses import dataclass
 
 import aiohttp
 
 from kryten_llm.config import ProviderConfig
+from kryten_llm.errors import ProviderError
 from kryten_llm.llm.local import local_problems
+from kryten_llm.llm.openai import OpenAIProvider
 
 PROBE_SECONDS = 0.5
 HOST = "127.0.0.1"  # never anything else: the demo must not touch the network
@@ -51,18 +52,19 @@ class Choice:
     why: str
 
 
-async def _models(session: aiohttp.ClientSession, target: ProbeTarget) -> list[str]:
+async def _models(session: aiohttp.ClientSession, target: ProbeTarget, seconds: float) -> list[str]:
     """The model ids ``target`` reports, or [] when nothing (usable) answers there."""
-    url = f"http://{HOST}:{target.port}/v1/models"
-    with contextlib.suppress(aiohttp.ClientError, TimeoutError, ValueError):
-        async with session.get(url) as response:
-            if response.status != 200:
-                return []
-            body = await response.json(content_type=None)
-            data = body.get("data") if isinstance(body, dict) else None
-            if isinstance(data, list):
-                return [str(m["id"]) for m in data if isinstance(m, dict) and m.get("id")]
-    return []
+    config = ProviderConfig(type="openai", base_url=_base_url(target), timeout_seconds=seconds)
+    provider = OpenAIProvider(target.provider, config, session)
+    try:
+        models = await provider.list_models(seconds)
+    except ProviderError:
+        return []
+    return [model for model in models if model]
+
+
+def _base_url(target: ProbeTarget) -> str:
+    return f"http://{HOST}:{target.port}/v1"
 
 
 async def find_local_server(
@@ -71,9 +73,8 @@ async def find_local_server(
     """The first of ``targets`` (in their order) that serves a model, with that model's id."""
     if not targets:
         return None
-    client_timeout = aiohttp.ClientTimeout(total=seconds)
-    async with aiohttp.ClientSession(timeout=client_timeout) as session:
-        found = await asyncio.gather(*(_models(session, target) for target in targets))
+    async with aiohttp.ClientSession() as session:
+        found = await asyncio.gather(*(_models(session, t, seconds) for t in targets))
     for target, models in zip(targets, found, strict=True):
         if models:
             return target, models[0]
@@ -95,7 +96,7 @@ async def choose(
         target, model = server
         config = ProviderConfig(
             type="openai",
-            base_url=f"http://{HOST}:{target.port}/v1",
+            base_url=_base_url(target),
             model=model,
             max_tokens=80,
             temperature=0.7,
