@@ -82,21 +82,28 @@ class Instances:
         self.config_path = base / "config.json"
         self.config_path.write_text(json.dumps(config))
         self.processes: list[subprocess.Popen[bytes]] = []
-        self.dirs = [base / f"instance-{i}" for i in range(count)]
+        self.dirs: list[Path] = []
+        for _ in range(count):
+            self.add()
+
+    def add(self) -> int:
+        """Start one more instance (``instance-<n>``, the next number); its index."""
+        directory = self.base / f"instance-{len(self.dirs)}"
+        directory.mkdir()
+        self.dirs.append(directory)
         env = {k: v for k, v in os.environ.items() if not k.startswith("KRYTEN_LLM_")}
         env["PYTHONPATH"] = str(ROOT)
-        for directory in self.dirs:
-            directory.mkdir()
-            with (directory / "bot.log").open("wb") as out:
-                self.processes.append(
-                    subprocess.Popen(
-                        [sys.executable, "-m", "kryten_llm", "--config", str(self.config_path)],
-                        cwd=directory,
-                        stdout=out,
-                        stderr=subprocess.STDOUT,
-                        env=env,
-                    )
+        with (directory / "bot.log").open("wb") as out:
+            self.processes.append(
+                subprocess.Popen(
+                    [sys.executable, "-m", "kryten_llm", "--config", str(self.config_path)],
+                    cwd=directory,
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    env=env,
                 )
+            )
+        return len(self.dirs) - 1
 
     def kill(self, index: int) -> None:
         """SIGKILL one instance (no shutdown announcement, no lease given back)."""

@@ -98,7 +98,7 @@ async def open_bucket(
             return await js.create_key_value(bucket=name, ttl=ttl, history=1, replicas=replicas)
         config = (await kv.status()).stream_info.config
     except Exception as exc:
-        raise ClusterError(f"bucket {name}: {exc or type(exc).__name__}") from exc
+        raise ClusterError(f"bucket {name}: {str(exc) or type(exc).__name__}") from exc
     if (config.num_replicas or 1) < replicas:
         log.warning(
             "kv_bucket_replicas_low",
@@ -158,6 +158,6 @@ async def retrying(
                 return await call()
         except Exception as exc:  # timeouts, no responders, no quorum, a reconnecting client
             if clock() + delay >= deadline:
-                raise ClusterError(f"{what}: {exc or type(exc).__name__}") from exc
+                raise ClusterError(f"{what}: {str(exc) or type(exc).__name__}") from exc
             await asyncio.sleep(delay)
             delay = min(delay * 2, _MAX_BACKOFF)

@@ -147,7 +147,7 @@ class SharedSpamStrikes:
                     self.loaded += 1
         except Exception as exc:
             await self._stop_watching()
-            raise ClusterError(f"read spam strikes: {exc or type(exc).__name__}") from exc
+            raise ClusterError(f"read spam strikes: {str(exc) or type(exc).__name__}") from exc
         self._guard.on_strike = self.note
         loop = asyncio.get_running_loop()
         self._tasks = [
@@ -155,6 +155,11 @@ class SharedSpamStrikes:
             loop.create_task(self._follow(), name="spam-share-follow"),
         ]
         log.info("spam_strikes_shared", loaded=self.loaded, adopted=self._guard.adopted)
+
+    @property
+    def pending(self) -> int:
+        """Users whose standing is waiting to be written."""
+        return len(self._pending)
 
     def note(self, standing: Standing) -> None:
         """A new offence (guard's clock), to be written; never waits (the NATS callback)."""
