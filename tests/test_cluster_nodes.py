@@ -6,10 +6,12 @@ from __future__ import annotations
 import asyncio
 import re
 from collections import Counter
+from functools import partial
 from pathlib import Path
 
 import nats
 
+from kryten_llm.cluster.kv import retrying
 from tests.bridge import FakeBridge
 from tests.cluster_helpers import Instances, cluster_config, wait_decided, wait_instances
 from tests.natscluster import NatsCluster
@@ -74,8 +76,10 @@ async def test_losing_one_node_of_three_loses_no_reply(tmp_path: Path) -> None:
             # windows and trigger cooldowns, the registry, spam strikes, the titles already
             # commented and the ecosystem's service entry.
             js = watcher.jetstream()
-            for bucket in SHARED_BUCKETS:
-                info = await js.stream_info(f"KV_{bucket}")
+            for bucket in SHARED_BUCKETS:  # a stream led by the lost node may still be electing
+                info = await retrying(
+                    partial(js.stream_info, f"KV_{bucket}"), 20, what=f"stream of {bucket}"
+                )
                 assert info.config.num_replicas == 3, bucket
         finally:
             await watcher.close()
