@@ -105,6 +105,8 @@ def test_a_guard_adopts_a_mute_but_not_a_forgiven_standing(clock: Clock) -> None
     assert guard.check("spammer", "hello cynthia", rank=0).allowed
     assert guard.adopt(Standing("Spammer", 1, clock(), clock() + 300))
     assert not guard.adopt(Standing("spammer", 1, clock(), clock() + 300))  # nothing new
+    # Our own standing back from KV, its times rounded and moved through the wall clock.
+    assert not guard.adopt(Standing("spammer", 1, clock() + 0.0004, clock() + 300.0004))
     verdict = guard.check("SPAMMER", "a fresh question, cynthia", rank=0)
     assert (verdict.allowed, verdict.strikes) == (False, 1)
     assert verdict.retry_after == pytest.approx(300)

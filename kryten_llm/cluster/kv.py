@@ -96,19 +96,29 @@ async def open_bucket(
             kv = await js.key_value(name)
         except BucketNotFoundError:
             return await js.create_key_value(bucket=name, ttl=ttl, history=1, replicas=replicas)
-        config = (await kv.status()).stream_info.config
     except Exception as exc:
         raise ClusterError(f"bucket {name}: {str(exc) or type(exc).__name__}") from exc
-    if (config.num_replicas or 1) < replicas:
+    if replicas > 1:
+        await _check_replicas(kv, name, replicas)
+    return kv
+
+
+async def _check_replicas(kv: KeyValue, name: str, wanted: int) -> None:
+    """Say when an existing bucket has fewer copies than wanted (best effort: a bucket
+    electing its leader may not answer yet, and is usable all the same)."""
+    try:
+        replicas = (await kv.status()).stream_info.config.num_replicas or 1
+    except Exception:
+        return
+    if replicas < wanted:
         log.warning(
             "kv_bucket_replicas_low",
             bucket=name,
-            replicas=config.num_replicas or 1,
-            wanted=replicas,
+            replicas=replicas,
+            wanted=wanted,
             fix=f"it was created before the cluster grew: delete the bucket {name} (its "
             "state is rebuilt) or raise its stream's replicas, then restart",
         )
-    return kv
 
 
 async def read_json(kv: KeyValue, key: str) -> tuple[Any, int]:

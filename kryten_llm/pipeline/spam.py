@@ -50,6 +50,7 @@ ALLOW = SpamVerdict(True)
 # Two instances judging the same message stamp its offence this close together (or closer);
 # two real offences are at least a penalty apart (no offence counts while one is served).
 SAME_OFFENCE_SECONDS = 2.0
+_CLOCK_SLACK = 0.01  # stored times are rounded to the millisecond
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +68,15 @@ class Standing:
         return replace(
             self, last_offence=self.last_offence + by, penalty_until=self.penalty_until + by
         )
+
+
+def _same(a: Standing, b: Standing) -> bool:
+    """Equal but for the rounding of a stored time and the clocks' offsets."""
+    return (
+        a.strikes == b.strikes
+        and abs(a.last_offence - b.last_offence) < _CLOCK_SLACK
+        and abs(a.penalty_until - b.penalty_until) < _CLOCK_SLACK
+    )
 
 
 def merged(ours: Standing | None, theirs: Standing) -> Standing:
@@ -183,8 +193,8 @@ class SpamGuard:
         user = self._users.get(key)
         ours = self._standing(key, user) if user is not None else None
         result = merged(ours, replace(standing, username=key))
-        if result == ours:
-            return False
+        if ours is not None and _same(result, ours):
+            return False  # what we hold already (our own offence coming back, say)
         if user is None:
             user = self._users[key] = _User()
         user.strikes = result.strikes
