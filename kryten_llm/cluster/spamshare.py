@@ -114,7 +114,7 @@ class SharedSpamStrikes:
         self._drained = asyncio.Event()
         self._drained.set()
         self._tasks: list[asyncio.Task[None]] = []
-        self._watcher: Any = None
+        self._watcher: Any = None  # a KeyValue.KeyWatcher (untyped in nats-py)
         self.loaded = 0  # standings read at start
         self.written = 0  # records written (a merge that changed nothing is not)
         self.dropped = 0  # offences not shared: too many pending
