@@ -229,7 +229,7 @@ class Service(ServiceView):
             cluster=cluster,
         )
         stack.push_async_callback(bot.close)  # memory (issue 14): its store's last writes
-        await bot.conversation.start(nc, settings)  # conv14: title memory (KV or file)
+        await bot.start(nc)  # title memory (KV or file); shared spam strikes when clustered
         for context in bot.channels.values():
             await subscribe_events(
                 nc, channel_events(context.config.channel), self._callback(context)

@@ -79,13 +79,20 @@ class Instances:
         self.base = base
         self.config_path = write_json(base / "config.json", config)
         self.processes: list[subprocess.Popen[bytes]] = []
-        self.dirs = [base / f"instance-{i}" for i in range(count)]
-        for directory in self.dirs:
-            directory.mkdir()
-            with (directory / "bot.log").open("wb") as out:
-                self.processes.append(
-                    spawn_bot(self.config_path, cwd=directory, stdout=out, stderr=subprocess.STDOUT)
-                )
+        self.dirs: list[Path] = []
+        for _ in range(count):
+            self.add()
+
+    def add(self) -> int:
+        """Start one more instance (``instance-<n>``, the next number); its index."""
+        directory = self.base / f"instance-{len(self.dirs)}"
+        directory.mkdir()
+        self.dirs.append(directory)
+        with (directory / "bot.log").open("wb") as out:
+            self.processes.append(
+                spawn_bot(self.config_path, cwd=directory, stdout=out, stderr=subprocess.STDOUT)
+            )
+        return len(self.dirs) - 1
 
     def kill(self, index: int) -> None:
         """SIGKILL one instance (no shutdown announcement, no lease given back)."""

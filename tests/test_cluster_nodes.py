@@ -6,15 +6,25 @@ from __future__ import annotations
 import asyncio
 import re
 from collections import Counter
+from functools import partial
 from pathlib import Path
 
 import nats
 
+from kryten_llm.cluster.kv import retrying
 from tests.bridge import FakeBridge
 from tests.cluster_helpers import Instances, cluster_config, wait_decided, wait_instances
 from tests.natscluster import NatsCluster
 
 _NUMBER = re.compile(r"#(\d+)")
+SHARED_BUCKETS = (
+    "kryten_llm_claims",
+    "kryten_llm_limits",
+    "kryten_llm_instances",
+    "kryten_llm_spam",
+    "kryten_llm_media_seen",
+    "kryten_services",
+)
 
 
 def _victim(cluster: NatsCluster, bridge_node: int) -> int:
@@ -36,7 +46,11 @@ async def test_losing_one_node_of_three_loses_no_reply(tmp_path: Path) -> None:
     """Buckets are replicated over the three nodes; killing one mid-run costs at most a pause
     while its streams elect new leaders: every mention is answered, exactly once."""
     with NatsCluster() as cluster:
-        config = cluster_config(cluster.urls, nats={"reconnect_wait_seconds": 0.5})
+        config = cluster_config(
+            cluster.urls,
+            nats={"reconnect_wait_seconds": 0.5},
+            media_change={"enabled": True},  # opens the titles' bucket
+        )
         instances = Instances(tmp_path, config, 2)
         bridge_node = 2
         watcher = await nats.connect(cluster.urls[bridge_node])
@@ -58,6 +72,15 @@ async def test_losing_one_node_of_three_loses_no_reply(tmp_path: Path) -> None:
                 )
             assert set(answered.values()) == {1}, "a mention was answered twice"
             assert sorted(answered) == list(range(200)), "a mention was lost"
+            # Every piece of shared state is kept on all three nodes: claims, rate-limit
+            # windows and trigger cooldowns, the registry, spam strikes, the titles already
+            # commented and the ecosystem's service entry.
+            js = watcher.jetstream()
+            for bucket in SHARED_BUCKETS:  # a stream led by the lost node may still be electing
+                info = await retrying(
+                    partial(js.stream_info, f"KV_{bucket}"), 20, what=f"stream of {bucket}"
+                )
+                assert info.config.num_replicas == 3, bucket
         finally:
             await watcher.close()
             instances.stop()

@@ -11,10 +11,11 @@ from pathlib import Path
 
 import nats
 
+from kryten_llm.pipeline.decisions import Reason
 from kryten_llm.service import Service
 from tests.bridge import Escapes, FakeBridge
 from tests.cluster_helpers import Instances, cluster_config, mention, startups, wait_instances
-from tests.conftest import running, settings_for
+from tests.conftest import eventually, running, settings_for
 from tests.natsserver import ConfiguredNatsServer, NatsServer
 
 CHANNELS = [f"Room{i}" for i in range(12)]
@@ -121,7 +122,11 @@ async def test_without_jetstream_the_bot_runs_alone_and_says_so(tmp_path: Path) 
     ) as server:
         url = f"nats://app:app@127.0.0.1:{server.port}"
         settings = settings_for(
-            url, tmp_path, cluster={"enabled": True}, service={"kv_registry": False}
+            url,
+            tmp_path,
+            cluster={"enabled": True},
+            service={"kv_registry": False},
+            spam={"max_messages": 1},
         )
         with Escapes() as escapes:
             async with (
@@ -132,6 +137,11 @@ async def test_without_jetstream_the_bot_runs_alone_and_says_so(tmp_path: Path) 
                 await bridge.wait_for_commands(1)
                 assert service.cluster is not None
                 assert service.cluster.snapshot()["mode"] == "standalone"
+                # Spam strikes stay in memory, judged as before: a second mention is a flood.
+                assert service.bot is not None
+                assert service.bot.spam_share is None
+                await bridge.chat("alice", "cynthia, still there?")
+                await eventually(lambda: service.stats.decisions[Reason.SPAM] == 1)
                 health = service.surface.health() if service.surface else {}
                 assert health["components"]["cluster"]["peers"] == 1
         [line] = escapes.events("cluster_standalone")

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from kryten_llm.bus.claims import FileClaimStore, claim_key
+from kryten_llm.bus.claims import FileClaimStore
+from kryten_llm.cluster.seen import claim_key
 from kryten_llm.config import ParticipationConfig, load_settings
 from kryten_llm.config.conversation import FollowUpConfig
 from kryten_llm.errors import ConfigError, StoreError

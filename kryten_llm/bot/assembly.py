@@ -24,6 +24,7 @@ from kryten_llm.bot.character import Character
 from kryten_llm.bot.conversation import Conversation
 from kryten_llm.bot.intake import ChannelContext, Intake
 from kryten_llm.config import TriggersConfig
+from kryten_llm.errors import ClusterError
 from kryten_llm.pipeline.decisions import Reason
 from kryten_llm.pipeline.fallback import FallbackPools
 from kryten_llm.pipeline.filters import IntakeFilter
@@ -36,10 +37,13 @@ from kryten_llm.pipeline.stats import Count, Flags, Stats
 from kryten_llm.pipeline.triggers import TriggerEngine
 
 if TYPE_CHECKING:
+    from nats.aio.client import Client as NATS
+
     from kryten_llm.bot.responder import Responder
     from kryten_llm.bot.responselog import ResponseLog
     from kryten_llm.bus.sender import ChatSender
     from kryten_llm.cluster import Coordinator
+    from kryten_llm.cluster.spamshare import SharedSpamStrikes
     from kryten_llm.config import ChannelConfig, RateLimitConfig, Settings, TriggerWordConfig
     from kryten_llm.llm.manager import ProviderManager
     from kryten_llm.memory.live import Memory
@@ -132,6 +136,33 @@ class Bot:
         self.intake.memory = self.memory
         self._memory_watch: asyncio.Task[None] | None = None
         self.intake.cluster = cluster  # cluster hook (issue 15)
+        self._cluster = cluster
+        self.spam_share: SharedSpamStrikes | None = None  # set by start() among several
+
+    async def start(self, nc: NATS) -> None:
+        """Open the state kept outside this process, before the bot subscribes: the memory of
+        video titles and, among several instances, the spam strikes they share (so a spammer
+        muted by the others is muted here from the first message)."""
+        await self.conversation.start(nc, self.settings)  # conv14: title memory (KV or file)
+        cluster = self._cluster
+        if cluster is None or cluster.claims is None:  # alone: strikes stay in memory
+            return
+        from kryten_llm.cluster import kv, spamshare
+
+        try:
+            self.spam_share = await spamshare.SharedSpamStrikes.start(
+                nc,
+                self.spam,
+                bucket=kv.bucket_name(self.settings.service.name, "spam"),
+                replicas=cluster.replicas,
+                retry_seconds=self.settings.cluster.claim_timeout_seconds,
+            )
+        except ClusterError as exc:
+            log.warning(
+                "spam_strikes_not_shared",
+                error=str(exc),
+                detail="this instance keeps its spam strikes to itself",
+            )
 
     def start_answering(self, manager: ProviderManager) -> None:
         """Build the answering half around ``manager``; jobs queued so far are answered next.
@@ -263,7 +294,10 @@ class Bot:
         return context.character.reply.responder
 
     async def close(self) -> None:
-        """Stop watching the memory store and close it once its writes are done; idempotent."""
+        """Stop sharing spam strikes, stop watching the memory store and close it once its
+        writes are done; idempotent."""
+        if self.spam_share is not None:
+            await self.spam_share.stop()
         if self._memory_watch is not None:
             self._memory_watch.cancel()
             await asyncio.gather(self._memory_watch, return_exceptions=True)

@@ -36,8 +36,10 @@ from typing import TYPE_CHECKING
 
 import structlog
 
-from kryten_llm.bus.claims import ClaimStore, FileClaimStore, KVClaimStore, claim_key, set_aside
+from kryten_llm.bus.claims import ClaimStore, FileClaimStore, set_aside
 from kryten_llm.bus.events import ChatEvent, MediaEvent
+from kryten_llm.cluster.kv import replicas_for
+from kryten_llm.cluster.seen import KVClaimStore, claim_key
 from kryten_llm.config.runtime import channel_key
 from kryten_llm.errors import StoreError
 from kryten_llm.pipeline.decisions import Reason, TriggerMatch
@@ -251,7 +253,12 @@ class Conversation:
         if nc is not None and config.memory in ("auto", "kv"):
             try:
                 async with asyncio.timeout(KV_TIMEOUT):
-                    self._claims = await KVClaimStore.open(nc.jetstream(), config.kv_bucket)
+                    self._claims = await KVClaimStore.open(
+                        nc,
+                        config.kv_bucket,
+                        window=config.repeat_window_seconds,
+                        replicas=replicas_for(nc, settings.cluster.replicas),
+                    )
             except Exception as exc:
                 log.warning(
                     "media_memory_kv_unavailable",
@@ -320,7 +327,7 @@ class Conversation:
         """Claim the title for this channel; a store that fails says yes (and is logged)."""
         if self._claims is None:
             return True
-        key = claim_key(f"{channel.domain}_{channel.channel}", media.title)
+        key = claim_key(channel.key, media.title)
         try:
             async with asyncio.timeout(KV_TIMEOUT):
                 return await self._claims.claim(key, self._wall(), window)

@@ -2,8 +2,10 @@
 
 One place for how the bot opens a bucket (create it when missing, with a TTL and as many
 replicas as the NATS cluster has room for), turns arbitrary text into a valid key, and reads
-and writes a JSON value guarded by its revision. Claims, shared rate limits, the instance
-registry and channel leases are built on these; so can any other state that moves to KV.
+and writes a JSON value guarded by its revision. Claims, shared rate limits, spam strikes, the
+video titles already commented, the instance registry, channel leases and the entry in the
+ecosystem's ``kryten_services`` bucket are built on these; so can any other state that moves
+to KV.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
+import structlog
 from nats.js.errors import BucketNotFoundError, KeyNotFoundError, KeyWrongLastSequenceError
 
 from kryten_llm.errors import ClusterError
@@ -23,6 +26,8 @@ from kryten_llm.errors import ClusterError
 if TYPE_CHECKING:
     from nats.aio.client import Client as NATS
     from nats.js.kv import KeyValue
+
+log = structlog.get_logger(__name__)
 
 _PLAIN_KEY = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
 _DOTTED_KEY = re.compile(r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$")
@@ -37,11 +42,21 @@ def bucket_name(service: str, purpose: str) -> str:
     return f"kryten_{service}_{purpose}"
 
 
+def _digest(text: str, length: int) -> str:
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:length]
+
+
 def safe_key(text: str) -> str:
     """``text`` when it is a valid KV key token, else a stable hash of it (never empty)."""
     if _PLAIN_KEY.match(text):
         return text
-    return "h" + hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:40]
+    return "h" + _digest(text, 40)
+
+
+def scoped_key(scope: str, text: str) -> str:
+    """One key per ``text`` within ``scope``: ``cytu.be/mychannel`` and a title give
+    ``cytu.be.mychannel.<hash of the title>`` (the scope readable, the text always hashed)."""
+    return f"{readable_key(scope)}.{_digest(text, 32)}"
 
 
 def readable_key(text: str) -> str:
@@ -68,17 +83,42 @@ async def open_bucket(
 ) -> KeyValue:
     """The bucket ``name``, created (history 1, ``ttl`` seconds per value) when missing.
 
+    A bucket that already exists is used as it is (whoever created it chose its TTL and
+    replicas); fewer replicas than ``replicas`` is logged (``kv_bucket_replicas_low``) with
+    the fix, because its state would not survive the loss of a node.
+
     Raises:
         ClusterError: JetStream is not available (not enabled, no permission, no quorum).
     """
     js = nc.jetstream(timeout=wait)
     try:
         try:
-            return await js.key_value(name)
+            kv = await js.key_value(name)
         except BucketNotFoundError:
             return await js.create_key_value(bucket=name, ttl=ttl, history=1, replicas=replicas)
     except Exception as exc:
-        raise ClusterError(f"bucket {name}: {exc or type(exc).__name__}") from exc
+        raise ClusterError(f"bucket {name}: {str(exc) or type(exc).__name__}") from exc
+    if replicas > 1:
+        await _check_replicas(kv, name, replicas)
+    return kv
+
+
+async def _check_replicas(kv: KeyValue, name: str, wanted: int) -> None:
+    """Say when an existing bucket has fewer copies than wanted (best effort: a bucket
+    electing its leader may not answer yet, and is usable all the same)."""
+    try:
+        replicas = (await kv.status()).stream_info.config.num_replicas or 1
+    except Exception:
+        return
+    if replicas < wanted:
+        log.warning(
+            "kv_bucket_replicas_low",
+            bucket=name,
+            replicas=replicas,
+            wanted=wanted,
+            fix=f"it was created before the cluster grew: delete the bucket {name} (its "
+            "state is rebuilt) or raise its stream's replicas, then restart",
+        )
 
 
 async def read_json(kv: KeyValue, key: str) -> tuple[Any, int]:
@@ -128,6 +168,6 @@ async def retrying(
                 return await call()
         except Exception as exc:  # timeouts, no responders, no quorum, a reconnecting client
             if clock() + delay >= deadline:
-                raise ClusterError(f"{what}: {exc or type(exc).__name__}") from exc
+                raise ClusterError(f"{what}: {str(exc) or type(exc).__name__}") from exc
             await asyncio.sleep(delay)
             delay = min(delay * 2, _MAX_BACKOFF)

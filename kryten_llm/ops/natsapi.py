@@ -26,10 +26,10 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 from nats import micro
-from nats.js.errors import BucketNotFoundError
 from nats.js.kv import KeyValue
 
 from kryten_llm.bus.subjects import service_command
+from kryten_llm.cluster.kv import open_bucket, replicas_for
 from kryten_llm.errors import ControlError
 from kryten_llm.ops.controls import Controls
 
@@ -167,24 +167,12 @@ class ServiceRegistry:
     async def _bucket(self) -> KeyValue | None:
         if self._kv is not None or self._unavailable:
             return self._kv
-        js = self._nc.jetstream(timeout=2.0)
+        # Opened like every shared bucket: created when missing, replicated in a cluster.
         try:
-            try:
-                self._kv = await js.key_value(KV_BUCKET)
-            except BucketNotFoundError:
-                self._kv = await js.create_key_value(bucket=KV_BUCKET, ttl=self._ttl, history=1)
-            else:
-                ttl = (await self._kv.status()).ttl
-                if ttl and ttl < self._ttl:
-                    # The first service to create the shared bucket chose its TTL.
-                    log.warning(
-                        "kv_registry_ttl_short",
-                        bucket=KV_BUCKET,
-                        ttl_seconds=ttl,
-                        heartbeat_ttl_seconds=self._ttl,
-                        fix="the entry may expire between heartbeats: shorten "
-                        "service.heartbeat_interval_seconds or recreate the bucket",
-                    )
+            kv = await open_bucket(
+                self._nc, KV_BUCKET, ttl=self._ttl, replicas=replicas_for(self._nc, None)
+            )
+            ttl = (await kv.status()).ttl
         except Exception as exc:  # no JetStream on this server, no permission...
             self._unavailable = True
             log.warning(
@@ -193,7 +181,19 @@ class ServiceRegistry:
                 error=str(exc) or type(exc).__name__,
                 fix="enable JetStream on the NATS server to be listed in the bucket",
             )
-        return self._kv
+            return self._kv
+        if ttl and ttl < self._ttl:
+            # The first service to create the shared bucket chose its TTL.
+            log.warning(
+                "kv_registry_ttl_short",
+                bucket=KV_BUCKET,
+                ttl_seconds=ttl,
+                heartbeat_ttl_seconds=self._ttl,
+                fix="the entry may expire between heartbeats: shorten "
+                "service.heartbeat_interval_seconds or recreate the bucket",
+            )
+        self._kv = kv
+        return kv
 
     async def on_lifecycle(self, event: str, body: dict[str, Any]) -> None:
         """Refresh the entry on startup and heartbeat; remove it on shutdown."""
