@@ -69,12 +69,15 @@ class IntakeFilter:
                 self._seen.popitem(last=False)
         if user in self._ignored:
             return Reason.IGNORED_USER
-        if user in self._bots or any(p.search(chat.username) for p in self._bot_patterns):
+        if user in self._bots or (
+            self._bot_patterns and any(p.search(chat.username) for p in self._bot_patterns)
+        ):
             return Reason.OTHER_BOT
         text = chat.text.lstrip()
         if not text:
             return Reason.EMPTY
-        if self._is_command(text):
+        # One C call rules out a command for nearly every line; the loop looks closer.
+        if text.startswith(self._prefixes) and self._is_command(text):
             return Reason.COMMAND
         return None
 
