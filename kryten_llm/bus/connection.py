@@ -164,9 +164,12 @@ async def close(nc: NATS) -> None:
 
 
 async def subscribe_events(
-    nc: NATS, subject: str, handle: Callable[[str, bytes], Awaitable[None]]
+    nc: NATS, subject: str, handle: Callable[[str, bytes], Awaitable[None] | None]
 ) -> Subscription:
     """Subscribe ``handle(subject, data)`` to ``subject`` without starving the socket reader.
+
+    ``handle`` does its work before it returns, or returns an awaitable that finishes it
+    (awaited here, in order): most events then cost no coroutine of their own.
 
     nats-py hands the callback one message after another from the subscription's queue, and
     the bot's handling of an ordinary line never suspends, so during a burst the callback task
@@ -183,7 +186,9 @@ async def subscribe_events(
 
     async def on_message(msg: Msg) -> None:
         nonlocal handled
-        await handle(msg.subject, msg.data)
+        rest = handle(msg.subject, msg.data)
+        if rest is not None:
+            await rest
         handled += 1
         if handled == YIELD_EVERY:
             handled = 0
