@@ -23,6 +23,7 @@ from kryten_llm.bus.events import (
 from kryten_llm.bus.subjects import channel_events, event_subject, normalize_token
 from kryten_llm.config import FiltersConfig
 from kryten_llm.pipeline.decisions import Reason
+from kryten_llm.pipeline import filters
 from kryten_llm.pipeline.filters import IntakeFilter
 from kryten_llm.pipeline.jobs import Job, JobQueue
 from kryten_llm.pipeline.state import MAX_USERS, ChannelState
@@ -90,6 +91,15 @@ def test_a_message_seen_twice_is_a_duplicate() -> None:
     assert f.check(chat("u", "hello")) is None
     assert f.check(chat("u", "hello")) is Reason.DUPLICATE
     assert f.check(chat("u", "hello", time_ms=NOW_MS + 1)) is None
+
+
+def test_the_duplicate_filter_forgets_the_oldest_line_past_its_capacity() -> None:
+    f = make_filter()
+    lines = [chat("u", f"line {i}") for i in range(filters._SEEN_CAPACITY + 1)]
+    assert [f.check(line) for line in lines] == [None] * len(lines)
+    assert f.check(lines[1]) is Reason.DUPLICATE  # still remembered
+    assert f.check(lines[0]) is None  # forgotten: the oldest went when the last came
+    assert len(f._seen) == filters._SEEN_CAPACITY
 
 
 def test_state_tracks_users_ranks_and_leaves() -> None:

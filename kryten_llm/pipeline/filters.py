@@ -61,12 +61,13 @@ class IntakeFilter:
         if chat.time_ms and chat.time_ms < self._replay_before_ms:
             return Reason.REPLAY
         if chat.time_ms:
-            key = (user, chat.time_ms, chat.raw)
-            if key in self._seen:
+            seen = self._seen
+            size = len(seen)
+            seen[(user, chat.time_ms, chat.raw)] = None  # a key seen before stays where it was
+            if len(seen) == size:
                 return Reason.DUPLICATE
-            self._seen[key] = None
-            if len(self._seen) > _SEEN_CAPACITY:
-                self._seen.popitem(last=False)
+            if size == _SEEN_CAPACITY:
+                seen.popitem(last=False)
         if user in self._ignored:
             return Reason.IGNORED_USER
         if user in self._bots or (
