@@ -22,8 +22,8 @@ from kryten_llm.bus.events import (
 )
 from kryten_llm.bus.subjects import channel_events, event_subject, normalize_token
 from kryten_llm.config import FiltersConfig
-from kryten_llm.pipeline.decisions import Reason
 from kryten_llm.pipeline import filters
+from kryten_llm.pipeline.decisions import Reason
 from kryten_llm.pipeline.filters import IntakeFilter
 from kryten_llm.pipeline.jobs import Job, JobQueue
 from kryten_llm.pipeline.state import MAX_USERS, ChannelState
