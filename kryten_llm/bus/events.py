@@ -242,7 +242,7 @@ def _typed_chat(chat: ChatWire) -> ChatEvent:
     raw = p.msg
     to = None
     if chat.event_name == "pm":
-        to = p.to[:MAX_NAME] if type(p.to) is str else ""
+        to = p.to[:MAX_NAME] if p.to is not None else ""
     return ChatEvent(
         Envelope(chat.event_name, chat.channel, chat.domain, chat.timestamp, chat.correlation_id),
         p.username,
@@ -250,7 +250,7 @@ def _typed_chat(chat: ChatWire) -> ChatEvent:
         raw,
         0 if p.time is None else p.time,
         meta is not None and meta.shadow is True,
-        css_class[:MAX_SHORT] if type(css_class) is str else "",
+        css_class[:MAX_SHORT] if css_class is not None else "",
         to,
     )
 

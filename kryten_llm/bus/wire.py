@@ -225,24 +225,31 @@ _Text = Annotated[str, msgspec.Meta(max_length=MAX_TEXT)]
 _Time = Annotated[int, msgspec.Meta(ge=0, le=MAX_TIME_MS)]
 
 
-class ChatMeta(msgspec.Struct, gc=False):
-    """The two ``meta`` keys a chat line's handling reads, as received (checked by the caller)."""
-
-    shadow: Any = None
-    css_class: Any = msgspec.field(default=None, name="addClass")
+class _Exact(msgspec.Struct, forbid_unknown_fields=True, gc=False):
+    """Only the keys named: a key the schema does not know sends the line the general way, so
+    nothing is skipped unseen (deep nesting or a long integer in an unknown key included)."""
 
 
-class ChatPayload(msgspec.Struct, gc=False):
+class ChatMeta(_Exact):
+    """``meta`` as CyTube sends it with chat (PROTOCOL.md §3.1)."""
+
+    shadow: bool | None = None
+    css_class: str | None = msgspec.field(default=None, name="addClass")
+    name_class: bool | None = msgspec.field(default=None, name="addClassToNameAndTimestamp")
+    modflair: int | float | None = None
+
+
+class ChatPayload(_Exact):
     """A ``chatMsg``/``pm`` payload: the same types and limits as the general checks."""
 
     username: _Name
     msg: _Text
     meta: ChatMeta | None = None
     time: _Time | None = None
-    to: Any = None
+    to: str | None = None
 
 
-class ChatWire(msgspec.Struct, gc=False):
+class ChatWire(_Exact):
     """A chat envelope as the bridge sends it (PROTOCOL.md §3), decoded and type-checked."""
 
     event_name: str
@@ -260,16 +267,16 @@ def decode_chat(data: bytes) -> ChatWire | None:
     """``data`` as a chat envelope that passes every check here, or ``None``: take the general path.
 
     msgspec refuses what the general path would refuse or repair (wrong types, lengths over
-    the limits, lone surrogates, invalid UTF-8, ``NaN``), and two cheap guards keep away what
-    it would accept and ``json.loads`` would not: a body that could nest deeper than
-    :data:`MAX_DEPTH` (it has that many brackets) or hold an integer too long for ``int()``.
-    Strings it returns are valid Unicode, so nothing needs cleaning.
+    the limits, lone surrogates, invalid UTF-8, ``NaN``) and every key the schema does not
+    name, so the body nests three deep at most; a body too short to hold an integer
+    ``json.loads`` refuses for its length is all it needs besides. Strings it returns are
+    valid Unicode, so nothing needs cleaning.
     """
-    if len(data) >= _INT_DIGITS or data.count(b"{") + data.count(b"[") > MAX_DEPTH:
+    if len(data) >= _INT_DIGITS:
         return None
     try:
         chat = _decode_chat(data)
-    except (msgspec.DecodeError, RecursionError):  # ValidationError is a DecodeError
+    except msgspec.DecodeError:  # ValidationError is a DecodeError
         return None
     if chat.event_name != "chatMsg" and chat.event_name != "pm":
         return None
