@@ -54,9 +54,8 @@ from kryten_llm.errors import MalformedEvent
 _TAG = re.compile(r"<[^>]{0,2000}>")
 
 
-# The records are frozen msgspec Structs, not frozen dataclasses: built in C, about ten times
-# cheaper per field, which matters at two records per chat line; those holding only strings,
-# numbers and other records are not tracked by the garbage collector (gc=False: no cycles).
+# Frozen msgspec Structs, not frozen dataclasses: built in C (two per chat line); gc=False where a
+# record holds only strings, numbers and records (no cycles, so the collector skips them).
 
 
 class Envelope(msgspec.Struct, frozen=True, gc=False):
