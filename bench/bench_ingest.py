@@ -1,6 +1,6 @@
 """(a) Ingest rate: non-triggering chat through a real nats-server into the bot process.
 
-Publishes N chatMsg events that fire no trigger (realistic lines, 50 distinct users) as fast as
+Publishes N distinct chatMsg events that fire no trigger (realistic lines, 50 users) as fast as
 one publisher can, and measures from the first publish until the bot's own counter says it has
 handled all N. Target: >= 25,000 messages/s on a 2-core machine.
 
@@ -20,24 +20,13 @@ from _harness import (
     Bot,
     NatsServer,
     bench_config,
-    chat_bytes,
     connect,
     machine,
     stats,
     wait_count,
     wait_ready,
 )
-
-LINES = [
-    "lol this movie is so bad it is good",
-    "anyone else hear that weird noise at 12:30?",
-    "brb getting more coffee",
-    "the acting in this scene &lt;3",
-    "who directed this again",
-    "...lol",
-    "this soundtrack slaps",
-    "did the camera guy fall asleep",
-]
+from bench_burst import chat_lines
 
 
 async def main(count: int) -> None:
@@ -49,10 +38,9 @@ async def main(count: int) -> None:
     try:
         await wait_ready(nc)
         base = (await stats(nc)).get("chat", 0)
-        payloads = [chat_bytes(f"user{i % 50}", LINES[i % len(LINES)]) for i in range(1000)]
         start = time.perf_counter()
-        for i in range(count):
-            await nc.publish(SUBJECT, payloads[i % 1000])
+        for i, line in enumerate(chat_lines(count)):
+            await nc.publish(SUBJECT, line)
             if i % 5000 == 4999:
                 await nc.flush()
         await nc.flush()

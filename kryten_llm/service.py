@@ -297,7 +297,7 @@ class Service(ServiceView):
         if self.surface is not None:
             await self.surface.stop_explore(run)
 
-    def _callback(self, context: ChannelContext) -> Callable[[str, bytes], Awaitable[None]]:
+    def _callback(self, context: ChannelContext) -> Callable[[str, bytes], Awaitable[None] | None]:
         assert self.bot is not None
         return functools.partial(self.bot.intake.handle, context)
 

@@ -8,6 +8,7 @@ import dataclasses
 from collections.abc import Iterator
 from pathlib import Path
 
+import msgspec
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -25,10 +26,13 @@ def _strings(value: object) -> Iterator[str]:
     """Every string an event holds: its fields, its envelope's, nested users and media."""
     if isinstance(value, str):
         yield value
+    elif isinstance(value, msgspec.Struct):  # the event records
+        for name in value.__struct_fields__:
+            if name != "payload":  # OtherEvent keeps the raw payload, uninterpreted
+                yield from _strings(getattr(value, name))
     elif dataclasses.is_dataclass(value) and not isinstance(value, type):
         for field in dataclasses.fields(value):
-            if field.name != "payload":  # OtherEvent keeps the raw payload, uninterpreted
-                yield from _strings(getattr(value, field.name))
+            yield from _strings(getattr(value, field.name))
     elif isinstance(value, tuple | list):
         for item in value:
             yield from _strings(item)

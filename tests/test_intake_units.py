@@ -22,6 +22,7 @@ from kryten_llm.bus.events import (
 )
 from kryten_llm.bus.subjects import channel_events, event_subject, normalize_token
 from kryten_llm.config import FiltersConfig
+from kryten_llm.pipeline import filters
 from kryten_llm.pipeline.decisions import Reason
 from kryten_llm.pipeline.filters import IntakeFilter
 from kryten_llm.pipeline.jobs import Job, JobQueue
@@ -90,6 +91,15 @@ def test_a_message_seen_twice_is_a_duplicate() -> None:
     assert f.check(chat("u", "hello")) is None
     assert f.check(chat("u", "hello")) is Reason.DUPLICATE
     assert f.check(chat("u", "hello", time_ms=NOW_MS + 1)) is None
+
+
+def test_the_duplicate_filter_forgets_the_oldest_line_past_its_capacity() -> None:
+    f = make_filter()
+    lines = [chat("u", f"line {i}") for i in range(filters._SEEN_CAPACITY + 1)]
+    assert [f.check(line) for line in lines] == [None] * len(lines)
+    assert f.check(lines[1]) is Reason.DUPLICATE  # still remembered
+    assert f.check(lines[0]) is None  # forgotten: the oldest went when the last came
+    assert len(f._seen) == filters._SEEN_CAPACITY
 
 
 def test_state_tracks_users_ranks_and_leaves() -> None:
@@ -195,3 +205,36 @@ def test_200000_joins_keep_the_default_cap() -> None:
         state.apply(UserJoinEvent(JOIN_ENV, User(f"user{i}", 0)))
     assert len(state.users) == MAX_USERS
     assert state.users_dropped == 200_000 - MAX_USERS
+
+
+async def test_ordinary_chat_is_handled_at_once_and_a_failure_later_is_counted(
+    tmp_path: Path,
+) -> None:
+    """An ordinary line is done when ``handle`` returns (no coroutine); a mention comes back as
+    one, and a bug in the decisions after the filters is logged and counted, never raised."""
+    from kryten_llm.bot.assembly import Bot
+    from kryten_llm.bot.responselog import ResponseLog
+    from tests.conftest import settings_for
+    from tests.fuzzwire import chat_payload, raw_envelope
+
+    class BrokenMemory:
+        def take(self, *args: object, **kwargs: object) -> bool:
+            raise RuntimeError("a bug in the decisions")
+
+    bot = Bot(
+        settings_for("nats://127.0.0.1:4222", tmp_path),
+        sender=None,
+        response_log=ResponseLog(tmp_path),
+    )
+    bot.intake.memory = BrokenMemory()  # type: ignore[assignment]
+    channel = next(iter(bot.channels.values()))
+    subject = "kryten.events.cytube.mychannel.chatmsg"
+    now = str(int(time.time() * 1000) + 1000)
+    ordinary = raw_envelope("chatMsg", chat_payload("just chatting", now))
+    assert bot.intake.handle(channel, subject, ordinary) is None
+    assert [line.text for line in channel.state.history] == ["just chatting"]
+    mention = raw_envelope("chatMsg", chat_payload("cynthia, are you there?", now, "bob"))
+    rest = bot.intake.handle(channel, subject, mention)
+    assert rest is not None
+    await rest
+    assert (bot.stats["chat"], bot.stats["events_failed"]) == (2, 1)

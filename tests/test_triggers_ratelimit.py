@@ -6,7 +6,7 @@ import asyncio
 import random
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from kryten_llm.config import PersonalityConfig, RateLimitConfig, TriggersConfig
@@ -94,6 +94,50 @@ def test_a_missed_roll_falls_through_to_the_next_candidate() -> None:
 def test_match_never_raises(text: str) -> None:
     e = engine([{"name": "w", "patterns": ["popcorn", "a.b"]}])
     e.match(text)
+
+
+# Line pieces: the names and words in any case, word joiners, and letters that re.IGNORECASE
+# matches to ASCII ones (long s, Kelvin sign, dotted capital I).
+_PIECES = st.sampled_from(
+    [
+        *("todd", "TODD", "ToddBot", "r2-d2", "R2-D2", "@", "_", "x", " ", "!", "popcorn"),
+        *("PopCorn", "a.b", "aXb", "ky", "s", "\u017f", "\u212a", "\u0130", "t\u00f6dd", "1"),
+    ]
+)
+
+
+@pytest.mark.parametrize(
+    "words",
+    [
+        pytest.param([], id="names-only"),
+        pytest.param([{"name": "w", "patterns": ["popcorn", "a.b"]}], id="words"),
+        pytest.param([{"name": "k", "patterns": ["sKy"]}], id="ascii-word-unicode-line"),
+        pytest.param([{"name": "k", "patterns": ["\u017fky"]}], id="non-ascii-word"),
+        pytest.param([{"name": "r", "patterns": ["a.b"], "regex": True}], id="regex"),
+    ],
+)
+@given(pieces=st.lists(_PIECES, max_size=12))
+@example(pieces=["s", "ky"]).via("an ASCII line, a word that folds to it")
+@example(pieces=["\u017f", "ky", "!"]).via("a line that folds to an ASCII word")
+@settings(max_examples=300, deadline=None)
+def test_the_literal_precheck_never_changes_a_match(
+    words: list[dict[str, object]], pieces: list[str]
+) -> None:
+    """Whatever the line: a trigger fires exactly when the full regex finds one."""
+    e = engine(words)
+    text = "".join(pieces)
+    assert (e.match(text) is not None) is (e._any is not None and e._any.search(text) is not None)
+
+
+def test_the_literal_precheck_is_used_only_for_plain_ascii_words() -> None:
+    assert engine()._literals == ("r2-d2", "todd")  # "toddbot" contains "todd"
+    assert engine([{"name": "w", "patterns": ["PopCorn"]}])._literals == (
+        "popcorn",
+        "r2-d2",
+        "todd",
+    )
+    assert engine([{"name": "r", "patterns": ["a.b"], "regex": True}])._literals is None
+    assert engine([{"name": "k", "patterns": ["\u017fky"]}])._literals is None
 
 
 MENTION = TriggerMatch("mention", "mention", 100)

@@ -8,15 +8,18 @@ import gc
 import json
 import subprocess
 import sys
-from dataclasses import astuple
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from msgspec.structs import astuple
 
-from kryten_llm.bus import wire
+from kryten_llm.bus import events, wire
 from kryten_llm.bus.events import ChatEvent, Envelope, parse_event
 from kryten_llm.cli import main
 from kryten_llm.errors import MalformedEvent
+from tests import fuzzwire
 
 ROOT = Path(__file__).resolve().parent.parent
 SUBJECT = "kryten.events.cytube.mychannel.chatmsg"
@@ -157,3 +160,115 @@ def test_collection_paused_for_startup_is_always_resumed(
     assert gc.isenabled()
     assert main(["--config", str(path), "--validate-config"]) == code
     assert gc.isenabled()
+
+
+# --- the typed chat path (msgspec) gives exactly what the general checks give ---------------
+
+
+def _general(data: bytes) -> object:
+    """What the general path (``json.loads`` output and the field checks) makes of ``data``."""
+    try:
+        return events._parse(data)
+    except wire.Bad as exc:
+        return ("malformed", str(exc))
+
+
+def _hostile_or(plausible: st.SearchStrategy[str]) -> st.SearchStrategy[str]:
+    """A JSON value for one key: plausible eleven times in twelve, else anything at all."""
+    return st.integers(0, 11).flatmap(lambda roll: plausible if roll else fuzzwire.values)
+
+
+_CHAT_KEYS = {
+    "username": _hostile_or(st.sampled_from(['"alice"', '"b\\u00f6b"', '"[server]"'])),
+    "msg": _hostile_or(fuzzwire.strings.map(json.dumps) | st.text().map(json.dumps)),
+    "meta": _hostile_or(
+        st.sampled_from(["{}", "null", '{"addClass": "action"}', '{"shadow": true, "modflair": 2}'])
+    ),
+    "time": _hostile_or(st.just(str(fuzzwire.NOW_MS))),
+    "to": _hostile_or(st.sampled_from(['"CynthiaRothbot"', '"x"'])),
+}
+_ENVELOPE_KEYS = {
+    "event_name": _hostile_or(st.sampled_from(['"chatMsg"', '"pm"', '"addUser"'])),
+    "channel": _hostile_or(st.just('"MyChannel"')),
+    "domain": _hostile_or(st.just('"cytu.be"')),
+    "timestamp": _hostile_or(st.just('"2026-11-22T08:12:29.577351+00:00"')),
+    "correlation_id": _hostile_or(st.just('"834cb648-0646-40e5-bda6-bb207a3c6108"')),
+}
+
+
+@st.composite
+def chat_envelopes(draw: st.DrawFn) -> bytes:
+    """Chat envelopes whose every key is plausible, hostile, missing or repeated."""
+
+    def pairs(keys: dict[str, st.SearchStrategy[str]]) -> list[str]:
+        out = []
+        for key, value in keys.items():
+            for _ in range(draw(st.sampled_from([1] * 18 + [0, 2]))):  # missing, twice
+                out.append(f"{json.dumps(key)}: {draw(value)}")
+        return out
+
+    payload = "{" + ", ".join(pairs(_CHAT_KEYS)) + "}"
+    body = ", ".join([*pairs(_ENVELOPE_KEYS), f'"payload": {payload}'])
+    return ("{" + body + "}").encode("utf-8", "surrogatepass")
+
+
+@given(data=chat_envelopes())
+@settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+def test_the_typed_chat_path_gives_what_the_general_checks_give(data: bytes) -> None:
+    """Whatever msgspec accepts, the general path accepts too, with the very same event."""
+    chat = wire.decode_chat(data)
+    if chat is not None:
+        assert events._typed_chat(chat) == _general(data)
+
+
+_VOUCHED = '{"username": "a", "msg": "x"'  # a chat payload msgspec checks, to be continued
+
+
+@pytest.mark.parametrize(
+    ("payload", "typed"),
+    [
+        pytest.param(_VOUCHED + ', "meta": {}, "time": 1}', True, id="chat"),
+        pytest.param('{"username": "a", "msg": "&lt;3 <b>x</b>", "time": null}', True, id="html"),
+        pytest.param(_VOUCHED + ', "meta": {"addClass": "action"}}', True, id="css"),
+        pytest.param(_VOUCHED + ', "meta": {"shadow": true}, "to": "x"}', True, id="shadow"),
+        pytest.param(_VOUCHED + ', "meta": {"modflair": 2, "addClass": null}}', True, id="mod"),
+        pytest.param(_VOUCHED + ', "meta": null, "extra": [1, {"b": 2}]}', False, id="unknown-key"),
+        pytest.param(_VOUCHED + ', "meta": {"shadow": 1}}', False, id="shadow-not-boolean"),
+        pytest.param(_VOUCHED + ', "to": 5}', False, id="to-not-string"),
+        pytest.param('{"username": "a", "msg": "\\ud800"}', False, id="escaped-lone-surrogate"),
+        pytest.param(_VOUCHED + ', "time": 1.0}', False, id="float-time"),
+        pytest.param(_VOUCHED + ', "time": true}', False, id="bool-time"),
+        pytest.param(_VOUCHED + ', "time": -1}', False, id="negative-time"),
+        pytest.param(_VOUCHED + ', "big": ' + "9" * 4400 + "}", False, id="long-int"),
+        pytest.param(_VOUCHED + ', "n": NaN}', False, id="nan"),
+        pytest.param(_VOUCHED + ', "d": ' + "[" * 40 + "]" * 40 + "}", False, id="deep"),
+        pytest.param(_VOUCHED + ', "meta": []}', False, id="meta-array"),
+        pytest.param('{"username": "a", "msg": "' + "m" * 20_001 + '"}', False, id="long-msg"),
+        pytest.param('{"username": 5, "msg": "x"}', False, id="username-number"),
+    ],
+)
+@pytest.mark.parametrize("event_name", ["chatMsg", "pm"])
+def test_a_chat_line_takes_the_typed_path_only_when_msgspec_can_vouch_for_it(
+    event_name: str, payload: str, typed: bool
+) -> None:
+    """The bridge's lines take the typed path; what msgspec refuses or cannot vouch for (long
+    integers, depth) takes the general one; either way the result is the general path's."""
+    data = fuzzwire.raw_envelope(event_name, payload)
+    chat = wire.decode_chat(data)
+    assert (chat is not None) is typed
+    try:
+        parsed: object = parse_event(SUBJECT, data)
+    except MalformedEvent as exc:
+        parsed = ("malformed", exc.reason)
+    assert parsed == _general(data)
+    if chat is not None:
+        assert events._typed_chat(chat) == parsed
+
+
+def test_raw_utf8_surrogates_take_the_general_path_and_are_repaired() -> None:
+    data = fuzzwire.raw_envelope("chatMsg", '{"username": "a", "msg": "x@"}')
+    data = data.replace(b"x@", b"x\xed\xa0\x80")  # U+D800 encoded as if it were a character
+    assert wire.decode_chat(data) is None
+    event = parse_event(SUBJECT, data)
+    assert isinstance(event, ChatEvent)
+    assert event.raw == "x\ufffd"

@@ -61,20 +61,24 @@ class IntakeFilter:
         if chat.time_ms and chat.time_ms < self._replay_before_ms:
             return Reason.REPLAY
         if chat.time_ms:
-            key = (user, chat.time_ms, chat.raw)
-            if key in self._seen:
+            seen = self._seen
+            size = len(seen)
+            seen[(user, chat.time_ms, chat.raw)] = None  # a key seen before stays where it was
+            if len(seen) == size:
                 return Reason.DUPLICATE
-            self._seen[key] = None
-            if len(self._seen) > _SEEN_CAPACITY:
-                self._seen.popitem(last=False)
+            if size == _SEEN_CAPACITY:
+                seen.popitem(last=False)
         if user in self._ignored:
             return Reason.IGNORED_USER
-        if user in self._bots or any(p.search(chat.username) for p in self._bot_patterns):
+        if user in self._bots or (
+            self._bot_patterns and any(p.search(chat.username) for p in self._bot_patterns)
+        ):
             return Reason.OTHER_BOT
         text = chat.text.lstrip()
         if not text:
             return Reason.EMPTY
-        if self._is_command(text):
+        # One C call rules out a command for nearly every line; the loop looks closer.
+        if text.startswith(self._prefixes) and self._is_command(text):
             return Reason.COMMAND
         return None
 

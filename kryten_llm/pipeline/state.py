@@ -13,9 +13,11 @@ from __future__ import annotations
 import time
 from collections import deque
 from collections.abc import Iterable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
+import msgspec
 import structlog
+from msgspec.structs import replace
 
 from kryten_llm.bus.events import (
     AfkEvent,
@@ -37,9 +39,8 @@ MAX_USERS = 10_000
 about 3 MB."""
 
 
-@dataclass(frozen=True, slots=True)
-class HistoryLine:
-    """One line of chat as the bot remembers it."""
+class HistoryLine(msgspec.Struct, frozen=True, gc=False):
+    """One line of chat as the bot remembers it (a Struct: one is built per chat line)."""
 
     username: str
     text: str

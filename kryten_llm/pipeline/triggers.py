@@ -70,6 +70,7 @@ class TriggerEngine:
         self._any = (
             re.compile("|".join(f"(?:{p})" for p in parts), re.IGNORECASE) if parts else None
         )
+        self._literals = _literals(triggers, names if self._mention_re is not None else [])
 
     def is_mention(self, text: str) -> bool:
         """Whether ``text`` names the bot (by character name or a variation)."""
@@ -81,7 +82,18 @@ class TriggerEngine:
         Args:
             text: plain chat text (HTML already decoded).
         """
-        if self._any is None or self._any.search(text) is None:
+        if self._any is None:
+            return None
+        if self._literals is not None and text.isascii():
+            # No name or word in the line, so no match: a few substring tests instead of the
+            # regex's lookarounds at every position (~0.6 us), for the common line.
+            lowered = text.lower()
+            for word in self._literals:
+                if word in lowered:
+                    break
+            else:
+                return None
+        if self._any.search(text) is None:
             return None
         mention = self._mention if self.is_mention(text) else None
         for config, trigger, pattern in self._words:
@@ -92,3 +104,24 @@ class TriggerEngine:
             if config.probability >= 1.0 or self._rng.random() < config.probability:
                 return trigger
         return mention
+
+
+def _literals(triggers: TriggersConfig, names: list[str]) -> tuple[str, ...] | None:
+    """The texts one of which a line must contain (ignoring case) for any trigger to match.
+
+    Only when every trigger is plain ASCII words: then, for an ASCII line, ``re.IGNORECASE``
+    matches exactly what ``str.lower`` makes equal, and a line that contains none of them
+    cannot match. ``None`` (always run the regex) when a word is a regex or not ASCII.
+    """
+    words = [w.strip() for w in names if w.strip()]
+    for config in triggers.words:
+        if config.enabled:
+            patterns = [w.strip() for w in config.patterns if w.strip()]
+            if config.regex or not patterns:  # an empty alternation matches between words
+                return None
+            words.extend(patterns)
+    lowered = {w.lower() for w in words}
+    if not all(w.isascii() for w in lowered):
+        return None
+    # A word containing another is implied by it ("cynthia" covers "cynthiarothbot").
+    return tuple(sorted(w for w in lowered if not any(o != w and o in w for o in lowered)))
