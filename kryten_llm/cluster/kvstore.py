@@ -18,15 +18,18 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import json
+import sys
 import time
+from array import array
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import structlog
-from nats.js.errors import NoKeysError
+from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError, NoKeysError
 
-from kryten_llm.cluster.kv import read_json, readable_key, retrying, write_json
+from kryten_llm.cluster.kv import readable_key, retrying
 from kryten_llm.pipeline.ratelimit import HOUR, RateLimitStore
 
 if TYPE_CHECKING:
@@ -35,22 +38,73 @@ if TYPE_CHECKING:
 log = structlog.get_logger(__name__)
 
 _ROLLBACK_ATTEMPTS = 5
+# A value is this byte and the hits as little-endian float64 wall-clock seconds, oldest first:
+# no text to build or parse per hit (a busy key holds an hour of hits). A value in the older
+# form, a JSON list of numbers, is still read.
+_PACKED = b"\x01"
+_SWAP = sys.byteorder != "little"
+
+
+def pack(hits: array[float]) -> bytes:
+    """The KV value of ``hits`` (wall-clock seconds, oldest first)."""
+    if _SWAP:
+        hits = array("d", hits)
+        hits.byteswap()
+    return _PACKED + hits.tobytes()
+
+
+def unpack(value: bytes | None) -> array[float]:
+    """The hits of a KV value written by :func:`pack` (or, older, a JSON list)."""
+    hits: array[float] = array("d")
+    if not value:
+        return hits
+    if value[:1] == _PACKED:
+        hits.frombytes(memoryview(value)[1:])
+        if _SWAP:
+            hits.byteswap()
+        return hits
+    hits.extend(sorted(float(t) for t in json.loads(value)))
+    return hits
+
+
+async def _read(kv: KeyValue, key: str) -> tuple[array[float], int]:
+    """The hits of ``key`` and its revision (that of its delete marker, or 0, when absent: a
+    write at that revision creates the key)."""
+    try:
+        entry = await kv.get(key)
+    except KeyNotFoundError as exc:
+        marker = getattr(exc, "entry", None)
+        return array("d"), marker.revision if marker is not None else 0
+    return unpack(entry.value), entry.revision or 0
+
+
+async def _write(kv: KeyValue, key: str, hits: array[float], revision: int) -> bool:
+    """Write ``hits`` only if ``key`` is still at ``revision``; False when another came first."""
+    try:
+        await kv.update(key, pack(hits), last=revision)
+    except KeyWrongLastSequenceError:
+        return False
+    return True
 
 
 @dataclass(slots=True)
 class Snapshot:
-    """The hits of some keys (monotonic time, oldest first) and the revisions they were read at."""
+    """The hits of some keys (wall-clock, oldest first), the revisions they were read at, and
+    the offset from the limiter's monotonic clock to wall-clock time."""
 
-    hits: dict[str, list[float]] = field(default_factory=dict)
+    offset: float
+    hits: dict[str, array[float]] = field(default_factory=dict)
     revisions: dict[str, int] = field(default_factory=dict)
 
     async def count_since(self, key: str, since: float) -> int:
-        hits = self.hits.get(key, [])
-        return len(hits) - bisect.bisect_right(hits, since)
+        hits = self.hits.get(key)
+        if not hits:
+            return 0
+        return len(hits) - bisect.bisect_right(hits, since + self.offset)
 
     async def latest(self, key: str, n: int = 1) -> float | None:
-        hits = self.hits.get(key, [])
-        return hits[-n] if n <= len(hits) else None
+        hits = self.hits.get(key)
+        return hits[-n] - self.offset if hits and n <= len(hits) else None
 
     async def record(self, keys: Sequence[str], now: float) -> None:
         raise NotImplementedError("a snapshot is read-only: commit through the store")
@@ -92,34 +146,31 @@ class SharedRateLimitStore:
 
     async def snapshot(self, keys: Sequence[str]) -> RateLimitStore:
         values = await retrying(
-            lambda: asyncio.gather(*(read_json(self._kv, readable_key(key)) for key in keys)),
+            lambda: asyncio.gather(*(_read(self._kv, readable_key(key)) for key in keys)),
             self._timeout,
             what="read shared limits",
         )
-        snap = Snapshot()
-        for key, (stored, revision) in zip(keys, values, strict=True):
-            snap.hits[key] = sorted(float(t) - self._offset for t in stored or ())
+        snap = Snapshot(self._offset)
+        for key, (hits, revision) in zip(keys, values, strict=True):
+            snap.hits[key] = hits
             snap.revisions[key] = revision
         return snap
 
     async def commit(self, snapshot: RateLimitStore, keys: Sequence[str], now: float) -> bool:
         assert isinstance(snapshot, Snapshot)
-        stamp = round(now + self._offset, 3)
+        stamp = now + self._offset
+        oldest = stamp - self._horizon
 
         async def write(key: str) -> bool:
-            kept = [
-                round(t + self._offset, 3)
-                for t in snapshot.hits.get(key, [])
-                if t >= now - self._horizon
-            ]
-            done = await retrying(
-                lambda: write_json(
-                    self._kv, readable_key(key), [*kept, stamp], snapshot.revisions.get(key, 0)
-                ),
+            hits = snapshot.hits.get(key) or array("d")
+            kept = hits[bisect.bisect_left(hits, oldest) :]
+            bisect.insort(kept, stamp)  # another machine's clock may be ahead of ours
+            revision = snapshot.revisions.get(key, 0)
+            return await retrying(
+                lambda: _write(self._kv, readable_key(key), kept, revision),
                 self._timeout,
                 what="write shared limits",
             )
-            return done is not None
 
         results = await asyncio.gather(*(write(key) for key in keys), return_exceptions=True)
         written = [key for key, ok in zip(keys, results, strict=True) if ok is True]
@@ -135,13 +186,13 @@ class SharedRateLimitStore:
     async def _take_back(self, keys: Sequence[str], stamp: float) -> None:
         """Remove the hit ``stamp`` from ``keys`` (a commit that lost half way)."""
         for key in keys:
+            name = readable_key(key)
             for _ in range(_ROLLBACK_ATTEMPTS):
-                stored, revision = await read_json(self._kv, readable_key(key))
-                hits = list(stored or ())
+                hits, revision = await _read(self._kv, name)
                 if stamp not in hits:
                     break
                 hits.remove(stamp)
-                if await write_json(self._kv, readable_key(key), hits, revision) is not None:
+                if await _write(self._kv, name, hits, revision):
                     break
             else:  # kept losing races: the hit stays, which only makes the limit stricter
                 log.warning("rate_limit_rollback_failed", key=key)

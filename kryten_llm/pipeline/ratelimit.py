@@ -1,9 +1,11 @@
 """Rate limits: how often the bot may speak, overall, per user and per trigger.
 
-Sits after the triggers and the spam guard, in the NATS callback: ``acquire()`` checks every
-limit and, when all pass, records the reply in one step (under a lock, so concurrent callers
-cannot both take the last slot). A refusal is a value, not an error: it names the limit and the
-exact number of seconds until that limit would let the same reply through.
+Sits after the triggers and the spam guard, in :mod:`kryten_llm.bot.admission` (inline in the
+NATS callback while the hits are in memory, in the channel's lane when they are in JetStream KV):
+``acquire()`` checks every limit and, when all pass, records the reply in one step (under a
+lock, so concurrent callers cannot both take the last slot). A refusal is a value, not an
+error: it names the limit and the exact number of seconds until that limit would let the same
+reply through.
 
 Limits, checked in this order (the first that refuses is reported):
 ``global_cooldown``, ``global_per_minute``, ``global_per_hour``, ``user_cooldown``,
@@ -33,7 +35,7 @@ import math
 import random
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Protocol
 
@@ -52,6 +54,8 @@ HOUR = 3600.0
 MINUTE = 60.0
 _COMMIT_ATTEMPTS = 30  # every reply writes the global key, so instances do race for it
 _BACKOFF = 0.002
+# The message went to another instance (or could not be claimed): nothing was recorded.
+NOT_CLAIMED = RateDecision(False, "not_claimed", 0.0)
 
 
 class RateLimitStore(Protocol):
@@ -262,17 +266,35 @@ class RateLimiter:
         rules = self._rules(username, 0, trigger)
         await self._store.record(sorted({rule.key for rule in rules}), self._clock())
 
-    async def acquire(self, *, username: str, rank: float, trigger: TriggerMatch) -> RateDecision:
-        """Check and, when allowed, record, atomically with respect to other callers."""
+    async def acquire(
+        self,
+        *,
+        username: str,
+        rank: float,
+        trigger: TriggerMatch,
+        claim: Awaitable[bool] | None = None,
+    ) -> RateDecision:
+        """Check and, when allowed, record, atomically with respect to other callers.
+
+        Args:
+            claim: when given (a running task: whether this instance answers the message),
+                its wait overlaps the first read of the windows, and the hit is recorded only
+                if it comes out true; otherwise :data:`NOT_CLAIMED` is returned.
+        """
         async with self._lock:
             rules = self._rules(username, rank, trigger)
             keys = sorted({rule.key for rule in rules})
             for attempt in range(_COMMIT_ATTEMPTS):
                 if attempt:  # another instance committed first: back off a random moment
                     await asyncio.sleep(random.uniform(0, _BACKOFF * attempt))
-                now = self._clock()
                 try:
-                    view = await self._store.snapshot(keys)
+                    if claim is None or attempt:
+                        view = await self._store.snapshot(keys)
+                    else:  # the claim and the read wait together: one round trip, not two
+                        view, ours = await asyncio.gather(self._store.snapshot(keys), claim)
+                        if not ours:
+                            return NOT_CLAIMED
+                    now = self._clock()
                     decision = await self._evaluate(rules, now, view)
                     if not decision.allowed or await self._store.commit(view, keys, now):
                         return decision
