@@ -166,10 +166,11 @@ class Admission:
         trigger = candidate.prompt.trigger
         claim = self._claim(candidate)
         refused = self._conversation.refusal(channel.key, trigger, character.settings)
+        recording = None
         if refused is not None:  # conv14: unasked replies give way to the share budget first
             decision = RateDecision(False, refused, 0.0)
         else:
-            decision = await character.limiter.acquire(
+            decision, recording = await character.limiter.admit(
                 username=chat.username,
                 rank=candidate.rank or 0.0,
                 trigger=trigger,
@@ -197,6 +198,7 @@ class Admission:
             prompt=candidate.prompt,
             received_at=candidate.received_at,
             deadline=candidate.received_at + self._budget,
+            admitted=recording,  # the worker prepares the reply while the hit is recorded
         )
         dropped = self._queue.put(job)
         if dropped is not None:

@@ -60,7 +60,7 @@ class Coordinator:
         self.instance_id = self._config.instance_id or default_instance_id()
         self.mode = Mode.DISABLED
         self.claims: Claims | None = None
-        self.limit_store: RateLimitStore | None = None
+        self.shared_limits: SharedRateLimitStore | None = None
         self.registry: Registry | None = None
         self.leases: ChannelLeases | None = None
         self._task: asyncio.Task[None] | None = None
@@ -99,7 +99,7 @@ class Coordinator:
             peers=list(self.registry.peers) if self.registry else [],
             replicas=self.replicas,
             sharding=self.leases is not None,
-            shared_limits=self.limit_store is not None,
+            shared_limits=self.shared_limits is not None,
         )
 
     async def _open(self, nc: NATS) -> None:
@@ -115,9 +115,10 @@ class Coordinator:
             config.claim_timeout_seconds,
         )
         if config.shared_limits:
-            self.limit_store = SharedRateLimitStore(
+            self.shared_limits = SharedRateLimitStore(
                 await bucket("limits", _LIMITS_TTL), timeout=config.claim_timeout_seconds
             )
+            await self.shared_limits.start()
         instances = await bucket("instances", config.peer_ttl_seconds)
         self.registry = Registry(instances, self.instance_id)
         sharding = self._settings.sharding
@@ -128,6 +129,11 @@ class Coordinator:
                 [c.key for c in self._settings.channels],
                 sharding.lease_seconds,
             )
+
+    @property
+    def limit_store(self) -> RateLimitStore | None:
+        """Where the rate limiters keep their hits: JetStream KV, or ``None`` (in memory)."""
+        return self.shared_limits
 
     @property
     def _interval(self) -> float:
@@ -184,6 +190,8 @@ class Coordinator:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)  # a cancel of ours propagates
             self._task = None
+        if self.shared_limits is not None:
+            await self.shared_limits.stop()
         with contextlib.suppress(Exception):
             async with asyncio.timeout(2.0):
                 if self.leases is not None:

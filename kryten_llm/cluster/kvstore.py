@@ -30,6 +30,7 @@ import structlog
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError, NoKeysError
 
 from kryten_llm.cluster.kv import readable_key, retrying
+from kryten_llm.cluster.mirror import KeyMirror
 from kryten_llm.pipeline.ratelimit import HOUR, RateLimitStore
 
 if TYPE_CHECKING:
@@ -78,12 +79,17 @@ async def _read(kv: KeyValue, key: str) -> tuple[array[float], int]:
     return unpack(entry.value), entry.revision or 0
 
 
-async def _write(kv: KeyValue, key: str, hits: array[float], revision: int) -> bool:
+async def _write(
+    kv: KeyValue, key: str, hits: array[float], revision: int, mirror: KeyMirror | None = None
+) -> bool:
     """Write ``hits`` only if ``key`` is still at ``revision``; False when another came first."""
+    value = pack(hits)
     try:
-        await kv.update(key, pack(hits), last=revision)
+        written = await kv.update(key, value, last=revision)
     except KeyWrongLastSequenceError:
         return False
+    if mirror is not None:
+        mirror.note(key, value, written)
     return True
 
 
@@ -143,17 +149,35 @@ class SharedRateLimitStore:
         self._horizon = horizon
         self._offset = wall() - monotonic()
         self.conflicts = 0  # commits refused because another instance wrote first
+        self.mirror = KeyMirror(kv, "limits")
+        self._stale: set[str] = set()  # keys a commit lost on: read from JetStream next time
+
+    async def start(self) -> None:
+        """Keep a copy of the bucket by a watch: a decision then reads no key over the network."""
+        await self.mirror.start()
+
+    async def stop(self) -> None:
+        await self.mirror.stop()
 
     async def snapshot(self, keys: Sequence[str]) -> RateLimitStore:
-        values = await retrying(
-            lambda: asyncio.gather(*(_read(self._kv, readable_key(key)) for key in keys)),
-            self._timeout,
-            what="read shared limits",
-        )
         snap = Snapshot(self._offset)
-        for key, (hits, revision) in zip(keys, values, strict=True):
-            snap.hits[key] = hits
-            snap.revisions[key] = revision
+        remote = []
+        for key in keys:
+            name = readable_key(key)
+            seen = self.mirror.get(name) if name not in self._stale else None
+            if seen is None:
+                remote.append(key)
+            else:
+                snap.hits[key], snap.revisions[key] = unpack(seen[0]), seen[1]
+        if remote:
+            values = await retrying(
+                lambda: asyncio.gather(*(_read(self._kv, readable_key(key)) for key in remote)),
+                self._timeout,
+                what="read shared limits",
+            )
+            for key, (hits, revision) in zip(remote, values, strict=True):
+                snap.hits[key], snap.revisions[key] = hits, revision
+                self._stale.discard(readable_key(key))
         return snap
 
     async def commit(self, snapshot: RateLimitStore, keys: Sequence[str], now: float) -> bool:
@@ -166,11 +190,15 @@ class SharedRateLimitStore:
             kept = hits[bisect.bisect_left(hits, oldest) :]
             bisect.insort(kept, stamp)  # another machine's clock may be ahead of ours
             revision = snapshot.revisions.get(key, 0)
-            return await retrying(
-                lambda: _write(self._kv, readable_key(key), kept, revision),
+            name = readable_key(key)
+            done = await retrying(
+                lambda: _write(self._kv, name, kept, revision, self.mirror),
                 self._timeout,
                 what="write shared limits",
             )
+            if not done:  # another instance wrote it: our copy may lag behind
+                self._stale.add(name)
+            return done
 
         results = await asyncio.gather(*(write(key) for key in keys), return_exceptions=True)
         written = [key for key, ok in zip(keys, results, strict=True) if ok is True]
@@ -192,7 +220,7 @@ class SharedRateLimitStore:
                 if stamp not in hits:
                     break
                 hits.remove(stamp)
-                if await _write(self._kv, name, hits, revision):
+                if await _write(self._kv, name, hits, revision, self.mirror):
                     break
             else:  # kept losing races: the hit stays, which only makes the limit stricter
                 log.warning("rate_limit_rollback_failed", key=key)

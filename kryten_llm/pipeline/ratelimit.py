@@ -56,6 +56,7 @@ _COMMIT_ATTEMPTS = 30  # every reply writes the global key, so instances do race
 _BACKOFF = 0.002
 # The message went to another instance (or could not be claimed): nothing was recorded.
 NOT_CLAIMED = RateDecision(False, "not_claimed", 0.0)
+_UNAVAILABLE = RateDecision(False, "shared_limits_unavailable", 1.0)
 
 
 class RateLimitStore(Protocol):
@@ -281,27 +282,81 @@ class RateLimiter:
                 its wait overlaps the first read of the windows, and the hit is recorded only
                 if it comes out true; otherwise :data:`NOT_CLAIMED` is returned.
         """
-        async with self._lock:
+        decision, recording = await self.admit(
+            username=username, rank=rank, trigger=trigger, claim=claim
+        )
+        return await recording if recording is not None else decision
+
+    async def admit(
+        self,
+        *,
+        username: str,
+        rank: float,
+        trigger: TriggerMatch,
+        claim: Awaitable[bool] | None = None,
+    ) -> tuple[RateDecision, asyncio.Task[RateDecision] | None]:
+        """Like :meth:`acquire`, but a hit allowed by a store over the network is recorded in
+        the background: the reply can be prepared meanwhile.
+
+        Returns:
+            The decision, and while the hit is being recorded, the task that gives the final
+            decision: the same, or (another instance recorded first and deciding again on
+            fresh windows refused) a refusal. Nothing may be said before it is known. The
+            limiter stays locked until then, so the next decision sees this hit.
+        """
+        await self._lock.acquire()
+        recording: asyncio.Task[RateDecision] | None = None
+        try:
             rules = self._rules(username, rank, trigger)
             keys = sorted({rule.key for rule in rules})
-            for attempt in range(_COMMIT_ATTEMPTS):
-                if attempt:  # another instance committed first: back off a random moment
-                    await asyncio.sleep(random.uniform(0, _BACKOFF * attempt))
-                try:
-                    if claim is None or attempt:
-                        view = await self._store.snapshot(keys)
-                    else:  # the claim and the read wait together: one round trip, not two
-                        view, ours = await asyncio.gather(self._store.snapshot(keys), claim)
-                        if not ours:
-                            return NOT_CLAIMED
-                    now = self._clock()
-                    decision = await self._evaluate(rules, now, view)
-                    if not decision.allowed or await self._store.commit(view, keys, now):
-                        return decision
-                except ClusterError:  # the shared store stayed unreachable: refuse, safely
-                    return RateDecision(False, "shared_limits_unavailable", 1.0)
+            try:
+                if claim is None:
+                    view = await self._store.snapshot(keys)
+                else:  # the claim and the read wait together: one round trip, not two
+                    view, ours = await asyncio.gather(self._store.snapshot(keys), claim)
+                    if not ours:
+                        return NOT_CLAIMED, None
+                now = self._clock()
+                decision = await self._evaluate(rules, now, view)
+                if not decision.allowed:
+                    return decision, None
+                if isinstance(self._store, InMemoryRateLimitStore):  # nothing to wait for
+                    await self._store.record(keys, now)
+                    return decision, None
+            except ClusterError:  # the shared store stayed unreachable: refuse, safely
+                return _UNAVAILABLE, None
+            recording = asyncio.create_task(self._record(rules, keys, view, now, decision))
+            return decision, recording
+        finally:
+            if recording is None:
+                self._lock.release()  # else the recording task releases it
+
+    async def _record(
+        self,
+        rules: list[_Rule],
+        keys: list[str],
+        view: RateLimitStore,
+        now: float,
+        decision: RateDecision,
+    ) -> RateDecision:
+        """Commit the hit decided on ``view``; on a conflict, decide again on fresh windows."""
+        try:
+            if await self._store.commit(view, keys, now):
+                return decision
+            for attempt in range(1, _COMMIT_ATTEMPTS):
+                # another instance committed first: back off a random moment
+                await asyncio.sleep(random.uniform(0, _BACKOFF * attempt))
+                view = await self._store.snapshot(keys)
+                now = self._clock()
+                decision = await self._evaluate(rules, now, view)
+                if not decision.allowed or await self._store.commit(view, keys, now):
+                    return decision
             # Other instances kept winning the race for the same keys: refuse, safely.
             return RateDecision(False, "shared_limits_busy", 1.0)
+        except ClusterError:
+            return _UNAVAILABLE
+        finally:
+            self._lock.release()
 
     async def clear(self) -> None:
         """Forget every hit: all cooldowns and windows start afresh."""
