@@ -268,3 +268,38 @@ async def test_two_instances_with_realistic_limits_log_each_refusal_once_and_ans
         by_message[line["correlation_id"]] = line["reason"]
     assert sorted(by_message.values()).count("rate_limited") == 25
     assert len(by_message) == 30
+
+
+@pytest.mark.parametrize("won", [True, False], ids=["claim won", "claim lost"])
+async def test_alone_the_hit_travels_with_the_claim_and_a_lost_claim_takes_it_back(
+    nc: NATS, won: bool
+) -> None:
+    """An instance alone in the registry decides without waiting for the claim and sends the
+    hit along with it; if the claim is lost after all (another instance just started), the
+    hit is taken back and the message is not answered here."""
+    kv = await open_bucket(nc, f"adm_optimistic_{won}", ttl=3700, replicas=1)
+    store = SharedRateLimitStore(kv, timeout=3.0)
+    await store.start()
+    await asyncio.wait_for(store.mirror.ready.wait(), 5)
+    limiter = RateLimiter(RateLimitConfig(**OPEN_LIMITS), TriggersConfig(), store=store)
+    claim: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+    try:
+        admitting = asyncio.create_task(
+            limiter.admit(username="alice", rank=0, trigger=MENTION, claim=claim, optimistic=True)
+        )
+        # The hit is written before the claim is known.
+        await eventually(lambda: len(unpack((store.mirror.get("u.alice") or (b"", 0))[0])) == 1)
+        claim.set_result(won)
+        decision, recording = await admitting
+        if won:
+            assert decision.allowed
+            assert recording is not None
+            assert (await recording).allowed
+        else:
+            assert decision.limit == "not_claimed"
+            assert recording is None
+            await eventually(lambda: not unpack((store.mirror.get("u.alice") or (b"", 0))[0]))
+        stored = unpack((await kv.get("u.alice")).value)
+        assert len(stored) == (1 if won else 0)
+    finally:
+        await store.stop()

@@ -175,6 +175,8 @@ class Admission:
                 rank=candidate.rank or 0.0,
                 trigger=trigger,
                 claim=_won(claim) if claim is not None else None,
+                # alone in the registry: the hit goes out with the claim (one round trip)
+                optimistic=self.cluster is not None and self.cluster.alone,
             )
         if claim is not None:
             elsewhere = await claim

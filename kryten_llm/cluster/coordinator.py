@@ -169,6 +169,11 @@ class Coordinator:
             return None
         return Reason.ANSWERED_ELSEWHERE if result is ClaimResult.LOST else Reason.CLAIM_FAILED
 
+    @property
+    def alone(self) -> bool:
+        """No other live instance in the registry: nobody else is expected to claim."""
+        return self.registry is None or len(self.registry.peers) <= 1
+
     def snapshot(self) -> dict[str, Any]:
         """For ``/health`` and the lifecycle metadata."""
         peers = self.registry.peers if self.registry is not None else (self.instance_id,)

@@ -118,6 +118,9 @@ class Snapshot:
     async def clear(self) -> None:
         raise NotImplementedError("a snapshot is read-only")
 
+    async def withdraw(self, keys: Sequence[str], now: float) -> None:
+        raise NotImplementedError("a snapshot is read-only: withdraw through the store")
+
     async def snapshot(self, keys: Sequence[str]) -> RateLimitStore:
         return self
 
@@ -210,6 +213,9 @@ class SharedRateLimitStore:
         if failure is not None:
             raise failure
         return False
+
+    async def withdraw(self, keys: Sequence[str], now: float) -> None:
+        await self._take_back(keys, now + self._offset)
 
     async def _take_back(self, keys: Sequence[str], stamp: float) -> None:
         """Remove the hit ``stamp`` from ``keys`` (a commit that lost half way)."""

@@ -82,6 +82,10 @@ class RateLimitStore(Protocol):
         """Forget every hit."""
         ...
 
+    async def withdraw(self, keys: Sequence[str], now: float) -> None:
+        """Take back the hit recorded at ``now`` on ``keys`` (its message went elsewhere)."""
+        ...
+
     async def snapshot(self, keys: Sequence[str]) -> RateLimitStore:
         """The hits of ``keys`` to decide on (an in-process store is its own snapshot)."""
         ...
@@ -139,6 +143,12 @@ class InMemoryRateLimitStore:
 
     async def clear(self) -> None:
         self._hits.clear()
+
+    async def withdraw(self, keys: Sequence[str], now: float) -> None:
+        for key in keys:
+            hits = self._hits.get(key)
+            if hits is not None and now in hits:
+                hits.remove(now)
 
     async def snapshot(self, keys: Sequence[str]) -> RateLimitStore:
         return self  # the limiter's lock already keeps other callers out
@@ -294,9 +304,15 @@ class RateLimiter:
         rank: float,
         trigger: TriggerMatch,
         claim: Awaitable[bool] | None = None,
+        optimistic: bool = False,
     ) -> tuple[RateDecision, asyncio.Task[RateDecision] | None]:
         """Like :meth:`acquire`, but a hit allowed by a store over the network is recorded in
         the background: the reply can be prepared meanwhile.
+
+        Args:
+            optimistic: with ``claim``, decide without waiting for it and send the hit along
+                with it (one round trip, not two); the hit is taken back if the claim is
+                lost. Worth it when no other instance is expected to claim.
 
         Returns:
             The decision, and while the hit is being recorded, the task that gives the final
@@ -306,26 +322,35 @@ class RateLimiter:
         """
         await self._lock.acquire()
         recording: asyncio.Task[RateDecision] | None = None
+        pending = asyncio.ensure_future(claim) if claim is not None else None
         try:
             rules = self._rules(username, rank, trigger)
             keys = sorted({rule.key for rule in rules})
             try:
-                if claim is None:
-                    view = await self._store.snapshot(keys)
-                else:  # the claim and the read wait together: one round trip, not two
-                    view, ours = await asyncio.gather(self._store.snapshot(keys), claim)
+                if pending is not None and not optimistic:
+                    # the claim and the read wait together: one round trip, not two
+                    view, ours = await asyncio.gather(self._store.snapshot(keys), pending)
                     if not ours:
                         return NOT_CLAIMED, None
+                    pending = None  # settled
+                else:
+                    view = await self._store.snapshot(keys)
                 now = self._clock()
                 decision = await self._evaluate(rules, now, view)
-                if not decision.allowed:
-                    return decision, None
-                if isinstance(self._store, InMemoryRateLimitStore):  # nothing to wait for
-                    await self._store.record(keys, now)
+                local = isinstance(self._store, InMemoryRateLimitStore)  # nothing to wait for
+                if not decision.allowed or local:
+                    if pending is not None and not await pending:
+                        return NOT_CLAIMED, None
+                    if decision.allowed:
+                        await self._store.record(keys, now)
                     return decision, None
             except ClusterError:  # the shared store stayed unreachable: refuse, safely
                 return _UNAVAILABLE, None
-            recording = asyncio.create_task(self._record(rules, keys, view, now, decision))
+            recording = asyncio.create_task(
+                self._record(rules, keys, view, now, decision, claim=pending)
+            )
+            if pending is not None and not await pending:  # the recording takes the hit back
+                return NOT_CLAIMED, None
             return decision, recording
         finally:
             if recording is None:
@@ -338,10 +363,20 @@ class RateLimiter:
         view: RateLimitStore,
         now: float,
         decision: RateDecision,
+        *,
+        claim: asyncio.Future[bool] | None = None,
     ) -> RateDecision:
-        """Commit the hit decided on ``view``; on a conflict, decide again on fresh windows."""
+        """Commit the hit decided on ``view``; on a conflict, decide again on fresh windows.
+
+        With ``claim`` (still in flight when the hit was sent), a lost claim takes it back.
+        """
         try:
-            if await self._store.commit(view, keys, now):
+            committed = await self._store.commit(view, keys, now)
+            if claim is not None and not await claim:
+                if committed:
+                    await self._store.withdraw(keys, now)
+                return NOT_CLAIMED
+            if committed:
                 return decision
             for attempt in range(1, _COMMIT_ATTEMPTS):
                 # another instance committed first: back off a random moment
