@@ -8,6 +8,7 @@ and as several processes where the behaviour is across instances.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 from array import array
@@ -84,18 +85,29 @@ async def test_a_stalled_claim_does_not_hold_the_channels_next_events(
     assert bridge.says() == []
 
 
+def copied_hits(store: SharedRateLimitStore, key: str) -> int:
+    """How many hits of ``key`` the store's copy of the bucket holds."""
+    seen = store.mirror.get(key)
+    return len(unpack(seen[0])) if seen is not None else -1
+
+
+@contextlib.asynccontextmanager
 async def limiter_pair(
     nc: NATS, bucket: str, **limits: float
-) -> tuple[RateLimiter, RateLimiter, SharedRateLimitStore, SharedRateLimitStore]:
+) -> AsyncIterator[tuple[RateLimiter, RateLimiter, SharedRateLimitStore, SharedRateLimitStore]]:
     """Two limiters, each with its own store (two instances), on one limits bucket."""
     kv = await open_bucket(nc, bucket, ttl=3700, replicas=1)
     config = RateLimitConfig(**{**OPEN_LIMITS, **limits})
     stores = [SharedRateLimitStore(kv, timeout=3.0) for _ in range(2)]
-    for store in stores:
-        await store.start()
-        await asyncio.wait_for(store.mirror.ready.wait(), 5)
-    a, b = (RateLimiter(config, TriggersConfig(), store=store) for store in stores)
-    return a, b, stores[0], stores[1]
+    try:
+        for store in stores:
+            await store.start()
+            await asyncio.wait_for(store.mirror.ready.wait(), 5)
+        a, b = (RateLimiter(config, TriggersConfig(), store=store) for store in stores)
+        yield a, b, stores[0], stores[1]
+    finally:
+        for store in stores:
+            await store.stop()
 
 
 async def test_two_instances_deciding_at_once_record_one_hit_and_the_other_is_refused_late(
@@ -104,8 +116,7 @@ async def test_two_instances_deciding_at_once_record_one_hit_and_the_other_is_re
     """alice may have one reply an hour. Two instances decide on their copies of the bucket at
     the same moment: both see room and both prepare a reply, but only one hit can be recorded
     (compare-and-set); the other decides again on fresh windows and is refused by name."""
-    a, b, store_a, store_b = await limiter_pair(nc, "adm_race", user_per_hour=1)
-    try:
+    async with limiter_pair(nc, "adm_race", user_per_hour=1) as (a, b, store_a, store_b):
         (first_a, rec_a), (first_b, rec_b) = await asyncio.gather(
             a.admit(username="alice", rank=0, trigger=MENTION),
             b.admit(username="alice", rank=0, trigger=MENTION),
@@ -120,14 +131,11 @@ async def test_two_instances_deciding_at_once_record_one_hit_and_the_other_is_re
         assert store_a.conflicts + store_b.conflicts == 1
         # Both copies now know the hit: a third try is refused at once, nothing in flight.
         await eventually(
-            lambda: all(len(s.mirror.get("u.alice") or b"") > 1 for s in (store_a, store_b))
+            lambda: copied_hits(store_a, "u.alice") == copied_hits(store_b, "u.alice") == 1
         )
         for limiter in (a, b):
             decision, recording = await limiter.admit(username="alice", rank=0, trigger=MENTION)
             assert (decision.allowed, decision.limit, recording) == (False, "user_per_hour", None)
-    finally:
-        await store_a.stop()
-        await store_b.stop()
 
 
 async def test_many_concurrent_decisions_on_two_instances_obey_the_global_limit(
@@ -135,8 +143,7 @@ async def test_many_concurrent_decisions_on_two_instances_obey_the_global_limit(
 ) -> None:
     """40 users ask at once, 20 through each instance; global_per_minute 7 lets exactly 7
     through in total, however the compare-and-set races fall."""
-    a, b, store_a, store_b = await limiter_pair(nc, "adm_global", global_per_minute=7)
-    try:
+    async with limiter_pair(nc, "adm_global", global_per_minute=7) as (a, b, _, _):
         finals = await asyncio.gather(
             *(
                 limiter.acquire(username=f"user{i}", rank=0, trigger=MENTION)
@@ -146,9 +153,6 @@ async def test_many_concurrent_decisions_on_two_instances_obey_the_global_limit(
         )
         assert sum(d.allowed for d in finals) == 7
         assert {d.limit for d in finals if not d.allowed} == {"global_per_minute"}
-    finally:
-        await store_a.stop()
-        await store_b.stop()
 
 
 async def test_a_key_written_by_an_older_version_as_json_is_read_and_rewritten_packed(
@@ -288,7 +292,7 @@ async def test_alone_the_hit_travels_with_the_claim_and_a_lost_claim_takes_it_ba
             limiter.admit(username="alice", rank=0, trigger=MENTION, claim=claim, optimistic=True)
         )
         # The hit is written before the claim is known.
-        await eventually(lambda: len(unpack((store.mirror.get("u.alice") or (b"", 0))[0])) == 1)
+        await eventually(lambda: copied_hits(store, "u.alice") == 1)
         claim.set_result(won)
         decision, recording = await admitting
         if won:
@@ -298,7 +302,7 @@ async def test_alone_the_hit_travels_with_the_claim_and_a_lost_claim_takes_it_ba
         else:
             assert decision.limit == "not_claimed"
             assert recording is None
-            await eventually(lambda: not unpack((store.mirror.get("u.alice") or (b"", 0))[0]))
+            await eventually(lambda: copied_hits(store, "u.alice") == 0)
         stored = unpack((await kv.get("u.alice")).value)
         assert len(stored) == (1 if won else 0)
     finally:
