@@ -10,10 +10,13 @@ The claim and shared rate-limit windows live in JetStream KV, so deciding may wa
 network. The NATS callback must not (a slow JetStream would hold every later event of the
 channel), so when a decision can wait it is made in the channel's **lane**: a FIFO of messages
 waiting for their decision and a task that decides them one by one, in arrival order, and ends
-when the lane is empty. The claim is started first and its round trip overlaps the read of the
-rate-limit windows; the hit is recorded only once the claim is won. When nothing can wait (no
-cluster: the claim is skipped and the hits are in memory) the decision is made inline in the
-callback, as cheap as before.
+when the lane is empty. The claim is sent first; the rate limits are decided meanwhile (on a
+watched copy of the shared windows: no read over the network), and the hit is recorded only
+for a won claim, while the worker prepares the reply (:attr:`Job.admitted
+<kryten_llm.pipeline.jobs.Job.admitted>`: nothing is said before it is recorded). An instance
+alone in the registry sends the hit together with the claim and takes it back if the claim is
+lost: one round trip per reply instead of two. When nothing can wait (no cluster: no claim,
+hits in memory) the decision is made inline in the callback, as cheap as before.
 
 A lane holds at most ``processing.queue_size`` messages; when it is full the oldest waiting one
 is dropped with the outcome ``queue_overflow`` (the job queue's policy: a late answer is worth

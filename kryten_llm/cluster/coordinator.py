@@ -5,9 +5,11 @@ server it opens the service's buckets (``kryten_<service>_claims``, ``_limits``,
 and, with sharding, ``_leases``), keeps this instance in the registry, and renews channel
 leases; without JetStream it logs ``cluster_standalone`` and the bot runs alone as before.
 
-The intake asks :meth:`Coordinator.decide` for each message it would answer: ``None`` means
-this instance answers it; a :class:`~kryten_llm.pipeline.decisions.Reason` says why not (another
-instance answers, or the claim could not be made). The rate limiter gets :attr:`limit_store`.
+The admission (:mod:`kryten_llm.bot.admission`, in the channel's lane) asks
+:meth:`Coordinator.decide` for each message it would answer: ``None`` means this instance
+answers it; a :class:`~kryten_llm.pipeline.decisions.Reason` says why not (another instance
+answers, or the claim could not be made). The rate limiter gets :attr:`limit_store`;
+:attr:`alone` says whether the hit may travel with the claim.
 """
 
 from __future__ import annotations

@@ -2,13 +2,19 @@
 
 The :class:`~kryten_llm.pipeline.ratelimit.RateLimitStore` seam with a KV backend: each limiter
 key (``g``, ``u:alice``, ``m:alice``, ``t:popcorn``, ``w``) is one KV key holding the wall-clock
-times of its hits within the hour. The limiter decides on a :meth:`snapshot` (every key it needs,
-read at once, each with its revision) and :meth:`commit` writes every key only if it is
-still at the revision it was read at. Since every key that was read is written, two instances
-that decided on overlapping keys cannot both commit: the second sees a changed revision, takes
-back what it already wrote, and the limiter decides again on fresh values. So two instances
-together never let through more than one would; in an exact race one may refuse a reply a
-single instance would have sent (a hit taken back a moment later was counted meanwhile).
+times of its hits within the hour, packed as 8-byte floats (a busy key holds an hour of hits:
+no text is built or parsed per hit). The limiter decides on a :meth:`snapshot` (every key it
+needs, each with its revision) and :meth:`commit` writes every key only if it is still at the
+revision it was read at. Since every key that was read is written, two instances that decided
+on overlapping keys cannot both commit: the second sees a changed revision, takes back what it
+already wrote, and the limiter decides again on fresh values. So two instances together never
+let through more than one would; in an exact race one may refuse a reply a single instance
+would have sent (a hit taken back a moment later was counted meanwhile).
+
+Snapshots are read from a copy of the bucket that a watch keeps current
+(:class:`~kryten_llm.cluster.mirror.KeyMirror`): no request per decision. A copy that lags
+only makes a commit fail (its revision is stale); the keys it failed on are then read from
+JetStream for the next decision.
 
 The limiter counts in monotonic time; the store converts to wall-clock time (the only clock
 machines share) with an offset fixed at start.
