@@ -19,6 +19,7 @@ import aiohttp
 import nats
 import pytest
 from nats.aio.client import Client as NATS
+from nats.js.errors import KeyNotFoundError
 
 from kryten_llm.bot.replypath import build_reply_path
 from kryten_llm.bot.responselog import ResponseLog
@@ -93,10 +94,10 @@ def copied_hits(store: SharedRateLimitStore, key: str) -> int:
 
 @contextlib.asynccontextmanager
 async def limiter_pair(
-    nc: NATS, bucket: str, **limits: float
+    nc: NATS, bucket: str, ttl: float = 3700, **limits: float
 ) -> AsyncIterator[tuple[RateLimiter, RateLimiter, SharedRateLimitStore, SharedRateLimitStore]]:
     """Two limiters, each with its own store (two instances), on one limits bucket."""
-    kv = await open_bucket(nc, bucket, ttl=3700, replicas=1)
+    kv = await open_bucket(nc, bucket, ttl=ttl, replicas=1)
     config = RateLimitConfig(**{**OPEN_LIMITS, **limits})
     stores = [SharedRateLimitStore(kv, timeout=3.0) for _ in range(2)]
     try:
@@ -307,3 +308,31 @@ async def test_alone_the_hit_travels_with_the_claim_and_a_lost_claim_takes_it_ba
         assert len(stored) == (1 if won else 0)
     finally:
         await store.stop()
+
+
+async def test_a_key_that_expired_without_trace_costs_one_failed_write_not_one_per_decision(
+    nc: NATS,
+) -> None:
+    """A key that ages out of the bucket leaves no event for the watch, so the copy keeps it.
+    The next write on it fails (stale revision); the key is read from JetStream, the copy
+    corrected, and every later decision on it writes at once."""
+    async with limiter_pair(nc, "adm_expired", ttl=1.0) as (limiter, _, store, _):
+        assert (await limiter.acquire(username="alice", rank=0, trigger=MENTION)).allowed
+        kv = await nc.jetstream().key_value("adm_expired")
+        await eventually(lambda: store.mirror.get("u.alice") != (b"", 0))
+        copied = store.mirror.get("u.alice")
+
+        async def gone() -> bool:
+            try:
+                await kv.get("u.alice")
+            except KeyNotFoundError:
+                return True
+            return False
+
+        while not await gone():  # noqa: ASYNC110  # the max age (1 s here) drops the idle key
+            await asyncio.sleep(0.1)
+        assert store.mirror.get("u.alice") == copied  # the watch saw nothing
+        for _ in range(3):
+            assert (await limiter.acquire(username="alice", rank=0, trigger=MENTION)).allowed
+        assert store.conflicts == 1
+        assert len(unpack((await kv.get("u.alice")).value)) == 3

@@ -74,15 +74,15 @@ def unpack(value: bytes | None) -> array[float]:
     return hits
 
 
-async def _read(kv: KeyValue, key: str) -> tuple[array[float], int]:
-    """The hits of ``key`` and its revision (that of its delete marker, or 0, when absent: a
+async def _read(kv: KeyValue, key: str) -> tuple[bytes, int]:
+    """The value of ``key`` and its revision (that of its delete marker, or 0, when absent: a
     write at that revision creates the key)."""
     try:
         entry = await kv.get(key)
     except KeyNotFoundError as exc:
         marker = getattr(exc, "entry", None)
-        return array("d"), marker.revision if marker is not None else 0
-    return unpack(entry.value), entry.revision or 0
+        return b"", marker.revision if marker is not None else 0
+    return entry.value or b"", entry.revision or 0
 
 
 async def _write(
@@ -184,9 +184,13 @@ class SharedRateLimitStore:
                 self._timeout,
                 what="read shared limits",
             )
-            for key, (hits, revision) in zip(remote, values, strict=True):
-                snap.hits[key], snap.revisions[key] = hits, revision
-                self._stale.discard(readable_key(key))
+            for key, (value, revision) in zip(remote, values, strict=True):
+                snap.hits[key], snap.revisions[key] = unpack(value), revision
+                name = readable_key(key)
+                self._stale.discard(name)
+                # What JetStream just said, even if older: a key that expired leaves no trace
+                # in the watch, so the copy would keep its last value.
+                self.mirror.put(name, value, revision)
         return snap
 
     async def commit(self, snapshot: RateLimitStore, keys: Sequence[str], now: float) -> bool:
@@ -228,7 +232,8 @@ class SharedRateLimitStore:
         for key in keys:
             name = readable_key(key)
             for _ in range(_ROLLBACK_ATTEMPTS):
-                hits, revision = await _read(self._kv, name)
+                value, revision = await _read(self._kv, name)
+                hits = unpack(value)
                 if stamp not in hits:
                     break
                 hits.remove(stamp)

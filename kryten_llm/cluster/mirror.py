@@ -53,6 +53,11 @@ class KeyMirror:
         if seen is None or seen[1] < revision:
             self._entries[key] = (value, revision)
 
+    def put(self, key: str, value: bytes, revision: int) -> None:
+        """JetStream itself was just asked: ``key`` holds ``value`` at ``revision``."""
+        if self.ready.is_set():
+            self._entries[key] = (value, revision)
+
     async def start(self) -> None:
         """Start watching; returns at once (reads fall back to JetStream until caught up)."""
         if self._task is None:
