@@ -150,10 +150,16 @@ class Admission:
     async def _drain(self, lane: _Lane) -> None:
         """Decide the lane's messages in order; end when it is empty (a new one starts again)."""
         try:
+            recording: asyncio.Future[RateDecision] | None = None
             while lane.waiting:
                 candidate = lane.waiting.popleft()
+                if recording is not None:
+                    # With peers, the next claim waits until this instance's last hit is
+                    # written: an instance that just won does not win every next message
+                    # by a round trip's head start, so the replies spread over the instances.
+                    await asyncio.wait([recording])
                 try:
-                    await self._decide(candidate)
+                    recording = await self._decide(candidate)
                 except Exception:  # a bug of ours: this message only, never the lane
                     self._stats.totals[Count.EVENTS_FAILED] += 1
                     log.exception(
@@ -164,12 +170,15 @@ class Admission:
         finally:
             lane.task = None
 
-    async def _decide(self, candidate: Candidate) -> None:
+    async def _decide(self, candidate: Candidate) -> asyncio.Future[RateDecision] | None:
+        """Decide ``candidate``; the recording of its hit when the next claim should wait."""
         channel, character, chat = candidate.channel, candidate.character, candidate.chat
         trigger = candidate.prompt.trigger
         claim = self._claim(candidate)
         refused = self._conversation.refusal(channel.key, trigger, character.settings)
         recording = None
+        # Alone in the registry: the hit goes out with the claim (one round trip).
+        alone = self.cluster is None or self.cluster.alone
         if refused is not None:  # conv14: unasked replies give way to the share budget first
             decision = RateDecision(False, refused, 0.0)
         else:
@@ -178,24 +187,23 @@ class Admission:
                 rank=candidate.rank or 0.0,
                 trigger=trigger,
                 claim=_won(claim) if claim is not None else None,
-                # alone in the registry: the hit goes out with the claim (one round trip)
-                optimistic=self.cluster is not None and self.cluster.alone,
+                optimistic=alone,
             )
         if claim is not None:
             elsewhere = await claim
             if elsewhere is Reason.ANSWERED_ELSEWHERE:  # that instance writes the log line
                 self._stats.decisions[elsewhere] += 1
-                return
+                return None
             if elsewhere is not None:
                 self.refuse(channel, chat, trigger, elsewhere)
-                return
+                return None
         if not decision.allowed:
             self._rate_limited(candidate, decision)
-            return
+            return None
         closed = self._closed()
         if closed is not None:  # paused or shutting down while this one was decided
             self.refuse(channel, chat, trigger, closed)
-            return
+            return None
         self._conversation.reserve(channel.key, chat, character.settings)  # conv14
         job = Job(
             channel=channel,
@@ -214,6 +222,7 @@ class Admission:
                     dropped.channel, dropped.chat, dropped.prompt.trigger, Reason.QUEUE_OVERFLOW
                 )
             )
+        return None if alone else recording
 
     def _claim(self, candidate: Candidate) -> asyncio.Task[Reason | None] | None:
         """The claim, running (it overlaps the read of the rate-limit windows); ``None`` alone."""
