@@ -290,7 +290,9 @@ async def test_alone_the_hit_travels_with_the_claim_and_a_lost_claim_takes_it_ba
     claim: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
     try:
         admitting = asyncio.create_task(
-            limiter.admit(username="alice", rank=0, trigger=MENTION, claim=claim, optimistic=True)
+            limiter.admit(
+                username="alice", rank=0, trigger=MENTION, claim=lambda: claim, optimistic=True
+            )
         )
         # The hit is written before the claim is known.
         await eventually(lambda: copied_hits(store, "u.alice") == 1)

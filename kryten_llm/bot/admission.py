@@ -174,11 +174,19 @@ class Admission:
         """Decide ``candidate``; the recording of its hit when the next claim should wait."""
         channel, character, chat = candidate.channel, candidate.character, candidate.chat
         trigger = candidate.prompt.trigger
-        claim = self._claim(candidate)
+        cluster = self.cluster
+        claimed_at: list[Reason | None] = []  # the claim's answer, once made
+
+        async def claimed() -> bool:  # the limiter sends the claim when it suits it best
+            assert cluster is not None
+            claimed_at.append(await cluster.decide(channel, chat))
+            return claimed_at[0] is None
+
+        clustered = cluster is not None and cluster.claims is not None
         refused = self._conversation.refusal(channel.key, trigger, character.settings)
         recording = None
         # Alone in the registry: the hit goes out with the claim (one round trip).
-        alone = self.cluster is None or self.cluster.alone
+        alone = cluster is None or cluster.alone
         if refused is not None:  # conv14: unasked replies give way to the share budget first
             decision = RateDecision(False, refused, 0.0)
         else:
@@ -186,11 +194,13 @@ class Admission:
                 username=chat.username,
                 rank=candidate.rank or 0.0,
                 trigger=trigger,
-                claim=_won(claim) if claim is not None else None,
+                claim=claimed if clustered else None,
                 optimistic=alone,
             )
-        if claim is not None:
-            elsewhere = await claim
+        if clustered:
+            if not claimed_at:  # not made by the limiter (refused before it)
+                await claimed()
+            elsewhere = claimed_at[0]
             if elsewhere is Reason.ANSWERED_ELSEWHERE:  # that instance writes the log line
                 self._stats.decisions[elsewhere] += 1
                 return None
@@ -223,13 +233,6 @@ class Admission:
                 )
             )
         return None if alone else recording
-
-    def _claim(self, candidate: Candidate) -> asyncio.Task[Reason | None] | None:
-        """The claim, running (it overlaps the read of the rate-limit windows); ``None`` alone."""
-        cluster = self.cluster
-        if cluster is None or cluster.claims is None:
-            return None
-        return asyncio.ensure_future(cluster.decide(candidate.channel, candidate.chat))
 
     def _rate_limited(self, candidate: Candidate, decision: RateDecision) -> None:
         chat = candidate.chat
@@ -272,7 +275,3 @@ class Admission:
         """Count and log a message this instance does not answer, and why."""
         self._stats.decisions[reason] += 1
         self._log.write(Outcome.of(channel, chat, trigger, reason))
-
-
-async def _won(claim: asyncio.Task[Reason | None]) -> bool:
-    return await claim is None

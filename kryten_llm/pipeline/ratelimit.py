@@ -283,14 +283,14 @@ class RateLimiter:
         username: str,
         rank: float,
         trigger: TriggerMatch,
-        claim: Awaitable[bool] | None = None,
+        claim: Callable[[], Awaitable[bool]] | None = None,
     ) -> RateDecision:
         """Check and, when allowed, record, atomically with respect to other callers.
 
         Args:
-            claim: when given (a running task: whether this instance answers the message),
-                its wait overlaps the first read of the windows, and the hit is recorded only
-                if it comes out true; otherwise :data:`NOT_CLAIMED` is returned.
+            claim: when given, starts the claim of the message (whether this instance answers
+                it); its wait overlaps the read of the windows, and the hit is recorded only if
+                it comes out true; otherwise :data:`NOT_CLAIMED` is returned.
         """
         decision, recording = await self.admit(
             username=username, rank=rank, trigger=trigger, claim=claim
@@ -303,7 +303,7 @@ class RateLimiter:
         username: str,
         rank: float,
         trigger: TriggerMatch,
-        claim: Awaitable[bool] | None = None,
+        claim: Callable[[], Awaitable[bool]] | None = None,
         optimistic: bool = False,
     ) -> tuple[RateDecision, asyncio.Task[RateDecision] | None]:
         """Like :meth:`acquire`, but a hit allowed by a store over the network is recorded in
@@ -322,36 +322,45 @@ class RateLimiter:
         """
         await self._lock.acquire()
         recording: asyncio.Task[RateDecision] | None = None
-        pending = asyncio.ensure_future(claim) if claim is not None else None
+        pending = asyncio.ensure_future(claim()) if claim is not None and not optimistic else None
         try:
             rules = self._rules(username, rank, trigger)
             keys = sorted({rule.key for rule in rules})
             try:
-                if pending is not None and not optimistic:
-                    # the claim and the read wait together: one round trip, not two
+                if pending is not None:  # the claim and the read wait together
                     view, ours = await asyncio.gather(self._store.snapshot(keys), pending)
                     if not ours:
                         return NOT_CLAIMED, None
-                    pending = None  # settled
                 else:
                     view = await self._store.snapshot(keys)
                 now = self._clock()
                 decision = await self._evaluate(rules, now, view)
                 local = isinstance(self._store, InMemoryRateLimitStore)  # nothing to wait for
                 if not decision.allowed or local:
-                    if pending is not None and not await pending:
+                    if pending is None and claim is not None and not await claim():
                         return NOT_CLAIMED, None
                     if decision.allowed:
                         await self._store.record(keys, now)
                     return decision, None
             except ClusterError:  # the shared store stayed unreachable: refuse, safely
                 return _UNAVAILABLE, None
+            if pending is not None or claim is None:
+                recording = asyncio.create_task(self._record(rules, keys, view, now, decision))
+                return decision, recording
+            # Optimistic: the recording task queues its writes, then the claim is sent from
+            # here at once, ahead of them: all leave in one write to the socket, and the
+            # claim (which the reply waits for) is the first the server answers.
+            won = asyncio.get_running_loop().create_future()
             recording = asyncio.create_task(
-                self._record(rules, keys, view, now, decision, claim=pending)
+                self._record(rules, keys, view, now, decision, claim=won)
             )
-            if pending is not None and not await pending:  # the recording takes the hit back
-                return NOT_CLAIMED, None
-            return decision, recording
+            await asyncio.sleep(0)
+            try:
+                won.set_result(await claim())
+            finally:
+                if not won.done():  # cancelled, or failed: the hit is taken back
+                    won.set_result(False)
+            return (decision, recording) if won.result() else (NOT_CLAIMED, None)
         finally:
             if recording is None:
                 self._lock.release()  # else the recording task releases it
