@@ -19,12 +19,10 @@ only.
 Rank multipliers loosen the *per-user* limits only (counts multiplied, cooldowns scaled); the
 bot-wide and per-trigger limits protect the channel and apply to everyone.
 
-Hits live in a :class:`RateLimitStore`. The in-memory store keeps per-key deques of monotonic
-timestamps; the shared store of :mod:`kryten_llm.cluster.kvstore` keeps them in JetStream KV so
-that several instances obey the limits one instance would. ``acquire()`` reads a
-:meth:`~RateLimitStore.snapshot` of the keys it needs, decides on it, and
-:meth:`~RateLimitStore.commit` records the hit; a shared store refuses the commit when another
-instance changed one of those keys meanwhile (compare-and-set), and the decision is made again.
+Hits live in a :class:`RateLimitStore`: per-key deques in memory, or JetStream KV
+(:mod:`kryten_llm.cluster.kvstore`) so that several instances obey the limits one would. A
+decision is made on a :meth:`~RateLimitStore.snapshot`; :meth:`~RateLimitStore.commit` records
+the hit unless another instance changed those keys meanwhile (then it is made again).
 """
 
 from __future__ import annotations
@@ -283,18 +281,9 @@ class RateLimiter:
         username: str,
         rank: float,
         trigger: TriggerMatch,
-        claim: Callable[[], Awaitable[bool]] | None = None,
     ) -> RateDecision:
-        """Check and, when allowed, record, atomically with respect to other callers.
-
-        Args:
-            claim: when given, starts the claim of the message (whether this instance answers
-                it); its wait overlaps the read of the windows, and the hit is recorded only if
-                it comes out true; otherwise :data:`NOT_CLAIMED` is returned.
-        """
-        decision, recording = await self.admit(
-            username=username, rank=rank, trigger=trigger, claim=claim
-        )
+        """Check and, when allowed, record, atomically with respect to other callers."""
+        decision, recording = await self.admit(username=username, rank=rank, trigger=trigger)
         return await recording if recording is not None else decision
 
     async def admit(
@@ -310,6 +299,9 @@ class RateLimiter:
         the background: the reply can be prepared meanwhile.
 
         Args:
+            claim: starts the claim of the message (whether this instance answers it): its
+                wait overlaps the read of the windows, and a hit is recorded only if it comes
+                out true (else :data:`NOT_CLAIMED`).
             optimistic: with ``claim``, decide without waiting for it and send the hit along
                 with it (one round trip, not two); the hit is taken back if the claim is
                 lost. Worth it when no other instance is expected to claim.
