@@ -10,17 +10,19 @@ The claim and shared rate-limit windows live in JetStream KV, so deciding may wa
 network. The NATS callback must not (a slow JetStream would hold every later event of the
 channel), so when a decision can wait it is made in the channel's **lane**: a FIFO of messages
 waiting for their decision and a task that decides them one by one, in arrival order, and ends
-when the lane is empty. The claim is sent first; the rate limits are decided meanwhile (on a
-watched copy of the shared windows: no read over the network), and the hit is recorded only
-for a won claim, while the worker prepares the reply (:attr:`Job.admitted
+when the lane is empty. The claim is made first (a message answered elsewhere never waits for
+the rate limiter); the limits are decided on a watched copy of the shared windows (no read over
+the network), and the hit of a won claim is recorded while the worker prepares the reply (:attr:`Job.admitted
 <kryten_llm.pipeline.jobs.Job.admitted>`: nothing is said before it is recorded). An instance
 alone in the registry sends the hit together with the claim and takes it back if the claim is
 lost: one round trip per reply instead of two. When nothing can wait (no cluster: no claim,
 hits in memory) the decision is made inline in the callback, as cheap as before.
 
-A lane holds at most ``processing.queue_size`` messages; when it is full the oldest waiting one
-is dropped with the outcome ``queue_overflow`` (the job queue's policy: a late answer is worth
-less than a prompt one).
+With peers, an instance whose job queue holds replies waiting sends its claims a little later
+(2 ms per waiting reply, at most 50 ms), so that instances with room win the race and the work
+spreads. A lane holds at most ``processing.queue_size`` messages; when it is full the oldest
+waiting one is dropped with the outcome ``queue_overflow`` (the job queue's policy: a late
+answer is worth less than a prompt one).
 """
 
 from __future__ import annotations
@@ -51,6 +53,9 @@ if TYPE_CHECKING:
     from kryten_llm.pipeline.stats import Flags, Stats
 
 log = structlog.get_logger(__name__)
+
+_HEAD_START = 0.002  # seconds per reply waiting in this instance's queue
+_MAX_HEAD_START = 0.05
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,10 +188,14 @@ class Admission:
             return claimed_at[0] is None
 
         clustered = cluster is not None and cluster.claims is not None
-        refused = self._conversation.refusal(channel.key, trigger, character.settings)
-        recording = None
         # Alone in the registry: the hit goes out with the claim (one round trip).
         alone = cluster is None or cluster.alone
+        if clustered and not alone and len(self._queue):
+            # The claim is a race: an instance with replies waiting gives its peers a head
+            # start, so that the work goes to the instances that have room for it.
+            await asyncio.sleep(min(len(self._queue) * _HEAD_START, _MAX_HEAD_START))
+        refused = self._conversation.refusal(channel.key, trigger, character.settings)
+        recording = None
         if refused is not None:  # conv14: unasked replies give way to the share budget first
             decision = RateDecision(False, refused, 0.0)
         else:

@@ -299,9 +299,9 @@ class RateLimiter:
         the background: the reply can be prepared meanwhile.
 
         Args:
-            claim: starts the claim of the message (whether this instance answers it): its
-                wait overlaps the read of the windows, and a hit is recorded only if it comes
-                out true (else :data:`NOT_CLAIMED`).
+            claim: makes the claim of the message (whether this instance answers it), before
+                the limiter is locked; a hit is recorded only if it comes out true (else
+                :data:`NOT_CLAIMED`).
             optimistic: with ``claim``, decide without waiting for it and send the hit along
                 with it (one round trip, not two); the hit is taken back if the claim is
                 lost. Worth it when no other instance is expected to claim.
@@ -312,31 +312,31 @@ class RateLimiter:
             fresh windows refused) a refusal. Nothing may be said before it is known. The
             limiter stays locked until then, so the next decision sees this hit.
         """
+        if claim is not None and not optimistic:
+            # Claimed before the lock: a message answered elsewhere never waits for it, and
+            # the claims of every channel race the peers' at once.
+            if not await claim():
+                return NOT_CLAIMED, None
+            claim = None
         await self._lock.acquire()
         recording: asyncio.Task[RateDecision] | None = None
-        pending = asyncio.ensure_future(claim()) if claim is not None and not optimistic else None
         try:
             rules = self._rules(username, rank, trigger)
             keys = sorted({rule.key for rule in rules})
             try:
-                if pending is not None:  # the claim and the read wait together
-                    view, ours = await asyncio.gather(self._store.snapshot(keys), pending)
-                    if not ours:
-                        return NOT_CLAIMED, None
-                else:
-                    view = await self._store.snapshot(keys)
+                view = await self._store.snapshot(keys)
                 now = self._clock()
                 decision = await self._evaluate(rules, now, view)
                 local = isinstance(self._store, InMemoryRateLimitStore)  # nothing to wait for
                 if not decision.allowed or local:
-                    if pending is None and claim is not None and not await claim():
+                    if claim is not None and not await claim():
                         return NOT_CLAIMED, None
                     if decision.allowed:
                         await self._store.record(keys, now)
                     return decision, None
             except ClusterError:  # the shared store stayed unreachable: refuse, safely
                 return _UNAVAILABLE, None
-            if pending is not None or claim is None:
+            if claim is None:
                 recording = asyncio.create_task(self._record(rules, keys, view, now, decision))
                 return decision, recording
             # Optimistic: the recording task queues its writes, then the claim is sent from
