@@ -12,8 +12,9 @@ channel), so when a decision can wait it is made in the channel's **lane**: a FI
 waiting for their decision and a task that decides them one by one, in arrival order, and ends
 when the lane is empty. The claim is made first (a message answered elsewhere never waits for
 the rate limiter); the limits are decided on a watched copy of the shared windows (no read over
-the network), and the hit of a won claim is recorded while the worker prepares the reply (:attr:`Job.admitted
-<kryten_llm.pipeline.jobs.Job.admitted>`: nothing is said before it is recorded). An instance
+the network), and the hit of a won claim is recorded while the worker prepares the reply
+(:attr:`Job.admitted <kryten_llm.pipeline.jobs.Job.admitted>`: nothing is said before it is
+recorded). An instance
 alone in the registry sends the hit together with the claim and takes it back if the claim is
 lost: one round trip per reply instead of two. When nothing can wait (no cluster: no claim,
 hits in memory) the decision is made inline in the callback, as cheap as before.
