@@ -55,6 +55,7 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger(__name__)
 
+_YIELD_AFTER_WIN = 0.001  # seconds a won claim holds back the lane's next claim (with peers)
 _HEAD_START = 0.002  # seconds per reply waiting in this instance's queue
 _MAX_HEAD_START = 0.05
 
@@ -78,6 +79,15 @@ class Candidate:
     prompt: PromptInput
     rank: float | None
     received_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class _Won:
+    """A claim this instance won with peers: the lane's next claim waits for ``recording``
+    (the hit being written) and until ``until`` (monotonic)."""
+
+    recording: asyncio.Future[RateDecision] | None
+    until: float
 
 
 @dataclass(slots=True)
@@ -156,16 +166,19 @@ class Admission:
     async def _drain(self, lane: _Lane) -> None:
         """Decide the lane's messages in order; end when it is empty (a new one starts again)."""
         try:
-            recording: asyncio.Future[RateDecision] | None = None
+            won: _Won | None = None
             while lane.waiting:
                 candidate = lane.waiting.popleft()
-                if recording is not None:
-                    # With peers, the next claim waits until this instance's last hit is
-                    # written: an instance that just won does not win every next message
-                    # by a round trip's head start, so the replies spread over the instances.
-                    await asyncio.wait([recording])
+                if won is not None:
+                    # With peers, an instance that just won a claim here lets them go first
+                    # on the next message (its hit written, and a moment more): it does not
+                    # win every next one by a round trip's head start, so the replies spread.
+                    if won.recording is not None:
+                        await asyncio.wait([won.recording])
+                    if (pause := won.until - self._clock()) > 0:
+                        await asyncio.sleep(pause)
                 try:
-                    recording = await self._decide(candidate)
+                    won = await self._decide(candidate)
                 except Exception:  # a bug of ours: this message only, never the lane
                     self._stats.totals[Count.EVENTS_FAILED] += 1
                     log.exception(
@@ -176,8 +189,8 @@ class Admission:
         finally:
             lane.task = None
 
-    async def _decide(self, candidate: Candidate) -> asyncio.Future[RateDecision] | None:
-        """Decide ``candidate``; the recording of its hit when the next claim should wait."""
+    async def _decide(self, candidate: Candidate) -> _Won | None:
+        """Decide ``candidate``; with peers, what the lane's next claim waits for if won."""
         channel, character, chat = candidate.channel, candidate.character, candidate.chat
         trigger = candidate.prompt.trigger
         cluster = self.cluster
@@ -217,13 +230,14 @@ class Admission:
             if elsewhere is not None:
                 self.refuse(channel, chat, trigger, elsewhere)
                 return None
+        won = None if alone else _Won(recording, self._clock() + _YIELD_AFTER_WIN)
         if not decision.allowed:
             self._rate_limited(candidate, decision)
-            return None
+            return won
         closed = self._closed()
         if closed is not None:  # paused or shutting down while this one was decided
             self.refuse(channel, chat, trigger, closed)
-            return None
+            return won
         self._conversation.reserve(channel.key, chat, character.settings)  # conv14
         job = Job(
             channel=channel,
@@ -242,7 +256,7 @@ class Admission:
                     dropped.channel, dropped.chat, dropped.prompt.trigger, Reason.QUEUE_OVERFLOW
                 )
             )
-        return None if alone else recording
+        return won
 
     def _rate_limited(self, candidate: Candidate, decision: RateDecision) -> None:
         chat = candidate.chat
