@@ -20,10 +20,12 @@ lost: one round trip per reply instead of two. When nothing can wait (no cluster
 hits in memory) the decision is made inline in the callback, as cheap as before.
 
 With peers, an instance whose job queue holds replies waiting sends its claims a little later
-(2 ms per waiting reply, at most 50 ms), so that instances with room win the race and the work
-spreads. A lane holds at most ``processing.queue_size`` messages; when it is full the oldest
-waiting one is dropped with the outcome ``queue_overflow`` (the job queue's policy: a late
-answer is worth less than a prompt one).
+(2 ms per waiting reply, at most 50 ms), and a lane that won a claim lets the peers go first on
+its next message, so that instances with room win the race and the work spreads.
+
+A lane holds at most ``processing.queue_size`` messages; when it is full the oldest waiting one
+is dropped with the outcome ``queue_overflow`` (the job queue's policy: a late answer is worth
+less than a prompt one).
 """
 
 from __future__ import annotations
