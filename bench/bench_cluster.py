@@ -1,10 +1,13 @@
 """Several instances: what the claim and the shared limits add to a reply, how long failover
 takes, and 3 instances against 1 on 20 channels.
 
-    python bench/bench_cluster.py
+    python bench/bench_cluster.py [--per-message]
 
 1. Per-message cost, in-process against a real nats-server: the claim (KV create), the shared
-   rate limiter (snapshot + compare-and-set commit) against the in-memory one, and, for the
+   rate limiter (decided on the watched copy of the bucket, compare-and-set commit) against the
+   in-memory one, and the claim and the shared limiter together as a decision makes them
+   (alone in the registry and with peers), each with relaxed limits (every decision allowed:
+   the global key holds every hit) and with the default limits (most refused); for the
    queue-group alternative, what a second (queue) subscription costs per message: nothing per
    reply, but every event delivered twice and no shared limits.
 2. Failover: three bot processes with sharding (defaults: lease 6 s); one SIGKILLed; seconds
@@ -12,11 +15,14 @@ takes, and 3 instances against 1 on 20 channels.
    claim the next mention at once.
 3. Throughput: 240 mentions over 20 channels, a provider taking 100 ms, 2 workers per
    instance: time until all are answered by 1 instance, then by 3.
+
+``--per-message`` runs only the first part.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import statistics
 import sys
 import tempfile
@@ -26,12 +32,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import nats
+from nats.aio.client import Client as NATS
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench._harness import machine
-from kryten_llm.cluster.claim import Claims
+from kryten_llm.cluster.claim import ClaimResult, Claims
 from kryten_llm.cluster.kv import open_bucket
 from kryten_llm.cluster.kvstore import SharedRateLimitStore
 from kryten_llm.config import RateLimitConfig, TriggersConfig
@@ -64,9 +71,8 @@ async def per_message(url: str) -> None:
         start = time.perf_counter()
         await claims.claim(str(uuid.uuid4()))
         times.append((time.perf_counter() - start) * 1000)
-    p50, p99 = statistics.median(times), pct(times, 0.99)
-    print(f"claim (KV create): p50 {p50:.3f} ms, p99 {p99:.3f} ms")
-    limits = RateLimitConfig(
+    print(f"claim (KV create): {summary(times)}")
+    relaxed = RateLimitConfig(
         global_per_minute=10**6,
         global_per_hour=10**6,
         user_per_hour=10**6,
@@ -74,22 +80,8 @@ async def per_message(url: str) -> None:
         user_cooldown_seconds=0,
         mention_cooldown_seconds=0,
     )
-    store = SharedRateLimitStore(
-        await open_bucket(nc, "bench_limits", ttl=3700, replicas=1), timeout=5.0
-    )
-    for name, limiter in (
-        ("in-memory", RateLimiter(limits, TriggersConfig())),
-        ("shared KV", RateLimiter(limits, TriggersConfig(), store=store)),
-    ):
-        times = []
-        for i in range(N // 4):  # the global key grows with every hit: keep the run short
-            start = time.perf_counter()
-            await limiter.acquire(username=f"user{i % 100}", rank=0, trigger=MENTION)
-            times.append((time.perf_counter() - start) * 1000)
-        print(
-            f"rate limiter ({name}): p50 {statistics.median(times):.3f} ms, "
-            f"p99 {pct(times, 0.99):.3f} ms"
-        )
+    for label, limits in (("relaxed limits", relaxed), ("default limits", RateLimitConfig())):
+        await limiter_costs(nc, claims, label, limits)
     # The queue-group alternative: one more subscription per instance; per message its cost
     # is one more delivery, measured as the time to receive N events twice instead of once.
     received = 0
@@ -113,6 +105,58 @@ async def per_message(url: str) -> None:
     print(f"queue group: no round trip per reply; events delivered twice ({per:.4f} ms/event)")
     await pub.close()
     await nc.close()
+
+
+async def limiter_costs(nc: NATS, claims: Claims, label: str, limits: RateLimitConfig) -> None:
+    """The rate limiter alone (in memory, shared KV), then the claim and the shared limiter
+    together as the admission runs them, alone in the registry (the hit goes with the claim)
+    and with peers (claim first, then the hit): N // 4 decisions from 100 users each."""
+    bucket = f"bench_limits_{label.split()[0]}"
+    store = SharedRateLimitStore(await open_bucket(nc, bucket, ttl=3700, replicas=1), timeout=5.0)
+    await store.start()
+    await asyncio.wait_for(store.mirror.ready.wait(), 5)
+    try:
+        for name, limiter in (
+            ("in-memory", RateLimiter(limits, TriggersConfig())),
+            ("shared KV", RateLimiter(limits, TriggersConfig(), store=store)),
+        ):
+            times, allowed = [], 0
+            for i in range(N // 4):
+                start = time.perf_counter()
+                decision = await limiter.acquire(username=f"user{i % 100}", rank=0, trigger=MENTION)
+                times.append((time.perf_counter() - start) * 1000)
+                allowed += decision.allowed
+            print(f"{label}, rate limiter ({name}): {summary(times)}; {allowed} allowed")
+        await store.clear()
+        shared = RateLimiter(limits, TriggersConfig(), store=store)
+        for optimistic in (True, False):
+            times, allowed = [], 0
+            for i in range(N // 4):
+                start = time.perf_counter()
+                decision, recording = await shared.admit(
+                    username=f"user{i % 100}",
+                    rank=0,
+                    trigger=MENTION,
+                    claim=functools.partial(won, claims, str(uuid.uuid4())),
+                    optimistic=optimistic,
+                )
+                if recording is not None:
+                    decision = await recording
+                times.append((time.perf_counter() - start) * 1000)
+                allowed += decision.allowed
+            how = "alone: hit with the claim" if optimistic else "with peers: claim, then hit"
+            print(f"{label}, claim + shared limits ({how}): {summary(times)}; {allowed} allowed")
+            await store.clear()
+    finally:
+        await store.stop()
+
+
+async def won(claims: Claims, key: str) -> bool:
+    return await claims.claim(key) is ClaimResult.WON
+
+
+def summary(times: list[float]) -> str:
+    return f"p50 {statistics.median(times):.3f} ms, p99 {pct(times, 0.99):.3f} ms"
 
 
 async def failover(url: str, base: Path) -> None:
@@ -195,6 +239,8 @@ async def main() -> None:
     print(f"machine: {machine()}; {datetime.now(UTC):%Y-%m-%d}")
     with NatsServer() as server:
         await per_message(server.url)
+        if "--per-message" in sys.argv:
+            return
         with tempfile.TemporaryDirectory() as tmp:
             (Path(tmp) / "fo").mkdir()
             await failover(server.url, Path(tmp) / "fo")

@@ -1,10 +1,12 @@
 """The NATS callback's work for one channel event: parse, update state, decide, enqueue.
 
 This runs for every event of every channel and must never wait on anything slow: it parses the
-envelope, folds the event into the channel state, runs the intake filters, the trigger engine
-and the rate limiter (all in memory), and puts a :class:`~kryten_llm.pipeline.jobs.Job` on the
-bounded queue. The LLM call happens in a worker. A malformed payload is logged with its subject,
-counted and dropped; nothing raised here reaches nats-py.
+envelope, folds the event into the channel state, runs the intake filters and the trigger engine
+(all in memory), and hands a triggered message to the :mod:`~kryten_llm.bot.admission` (claim,
+share budget, rate limits; in the channel's lane when that may wait on JetStream), which puts a
+:class:`~kryten_llm.pipeline.jobs.Job` on the bounded queue. The LLM call happens in a worker.
+A malformed payload is logged with its subject, counted and dropped; nothing raised here
+reaches nats-py.
 """
 
 from __future__ import annotations
@@ -17,10 +19,10 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
+from kryten_llm.bot.admission import Admission
 from kryten_llm.bus.events import ChatEvent, CooldownEvent, MediaEvent, NoFloodEvent, parse_event
 from kryten_llm.errors import MalformedEvent
-from kryten_llm.pipeline.decisions import RateDecision, Reason, TriggerMatch
-from kryten_llm.pipeline.jobs import Job, JobQueue
+from kryten_llm.pipeline.decisions import Reason, TriggerMatch
 from kryten_llm.pipeline.outcome import Outcome
 from kryten_llm.pipeline.prompt import PromptInput
 from kryten_llm.pipeline.stats import Count
@@ -34,6 +36,7 @@ if TYPE_CHECKING:
     from kryten_llm.config import ChannelConfig, Settings, TriggersConfig
     from kryten_llm.memory.live import Memory
     from kryten_llm.pipeline.filters import IntakeFilter
+    from kryten_llm.pipeline.jobs import JobQueue
     from kryten_llm.pipeline.spam import SpamGuard
     from kryten_llm.pipeline.state import ChannelState, HistoryLine
     from kryten_llm.pipeline.stats import Flags, Stats
@@ -82,7 +85,6 @@ class Intake:
     ) -> None:
         self._bot = settings.bot.username
         self._spam = spam
-        self._queue = queue
         self._sender = sender
         self._log = response_log
         self._stats = stats
@@ -90,16 +92,35 @@ class Intake:
         self._conversation = conversation  # conv14: share, joining in, follow-ups, videos
         self._clock = clock
         self._filter = intake_filter
+        # The claim, share budget and rate limits: may wait on JetStream, so not in here.
+        self.admission = Admission(
+            settings,
+            queue=queue,
+            response_log=response_log,
+            stats=stats,
+            flags=flags,
+            conversation=conversation,
+            closed=self._closed,
+            clock=clock,
+        )
         self.reconfigure(settings)
         self.accepting = True
         self.memory: Memory | None = None  # memory (issue 14): set by the assembly when on
-        self.cluster: Coordinator | None = None  # several instances: set by the assembly
         self._media_tasks: set[asyncio.Task[None]] = set()
+
+    @property
+    def cluster(self) -> Coordinator | None:
+        """This instance's part among several (set by the assembly); the admission uses it."""
+        return self.admission.cluster
+
+    @cluster.setter
+    def cluster(self, cluster: Coordinator | None) -> None:
+        self.admission.cluster = cluster
 
     def reconfigure(self, settings: Settings) -> None:
         """Decide with ``settings`` from the next event on (a reload or runtime change)."""
         self._filter.reconfigure(settings.filters)
-        self._budget = settings.processing.reply_deadline_seconds
+        self.admission.reconfigure(settings)
         self._prompt_history = settings.processing.prompt_history
 
     def handle(self, channel: ChannelContext, subject: str, data: bytes) -> _Rest | None:
@@ -255,10 +276,9 @@ class Intake:
             return
         self._stats.totals[Count.TRIGGERED] += 1
         self._stats.triggers[trigger.kind] += 1
-        if not self.accepting or self._flags.paused:
-            self._refuse(
-                channel, chat, trigger, Reason.PAUSED if self.accepting else Reason.SHUTDOWN
-            )
+        closed = self._closed()
+        if closed is not None:
+            self.admission.refuse(channel.config, chat, trigger, closed)
             return
         prompt = PromptInput(
             username=chat.username,
@@ -310,62 +330,9 @@ class Intake:
         prompt: PromptInput,
         rank: float | None,
     ) -> None:
-        """Past the claim, the share budget and the rate limits of ``character`` (the one that
-        decided the message, even if a reload replaced it meanwhile), onto the queue; a
-        refusal is logged."""
-        trigger = prompt.trigger
-        # --- cluster hook (issue 15): exactly one instance goes on with a message ----------
-        if self.cluster is not None:
-            elsewhere = await self.cluster.decide(channel.config, chat)
-            if elsewhere is Reason.ANSWERED_ELSEWHERE:  # that instance writes the log line
-                self._stats.decisions[elsewhere] += 1
-                return
-            if elsewhere is not None:
-                self._refuse(channel, chat, trigger, elsewhere)
-                return
-        # --- end of the cluster hook -------------------------------------------------------
-        refused = self._conversation.refusal(channel.config.key, trigger, character.settings)
-        if refused is not None:  # conv14: unasked replies give way to the share budget first
-            decision = RateDecision(False, refused, 0.0)
-        else:
-            decision = await character.limiter.acquire(
-                username=chat.username, rank=rank or 0.0, trigger=trigger
-            )
-        if not decision.allowed:
-            self._stats.decisions[Reason.RATE_LIMITED] += 1
-            log.info(
-                "reply_rate_limited",
-                username=chat.username,
-                limit=decision.limit,
-                retry_after=round(decision.retry_after, 3),
-            )
-            self._log.write(
-                replace(
-                    Outcome.of(channel.config, chat, trigger, Reason.RATE_LIMITED, rank=rank),
-                    limit=decision.limit,
-                    retry_after=round(decision.retry_after, 3),
-                    dry_run=self._flags.dry_run,
-                )
-            )
-            return
-        self._conversation.reserve(channel.config.key, chat, character.settings)  # conv14
-        now = self._clock()
-        job = Job(
-            channel=channel.config,
-            chat=chat,
-            prompt=prompt,
-            received_at=now,
-            deadline=now + self._budget,
-        )
-        dropped = self._queue.put(job)
-        if dropped is not None:
-            self._stats.decisions[Reason.QUEUE_OVERFLOW] += 1
-            log.warning("reply_dropped_queue_full", dropped_username=dropped.chat.username)
-            self._log.write(
-                Outcome.of(
-                    dropped.channel, dropped.chat, dropped.prompt.trigger, Reason.QUEUE_OVERFLOW
-                )
-            )
+        """Hand the message to the admission (claim, share budget, rate limits of
+        ``character``, the one that decided it); it never waits here on JetStream."""
+        await self.admission.submit(channel.config, character, chat, prompt, rank)
 
     def _pm_trigger(self, chat: ChatEvent, triggers: TriggersConfig) -> TriggerMatch | None:
         if not triggers.private_messages:
@@ -374,11 +341,11 @@ class Intake:
             return None
         return TriggerMatch(kind="pm", name="pm", priority=triggers.mention_priority)
 
-    def _refuse(
-        self, channel: ChannelContext, chat: ChatEvent, trigger: TriggerMatch, reason: Reason
-    ) -> None:
-        self._stats.decisions[reason] += 1
-        self._log.write(Outcome.of(channel.config, chat, trigger, reason))
+    def _closed(self) -> Reason | None:
+        """Why no message is admitted now, if not: paused, or shutting down."""
+        if not self.accepting:
+            return Reason.SHUTDOWN
+        return Reason.PAUSED if self._flags.paused else None
 
 
 _MENTION = TriggerMatch("mention", "mention")

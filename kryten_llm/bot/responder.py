@@ -34,6 +34,7 @@ from kryten_llm.errors import ProviderError
 from kryten_llm.llm.base import ChatMessage, Completion, CompletionRequest
 from kryten_llm.pipeline.decisions import Reason
 from kryten_llm.pipeline.formatter import FormattedReply, format_reply
+from kryten_llm.pipeline.jobs import RefusedLate
 from kryten_llm.pipeline.outcome import FirstAttempt, Outcome, Tokens
 from kryten_llm.pipeline.stats import Count
 from kryten_llm.pipeline.streaming import PartCutter
@@ -114,6 +115,8 @@ class Responder:
         try:
             async with asyncio.timeout(max(job.deadline - self._clock(), 0)):
                 outcome = await self._reply(job, outcome, delivery)
+        except RefusedLate as late:  # another instance took the last slot meanwhile
+            outcome = late.applied_to(outcome, dry_run=self._flags.dry_run)
         except TimeoutError:
             said = tuple(delivery.parts[: delivery.sent]) or None
             outcome = replace(outcome, reason=Reason.DEADLINE, parts=said)
@@ -167,6 +170,7 @@ class Responder:
         state = self._states.get(job.channel.key)
 
         async def send(part: str) -> SendResult | None:
+            await job.confirmed()  # the rate-limit hit is recorded before a word is said
             if dry_run or sender is None:
                 if state is not None and not job.chat.is_pm:
                     state.add_chat(self._bot, part, 0, from_bot=True)

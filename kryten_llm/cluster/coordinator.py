@@ -5,9 +5,11 @@ server it opens the service's buckets (``kryten_<service>_claims``, ``_limits``,
 and, with sharding, ``_leases``), keeps this instance in the registry, and renews channel
 leases; without JetStream it logs ``cluster_standalone`` and the bot runs alone as before.
 
-The intake asks :meth:`Coordinator.decide` for each message it would answer: ``None`` means
-this instance answers it; a :class:`~kryten_llm.pipeline.decisions.Reason` says why not (another
-instance answers, or the claim could not be made). The rate limiter gets :attr:`limit_store`.
+The admission (:mod:`kryten_llm.bot.admission`, in the channel's lane) asks
+:meth:`Coordinator.decide` for each message it would answer: ``None`` means this instance
+answers it; a :class:`~kryten_llm.pipeline.decisions.Reason` says why not (another instance
+answers, or the claim could not be made). The rate limiter gets :attr:`limit_store`;
+:attr:`alone` says whether the hit may travel with the claim.
 """
 
 from __future__ import annotations
@@ -60,7 +62,7 @@ class Coordinator:
         self.instance_id = self._config.instance_id or default_instance_id()
         self.mode = Mode.DISABLED
         self.claims: Claims | None = None
-        self.limit_store: RateLimitStore | None = None
+        self.shared_limits: SharedRateLimitStore | None = None
         self.registry: Registry | None = None
         self.leases: ChannelLeases | None = None
         self._task: asyncio.Task[None] | None = None
@@ -99,7 +101,7 @@ class Coordinator:
             peers=list(self.registry.peers) if self.registry else [],
             replicas=self.replicas,
             sharding=self.leases is not None,
-            shared_limits=self.limit_store is not None,
+            shared_limits=self.shared_limits is not None,
         )
 
     async def _open(self, nc: NATS) -> None:
@@ -115,9 +117,10 @@ class Coordinator:
             config.claim_timeout_seconds,
         )
         if config.shared_limits:
-            self.limit_store = SharedRateLimitStore(
+            self.shared_limits = SharedRateLimitStore(
                 await bucket("limits", _LIMITS_TTL), timeout=config.claim_timeout_seconds
             )
+            await self.shared_limits.start()
         instances = await bucket("instances", config.peer_ttl_seconds)
         self.registry = Registry(instances, self.instance_id)
         sharding = self._settings.sharding
@@ -128,6 +131,11 @@ class Coordinator:
                 [c.key for c in self._settings.channels],
                 sharding.lease_seconds,
             )
+
+    @property
+    def limit_store(self) -> RateLimitStore | None:
+        """Where the rate limiters keep their hits: JetStream KV, or ``None`` (in memory)."""
+        return self.shared_limits
 
     @property
     def _interval(self) -> float:
@@ -163,6 +171,11 @@ class Coordinator:
             return None
         return Reason.ANSWERED_ELSEWHERE if result is ClaimResult.LOST else Reason.CLAIM_FAILED
 
+    @property
+    def alone(self) -> bool:
+        """No other live instance in the registry: nobody else is expected to claim."""
+        return self.registry is None or len(self.registry.peers) <= 1
+
     def snapshot(self) -> dict[str, Any]:
         """For ``/health`` and the lifecycle metadata."""
         peers = self.registry.peers if self.registry is not None else (self.instance_id,)
@@ -184,6 +197,8 @@ class Coordinator:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)  # a cancel of ours propagates
             self._task = None
+        if self.shared_limits is not None:
+            await self.shared_limits.stop()
         with contextlib.suppress(Exception):
             async with asyncio.timeout(2.0):
                 if self.leases is not None:

@@ -11,14 +11,23 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
+
+import structlog
+
+from kryten_llm.errors import KrytenLLMError
+from kryten_llm.pipeline.decisions import Reason
 
 if TYPE_CHECKING:
     from kryten_llm.bus.events import ChatEvent
     from kryten_llm.config import ChannelConfig
+    from kryten_llm.pipeline.decisions import RateDecision
+    from kryten_llm.pipeline.outcome import Outcome
     from kryten_llm.pipeline.prompt import PromptInput
+
+log = structlog.get_logger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,6 +40,9 @@ class Job:
         prompt: the context snapshot for the prompt builder.
         received_at: ``time.monotonic()`` when the event was parsed.
         deadline: ``time.monotonic()`` by which the reply must be sent or abandoned.
+        admitted: while the rate-limit hit is still being recorded in JetStream KV (the reply
+            is prepared meanwhile), the final rate-limit decision; nothing is said before it
+            is known, and nothing at all when it is a refusal.
     """
 
     channel: ChannelConfig
@@ -38,6 +50,39 @@ class Job:
     prompt: PromptInput
     received_at: float
     deadline: float
+    admitted: Awaitable[RateDecision] | None = None
+
+    async def confirmed(self) -> None:
+        """Return once the reply may be said (at once unless ``admitted`` is pending).
+
+        Raises:
+            RefusedLate: the hit could not be recorded: nothing of this reply may be said.
+        """
+        if self.admitted is not None:
+            decision = await self.admitted
+            if not decision.allowed:
+                raise RefusedLate(decision)
+
+
+class RefusedLate(KrytenLLMError):
+    """A job's rate-limit hit could not be recorded (another instance took the last slot
+    meanwhile, or JetStream failed): its reply is not said, and its outcome is
+    ``rate_limited`` with the limit named here."""
+
+    def __init__(self, decision: RateDecision) -> None:
+        super().__init__(decision.limit)
+        self.decision = decision
+
+    def applied_to(self, outcome: Outcome, *, dry_run: bool) -> Outcome:
+        """``outcome`` as this refusal says: ``rate_limited``, by which limit, free when."""
+        log.info("reply_rate_limited", limit=self.decision.limit, late=True)
+        return replace(
+            outcome,
+            reason=Reason.RATE_LIMITED,
+            limit=self.decision.limit,
+            retry_after=round(self.decision.retry_after, 3),
+            dry_run=dry_run,
+        )
 
 
 class JobQueue:

@@ -1,9 +1,11 @@
 """Rate limits: how often the bot may speak, overall, per user and per trigger.
 
-Sits after the triggers and the spam guard, in the NATS callback: ``acquire()`` checks every
-limit and, when all pass, records the reply in one step (under a lock, so concurrent callers
-cannot both take the last slot). A refusal is a value, not an error: it names the limit and the
-exact number of seconds until that limit would let the same reply through.
+Sits after the triggers and the spam guard, in :mod:`kryten_llm.bot.admission` (inline in the
+NATS callback while the hits are in memory, in the channel's lane when they are in JetStream KV):
+``acquire()`` checks every limit and, when all pass, records the reply in one step (under a
+lock, so concurrent callers cannot both take the last slot). A refusal is a value, not an
+error: it names the limit and the exact number of seconds until that limit would let the same
+reply through.
 
 Limits, checked in this order (the first that refuses is reported):
 ``global_cooldown``, ``global_per_minute``, ``global_per_hour``, ``user_cooldown``,
@@ -17,12 +19,10 @@ only.
 Rank multipliers loosen the *per-user* limits only (counts multiplied, cooldowns scaled); the
 bot-wide and per-trigger limits protect the channel and apply to everyone.
 
-Hits live in a :class:`RateLimitStore`. The in-memory store keeps per-key deques of monotonic
-timestamps; the shared store of :mod:`kryten_llm.cluster.kvstore` keeps them in JetStream KV so
-that several instances obey the limits one instance would. ``acquire()`` reads a
-:meth:`~RateLimitStore.snapshot` of the keys it needs, decides on it, and
-:meth:`~RateLimitStore.commit` records the hit; a shared store refuses the commit when another
-instance changed one of those keys meanwhile (compare-and-set), and the decision is made again.
+Hits live in a :class:`RateLimitStore`: per-key deques in memory, or JetStream KV
+(:mod:`kryten_llm.cluster.kvstore`) so that several instances obey the limits one would. A
+decision is made on a :meth:`~RateLimitStore.snapshot`; :meth:`~RateLimitStore.commit` records
+the hit unless another instance changed those keys meanwhile (then it is made again).
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ import math
 import random
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Protocol
 
@@ -52,6 +52,9 @@ HOUR = 3600.0
 MINUTE = 60.0
 _COMMIT_ATTEMPTS = 30  # every reply writes the global key, so instances do race for it
 _BACKOFF = 0.002
+# The message went to another instance (or could not be claimed): nothing was recorded.
+NOT_CLAIMED = RateDecision(False, "not_claimed", 0.0)
+_UNAVAILABLE = RateDecision(False, "shared_limits_unavailable", 1.0)
 
 
 class RateLimitStore(Protocol):
@@ -75,6 +78,10 @@ class RateLimitStore(Protocol):
 
     async def clear(self) -> None:
         """Forget every hit."""
+        ...
+
+    async def withdraw(self, keys: Sequence[str], now: float) -> None:
+        """Take back the hit recorded at ``now`` on ``keys`` (its message went elsewhere)."""
         ...
 
     async def snapshot(self, keys: Sequence[str]) -> RateLimitStore:
@@ -134,6 +141,12 @@ class InMemoryRateLimitStore:
 
     async def clear(self) -> None:
         self._hits.clear()
+
+    async def withdraw(self, keys: Sequence[str], now: float) -> None:
+        for key in keys:
+            hits = self._hits.get(key)
+            if hits is not None and now in hits:
+                hits.remove(now)
 
     async def snapshot(self, keys: Sequence[str]) -> RateLimitStore:
         return self  # the limiter's lock already keeps other callers out
@@ -262,24 +275,124 @@ class RateLimiter:
         rules = self._rules(username, 0, trigger)
         await self._store.record(sorted({rule.key for rule in rules}), self._clock())
 
-    async def acquire(self, *, username: str, rank: float, trigger: TriggerMatch) -> RateDecision:
+    async def acquire(
+        self,
+        *,
+        username: str,
+        rank: float,
+        trigger: TriggerMatch,
+    ) -> RateDecision:
         """Check and, when allowed, record, atomically with respect to other callers."""
-        async with self._lock:
+        decision, recording = await self.admit(username=username, rank=rank, trigger=trigger)
+        return await recording if recording is not None else decision
+
+    async def admit(
+        self,
+        *,
+        username: str,
+        rank: float,
+        trigger: TriggerMatch,
+        claim: Callable[[], Awaitable[bool]] | None = None,
+        optimistic: bool = False,
+    ) -> tuple[RateDecision, asyncio.Task[RateDecision] | None]:
+        """Like :meth:`acquire`, but a hit allowed by a store over the network is recorded in
+        the background: the reply can be prepared meanwhile.
+
+        Args:
+            claim: makes the claim of the message (whether this instance answers it), before
+                the limiter is locked; a hit is recorded only if it comes out true (else
+                :data:`NOT_CLAIMED`).
+            optimistic: with ``claim``, decide without waiting for it and send the hit along
+                with it (one round trip, not two); the hit is taken back if the claim is
+                lost. Worth it when no other instance is expected to claim.
+
+        Returns:
+            The decision, and while the hit is being recorded, the task that gives the final
+            decision: the same, or (another instance recorded first and deciding again on
+            fresh windows refused) a refusal. Nothing may be said before it is known. The
+            limiter stays locked until then, so the next decision sees this hit.
+        """
+        if claim is not None and not optimistic:
+            # Claimed before the lock: a message answered elsewhere never waits for it, and
+            # the claims of every channel race the peers' at once.
+            if not await claim():
+                return NOT_CLAIMED, None
+            claim = None
+        await self._lock.acquire()
+        recording: asyncio.Task[RateDecision] | None = None
+        try:
             rules = self._rules(username, rank, trigger)
             keys = sorted({rule.key for rule in rules})
-            for attempt in range(_COMMIT_ATTEMPTS):
-                if attempt:  # another instance committed first: back off a random moment
-                    await asyncio.sleep(random.uniform(0, _BACKOFF * attempt))
+            try:
+                view = await self._store.snapshot(keys)
                 now = self._clock()
-                try:
-                    view = await self._store.snapshot(keys)
-                    decision = await self._evaluate(rules, now, view)
-                    if not decision.allowed or await self._store.commit(view, keys, now):
-                        return decision
-                except ClusterError:  # the shared store stayed unreachable: refuse, safely
-                    return RateDecision(False, "shared_limits_unavailable", 1.0)
+                decision = await self._evaluate(rules, now, view)
+                local = isinstance(self._store, InMemoryRateLimitStore)  # nothing to wait for
+                if not decision.allowed or local:
+                    if claim is not None and not await claim():
+                        return NOT_CLAIMED, None
+                    if decision.allowed:
+                        await self._store.record(keys, now)
+                    return decision, None
+            except ClusterError:  # the shared store stayed unreachable: refuse, safely
+                return _UNAVAILABLE, None
+            if claim is None:
+                recording = asyncio.create_task(self._record(rules, keys, view, now, decision))
+                return decision, recording
+            # Optimistic: the recording task queues its writes, then the claim is sent from
+            # here at once, ahead of them: all leave in one write to the socket, and the
+            # claim (which the reply waits for) is the first the server answers.
+            won = asyncio.get_running_loop().create_future()
+            recording = asyncio.create_task(
+                self._record(rules, keys, view, now, decision, claim=won)
+            )
+            await asyncio.sleep(0)
+            try:
+                won.set_result(await claim())
+            finally:
+                if not won.done():  # cancelled, or failed: the hit is taken back
+                    won.set_result(False)
+            return (decision, recording) if won.result() else (NOT_CLAIMED, None)
+        finally:
+            if recording is None:
+                self._lock.release()  # else the recording task releases it
+
+    async def _record(
+        self,
+        rules: list[_Rule],
+        keys: list[str],
+        view: RateLimitStore,
+        now: float,
+        decision: RateDecision,
+        *,
+        claim: asyncio.Future[bool] | None = None,
+    ) -> RateDecision:
+        """Commit the hit decided on ``view``; on a conflict, decide again on fresh windows.
+
+        With ``claim`` (still in flight when the hit was sent), a lost claim takes it back.
+        """
+        try:
+            committed = await self._store.commit(view, keys, now)
+            if claim is not None and not await claim:
+                if committed:
+                    await self._store.withdraw(keys, now)
+                return NOT_CLAIMED
+            if committed:
+                return decision
+            for attempt in range(1, _COMMIT_ATTEMPTS):
+                # another instance committed first: back off a random moment
+                await asyncio.sleep(random.uniform(0, _BACKOFF * attempt))
+                view = await self._store.snapshot(keys)
+                now = self._clock()
+                decision = await self._evaluate(rules, now, view)
+                if not decision.allowed or await self._store.commit(view, keys, now):
+                    return decision
             # Other instances kept winning the race for the same keys: refuse, safely.
             return RateDecision(False, "shared_limits_busy", 1.0)
+        except ClusterError:
+            return _UNAVAILABLE
+        finally:
+            self._lock.release()
 
     async def clear(self) -> None:
         """Forget every hit: all cooldowns and windows start afresh."""

@@ -1,0 +1,340 @@
+"""Deciding in a cluster without holding the NATS callback, and shared limits that read a local
+copy of the bucket and record hits while the reply is prepared.
+
+Real nats-server (JetStream) throughout; the bot runs in-process where its counters are read,
+and as several processes where the behaviour is across instances.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+from array import array
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aiohttp
+import nats
+import pytest
+from nats.aio.client import Client as NATS
+from nats.js.errors import KeyNotFoundError
+
+from kryten_llm.bot.replypath import build_reply_path
+from kryten_llm.bot.responselog import ResponseLog
+from kryten_llm.bus.events import ChatEvent, Envelope
+from kryten_llm.cluster.kv import open_bucket
+from kryten_llm.cluster.kvstore import SharedRateLimitStore, pack, unpack
+from kryten_llm.config import ChannelConfig, RateLimitConfig, TriggersConfig
+from kryten_llm.llm import build_manager
+from kryten_llm.pipeline.decisions import ALLOWED, RateDecision, Reason, TriggerMatch
+from kryten_llm.pipeline.jobs import Job
+from kryten_llm.pipeline.prompt import PromptInput
+from kryten_llm.pipeline.ratelimit import RateLimiter
+from kryten_llm.pipeline.stats import Count, Flags, Stats
+from kryten_llm.service import Service
+from tests.bridge import FakeBridge
+from tests.cluster_helpers import Instances, cluster_config, wait_decided, wait_instances
+from tests.conftest import OPEN_LIMITS, eventually, read_log, running, settings_for, undecided
+from tests.natsserver import NatsServer
+
+MENTION = TriggerMatch("mention", "mention")
+
+
+@pytest.fixture
+async def nc(nats_server: NatsServer) -> AsyncIterator[NATS]:
+    client = await nats.connect(nats_server.url)
+    try:
+        yield client
+    finally:
+        await client.close()
+
+
+async def test_a_stalled_claim_does_not_hold_the_channels_next_events(
+    nats_server: NatsServer, nc: NATS, tmp_path: Path
+) -> None:
+    """Issue 15: the claim waits on JetStream in the channel's lane, not in the NATS callback.
+    With the claims bucket gone, a mention's claim is retried for ``claim_timeout_seconds``;
+    meanwhile the channel's next events (a join, chat lines) are taken in at once. After the
+    timeout the mention is refused ``claim_failed``, with its response-log line."""
+    settings = settings_for(
+        nats_server.url,
+        tmp_path,
+        service={"name": "stall"},
+        cluster={"enabled": True, "claim_timeout_seconds": 3.0},
+    )
+    async with (
+        running(Service(settings)) as service,
+        FakeBridge(nats_server.url, echo=False) as bridge,
+    ):
+        await nc.jetstream().delete_stream("KV_kryten_stall_claims")
+        await bridge.chat("alice", "cynthia, are you there?")
+        await bridge.publish("addUser", {"name": "bob", "rank": 0, "profile": {}, "meta": {}})
+        for i in range(5):
+            await bridge.chat("carol", f"just chatting {i}")
+        assert service.bot is not None
+        state = next(iter(service.bot.channels.values())).state
+        # Everything after the mention was handled while its claim still waits.
+        await eventually(lambda: service.stats.totals[Count.CHAT] == 6 and "bob" in state.users)
+        assert service.stats.totals[Count.TRIGGERED] == 1
+        assert Reason.CLAIM_FAILED not in service.stats.decisions
+        assert undecided(service.stats) == 1  # the mention waits in its lane for the claim
+        await eventually(lambda: service.stats.decisions[Reason.CLAIM_FAILED] == 1, 10)
+    (line,) = [r for r in read_log(tmp_path) if r["username"] == "alice"]
+    assert line["reason"] == "claim_failed"
+    assert bridge.says() == []
+
+
+def copied_hits(store: SharedRateLimitStore, key: str) -> int:
+    """How many hits of ``key`` the store's copy of the bucket holds."""
+    seen = store.mirror.get(key)
+    return len(unpack(seen[0])) if seen is not None else -1
+
+
+@contextlib.asynccontextmanager
+async def limiter_pair(
+    nc: NATS, bucket: str, ttl: float = 3700, **limits: float
+) -> AsyncIterator[tuple[RateLimiter, RateLimiter, SharedRateLimitStore, SharedRateLimitStore]]:
+    """Two limiters, each with its own store (two instances), on one limits bucket."""
+    kv = await open_bucket(nc, bucket, ttl=ttl, replicas=1)
+    config = RateLimitConfig(**{**OPEN_LIMITS, **limits})
+    stores = [SharedRateLimitStore(kv, timeout=3.0) for _ in range(2)]
+    try:
+        for store in stores:
+            await store.start()
+            await asyncio.wait_for(store.mirror.ready.wait(), 5)
+        a, b = (RateLimiter(config, TriggersConfig(), store=store) for store in stores)
+        yield a, b, stores[0], stores[1]
+    finally:
+        for store in stores:
+            await store.stop()
+
+
+async def test_two_instances_deciding_at_once_record_one_hit_and_the_other_is_refused_late(
+    nc: NATS,
+) -> None:
+    """alice may have one reply an hour. Two instances decide on their copies of the bucket at
+    the same moment: both see room and both prepare a reply, but only one hit can be recorded
+    (compare-and-set); the other decides again on fresh windows and is refused by name."""
+    async with limiter_pair(nc, "adm_race", user_per_hour=1) as (a, b, store_a, store_b):
+        (first_a, rec_a), (first_b, rec_b) = await asyncio.gather(
+            a.admit(username="alice", rank=0, trigger=MENTION),
+            b.admit(username="alice", rank=0, trigger=MENTION),
+        )
+        assert (first_a.allowed, first_b.allowed) == (True, True)  # both copies had room
+        assert rec_a is not None  # both hits are still being recorded
+        assert rec_b is not None
+        finals = await asyncio.gather(rec_a, rec_b)
+        assert sorted(d.allowed for d in finals) == [False, True]
+        refused = next(d for d in finals if not d.allowed)
+        assert refused.limit == "user_per_hour"
+        assert store_a.conflicts + store_b.conflicts == 1
+        # Both copies now know the hit: a third try is refused at once, nothing in flight.
+        await eventually(
+            lambda: copied_hits(store_a, "u.alice") == copied_hits(store_b, "u.alice") == 1
+        )
+        for limiter in (a, b):
+            decision, recording = await limiter.admit(username="alice", rank=0, trigger=MENTION)
+            assert (decision.allowed, decision.limit, recording) == (False, "user_per_hour", None)
+
+
+async def test_many_concurrent_decisions_on_two_instances_obey_the_global_limit(
+    nc: NATS,
+) -> None:
+    """40 users ask at once, 20 through each instance; global_per_minute 7 lets exactly 7
+    through in total, however the compare-and-set races fall."""
+    async with limiter_pair(nc, "adm_global", global_per_minute=7) as (a, b, _, _):
+        finals = await asyncio.gather(
+            *(
+                limiter.acquire(username=f"user{i}", rank=0, trigger=MENTION)
+                for i in range(20)
+                for limiter in (a, b)
+            )
+        )
+        assert sum(d.allowed for d in finals) == 7
+        assert {d.limit for d in finals if not d.allowed} == {"global_per_minute"}
+
+
+async def test_a_key_written_by_an_older_version_as_json_is_read_and_rewritten_packed(
+    nc: NATS,
+) -> None:
+    """The limits bucket may still hold a JSON list of wall-clock times: it counts, and the
+    next hit writes the key in the packed form."""
+    kv = await open_bucket(nc, "adm_legacy", ttl=3700, replicas=1)
+    store = SharedRateLimitStore(kv, timeout=3.0)  # no copy started: reads go to JetStream
+    limiter = RateLimiter(
+        RateLimitConfig(**{**OPEN_LIMITS, "user_per_hour": 2}), TriggersConfig(), store=store
+    )
+    await kv.put("u.alice", json.dumps([round(time.time() - 10, 3)]).encode())
+    assert (await limiter.acquire(username="alice", rank=0, trigger=MENTION)).allowed
+    stored = unpack((await kv.get("u.alice")).value)
+    assert len(stored) == 2
+    refused = await limiter.acquire(username="alice", rank=0, trigger=MENTION)
+    assert (refused.allowed, refused.limit) == (False, "user_per_hour")
+
+
+def test_packed_hits_round_trip_in_order() -> None:
+    hits = array("d", [1_795_000_000.125, 1_795_000_001.5, 1_795_000_002.875])
+    assert unpack(pack(hits)) == hits
+    assert unpack(b"") == array("d")
+    assert unpack(b"[3, 1, 2]") == array("d", [1, 2, 3])
+
+
+def job_for(channel: ChannelConfig, admitted: asyncio.Future[RateDecision]) -> Job:
+    chat = ChatEvent(
+        envelope=Envelope("chatMsg", "MyChannel", "cytu.be", "2026-11-30T00:00:00+00:00", "c-1"),
+        username="alice",
+        text="cynthia, hello?",
+        raw="cynthia, hello?",
+        time_ms=0,
+    )
+    prompt = PromptInput(username="alice", text=chat.text, trigger=MENTION, channel="MyChannel")
+    loop = asyncio.get_running_loop()
+    return Job(
+        channel=channel,
+        chat=chat,
+        prompt=prompt,
+        received_at=loop.time(),
+        deadline=loop.time() + 10,
+        admitted=admitted,
+    )
+
+
+@pytest.mark.parametrize(
+    ("decision", "reason", "said"),
+    [
+        pytest.param(ALLOWED, "dry_run", True, id="recorded->said"),
+        pytest.param(
+            RateDecision(False, "global_per_minute", 12.5), "rate_limited", False, id="refused"
+        ),
+    ],
+)
+async def test_a_reply_is_said_only_once_its_hit_is_recorded(
+    nats_server: NatsServer, tmp_path: Path, decision: RateDecision, reason: str, said: bool
+) -> None:
+    """The worker prepares the reply while the hit is recorded; when the recording comes back
+    refused (another instance took the last slot), nothing is said and the outcome is
+    ``rate_limited`` with the limit that refused."""
+    settings = settings_for(nats_server.url, tmp_path)
+    stats = Stats()
+    response_log = ResponseLog(tmp_path)
+    async with aiohttp.ClientSession() as session:
+        manager = build_manager(settings.llm, session)
+        path = build_reply_path(
+            settings,
+            manager,
+            response_log=response_log,
+            stats=stats,
+            flags=Flags(dry_run=True),
+        )
+        admitted: asyncio.Future[RateDecision] = asyncio.get_running_loop().create_future()
+        job = job_for(settings.channels[0], admitted)
+        handling = asyncio.create_task(path.responder.handle(job))
+        await asyncio.sleep(0.05)
+        assert not handling.done()  # the answer is ready; it waits for the recording
+        admitted.set_result(decision)
+        outcome = await asyncio.wait_for(handling, 5)
+    response_log.close()
+    assert outcome.reason.value == reason
+    assert bool(outcome.parts) is said
+    if not said:
+        assert (outcome.limit, outcome.retry_after) == ("global_per_minute", 12.5)
+
+
+async def test_two_instances_with_realistic_limits_log_each_refusal_once_and_answer_none_twice(
+    nats_server: NatsServer, nc: NATS, tmp_path: Path
+) -> None:
+    """Two bot processes, global_per_minute 5: of 30 mentions from 30 users exactly 5 are
+    answered, and each of the 25 others has exactly one ``rate_limited`` line, written by
+    the instance that claimed it."""
+    config = cluster_config(
+        [nats_server.url],
+        service={"name": "realistic"},
+        ratelimit={"global_per_minute": 5},
+    )
+    instances = Instances(tmp_path, config, 2)
+    try:
+        await wait_instances(nc, 2, service="realistic")
+        async with FakeBridge(nats_server.url, echo=False) as bridge:
+            for i in range(30):
+                await bridge.chat(f"user{i}", f"cynthia, question #{i}?")
+            stats = await wait_decided(nc, 2, triggered=30, service="realistic")
+            await bridge.flush()
+            says = bridge.says()
+        lines = [r for d in instances.dirs for r in read_log(d / "logs")]
+    finally:
+        assert instances.stop() == [0, 0]
+    assert len(says) == 5
+    assert sum(s.get("decision_answered", 0) for s in stats.values()) == 5
+    by_message: dict[str, str] = {}
+    for line in lines:
+        assert line["correlation_id"] not in by_message, "a message has two log lines"
+        by_message[line["correlation_id"]] = line["reason"]
+    assert sorted(by_message.values()).count("rate_limited") == 25
+    assert len(by_message) == 30
+
+
+@pytest.mark.parametrize("won", [True, False], ids=["claim won", "claim lost"])
+async def test_alone_the_hit_travels_with_the_claim_and_a_lost_claim_takes_it_back(
+    nc: NATS, won: bool
+) -> None:
+    """An instance alone in the registry decides without waiting for the claim and sends the
+    hit along with it; if the claim is lost after all (another instance just started), the
+    hit is taken back and the message is not answered here."""
+    kv = await open_bucket(nc, f"adm_optimistic_{won}", ttl=3700, replicas=1)
+    store = SharedRateLimitStore(kv, timeout=3.0)
+    await store.start()
+    await asyncio.wait_for(store.mirror.ready.wait(), 5)
+    limiter = RateLimiter(RateLimitConfig(**OPEN_LIMITS), TriggersConfig(), store=store)
+    claim: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+    try:
+        admitting = asyncio.create_task(
+            limiter.admit(
+                username="alice", rank=0, trigger=MENTION, claim=lambda: claim, optimistic=True
+            )
+        )
+        # The hit is written before the claim is known.
+        await eventually(lambda: copied_hits(store, "u.alice") == 1)
+        claim.set_result(won)
+        decision, recording = await admitting
+        if won:
+            assert decision.allowed
+            assert recording is not None
+            assert (await recording).allowed
+        else:
+            assert decision.limit == "not_claimed"
+            assert recording is None
+            await eventually(lambda: copied_hits(store, "u.alice") == 0)
+        stored = unpack((await kv.get("u.alice")).value)
+        assert len(stored) == (1 if won else 0)
+    finally:
+        await store.stop()
+
+
+async def test_a_key_that_expired_without_trace_costs_one_failed_write_not_one_per_decision(
+    nc: NATS,
+) -> None:
+    """A key that ages out of the bucket leaves no event for the watch, so the copy keeps it.
+    The next write on it fails (stale revision); the key is read from JetStream, the copy
+    corrected, and every later decision on it writes at once."""
+    async with limiter_pair(nc, "adm_expired", ttl=1.0) as (limiter, _, store, _):
+        assert (await limiter.acquire(username="alice", rank=0, trigger=MENTION)).allowed
+        kv = await nc.jetstream().key_value("adm_expired")
+        await eventually(lambda: store.mirror.get("u.alice") != (b"", 0))
+        copied = store.mirror.get("u.alice")
+
+        async def gone() -> bool:
+            try:
+                await kv.get("u.alice")
+            except KeyNotFoundError:
+                return True
+            return False
+
+        while not await gone():  # noqa: ASYNC110  # the max age (1 s here) drops the idle key
+            await asyncio.sleep(0.1)
+        assert store.mirror.get("u.alice") == copied  # the watch saw nothing
+        for _ in range(3):
+            assert (await limiter.acquire(username="alice", rank=0, trigger=MENTION)).allowed
+        assert store.conflicts == 1
+        assert len(unpack((await kv.get("u.alice")).value)) == 3
