@@ -19,9 +19,10 @@ alone in the registry sends the hit together with the claim and takes it back if
 lost: one round trip per reply instead of two. When nothing can wait (no cluster: no claim,
 hits in memory) the decision is made inline in the callback, as cheap as before.
 
-With peers, an instance whose job queue holds replies waiting sends its claims a little later
-(2 ms per waiting reply, at most 50 ms), and a lane that won a claim lets the peers go first on
-its next message, so that instances with room win the race and the work spreads.
+With peers, an instance claims a message only once one of its workers is free for the reply
+(:meth:`JobQueue.hold <kryten_llm.pipeline.jobs.JobQueue.hold>`), and a lane that won a claim
+lets the peers go first on its next message, so that instances with room win the race and the
+work spreads by what each can take.
 
 A lane holds at most ``processing.queue_size`` messages; when it is full the oldest waiting one
 is dropped with the outcome ``queue_overflow`` (the job queue's policy: a late answer is worth
@@ -58,8 +59,6 @@ if TYPE_CHECKING:
 log = structlog.get_logger(__name__)
 
 _YIELD_AFTER_WIN = 0.001  # seconds a won claim holds back the lane's next claim (with peers)
-_HEAD_START = 0.002  # seconds per reply waiting in this instance's queue
-_MAX_HEAD_START = 0.05
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,6 +135,7 @@ class Admission:
         """Decide with ``settings`` from the next message on."""
         self._budget = settings.processing.reply_deadline_seconds
         self._capacity = settings.processing.queue_size
+        self._workers = settings.processing.workers
 
     @property
     def waiting(self) -> int:
@@ -192,7 +192,32 @@ class Admission:
             lane.task = None
 
     async def _decide(self, candidate: Candidate) -> _Won | None:
-        """Decide ``candidate``; with peers, what the lane's next claim waits for if won."""
+        """Decide ``candidate``; with peers, what the lane's next claim waits for if won.
+
+        With peers the claim is a race: it is made only with a worker free for the reply (a
+        place held in the job queue, filled by the job or given back), so that the instances
+        with room win it and the work spreads by what each can take.
+        """
+        cluster = self.cluster
+        clustered = cluster is not None and cluster.claims is not None
+        # Alone in the registry: the hit goes out with the claim (one round trip).
+        alone = cluster is None or cluster.alone
+        if not clustered or alone:
+            return (await self._judge(candidate, clustered=clustered, alone=alone))[0]
+        await self._queue.hold(self._workers)
+        queued = False
+        try:
+            won, queued = await self._judge(candidate, clustered=True, alone=False, held=True)
+            return won
+        finally:
+            if not queued:
+                self._queue.unhold()
+
+    async def _judge(
+        self, candidate: Candidate, *, clustered: bool, alone: bool, held: bool = False
+    ) -> tuple[_Won | None, bool]:
+        """Claim, share budget, rate limits, then the job queue: what the lane's next claim
+        waits for (see :meth:`_decide`), and whether a job was queued."""
         channel, character, chat = candidate.channel, candidate.character, candidate.chat
         trigger = candidate.prompt.trigger
         cluster = self.cluster
@@ -203,13 +228,6 @@ class Admission:
             claimed_at.append(await cluster.decide(channel, chat))
             return claimed_at[0] is None
 
-        clustered = cluster is not None and cluster.claims is not None
-        # Alone in the registry: the hit goes out with the claim (one round trip).
-        alone = cluster is None or cluster.alone
-        if clustered and not alone and len(self._queue):
-            # The claim is a race: an instance with replies waiting gives its peers a head
-            # start, so that the work goes to the instances that have room for it.
-            await asyncio.sleep(min(len(self._queue) * _HEAD_START, _MAX_HEAD_START))
         refused = self._conversation.refusal(channel.key, trigger, character.settings)
         recording = None
         if refused is not None:  # conv14: unasked replies give way to the share budget first
@@ -228,18 +246,18 @@ class Admission:
             elsewhere = claimed_at[0]
             if elsewhere is Reason.ANSWERED_ELSEWHERE:  # that instance writes the log line
                 self._stats.decisions[elsewhere] += 1
-                return None
+                return None, False
             if elsewhere is not None:
                 self.refuse(channel, chat, trigger, elsewhere)
-                return None
+                return None, False
         won = None if alone else _Won(recording, self._clock() + _YIELD_AFTER_WIN)
         if not decision.allowed:
             self._rate_limited(candidate, decision)
-            return won
+            return won, False
         closed = self._closed()
         if closed is not None:  # paused or shutting down while this one was decided
             self.refuse(channel, chat, trigger, closed)
-            return won
+            return won, False
         self._conversation.reserve(channel.key, chat, character.settings)  # conv14
         job = Job(
             channel=channel,
@@ -249,7 +267,7 @@ class Admission:
             deadline=candidate.received_at + self._budget,
             admitted=recording,  # the worker prepares the reply while the hit is recorded
         )
-        dropped = self._queue.put(job)
+        dropped = self._queue.put(job, held=held)
         if dropped is not None:
             self._stats.decisions[Reason.QUEUE_OVERFLOW] += 1
             log.warning("reply_dropped_queue_full", dropped_username=dropped.chat.username)
@@ -258,7 +276,7 @@ class Admission:
                     dropped.channel, dropped.chat, dropped.prompt.trigger, Reason.QUEUE_OVERFLOW
                 )
             )
-        return won
+        return won, True
 
     def _rate_limited(self, candidate: Candidate, decision: RateDecision) -> None:
         chat = candidate.chat

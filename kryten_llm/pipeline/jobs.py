@@ -5,6 +5,10 @@ A :class:`Job` is one triggered, rate-limit-approved message with everything the
 full the **oldest** waiting job is dropped to make room, because in a live chat a late answer to
 an old message is worth less than a prompt answer to a new one. Dropped jobs are returned to the
 caller so that they are logged, never lost silently.
+
+With peers, an instance claims a message only when it has a worker free for it
+(:meth:`JobQueue.hold`): the claim is a race, and the instance with room should win it, so the
+work spreads over the instances by what each can take, not by who is a round trip ahead.
 """
 
 from __future__ import annotations
@@ -92,6 +96,8 @@ class JobQueue:
         self._queue: asyncio.Queue[Job] = asyncio.Queue(capacity)
         self._clock = clock
         self._progress_at = clock()  # last time the queue was empty or a job was taken
+        self._unfinished = 0  # jobs put and not finished, plus places held (see hold())
+        self._changed = asyncio.Event()  # set, and replaced, whenever _unfinished drops
 
     def stalled_seconds(self) -> float:
         """How long jobs have waited with none taken (0 while empty): a liveness signal."""
@@ -106,15 +112,36 @@ class JobQueue:
     def capacity(self) -> int:
         return self._queue.maxsize
 
-    def put(self, job: Job) -> Job | None:
-        """Add ``job``; returns the job dropped to make room, if any."""
+    @property
+    def unfinished(self) -> int:
+        """Jobs put and not yet finished (waiting or being answered), plus places held."""
+        return self._unfinished
+
+    async def hold(self, limit: int) -> None:
+        """Wait until fewer than ``limit`` jobs are unfinished (places held included), then
+        hold a place: fill it with ``put(job, held=True)`` or give it back with
+        :meth:`unhold`."""
+        while self._unfinished >= limit:
+            await self._changed.wait()
+        self._unfinished += 1
+
+    def unhold(self) -> None:
+        """Give back a place taken with :meth:`hold` and not filled."""
+        self._finished(1)
+
+    def put(self, job: Job, *, held: bool = False) -> Job | None:
+        """Add ``job`` (into a place taken with :meth:`hold` if ``held``); returns the job
+        dropped to make room, if any."""
         dropped = None
         if self._queue.empty():
             self._progress_at = self._clock()
         if self._queue.full():
             dropped = self._queue.get_nowait()
             self._queue.task_done()
+            self._finished(1)
         self._queue.put_nowait(job)
+        if not held:
+            self._unfinished += 1
         return dropped
 
     async def get(self) -> Job:
@@ -126,6 +153,7 @@ class JobQueue:
     def done(self) -> None:
         """Mark one job taken with :meth:`get` as finished."""
         self._queue.task_done()
+        self._finished(1)
 
     def drain(self) -> list[Job]:
         """Remove and return every waiting job (used at shutdown)."""
@@ -133,7 +161,14 @@ class JobQueue:
         while not self._queue.empty():
             jobs.append(self._queue.get_nowait())
             self._queue.task_done()
+        self._finished(len(jobs))
         return jobs
+
+    def _finished(self, count: int) -> None:
+        if count:
+            self._unfinished -= count
+            self._changed.set()  # wakes every hold() waiting; each checks the room again
+            self._changed = asyncio.Event()
 
     async def wait_idle(self) -> None:
         """Wait until every job put has been finished or drained."""
