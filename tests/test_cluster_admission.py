@@ -275,6 +275,37 @@ async def test_two_instances_with_realistic_limits_log_each_refusal_once_and_ans
     assert len(by_message) == 30
 
 
+async def test_a_busy_instance_leaves_the_claim_to_a_peer_with_a_free_worker(
+    nats_server: NatsServer, nc: NATS, tmp_path: Path
+) -> None:
+    """One worker each and a provider taking a second: of two mentions sent together, the
+    instance that claimed the first does not claim the second while its only worker is busy,
+    so each instance answers one (without the rule, the faster one could take both and the
+    second would wait a second longer)."""
+    config = cluster_config(
+        [nats_server.url],
+        service={"name": "room"},
+        processing={"queue_size": 100, "workers": 1},
+        llm={
+            "providers": {"slow": {"type": "scripted", "latency_ms": 1000}},
+            "default_provider": "slow",
+        },
+    )
+    instances = Instances(tmp_path, config, 2)
+    try:
+        await wait_instances(nc, 2, service="room")
+        async with FakeBridge(nats_server.url, echo=False) as bridge:
+            for i in range(2):
+                await bridge.chat(f"user{i}", f"cynthia, question #{i}?")
+            stats = await wait_decided(nc, 2, triggered=2, service="room", answered=2)
+            await bridge.flush()
+            says = bridge.says()
+    finally:
+        assert instances.stop() == [0, 0]
+    assert len(says) == 2
+    assert sorted(s.get("decision_answered", 0) for s in stats.values()) == [1, 1], stats
+
+
 @pytest.mark.parametrize("won", [True, False], ids=["claim won", "claim lost"])
 async def test_alone_the_hit_travels_with_the_claim_and_a_lost_claim_takes_it_back(
     nc: NATS, won: bool

@@ -149,6 +149,44 @@ async def test_full_job_queue_drops_the_oldest() -> None:
     await asyncio.wait_for(queue.wait_idle(), 1)
 
 
+async def test_a_place_is_held_only_while_a_worker_is_free() -> None:
+    """With two workers, a third hold waits until a job is finished; places given back or
+    filled count like jobs, and a job dropped from a full queue frees its place."""
+    queue = JobQueue(2)
+    jobs = [
+        Job(None, chat(f"u{i}", "x"), None, 0.0, 1.0)  # type: ignore[arg-type]
+        for i in range(3)
+    ]
+    await queue.hold(2)
+    queue.put(jobs[0], held=True)
+    await queue.hold(2)
+    assert queue.unfinished == 2
+    third = asyncio.create_task(queue.hold(2))
+    await asyncio.sleep(0)
+    assert not third.done()  # both workers' places are taken
+    queue.unhold()  # the second place given back (its claim was lost): the third gets it
+    await asyncio.wait_for(third, 1)
+    assert queue.unfinished == 2
+    queue.put(jobs[1], held=True)
+    fourth = asyncio.create_task(queue.hold(2))
+    await asyncio.sleep(0)
+    assert not fourth.done()
+    assert await queue.get() is jobs[0]
+    queue.done()  # a worker finished: room again
+    await asyncio.wait_for(fourth, 1)
+    queue.put(jobs[2], held=True)
+    assert queue.unfinished == 2
+    assert queue.drain() == [jobs[1], jobs[2]]
+    assert queue.unfinished == 0
+    # A job dropped to make room in a full queue frees its place too.
+    small = JobQueue(1)
+    await small.hold(5)
+    small.put(jobs[0], held=True)
+    await small.hold(5)
+    assert small.put(jobs[1], held=True) is jobs[0]
+    assert small.unfinished == 1
+
+
 def test_a_failing_response_listener_does_not_stop_the_log(tmp_path: Path) -> None:
     """A listener that raises (a closed terminal, say) is skipped; the outcome is still kept."""
     from kryten_llm.bot.responselog import ResponseLog
