@@ -62,6 +62,29 @@ def test_replies_with_the_same_correlation_id_each_hold_their_room() -> None:
     assert share.fits(1, 0.09)  # 5 of 65
 
 
+def test_a_refusal_of_another_message_with_the_same_id_releases_no_room() -> None:
+    """Two messages sent with an empty correlation id: the refusal written for the second
+    (rate limited) leaves the room held for the first's reply; its own outcome releases it."""
+    from kryten_llm.bot.conversation import Conversation
+    from kryten_llm.bus.events import ChatEvent, Envelope
+    from kryten_llm.pipeline.decisions import Reason, TriggerMatch
+    from kryten_llm.pipeline.outcome import Outcome
+
+    settings = load_settings(None, channels=[{"domain": "cytu.be", "channel": "MyChannel"}])
+    channel = settings.channels[0]
+    envelope = Envelope("chatMsg", "MyChannel", "cytu.be", "", "")
+    first = ChatEvent(envelope, "alice", "cynthia, hi?", "cynthia, hi?", 0)
+    second = ChatEvent(envelope, "bob", "cynthia, and me?", "cynthia, and me?", 0)
+    mention = TriggerMatch("mention", "mention")
+    conversation = Conversation()
+    conversation.reserve(channel.key, first, settings)
+    conversation.annotate(Outcome.of(channel, second, mention, Reason.RATE_LIMITED))
+    share = conversation._talks[channel.key].share
+    assert share.pending == 1
+    conversation.annotate(Outcome.of(channel, first, mention, Reason.LLM_FAILED))
+    assert share.pending == 0
+
+
 def test_decay_curve_interpolates_between_points_and_is_flat_outside() -> None:
     config = ParticipationConfig()
     curve = config.decay  # 0.9@60, 0.7@120, 0.5@300, 0.2@900

@@ -160,7 +160,10 @@ class Conversation:
         """Hold room for an approved public reply until its outcome is written."""
         if not chat.is_pm:
             share = self._talk(key, settings).share
-            share.reserve(chat.envelope.correlation_id, settings.formatting.max_parts)
+            share.reserve(
+                _held_as(chat.envelope.correlation_id, chat.username, chat.text),
+                settings.formatting.max_parts,
+            )
 
     def annotate(self, outcome: Outcome) -> Outcome:
         """Learn from a response-log line what was said; stamp the channel's share on it.
@@ -171,7 +174,7 @@ class Conversation:
         if talk is None or outcome.kind == "pm":
             return outcome
         sent = len(outcome.parts or ()) if outcome.answered else 0
-        talk.share.settle(outcome.correlation_id, sent)
+        talk.share.settle(_held_as(outcome.correlation_id, outcome.username, outcome.input), sent)
         if sent:
             now = self._clock()
             talk.last_engaged = now
@@ -355,3 +358,9 @@ class Conversation:
 
 
 _MEDIA = TriggerMatch("media", "media_change")
+
+
+def _held_as(correlation_id: str, username: str, text: str) -> str:
+    """The key a reply's room is held under: its message's id, sender and text, so that a
+    refusal of another message sent with the same (or an empty) id releases nothing."""
+    return f"{correlation_id}\x00{username}\x00{text}"

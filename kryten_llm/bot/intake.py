@@ -268,7 +268,12 @@ class Intake:
             and trigger is not None
             and self.memory is not None
             and self.memory.take(
-                channel.config, chat, rank=rank, settings=character.settings, state=state
+                channel.config,
+                chat,
+                rank=rank,
+                settings=character.settings,
+                state=state,
+                trigger=trigger,
             )
         ):
             return
