@@ -181,6 +181,15 @@ def test_packed_hits_round_trip_in_order() -> None:
     assert unpack(b"[3, 1, 2]") == array("d", [1, 2, 3])
 
 
+@pytest.mark.parametrize(
+    "value", [b"\x01abc", b"not json", b'{"a": 1}', b'["x"]'], ids=["torn", "text", "map", "str"]
+)
+def test_an_unreadable_value_reads_as_no_hits(value: bytes) -> None:
+    """One bad key (a torn write, another program's value) must not stop every decision that
+    reads it: it counts as no hits and the next write replaces it."""
+    assert unpack(value) == array("d")
+
+
 def job_for(channel: ChannelConfig, admitted: asyncio.Future[RateDecision]) -> Job:
     chat = ChatEvent(
         envelope=Envelope("chatMsg", "MyChannel", "cytu.be", "2026-11-30T00:00:00+00:00", "c-1"),
@@ -214,8 +223,8 @@ async def test_a_reply_is_said_only_once_its_hit_is_recorded(
     nats_server: NatsServer, tmp_path: Path, decision: RateDecision, reason: str, said: bool
 ) -> None:
     """The worker prepares the reply while the hit is recorded; when the recording comes back
-    refused (another instance took the last slot), nothing is said and the outcome is
-    ``rate_limited`` with the limit that refused."""
+    refused (another instance took the last slot), nothing is said, nothing is remembered
+    as said, and the outcome is ``rate_limited`` with the limit that refused."""
     settings = settings_for(nats_server.url, tmp_path)
     stats = Stats()
     response_log = ResponseLog(tmp_path)
@@ -238,6 +247,9 @@ async def test_a_reply_is_said_only_once_its_hit_is_recorded(
     response_log.close()
     assert outcome.reason.value == reason
     assert bool(outcome.parts) is said
+    # Only a reply the channel saw is remembered for the repetition check.
+    remembered = sum(len(replies) for replies in path.validator._recent.values())
+    assert remembered == (1 if said else 0)
     if not said:
         assert (outcome.limit, outcome.retry_after) == ("global_per_minute", 12.5)
 

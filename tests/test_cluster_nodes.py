@@ -19,7 +19,7 @@ from tests.natscluster import NatsCluster
 _NUMBER = re.compile(r"#(\d+)")
 SHARED_BUCKETS = (
     "kryten_llm_claims",
-    "kryten_llm_limits",
+    "kryten_llm_ratelimits",
     "kryten_llm_instances",
     "kryten_llm_spam",
     "kryten_llm_media_seen",

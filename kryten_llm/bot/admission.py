@@ -204,14 +204,31 @@ class Admission:
         alone = cluster is None or cluster.alone
         if not clustered or alone:
             return (await self._judge(candidate, clustered=clustered, alone=alone))[0]
+        assert cluster is not None
+        if not cluster.serves(candidate.channel):  # sharded: another instance's channel
+            self._stats.decisions[Reason.ANSWERED_ELSEWHERE] += 1
+            return None
+        if self._refused_unclaimed(candidate):
+            return None
         await self._queue.hold(self._workers)
         queued = False
         try:
+            if self._refused_unclaimed(candidate):  # paused or stopping while it waited
+                return None
             won, queued = await self._judge(candidate, clustered=True, alone=False, held=True)
             return won
         finally:
             if not queued:
                 self._queue.unhold()
+
+    def _refused_unclaimed(self, candidate: Candidate) -> bool:
+        """Paused or shutting down: refuse without claiming, so that a peer still running can
+        answer it (every instance writes its own line, as the intake does for a closed bot)."""
+        closed = self._closed()
+        if closed is None:
+            return False
+        self.refuse(candidate.channel, candidate.chat, candidate.prompt.trigger, closed)
+        return True
 
     async def _judge(
         self, candidate: Candidate, *, clustered: bool, alone: bool, held: bool = False

@@ -259,8 +259,7 @@ class Responder:
                 detail=verdict.detail,
                 rejected_parts=rejected,
             )
-        self._validator.remember(reply.kept, key)
-        return await self._send(outcome, reply, Reason.ANSWERED, delivery)
+        return await self._send(outcome, reply, Reason.ANSWERED, delivery, said=(reply.kept, key))
 
     def _judge(
         self, sink: PartSink | None, reply: FormattedReply, key: str
@@ -300,10 +299,11 @@ class Responder:
             )
         if cutter.unstable:
             log.warning("reply_stream_unstable", parts=len(delivery.parts))
-        self._validator.remember(" ".join(delivery.parts), key)
         removed = (*cutter.removed, *(("mass_mention",) if cutter.mass_mention else ()))
         outcome = replace(outcome, streamed=True)
-        return await self._sent(outcome, delivery, Reason.ANSWERED, removed, cutter.truncated)
+        return await self._sent(
+            outcome, delivery, Reason.ANSWERED, removed, cutter.truncated, said=(None, key)
+        )
 
     async def _fall_back(
         self,
@@ -349,12 +349,20 @@ class Responder:
         return outcome
 
     async def _send(
-        self, outcome: Outcome, reply: FormattedReply, reason: Reason, delivery: Delivery
+        self,
+        outcome: Outcome,
+        reply: FormattedReply,
+        reason: Reason,
+        delivery: Delivery,
+        *,
+        said: tuple[str | None, str] | None = None,
     ) -> Outcome:
         """Send the parts (or only log them in dry-run); the outcome says which."""
         for part in reply.parts:
             delivery.put(part)
-        return await self._sent(outcome, delivery, reason, reply.removed, reply.truncated)
+        return await self._sent(
+            outcome, delivery, reason, reply.removed, reply.truncated, said=said
+        )
 
     async def _sent(
         self,
@@ -363,9 +371,19 @@ class Responder:
         reason: Reason,
         removed: tuple[str, ...],
         truncated: bool,
+        *,
+        said: tuple[str | None, str] | None = None,
     ) -> Outcome:
-        """Wait until the parts are sent; the outcome with what was said, and when."""
+        """Wait until the parts are sent; the outcome with what was said, and when.
+
+        ``said``: (the reply's text, or ``None`` for the parts joined; the validator's key) to
+        remember for the repetition check once it was said: a reply refused late (its rate-limit
+        hit not recorded) was never seen by the channel and is not remembered.
+        """
         await delivery.drain()
+        if said is not None:
+            text, key = said
+            self._validator.remember(" ".join(delivery.parts) if text is None else text, key)
         outcome = replace(
             outcome,
             removed=removed,

@@ -1,7 +1,7 @@
 """One instance's part in a cluster of bots: built from the settings, asked once per message.
 
 The service starts a :class:`Coordinator` right after connecting to NATS. With JetStream on the
-server it opens the service's buckets (``kryten_<service>_claims``, ``_limits``, ``_instances``
+server it opens the service's buckets (``kryten_<service>_claims``, ``_ratelimits``, ``_instances``
 and, with sharding, ``_leases``), keeps this instance in the registry, and renews channel
 leases; without JetStream it logs ``cluster_standalone`` and the bot runs alone as before.
 
@@ -118,7 +118,7 @@ class Coordinator:
         )
         if config.shared_limits:
             self.shared_limits = SharedRateLimitStore(
-                await bucket("limits", _LIMITS_TTL), timeout=config.claim_timeout_seconds
+                await bucket("ratelimits", _LIMITS_TTL), timeout=config.claim_timeout_seconds
             )
             await self.shared_limits.start()
         instances = await bucket("instances", config.peer_ttl_seconds)
@@ -160,11 +160,15 @@ class Coordinator:
         if self.leases is not None:
             await self.leases.tick(len(peers))
 
+    def serves(self, channel: ChannelConfig) -> bool:
+        """Whether this instance answers in ``channel`` at all (sharded: holds its lease)."""
+        return self.leases is None or self.leases.holds(channel.key)
+
     async def decide(self, channel: ChannelConfig, chat: ChatEvent) -> Reason | None:
         """``None`` when this instance answers ``chat``; otherwise why it does not."""
         if self.claims is None:
             return None
-        if self.leases is not None and not self.leases.holds(channel.key):
+        if not self.serves(channel):
             return Reason.ANSWERED_ELSEWHERE
         result = await self.claims.claim(message_key(channel, chat))
         if result is ClaimResult.WON:

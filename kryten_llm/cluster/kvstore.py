@@ -61,16 +61,22 @@ def pack(hits: array[float]) -> bytes:
 
 
 def unpack(value: bytes | None) -> array[float]:
-    """The hits of a KV value written by :func:`pack` (or, older, a JSON list)."""
+    """The hits of a KV value written by :func:`pack` (or a JSON list of numbers); a value
+    that is neither is logged and read as no hits, so one bad key cannot stop every decision
+    that reads it (the next write replaces it)."""
     hits: array[float] = array("d")
     if not value:
         return hits
-    if value[:1] == _PACKED:
-        hits.frombytes(memoryview(value)[1:])
-        if _SWAP:
-            hits.byteswap()
-        return hits
-    hits.extend(sorted(float(t) for t in json.loads(value)))
+    try:
+        if value[:1] == _PACKED:
+            hits.frombytes(memoryview(value)[1:])
+            if _SWAP:
+                hits.byteswap()
+            return hits
+        hits.extend(sorted(float(t) for t in json.loads(value)))
+    except (ValueError, TypeError) as exc:  # JSONDecodeError is a ValueError
+        log.warning("rate_limit_value_unreadable", error=str(exc), size=len(value))
+        return array("d")
     return hits
 
 
@@ -231,16 +237,19 @@ class SharedRateLimitStore:
         """Remove the hit ``stamp`` from ``keys`` (a commit that lost half way)."""
         for key in keys:
             name = readable_key(key)
-            for _ in range(_ROLLBACK_ATTEMPTS):
-                value, revision = await _read(self._kv, name)
-                hits = unpack(value)
-                if stamp not in hits:
-                    break
-                hits.remove(stamp)
-                if await _write(self._kv, name, hits, revision, self.mirror):
-                    break
-            else:  # kept losing races: the hit stays, which only makes the limit stricter
-                log.warning("rate_limit_rollback_failed", key=key)
+            try:
+                for _ in range(_ROLLBACK_ATTEMPTS):
+                    value, revision = await _read(self._kv, name)
+                    hits = unpack(value)
+                    if stamp not in hits:
+                        break
+                    hits.remove(stamp)
+                    if await _write(self._kv, name, hits, revision, self.mirror):
+                        break
+                else:  # kept losing races: the hit stays, which only makes the limit stricter
+                    log.warning("rate_limit_rollback_failed", key=key)
+            except Exception as exc:  # JetStream gone meanwhile: the same, stricter for a while
+                log.warning("rate_limit_rollback_failed", key=key, error=str(exc) or repr(exc))
 
     # The rest of RateLimitStore, for callers outside acquire() (record, clear).
 

@@ -63,7 +63,8 @@ class Job:
             RefusedLate: the hit could not be recorded: nothing of this reply may be said.
         """
         if self.admitted is not None:
-            decision = await self.admitted
+            # shielded: a deadline ending the reply must not cut the recording half way
+            decision = await asyncio.shield(self.admitted)
             if not decision.allowed:
                 raise RefusedLate(decision)
 

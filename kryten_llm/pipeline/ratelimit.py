@@ -37,6 +37,8 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Protocol
 
+import structlog
+
 from kryten_llm.errors import ClusterError
 from kryten_llm.pipeline.decisions import ALLOWED, RateDecision, TriggerMatch
 
@@ -47,6 +49,8 @@ if TYPE_CHECKING:
         TriggersConfig,
         TriggerWordConfig,
     )
+
+log = structlog.get_logger(__name__)
 
 HOUR = 3600.0
 MINUTE = 60.0
@@ -346,8 +350,8 @@ class RateLimiter:
             recording = asyncio.create_task(
                 self._record(rules, keys, view, now, decision, claim=won)
             )
-            await asyncio.sleep(0)
             try:
+                await asyncio.sleep(0)
                 won.set_result(await claim())
             finally:
                 if not won.done():  # cancelled, or failed: the hit is taken back
@@ -390,6 +394,9 @@ class RateLimiter:
             # Other instances kept winning the race for the same keys: refuse, safely.
             return RateDecision(False, "shared_limits_busy", 1.0)
         except ClusterError:
+            return _UNAVAILABLE
+        except Exception as exc:  # JetStream failed in a way the store did not name
+            log.warning("rate_limit_record_failed", error=str(exc) or repr(exc))
             return _UNAVAILABLE
         finally:
             self._lock.release()
