@@ -16,7 +16,9 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import nats
 import pytest
+from nats.aio.client import Client as NATS
 
 from kryten_llm.bus.settle import settle
 from kryten_llm.config import Settings, load_settings
@@ -41,6 +43,16 @@ def nats_server() -> Iterator[NatsServer]:
 async def bridge(nats_server: NatsServer) -> AsyncIterator[FakeBridge]:
     async with FakeBridge(nats_server.url) as fake:
         yield fake
+
+
+@pytest.fixture
+async def nc(nats_server: NatsServer) -> AsyncIterator[NATS]:
+    """A plain NATS client of the test's own on the module's server (watching, publishing)."""
+    client = await nats.connect(nats_server.url)
+    try:
+        yield client
+    finally:
+        await client.close()
 
 
 @pytest.fixture

@@ -10,11 +10,8 @@ from __future__ import annotations
 import asyncio
 import re
 from collections import Counter
-from collections.abc import AsyncIterator
 from pathlib import Path
 
-import nats
-import pytest
 from nats.aio.client import Client as NATS
 
 from tests.bridge import FakeBridge
@@ -22,15 +19,6 @@ from tests.cluster_helpers import Instances, cluster_config, wait_decided, wait_
 from tests.natsserver import NatsServer
 
 _NUMBER = re.compile(r"#(\d+)")
-
-
-@pytest.fixture
-async def watcher(nats_server: NatsServer) -> AsyncIterator[NATS]:
-    nc = await nats.connect(nats_server.url)
-    try:
-        yield nc
-    finally:
-        await nc.close()
 
 
 def numbers(says: list[str]) -> Counter[int]:
@@ -44,17 +32,17 @@ def numbers(says: list[str]) -> Counter[int]:
 
 
 async def test_500_mentions_from_100_users_get_exactly_500_replies_from_three_instances(
-    nats_server: NatsServer, watcher: NATS, tmp_path: Path
+    nats_server: NatsServer, nc: NATS, tmp_path: Path
 ) -> None:
     """Every instance sees every mention; each is answered by exactly one of them."""
     config = cluster_config([nats_server.url], service={"name": "llm"})
     instances = Instances(tmp_path, config, 3)
     try:
-        await wait_instances(watcher, 3)
+        await wait_instances(nc, 3)
         async with FakeBridge(nats_server.url, echo=False) as bridge:
             for i in range(500):
                 await bridge.chat(f"user{i % 100}", f"cynthia, question #{i}?")
-            stats = await wait_decided(watcher, 3, triggered=500)
+            stats = await wait_decided(nc, 3, triggered=500)
             await bridge.flush()
             answered = numbers(bridge.says())
         assert sorted(answered) == list(range(500))
@@ -68,7 +56,7 @@ async def test_500_mentions_from_100_users_get_exactly_500_replies_from_three_in
 
 
 async def test_one_users_rate_limit_holds_across_instances(
-    nats_server: NatsServer, watcher: NATS, tmp_path: Path
+    nats_server: NatsServer, nc: NATS, tmp_path: Path
 ) -> None:
     """alice may have 3 replies an hour: two instances together give her 3, not 3 each."""
     config = cluster_config(
@@ -76,11 +64,11 @@ async def test_one_users_rate_limit_holds_across_instances(
     )
     instances = Instances(tmp_path, config, 2)
     try:
-        await wait_instances_named(watcher, "limits", 2)
+        await wait_instances_named(nc, "limits", 2)
         async with FakeBridge(nats_server.url, echo=False) as bridge:
             for i in range(12):
                 await bridge.chat("alice", f"cynthia, question #{i}?")
-            stats = await wait_decided(watcher, 2, triggered=12, service="limits")
+            stats = await wait_decided(nc, 2, triggered=12, service="limits")
             await bridge.flush()
             answered = numbers(bridge.says())
         assert sum(answered.values()) == 3
@@ -95,7 +83,7 @@ async def test_one_users_rate_limit_holds_across_instances(
 
 
 async def test_sigkill_one_instance_mid_run_loses_only_its_claimed_mentions_and_none_twice(
-    nats_server: NatsServer, watcher: NATS, tmp_path: Path
+    nats_server: NatsServer, nc: NATS, tmp_path: Path
 ) -> None:
     """Three instances; one is SIGKILLed while mentions keep coming. Every mention sent after
     the kill is answered exactly once (the others claim at once: no failover wait), and no
@@ -103,7 +91,7 @@ async def test_sigkill_one_instance_mid_run_loses_only_its_claimed_mentions_and_
     config = cluster_config([nats_server.url], service={"name": "failover"})
     instances = Instances(tmp_path, config, 3)
     try:
-        await wait_instances_named(watcher, "failover", 3)
+        await wait_instances_named(nc, "failover", 3)
         async with FakeBridge(nats_server.url, echo=False) as bridge:
             killed_at = 0
             for i in range(300):
@@ -113,7 +101,7 @@ async def test_sigkill_one_instance_mid_run_loses_only_its_claimed_mentions_and_
                     killed_at = i
                 await bridge.chat(f"user{i % 50}", f"cynthia, question #{i}?")
                 await asyncio.sleep(0.005)
-            await wait_decided(watcher, 2, triggered=300, service="failover")
+            await wait_decided(nc, 2, triggered=300, service="failover")
             await bridge.flush()
             answered = numbers(bridge.says())
         assert set(answered.values()) == {1}, "a mention was answered twice"

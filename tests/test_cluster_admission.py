@@ -16,7 +16,6 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
-import nats
 import pytest
 from nats.aio.client import Client as NATS
 from nats.js.errors import KeyNotFoundError
@@ -40,15 +39,6 @@ from tests.conftest import OPEN_LIMITS, eventually, read_log, running, settings_
 from tests.natsserver import NatsServer
 
 MENTION = TriggerMatch("mention", "mention")
-
-
-@pytest.fixture
-async def nc(nats_server: NatsServer) -> AsyncIterator[NATS]:
-    client = await nats.connect(nats_server.url)
-    try:
-        yield client
-    finally:
-        await client.close()
 
 
 async def test_a_stalled_claim_does_not_hold_the_channels_next_events(
