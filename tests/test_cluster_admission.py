@@ -219,7 +219,10 @@ async def test_a_reply_is_said_only_once_its_hit_is_recorded(
     stats = Stats()
     response_log = ResponseLog(tmp_path)
     async with aiohttp.ClientSession() as session:
-        manager = build_manager(settings.llm, session)
+        calls: list[str] = []  # the provider's answers, as the manager reports them
+        manager = build_manager(
+            settings.llm, session, observer=lambda name, outcome, *_: calls.append(outcome)
+        )
         path = build_reply_path(
             settings,
             manager,
@@ -230,8 +233,9 @@ async def test_a_reply_is_said_only_once_its_hit_is_recorded(
         admitted: asyncio.Future[RateDecision] = asyncio.get_running_loop().create_future()
         job = job_for(settings.channels[0], admitted)
         handling = asyncio.create_task(path.responder.handle(job))
-        await asyncio.sleep(0.05)
-        assert not handling.done()  # the answer is ready; it waits for the recording
+        await eventually(lambda: calls == ["ok"])  # the answer is ready...
+        await asyncio.sleep(0)  # (one more turn of the loop for the responder to go on)
+        assert not handling.done()  # ...and waits for the recording
         admitted.set_result(decision)
         outcome = await asyncio.wait_for(handling, 5)
     response_log.close()
