@@ -35,6 +35,7 @@ from kryten_llm import __version__
 from kryten_llm.bot.assembly import Bot
 from kryten_llm.bot.responselog import Listener, ResponseLog
 from kryten_llm.bot.supervisor import Supervisor
+from kryten_llm.bot.view import WORKER, ServiceView, State
 from kryten_llm.bus.connection import close, connect, subscribe_events
 from kryten_llm.bus.lifecycle import Lifecycle
 from kryten_llm.bus.sender import ChatSender
@@ -44,8 +45,7 @@ from kryten_llm.cluster import Coordinator
 from kryten_llm.config.layers import Sources, find_sources
 from kryten_llm.console import EXIT_FAILED, EXIT_OK, EXIT_RESTART, on_stop_signals
 from kryten_llm.errors import ControlError
-from kryten_llm.pipeline.stats import Flags, Stats
-from kryten_llm.serviceview import WORKER, ServiceView, State
+from kryten_llm.pipeline.stats import Count, Flags, Stats
 
 if TYPE_CHECKING:
     from kryten_llm.bot.intake import ChannelContext
@@ -53,6 +53,7 @@ if TYPE_CHECKING:
     from kryten_llm.config import Settings
     from kryten_llm.config.overrides import Override
     from kryten_llm.llm.base import Completion
+    from kryten_llm.ops.health import Liveness
     from kryten_llm.ops.surface import OperatorSurface
     from kryten_llm.ops.telemetry import Telemetry
 
@@ -113,6 +114,28 @@ class Service(ServiceView):
         self._sender: ChatSender | None = None
         self.cluster: Coordinator | None = None  # issue 15: this instance among several
         self._supervisor = Supervisor(self._give_up)
+
+    def liveness(self) -> Liveness | None:
+        """What the bot can do right now, for ``/health`` (``None`` until it runs)."""
+        bot = self.bot
+        if bot is None or self.state is not State.RUNNING:
+            return None
+        sender = self._sender
+        from kryten_llm.ops import health as ops_health  # imported after startup, when asked
+
+        return ops_health.Liveness(
+            workers=self._settings.processing.workers,
+            workers_alive=self._supervisor.alive(WORKER),
+            queue_stalled_seconds=bot.queue.stalled_seconds(),
+            send_paused_seconds=(
+                {c.channel: sender.paused_for(c) for c in self._settings.channels}
+                if sender is not None
+                else {}
+            ),
+            worker_errors=bot.stats.totals[Count.WORKER_ERRORS],
+            task_restarts=self._supervisor.restarts,
+            cluster=self.cluster.snapshot() if self.cluster is not None else None,
+        )
 
     # --- the operator's switches: kryten_llm.bot.operator.Operator, once the bot runs -------
 

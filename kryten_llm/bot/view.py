@@ -1,10 +1,11 @@
-"""What the operator surface may read of the live bot: its state, counters, queue and liveness.
+"""What the operator surface may read of the live bot: its state, settings, counters and queue.
 
 :class:`~kryten_llm.service.Service` owns the resources and the order of start and stop; this
 base class holds what it has built and answers the read-only questions of
 :class:`~kryten_llm.ops.view.BotView` (dashboard, ``/health``, the NATS services API) from it,
-so that the lifecycle and the view can be read apart. Every answer is safe before the bot has
-started (``None``, ``0`` or empty) and after it stopped.
+so that the lifecycle and the view can be read apart (``liveness()``, which needs the
+supervisor's view of the workers, stays with the service). Every answer is safe before the bot
+has started (``None``, ``0`` or empty) and after it stopped.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import time
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
-from kryten_llm.pipeline.stats import Count, Flags, Stats
+from kryten_llm.pipeline.stats import Flags, Stats
 
 if TYPE_CHECKING:
     from nats.aio.client import Client as NATS
@@ -26,7 +27,6 @@ if TYPE_CHECKING:
     from kryten_llm.cluster import Coordinator
     from kryten_llm.config import ChannelConfig, Settings
     from kryten_llm.llm.manager import ProviderManager
-    from kryten_llm.ops.health import Liveness
     from kryten_llm.pipeline.state import ChannelState
 
 WORKER = "reply-worker-"  # the supervised reply workers' name prefix
@@ -119,24 +119,3 @@ class ServiceView:
         if self.bot is None:
             return []
         return [(c.config, c.state) for c in self.bot.channels.values()]
-
-    def liveness(self) -> Liveness | None:
-        bot = self.bot
-        if bot is None or self.state is not State.RUNNING:
-            return None
-        sender = self._sender
-        from kryten_llm.ops import health as ops_health  # imported after startup, when asked
-
-        return ops_health.Liveness(
-            workers=self._settings.processing.workers,
-            workers_alive=self._supervisor.alive(WORKER),
-            queue_stalled_seconds=bot.queue.stalled_seconds(),
-            send_paused_seconds=(
-                {c.channel: sender.paused_for(c) for c in self._settings.channels}
-                if sender is not None
-                else {}
-            ),
-            worker_errors=bot.stats.totals[Count.WORKER_ERRORS],
-            task_restarts=self._supervisor.restarts,
-            cluster=self.cluster.snapshot() if self.cluster is not None else None,
-        )
