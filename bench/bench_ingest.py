@@ -14,6 +14,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 from _harness import (
     SUBJECT,
@@ -29,11 +30,13 @@ from _harness import (
 from bench_burst import chat_lines
 
 
-async def main(count: int) -> None:
+async def main(count: int, **sections: Any) -> None:
+    """Measure ingest of ``count`` lines; ``sections`` change the bench config (see
+    ``bench_conversation.py``)."""
     server = NatsServer()
     server.start()
     log_dir = Path(tempfile.mkdtemp())
-    bot = Bot(bench_config(server.url, log_dir))
+    bot = Bot(bench_config(server.url, log_dir, **sections))
     nc = await connect(server.url)
     try:
         await wait_ready(nc)
