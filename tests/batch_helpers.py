@@ -21,7 +21,7 @@ from typing import Any
 from aiohttp import web
 
 from kryten_llm.config import Settings, load_settings
-from tests.openai_server import ScriptedOpenAIServer, completion_body
+from tests.openai_server import LocalApi, ScriptedOpenAIServer, completion_body
 
 ROOT = Path(__file__).resolve().parent.parent
 FAST_RETRY = {"attempts": 2, "base_delay_seconds": 0.01, "max_delay_seconds": 0.05}
@@ -114,7 +114,7 @@ def last_user(body: dict[str, Any]) -> str:
     return str([m["content"] for m in body["messages"] if m["role"] == "user"][-1])
 
 
-class SlowEchoServer:
+class SlowEchoServer(LocalApi):
     """An OpenAI-compatible server on 127.0.0.1 that answers each prompt after ``latency``
     seconds with ``You said: <prompt>`` and records when each answer was sent.
 
@@ -124,31 +124,13 @@ class SlowEchoServer:
     """
 
     def __init__(self, latency: float) -> None:
+        super().__init__()
         self.latency = latency
         self.answered: list[tuple[str, float]] = []
-        self.port = 0
-        self._runner: web.AppRunner | None = None
 
-    @property
-    def base_url(self) -> str:
-        """The API root, e.g. ``http://127.0.0.1:40123/v1``."""
-        return f"http://127.0.0.1:{self.port}/v1"
-
-    async def __aenter__(self) -> SlowEchoServer:
-        app = web.Application()
+    def routes(self, app: web.Application) -> None:
         app.router.add_post("/v1/chat/completions", self._complete)
         app.router.add_get("/v1/models", self._models)  # batch asks it for model "auto"
-        # A killed client cancels its handler: a request in flight at a kill is not "answered".
-        self._runner = web.AppRunner(app, handler_cancellation=True, shutdown_timeout=0.2)
-        await self._runner.setup()
-        await web.TCPSite(self._runner, "127.0.0.1", 0).start()
-        self.port = self._runner.addresses[0][1]
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
 
     async def _models(self, request: web.Request) -> web.Response:
         return web.json_response({"object": "list", "data": [{"id": "slow-echo"}]})
@@ -199,7 +181,7 @@ def asked(server: ScriptedOpenAIServer) -> list[tuple[str, str]]:
     return [(str(r.json["model"]), last_user(r.json)) for r in server.completions if r.json]
 
 
-class GatedLMStudio:
+class GatedLMStudio(LocalApi):
     """A fake LM Studio listing ``models`` where the answers of ``held`` (after its first)
     wait until a request for any other model has arrived: two runs, one per model, are then
     certain to be writing at the same time, however slowly the second process starts.
@@ -208,31 +190,15 @@ class GatedLMStudio:
     """
 
     def __init__(self, *models: str, held: str) -> None:
+        super().__init__()
         self.models = models
         self.held = held
         self.asked: list[str] = []
-        self.port = 0
         self._other_arrived = asyncio.Event()
-        self._runner: web.AppRunner | None = None
 
-    @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/v1"
-
-    async def __aenter__(self) -> GatedLMStudio:
-        app = web.Application()
+    def routes(self, app: web.Application) -> None:
         app.router.add_post("/v1/chat/completions", self._complete)
         app.router.add_get("/v1/models", self._list)
-        self._runner = web.AppRunner(app, handler_cancellation=True, shutdown_timeout=0.2)
-        await self._runner.setup()
-        await web.TCPSite(self._runner, "127.0.0.1", 0).start()
-        self.port = self._runner.addresses[0][1]
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
 
     async def _list(self, request: web.Request) -> web.Response:
         return web.json_response({"object": "list", "data": [{"id": m} for m in self.models]})

@@ -37,7 +37,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, Self
 
 from aiohttp import web
 
@@ -224,7 +224,40 @@ class RecordedRequest:
     received_at: float  # time.monotonic()
 
 
-class ScriptedOpenAIServer:
+class LocalApi:
+    """An OpenAI-compatible HTTP server on a free port of 127.0.0.1 for one test, started and
+    stopped with ``async with``; subclasses add their routes in :meth:`routes`."""
+
+    def __init__(self) -> None:
+        self.port = 0
+        self._runner: web.AppRunner | None = None
+
+    @property
+    def base_url(self) -> str:
+        """The API root to configure, e.g. ``http://127.0.0.1:40123/v1``."""
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    def routes(self, app: web.Application) -> None:
+        raise NotImplementedError
+
+    async def __aenter__(self) -> Self:
+        app = web.Application()
+        self.routes(app)
+        # handler_cancellation: a client that gives up cancels its handler, as in production
+        # servers; shutdown_timeout bounds the wait for anything still running on exit.
+        self._runner = web.AppRunner(app, handler_cancellation=True, shutdown_timeout=0.2)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, "127.0.0.1", 0).start()
+        self.port = self._runner.addresses[0][1]
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+
+class ScriptedOpenAIServer(LocalApi):
     """An aiohttp server on a free port of 127.0.0.1 playing scripted steps.
 
     Args:
@@ -248,14 +281,8 @@ class ScriptedOpenAIServer:
         self.models = tuple(models)
         self.requests: list[RecordedRequest] = []
         self.stream_ends: list[float] = []  # time.monotonic() when a streamed answer was complete
-        self.port = 0
-        self._runner: web.AppRunner | None = None
+        super().__init__()
         self._handlers: set[asyncio.Task[Any]] = set()
-
-    @property
-    def base_url(self) -> str:
-        """The API root to configure, e.g. ``http://127.0.0.1:40123/v1``."""
-        return f"http://127.0.0.1:{self.port}/v1"
 
     @property
     def completions(self) -> list[RecordedRequest]:
@@ -270,26 +297,16 @@ class ScriptedOpenAIServer:
         """Queue steps for the next ``GET /v1/models`` requests (errors, hangs, odd bodies)."""
         self._models_script.extend(steps)
 
-    async def __aenter__(self) -> ScriptedOpenAIServer:
-        app = web.Application()
+    def routes(self, app: web.Application) -> None:
         app.router.add_post("/v1/chat/completions", self._completions)
         # The Anthropic Messages API path plays the same script: error steps are alike.
         app.router.add_post("/v1/messages", self._completions)
         app.router.add_get("/v1/models", self._list_models)
-        # handler_cancellation: a client that gives up cancels its handler, as in production
-        # servers; shutdown_timeout bounds the wait for anything still running on exit.
-        self._runner = web.AppRunner(app, handler_cancellation=True, shutdown_timeout=0.2)
-        await self._runner.setup()
-        await web.TCPSite(self._runner, "127.0.0.1", 0).start()
-        self.port = self._runner.addresses[0][1]
-        return self
 
     async def __aexit__(self, *exc_info: object) -> None:
         for task in list(self._handlers):
             task.cancel()
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
+        await super().__aexit__(*exc_info)
 
     def _record(self, request: web.Request, body: dict[str, Any] | None) -> None:
         self.requests.append(

@@ -13,7 +13,7 @@ from kryten_llm.config import PersonalityConfig, RateLimitConfig, TriggersConfig
 from kryten_llm.pipeline.decisions import TriggerMatch
 from kryten_llm.pipeline.ratelimit import InMemoryRateLimitStore, RateLimiter
 from kryten_llm.pipeline.triggers import TriggerEngine
-from tests.conftest import Clock
+from tests.conftest import OPEN_LIMITS, Clock
 
 TODD = PersonalityConfig(character_name="Todd", name_variations=["toddbot", "r2-d2"])
 
@@ -142,16 +142,7 @@ def test_the_literal_precheck_is_used_only_for_plain_ascii_words() -> None:
 
 MENTION = TriggerMatch("mention", "mention", 100)
 WORD = TriggerMatch("word", "snack", 0)
-OPEN = {
-    "global_per_minute": 1000,
-    "global_per_hour": 10000,
-    "global_cooldown_seconds": 0,
-    "user_per_hour": 1000,
-    "user_cooldown_seconds": 0,
-    "mention_cooldown_seconds": 0,
-    "unsolicited_per_window": 1000,
-    "rank_multipliers": [],
-}
+OPEN = {**OPEN_LIMITS, "rank_multipliers": []}
 
 
 def limiter(
