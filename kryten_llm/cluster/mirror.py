@@ -7,12 +7,18 @@ copy can lag behind the bucket by a moment; that is safe for a user that writes 
 compare-and-set on the revision it read: a stale revision makes the write fail, and the user
 reads from JetStream itself and decides again. Writes of this instance are noted at once
 (:meth:`note`), so its own decisions never see a stale copy of what it wrote itself.
+
+A user that acts on each change instead of reading (the shared spam strikes) passes
+``on_entry``: it is called with every key and value the watch brings (``None`` for a deleted,
+purged or expired key), the bucket's content at start first. The watch is started again after
+a failure (a reconnect, a node failing over) and then brings the whole content again.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import structlog
@@ -31,11 +37,19 @@ class KeyMirror:
     Args:
         kv: the bucket to mirror.
         name: for logs.
+        on_entry: told of every key and value the watch brings (``None``: gone).
     """
 
-    def __init__(self, kv: KeyValue, name: str) -> None:
+    def __init__(
+        self,
+        kv: KeyValue,
+        name: str,
+        *,
+        on_entry: Callable[[str, bytes | None], None] | None = None,
+    ) -> None:
         self._kv = kv
         self._name = name
+        self._on_entry = on_entry
         self._entries: dict[str, tuple[bytes, int]] = {}
         self._task: asyncio.Task[None] | None = None
         self.ready = asyncio.Event()  # set once the bucket's content at start is in
@@ -92,6 +106,8 @@ class KeyMirror:
                 # A deleted, purged or expired key is empty at its marker's revision.
                 value = entry.value if entry.operation is None else None
                 self.note(entry.key, value or b"", entry.revision or 0)
+                if self._on_entry is not None:
+                    self._on_entry(entry.key, value or None)
         finally:
             self.ready.clear()
             with contextlib.suppress(Exception):

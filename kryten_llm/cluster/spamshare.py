@@ -4,8 +4,8 @@ Every instance runs the spam guard (:mod:`kryten_llm.pipeline.spam`) on every me
 the bot, so running instances already agree. What KV adds is memory for an instance that was
 not there: a new or restarted instance reads every user's standing before it subscribes to its
 channels, and keeps a spammer the others muted muted. It also follows the bucket while running
-(a KV watch), so an instance that missed a message (a reconnect) learns the strike from the
-others.
+(a KV watch, :class:`~kryten_llm.cluster.mirror.KeyMirror`, started again after a failure), so
+an instance that missed a message (a reconnect) learns the strike from the others.
 
 The guard stays in memory and synchronous: it runs in the NATS callback. A new offence is
 handed to :meth:`SharedSpamStrikes.note`, which only records it (one pending standing per user,
@@ -41,6 +41,7 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from kryten_llm.cluster.kv import open_bucket, read_json, retrying, safe_key, write_json
+from kryten_llm.cluster.mirror import KeyMirror
 from kryten_llm.errors import ClusterError
 from kryten_llm.pipeline.spam import Standing, merged
 
@@ -114,7 +115,8 @@ class SharedSpamStrikes:
         self._drained = asyncio.Event()
         self._drained.set()
         self._tasks: list[asyncio.Task[None]] = []
-        self._watcher: Any = None  # a KeyValue.KeyWatcher (untyped in nats-py)
+        # Only the hook is used: the standings live in the guard, not in the copy.
+        self._watch = KeyMirror(kv, "spam", on_entry=self._take)
         self.loaded = 0  # standings read at start
         self.written = 0  # records written (a merge that changed nothing is not)
         self.dropped = 0  # offences not shared: too many pending
@@ -136,24 +138,15 @@ class SharedSpamStrikes:
         return store
 
     async def _load(self) -> None:
-        """Read the bucket through a watch: first every current record, then changes."""
+        """Follow the bucket (:class:`KeyMirror`): every current record first, then changes."""
+        await self._watch.start()
         try:
-            self._watcher = await retrying(
-                self._kv.watchall, self._timeout, what="watch spam strikes"
-            )
-            async with asyncio.timeout(self._timeout):
-                while (entry := await self._watcher.updates(self._timeout)) is not None:
-                    self._take(entry)
-                    self.loaded += 1
-        except Exception as exc:
-            await self._stop_watching()
-            raise ClusterError(f"read spam strikes: {str(exc) or type(exc).__name__}") from exc
+            await asyncio.wait_for(self._watch.ready.wait(), self._timeout)
+        except TimeoutError as exc:
+            await self._watch.stop()
+            raise ClusterError(f"read spam strikes: none within {self._timeout:g} s") from exc
         self._guard.on_strike = self.note
-        loop = asyncio.get_running_loop()
-        self._tasks = [
-            loop.create_task(self._write_loop(), name="spam-share-write"),
-            loop.create_task(self._follow(), name="spam-share-follow"),
-        ]
+        self._tasks = [asyncio.create_task(self._write_loop(), name="spam-share-write")]
         log.info("spam_strikes_shared", loaded=self.loaded, adopted=self._guard.adopted)
 
     @property
@@ -177,24 +170,20 @@ class SharedSpamStrikes:
         self._drained.clear()
         self._wake.set()
 
-    def _take(self, entry: Any) -> None:
+    def _take(self, key: str, value: bytes | None) -> None:
         """A record from the watch: a standing of another instance (or our own, coming back)."""
-        if entry.operation is not None or not entry.value:
+        if not value:
             return  # a delete, a purge or an expiry marker: nothing to hold against anyone
         try:
-            standing = _from_json(json.loads(entry.value))
+            standing = _from_json(json.loads(value))
         except ValueError:
             standing = None
         if standing is None:
-            log.warning("spam_record_unreadable", key=entry.key)
+            log.warning("spam_record_unreadable", key=key)
             return
+        if not self._watch.ready.is_set():
+            self.loaded += 1
         self._guard.adopt(standing.shifted(-self._offset))
-
-    async def _follow(self) -> None:
-        async for entry in self._watcher:
-            if entry is not None:
-                self._take(entry)
-        log.info("spam_strikes_watch_ended")  # stopped; new offences are still written
 
     async def _write_loop(self) -> None:
         while True:
@@ -237,10 +226,4 @@ class SharedSpamStrikes:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks = []
-        await self._stop_watching()
-
-    async def _stop_watching(self) -> None:
-        watcher, self._watcher = self._watcher, None
-        if watcher is not None:
-            with contextlib.suppress(Exception):
-                await watcher.stop()
+        await self._watch.stop()
