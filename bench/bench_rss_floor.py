@@ -32,6 +32,10 @@ STEPS: list[tuple[str, str]] = [
     ),
     ("the service (both halves imported)", "import kryten_llm.service, kryten_llm.bot.assembly"),
     ("prometheus_client (/metrics)", "import prometheus_client"),
+    (
+        "a full collection, then malloc_trim (freed heap given back)",
+        "import ctypes, gc; gc.collect(); ctypes.CDLL('libc.so.6').malloc_trim(0)",
+    ),
 ]
 
 _PROBE = """
