@@ -368,8 +368,9 @@ async def test_a_key_that_expired_without_trace_costs_one_failed_write_not_one_p
                 return True
             return False
 
-        while not await gone():  # noqa: ASYNC110  # the max age (1 s here) drops the idle key
-            await asyncio.sleep(0.1)
+        async with asyncio.timeout(10):  # the max age (1 s here) drops the idle key
+            while not await gone():  # noqa: ASYNC110
+                await asyncio.sleep(0.1)
         assert store.mirror.get("u.alice") == copied  # the watch saw nothing
         for _ in range(3):
             assert (await limiter.acquire(username="alice", rank=0, trigger=MENTION)).allowed

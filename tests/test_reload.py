@@ -59,6 +59,9 @@ def config_data(server: ConfiguredNatsServer, tmp_path: Path, words: list[str]) 
         },
     )
     config["logging"] = {"response_log_dir": str(tmp_path / "logs"), "format": "json"}
+    # One worker: replies go out in the order their messages came, so once the closing mention
+    # is answered, a reply to any line before it would already have been said.
+    config["processing"] = {**config.get("processing", {}), "workers": 1}
     return config
 
 

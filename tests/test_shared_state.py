@@ -175,7 +175,9 @@ async def test_two_instances_writing_one_offence_keep_one_record_with_the_harshe
     ]
     try:
         now = 1000.0
-        mine = Standing("racer", 1, now, now + 300)
+        # The merge differs from both (their strikes and stamp, my longer penalty): a store
+        # that only overwrote would leave one of the two.
+        mine = Standing("racer", 1, now, now + 800)
         theirs = Standing("racer", 2, now + SAME_OFFENCE_SECONDS / 2, now + 500)
         for _ in range(3):  # the same pair again changes nothing
             stores[0].note(mine)
@@ -186,6 +188,7 @@ async def test_two_instances_writing_one_offence_keep_one_record_with_the_harshe
         kv = await open_bucket(await connect(), bucket, ttl=1, replicas=1)
         value, _ = await read_json(kv, safe_key("racer"))
         expected = merged(mine, theirs)
+        assert expected not in (mine, theirs)
         assert value["strikes"] == expected.strikes == 2
         assert value["until"] - value["last"] == pytest.approx(
             expected.penalty_until - expected.last_offence
