@@ -284,10 +284,9 @@ async def test_two_instances_with_realistic_limits_log_each_refusal_once_and_ans
 async def test_a_busy_instance_leaves_the_claim_to_a_peer_with_a_free_worker(
     nats_server: NatsServer, nc: NATS, tmp_path: Path
 ) -> None:
-    """One worker each and a provider taking a second: of two mentions sent together, the
-    instance that claimed the first does not claim the second while its only worker is busy,
-    so each instance answers one (without the rule, the faster one could take both and the
-    second would wait a second longer)."""
+    """One worker each and a provider taking a second: of four mentions sent together, an
+    instance claims the next only once its one worker is free, so each answers two (without
+    the rule the instance that reads the messages first claims them all)."""
     config = cluster_config(
         [nats_server.url],
         service={"name": "room"},
@@ -301,15 +300,15 @@ async def test_a_busy_instance_leaves_the_claim_to_a_peer_with_a_free_worker(
     try:
         await wait_instances(nc, 2, service="room")
         async with FakeBridge(nats_server.url, echo=False) as bridge:
-            for i in range(2):
+            for i in range(4):
                 await bridge.chat(f"user{i}", f"cynthia, question #{i}?")
-            stats = await wait_decided(nc, 2, triggered=2, service="room", answered=2)
+            stats = await wait_decided(nc, 2, triggered=4, service="room", answered=4)
             await bridge.flush()
             says = bridge.says()
     finally:
         assert instances.stop() == [0, 0]
-    assert len(says) == 2
-    assert sorted(s.get("decision_answered", 0) for s in stats.values()) == [1, 1], stats
+    assert len(says) == 4
+    assert sorted(s.get("decision_answered", 0) for s in stats.values()) == [2, 2], stats
 
 
 @pytest.mark.parametrize("won", [True, False], ids=["claim won", "claim lost"])
