@@ -117,7 +117,7 @@ class SharedSpamStrikes:
         self._tasks: list[asyncio.Task[None]] = []
         # Only the hook is used: the standings live in the guard, not in the copy.
         self._watch = KeyMirror(kv, "spam", on_entry=self._take)
-        self.loaded = 0  # standings read at start
+        self._loaded: set[str] = set()  # keys of the standings read at start
         self.written = 0  # records written (a merge that changed nothing is not)
         self.dropped = 0  # offences not shared: too many pending
         self.failed = 0  # offences not shared: JetStream failed for the whole timeout
@@ -148,6 +148,11 @@ class SharedSpamStrikes:
         self._guard.on_strike = self.note
         self._tasks = [asyncio.create_task(self._write_loop(), name="spam-share-write")]
         log.info("spam_strikes_shared", loaded=self.loaded, adopted=self._guard.adopted)
+
+    @property
+    def loaded(self) -> int:
+        """Standings read at start."""
+        return len(self._loaded)
 
     @property
     def pending(self) -> int:
@@ -181,8 +186,8 @@ class SharedSpamStrikes:
         if standing is None:
             log.warning("spam_record_unreadable", key=key)
             return
-        if not self._watch.ready.is_set():
-            self.loaded += 1
+        if not self._tasks:  # still loading (a watch started again brings them again: a set)
+            self._loaded.add(key)
         self._guard.adopt(standing.shifted(-self._offset))
 
     async def _write_loop(self) -> None:
