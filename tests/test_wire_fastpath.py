@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, find, given, settings
 from hypothesis import strategies as st
 from msgspec.structs import astuple
 
@@ -219,6 +219,13 @@ def test_the_typed_chat_path_gives_what_the_general_checks_give(data: bytes) -> 
     chat = wire.decode_chat(data)
     if chat is not None:
         assert events._typed_chat(chat) == _general(data)
+
+
+def test_the_fuzzed_envelopes_reach_the_typed_path() -> None:
+    """The comparison above is only worth something if some fuzzed bodies take the typed path
+    (and some do not)."""
+    assert wire.decode_chat(find(chat_envelopes(), lambda d: wire.decode_chat(d) is not None))
+    assert wire.decode_chat(find(chat_envelopes(), lambda d: wire.decode_chat(d) is None)) is None
 
 
 _VOUCHED = '{"username": "a", "msg": "x"'  # a chat payload msgspec checks, to be continued
