@@ -363,15 +363,24 @@ async def test_a_change_that_cannot_be_put_in_force_is_not_saved(tmp_path: Path)
     saved = tmp_path / "config.overrides.json"
     saved.write_text('{"schema": 1, "overrides": []}\n')
 
-    async def broken(new: Settings, old: Settings) -> None:
-        raise RuntimeError("the new providers could not be built")
+    failing = False
+
+    async def apply(new: Settings, old: Settings) -> None:
+        if failing:
+            raise RuntimeError("the new providers could not be built")
 
     tuner = Tuner(
-        lambda overrides: find_sources(config, overrides=overrides), load_settings(config), broken
+        lambda overrides: find_sources(config, overrides=overrides), load_settings(config), apply
     )
+    # A change that is put in force is saved (so the file could change)...
+    await tuner.change(ratelimit_overrides(tuner.settings, {"user_per_hour": 6}, "test"), "test")
+    in_force = saved.read_text()
+    assert in_force != '{"schema": 1, "overrides": []}\n'
+    # ...one that fails to be put in force is not.
+    failing = True
     change = ratelimit_overrides(tuner.settings, {"user_per_hour": 7}, "test")
     with pytest.raises(RuntimeError):
         await tuner.change(change, "test")
-    assert saved.read_text() == '{"schema": 1, "overrides": []}\n'
-    assert tuner.overrides == []
-    assert tuner.settings.ratelimit.user_per_hour == 5
+    assert saved.read_text() == in_force
+    assert len(tuner.overrides) == 1
+    assert tuner.settings.ratelimit.user_per_hour == 6
