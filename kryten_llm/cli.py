@@ -177,6 +177,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _logs(settings, args)
     configure_logging(settings.logging.level, settings.logging.format)
     with _collector_paused():
+        from kryten_llm.bus.natsload import import_nats
+
+        import_nats(settings.nats.servers)  # aiohttp only once the bot listens
         from kryten_llm.service import run_service
 
     try:

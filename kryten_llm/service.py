@@ -262,6 +262,10 @@ class Service(ServiceView):
         # Listening now; the rest of the bot is imported and built (see the docstring).
         import aiohttp
 
+        from kryten_llm.bus.natsload import give_aiohttp_back
+
+        give_aiohttp_back()
+
         from kryten_llm import checks
         from kryten_llm.bot import operator as bot_operator
         from kryten_llm.llm.manager import build_manager

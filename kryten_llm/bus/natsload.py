@@ -1,0 +1,47 @@
+"""Import nats-py without paying for aiohttp before the bot listens.
+
+nats-py imports aiohttp at module level for one thing only, its WebSocket transport
+(``nats/aio/transport.py`` looks the module up when a ``ws://`` connection is made). That import
+is about a third of the bot's start: here ~60 ms of ~0.4 s, most of it aiohttp's connector
+building its SSL contexts. The bot needs aiohttp only once it listens (providers, dashboard), so
+for NATS over plain TCP nats-py is imported with aiohttp hidden, and aiohttp is handed back to
+nats-py as soon as the bot imports it after subscribing. With a ``ws://`` or ``wss://`` server
+configured, nothing is hidden.
+
+``python bench/bench_startup.py`` measures the start; BENCHMARKS.md, "(startup)", the gain.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+
+_WEBSOCKET = ("ws://", "wss://")
+
+
+def import_nats(servers: Sequence[str]) -> bool:
+    """Import nats-py; returns whether aiohttp was kept out of it (see :func:`give_aiohttp_back`).
+
+    Nothing is hidden when nats-py or aiohttp is loaded already, or when a server is reached
+    over WebSocket (the transport needs aiohttp to connect).
+    """
+    if "nats" in sys.modules or "aiohttp" in sys.modules:
+        return False
+    if any(server.lower().startswith(_WEBSOCKET) for server in servers):
+        return False
+    sys.modules["aiohttp"] = None  # type: ignore[assignment]  # `import aiohttp` fails meanwhile
+    try:
+        import nats.aio.client  # noqa: F401  # the import is the point
+    finally:
+        del sys.modules["aiohttp"]
+    return True
+
+
+def give_aiohttp_back() -> None:
+    """Import aiohttp (if not yet) and give it to nats-py's WebSocket transport, as nats-py
+    would have had it; a no-op when nothing was hidden."""
+    import aiohttp
+    from nats.aio import transport
+
+    if getattr(transport, "aiohttp", aiohttp) is None:
+        setattr(transport, "aiohttp", aiohttp)  # noqa: B010  # not a name nats-py exports

@@ -1,0 +1,98 @@
+"""nats-py imported without aiohttp before the bot listens, and given it back afterwards.
+
+The import state is process-wide, so the first two tests look at it in fresh interpreters; the
+last one starts the bot from the command line over plain TCP and over WebSocket, the one
+transport of nats-py that needs aiohttp, and has it answer a mention each way.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.botproc import BotProcess, bot_env
+from tests.bridge import FakeBridge
+from tests.conftest import config_for, eventually, write_json
+from tests.natsserver import ConfiguredNatsServer, free_port
+
+PROBE = """
+import json, sys
+from kryten_llm.bus.natsload import give_aiohttp_back, import_nats
+hidden = import_nats(sys.argv[1:])
+from nats.aio import transport
+state = {"hidden": hidden, "aiohttp_loaded": "aiohttp" in sys.modules,
+         "transport_has_it": transport.aiohttp is not None}
+give_aiohttp_back()
+state["given_back"] = transport.aiohttp is sys.modules["aiohttp"]
+print(json.dumps(state))
+"""
+
+
+def probe(*servers: str) -> dict[str, bool]:
+    done = subprocess.run(
+        [sys.executable, "-c", PROBE, *servers],
+        capture_output=True,
+        text=True,
+        env=bot_env(),
+        timeout=60,
+        check=True,
+    )
+    state: dict[str, bool] = json.loads(done.stdout)
+    return state
+
+
+def test_over_tcp_nats_is_imported_without_aiohttp_and_given_it_back() -> None:
+    state = probe("nats://127.0.0.1:4222", "tls://127.0.0.1:4443")
+    assert state == {
+        "hidden": True,
+        "aiohttp_loaded": False,
+        "transport_has_it": False,
+        "given_back": True,
+    }
+
+
+def test_a_websocket_server_keeps_aiohttp_in_nats() -> None:
+    state = probe("nats://127.0.0.1:4222", "WS://127.0.0.1:8080")
+    assert state == {
+        "hidden": False,
+        "aiohttp_loaded": True,
+        "transport_has_it": True,
+        "given_back": True,
+    }
+
+
+@pytest.mark.nats
+@pytest.mark.parametrize("scheme", ["nats", "ws"])
+async def test_the_bot_started_from_the_command_line_answers_over_either_transport(
+    scheme: str, tmp_path: Path
+) -> None:
+    ws_port = free_port()
+    server = ConfiguredNatsServer(config=f"websocket {{ port: {ws_port}, no_tls: true }}")
+    server.start()
+    try:
+        url = server.url if scheme == "nats" else f"ws://127.0.0.1:{ws_port}"
+        config = config_for(
+            url,
+            tmp_path,
+            llm={"providers": {"echo": {"type": "scripted"}}, "default_provider": "echo"},
+            logging={"response_log_dir": str(tmp_path), "level": "INFO", "format": "json"},
+        )
+        bot = BotProcess(write_json(tmp_path / "config.json", config))
+        try:
+            async with FakeBridge(server.url) as bridge:
+                await eventually(
+                    lambda: bot.events("service_started") or bot.proc.poll() is not None, 30
+                )
+                assert bot.proc.poll() is None, bot.tail()
+                await bridge.chat("alice", "CynthiaRothbot, say something")
+                await bridge.wait_for_commands(1, timeout=20)
+            (said,) = bridge.says()
+            assert "say something" in said
+        finally:
+            assert await bot.stop() == 0, bot.tail()
+    finally:
+        server.close()
