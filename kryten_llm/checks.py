@@ -19,12 +19,12 @@ def startup_problems(settings: Settings) -> list[tuple[str, str, str]]:
     Only providers the bot will call (the default and the fallbacks) are checked; a spare
     provider without its key is shown as "no key" by the summary instead.
     """
-    from kryten_llm.llm.local import local_problems
-
     problems = []
     in_use = set(settings.llm.chain)
     for name, provider in settings.llm.providers.items():
         if name in in_use and provider.type == "local":
+            from kryten_llm.llm.local import local_problems  # only a local model pays for it
+
             problems += [
                 (f"llm.providers.{name}", "the local model cannot run", fix)
                 for fix in local_problems(provider)
