@@ -121,6 +121,9 @@ class Service(ServiceView):
         if bot is None or self.state is not State.RUNNING:
             return None
         sender = self._sender
+        cluster = self.cluster.snapshot() if self.cluster is not None else None
+        if cluster is not None and bot.spam_share is not None:
+            cluster["spam_share"] = bot.spam_share.snapshot()
         from kryten_llm.ops import health as ops_health  # imported after startup, when asked
 
         return ops_health.Liveness(
@@ -134,7 +137,7 @@ class Service(ServiceView):
             ),
             worker_errors=bot.stats.totals[Count.WORKER_ERRORS],
             task_restarts=self._supervisor.restarts,
-            cluster=self.cluster.snapshot() if self.cluster is not None else None,
+            cluster=cluster,
         )
 
     # --- the operator's switches: kryten_llm.bot.operator.Operator, once the bot runs -------

@@ -23,10 +23,12 @@ from kryten_llm.cluster.kv import open_bucket, read_json, retrying, safe_key
 from kryten_llm.cluster.seen import KVClaimStore, claim_key
 from kryten_llm.cluster.spamshare import SharedSpamStrikes, bucket_ttl
 from kryten_llm.config import ChannelConfig, SpamConfig
+from kryten_llm.pipeline.decisions import Reason
 from kryten_llm.pipeline.spam import SAME_OFFENCE_SECONDS, SpamGuard, Standing, merged
+from kryten_llm.service import Service
 from tests.bridge import FakeBridge
 from tests.cluster_helpers import Instances, cluster_config, startups, undecided, wait_instances
-from tests.conftest import Clock, eventually
+from tests.conftest import Clock, eventually, running, settings_for
 from tests.natsserver import NatsServer
 from tests.test_cluster import numbers
 
@@ -335,3 +337,40 @@ async def test_a_spammer_muted_by_one_instance_stays_muted_on_an_instance_starte
     finally:
         await watcher.close()
         assert instances.stop() == [0, 0]
+
+
+async def test_health_shows_what_the_shared_spam_strikes_read_and_wrote(
+    nats_server: NatsServer, tmp_path: Path
+) -> None:
+    """``/health`` (``cluster.spam_share``): a flood's offence is written once, none pending."""
+    settings = settings_for(
+        nats_server.url,
+        tmp_path,
+        cluster={"enabled": True},
+        service={"name": "spamhealth"},
+        spam={"enabled": True, "max_messages": 1, "base_penalty_seconds": 600},
+    )
+    async with running(Service(settings)) as service, FakeBridge(nats_server.url) as bridge:
+        assert service.bot is not None
+        assert service.bot.spam_share is not None
+        share = service.bot.spam_share
+        before = service.surface.health() if service.surface else {}
+        assert before["components"]["cluster"]["spam_share"] == {
+            "loaded": 0,
+            "pending": 0,
+            "written": 0,
+            "dropped": 0,
+            "failed": 0,
+        }
+        await bridge.chat("alice", "cynthia, are you there?")
+        await bridge.chat("alice", "cynthia, still there?")
+        await eventually(lambda: service.stats.decisions[Reason.SPAM] == 1)
+        await eventually(lambda: share.written == 1 and share.pending == 0)
+        health = service.surface.health() if service.surface else {}
+    assert health["components"]["cluster"]["spam_share"] == {
+        "loaded": 0,
+        "pending": 0,
+        "written": 1,
+        "dropped": 0,
+        "failed": 0,
+    }

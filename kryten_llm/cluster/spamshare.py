@@ -159,6 +159,16 @@ class SharedSpamStrikes:
         """Users whose standing is waiting to be written."""
         return len(self._pending)
 
+    def snapshot(self) -> dict[str, int]:
+        """For ``/health`` (under ``cluster``): what was read, written, and not shared."""
+        return {
+            "loaded": self.loaded,
+            "pending": self.pending,
+            "written": self.written,
+            "dropped": self.dropped,
+            "failed": self.failed,
+        }
+
     def note(self, standing: Standing) -> None:
         """A new offence (guard's clock), to be written; never waits (the NATS callback)."""
         key = standing.username
