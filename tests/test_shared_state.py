@@ -374,3 +374,65 @@ async def test_health_shows_what_the_shared_spam_strikes_read_and_wrote(
         "dropped": 0,
         "failed": 0,
     }
+
+
+async def test_clearing_forgives_a_spammer_on_every_instance_and_one_started_later(
+    connect: Callable[[], Awaitable[NATS]],
+) -> None:
+    """The operator's "clear cooldowns" on A: B (running) forgives through the watch, C
+    (started after) finds nothing to hold; a strike after the clear is shared again."""
+    bucket = "test_spam_clear"
+    async with AsyncExitStack() as stack:
+        guards = [SpamGuard(SPAM) for _ in range(3)]
+        stores: list[SharedSpamStrikes] = []
+        for guard in guards[:2]:
+            store = await SharedSpamStrikes.start(
+                await connect(), guard, bucket=bucket, replicas=1, retry_seconds=5
+            )
+            stack.push_async_callback(store.stop)
+            stores.append(store)
+        spam_twice(guards[0])
+        await eventually(lambda: stores[0].written == 1 and guards[1].adopted == 1)
+        assert not guards[1].check("spammer", "what time is it, cynthia?", rank=0).allowed
+
+        guards[0].clear()
+        await stores[0].clear()
+        await eventually(lambda: guards[1].check("spammer", "is it noon, cynthia?", rank=0).allowed)
+
+        late = await SharedSpamStrikes.start(
+            await connect(), guards[2], bucket=bucket, replicas=1, retry_seconds=5
+        )
+        stack.push_async_callback(late.stop)
+        assert late.loaded == 0
+        assert guards[2].check("spammer", "what time is it now, cynthia?", rank=0).allowed
+
+        spam_twice(guards[1], "other")  # after the clear: shared as before
+        await eventually(lambda: guards[2].adopted == 1)
+        assert not guards[2].check("other", "hello again, cynthia", rank=0).allowed
+        assert guards[2].check("spammer", "and now, cynthia?", rank=0).allowed
+
+
+@pytest.mark.parametrize("clustered", [True, False])
+async def test_the_operators_clear_cooldowns_lifts_a_mute(
+    clustered: bool, nats_server: NatsServer, tmp_path: Path
+) -> None:
+    """A flood mutes alice; the operator's "clear cooldowns" lifts it, and her next mention is
+    answered (before, it cleared the rate limits and kept the mute), alone or among several."""
+    settings = settings_for(
+        nats_server.url,
+        tmp_path,
+        cluster={"enabled": clustered},
+        service={"name": "spamclear" if clustered else "spamclearalone"},
+        spam={"enabled": True, "max_messages": 1, "base_penalty_seconds": 600},
+    )
+    async with running(Service(settings)) as service, FakeBridge(nats_server.url) as bridge:
+        await bridge.chat("alice", "cynthia, are you there?")
+        await bridge.chat("alice", "cynthia, still there?")
+        await eventually(lambda: service.stats.decisions[Reason.SPAM] == 1)
+        await bridge.wait_for_commands(1)
+        assert service.operator is not None
+        await service.operator.clear_cooldowns()
+        await bridge.chat("alice", "cynthia, and now?")
+        await bridge.wait_for_commands(2)
+        assert service.stats.decisions[Reason.SPAM] == 1
+    assert [said for said in bridge.says() if "and now" in said]

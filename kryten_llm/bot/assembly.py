@@ -262,9 +262,18 @@ class Bot:
                 limiter.reconfigure(limits, words.values())
 
     async def clear_cooldowns(self) -> None:
-        """Forget every rate-limit hit in every channel."""
+        """Forget every rate-limit hit and every spam strike and mute, in every channel; among
+        several instances, on every instance (the shared hits and standings too).
+
+        Raises:
+            ClusterError: JetStream failed while the shared standings were cleared (this
+                instance's are cleared already).
+        """
+        self.spam.clear()
         for limiter in self._limiters.values():
             await limiter.clear()
+        if self.spam_share is not None:
+            await self.spam_share.clear()
 
     async def work(self) -> None:
         """One reply worker: answers queued jobs until cancelled; no job can end the loop.

@@ -26,6 +26,11 @@ One key per user (the lower-cased name, hashed when it is not a valid key) holdi
 the guard counts in monotonic time and the store converts with an offset fixed at start. The
 bucket's TTL is the longest a standing can matter (the longest penalty or forgiveness spell as
 configured at start, and a margin): a record not rewritten for that long is forgiven anyway.
+
+The operator's "clear cooldowns" forgives everyone everywhere (:meth:`SharedSpamStrikes.clear`):
+the records are purged and a marker, :data:`CLEARED`, is written; every instance's watch sees
+the marker and clears its guard. An instance started later reads the marker in stream order,
+after the records it replaced and before any standing written since.
 """
 
 from __future__ import annotations
@@ -39,6 +44,7 @@ from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import structlog
+from nats.js.errors import NoKeysError
 
 from kryten_llm.cluster.kv import open_bucket, read_json, retrying, safe_key, write_json
 from kryten_llm.cluster.mirror import KeyMirror
@@ -58,6 +64,7 @@ MAX_PENDING = 1000  # users with a standing not yet written; more are dropped (a
 _WRITE_ATTEMPTS = 5  # compare-and-set rounds lost to other writers before giving up
 _TTL_MARGIN = 600.0
 _STOP_FLUSH_SECONDS = 2.0
+CLEARED = "operator.cleared"  # a "clear cooldowns"; user keys never hold a "."
 
 
 def bucket_ttl(config: SpamConfig) -> float:
@@ -189,6 +196,9 @@ class SharedSpamStrikes:
         """A record from the watch: a standing of another instance (or our own, coming back)."""
         if not value:
             return  # a delete, a purge or an expiry marker: nothing to hold against anyone
+        if key == CLEARED:
+            self._guard.clear()  # the operator forgave everyone (ours too, coming back)
+            return
         try:
             standing = _from_json(json.loads(value))
         except ValueError:
@@ -229,6 +239,24 @@ class SharedSpamStrikes:
                 self.written += 1
                 return
         log.warning("spam_strike_conflicts", username=standing.username, attempts=_WRITE_ATTEMPTS)
+
+    async def clear(self) -> None:
+        """Forgive everyone on every instance (the operator's "clear cooldowns"): the waiting
+        writes are dropped, every record purged and the :data:`CLEARED` marker written.
+
+        Raises:
+            ClusterError: JetStream failed for the whole timeout.
+        """
+        self._pending.clear()
+        await retrying(self._clear, self._timeout, what="clear spam strikes")
+
+    async def _clear(self) -> None:
+        try:
+            keys = await self._kv.keys()
+        except NoKeysError:
+            keys = []
+        await asyncio.gather(*(self._kv.purge(key) for key in keys if key != CLEARED))
+        await self._kv.put(CLEARED, json.dumps({"at": time.time()}).encode())
 
     async def stop(self) -> None:
         """Stop sharing: the pending writes get a moment, then the tasks end. Idempotent."""
