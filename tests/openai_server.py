@@ -15,7 +15,8 @@ Every request is recorded with its headers, JSON body and monotonic arrival time
 
 :func:`streamed` answers with server-sent events, OpenAI chunks on ``/v1/chat/completions`` and
 Anthropic events on ``/v1/messages``: text pieces with pauses between them, finished properly or
-cut off; ``stream_ends`` records when each streamed answer was complete (its last byte written).
+cut off; ``stream_ends`` records when each streamed answer was complete (its last byte written),
+``stream_left`` when a client closed the connection during one of a stream's pauses.
 
     async with ScriptedOpenAIServer(status(429, headers={"Retry-After": "1"}), reply("hi")) as llm:
         config = ProviderConfig(type="openai", base_url=llm.base_url)
@@ -281,6 +282,8 @@ class ScriptedOpenAIServer(LocalApi):
         self.models = tuple(models)
         self.requests: list[RecordedRequest] = []
         self.stream_ends: list[float] = []  # time.monotonic() when a streamed answer was complete
+        self.stream_left: list[float] = []  # ... when its client went away during a pause
+        self._closing = False
         super().__init__()
         self._handlers: set[asyncio.Task[Any]] = set()
 
@@ -304,6 +307,7 @@ class ScriptedOpenAIServer(LocalApi):
         app.router.add_get("/v1/models", self._list_models)
 
     async def __aexit__(self, *exc_info: object) -> None:
+        self._closing = True
         for task in list(self._handlers):
             task.cancel()
         await super().__aexit__(*exc_info)
@@ -339,7 +343,12 @@ class ScriptedOpenAIServer(LocalApi):
         self._handlers.add(task)
         try:
             if step.kind == "stream":
-                response = await _stream(step, request)
+                try:
+                    response = await _stream(step, request)
+                except asyncio.CancelledError:  # the client went away, or we are closing
+                    if not (self._closing or step.cut):
+                        self.stream_left.append(time.monotonic())
+                    raise
                 if not step.cut:
                     self.stream_ends.append(time.monotonic())
                 return response
@@ -462,7 +471,7 @@ async def _stream(step: Step, request: web.Request) -> web.StreamResponse:
         if isinstance(piece, str):
             await response.write(_sse_piece(step, piece, anthropic))
         else:
-            await asyncio.sleep(piece)
+            await asyncio.sleep(piece)  # cancelled if the client goes away (handler_cancellation)
     if step.cut:
         assert request.transport is not None
         request.transport.close()

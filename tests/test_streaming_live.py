@@ -10,7 +10,7 @@ import pytest
 
 from kryten_llm.service import Service
 from tests.bridge import FakeBridge
-from tests.conftest import read_log, running, settings_for, settled
+from tests.conftest import eventually, read_log, running, settings_for, settled
 from tests.natsserver import NatsServer
 from tests.openai_server import ScriptedOpenAIServer, reply, streamed
 
@@ -121,8 +121,12 @@ async def test_a_refused_first_part_is_never_sent_and_gets_the_corrective_retry(
             await bridge.chat("alice", "cynthia, say something")
             await bridge.wait_for_commands(2)
             await settled(service, bridge, chats=3)
+            # The first stream was closed in its 3 s pause, once its first part was refused.
+            await eventually(lambda: llm.stream_left, 2.0)
     assert bridge.says() == ["A clean answer.", "Nothing to see here."]
-    assert llm.stream_ends == [llm.stream_ends[0]]  # the first stream was closed in its pause
+    (left,) = llm.stream_left
+    assert left - llm.completions[0].received_at < 2.0
+    assert len(llm.stream_ends) == 1
     (record,) = read_log(tmp_path)
     assert record["first_attempt"]["rejected"] == "blocklisted"
     assert record["first_attempt"]["text"] == "This is forbidden talk. "
