@@ -32,6 +32,16 @@ print(json.dumps(state))
 """
 
 
+PROBE_WHOLE = """
+import json, sys
+from kryten_llm.bus.natsload import import_nats
+hidden = import_nats(sys.argv[1:])
+import nats.aio.client
+print(json.dumps({"hidden": hidden, "client": hasattr(nats.aio.client, "CLIENT"),
+                  "from": nats.__file__}))
+"""
+
+
 def probe(*servers: str) -> dict[str, bool]:
     done = subprocess.run(
         [sys.executable, "-c", PROBE, *servers],
@@ -62,6 +72,30 @@ def test_a_websocket_server_keeps_aiohttp_in_nats() -> None:
         "aiohttp_loaded": True,
         "transport_has_it": True,
         "given_back": True,
+    }
+
+
+def test_a_nats_py_that_needs_aiohttp_everywhere_is_imported_whole(tmp_path: Path) -> None:
+    """Should a later nats-py import aiohttp where it cannot do without, the bot still starts."""
+    client = tmp_path / "nats" / "aio" / "client.py"
+    client.parent.mkdir(parents=True)
+    for package in (tmp_path / "nats", client.parent):
+        (package / "__init__.py").write_text("")
+    client.write_text("import aiohttp\nCLIENT = aiohttp.ClientSession\n")
+    env = bot_env()
+    env["PYTHONPATH"] = f"{tmp_path}:{env['PYTHONPATH']}"
+    done = subprocess.run(
+        [sys.executable, "-c", PROBE_WHOLE, "nats://127.0.0.1:4222"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+        check=True,
+    )
+    assert json.loads(done.stdout) == {
+        "hidden": False,
+        "client": True,
+        "from": str(tmp_path / "nats" / "__init__.py"),
     }
 
 

@@ -31,10 +31,16 @@ def import_nats(servers: Sequence[str]) -> bool:
         return False
     sys.modules["aiohttp"] = None  # type: ignore[assignment]  # `import aiohttp` fails meanwhile
     try:
-        import nats.aio.client  # noqa: F401  # the import is the point
+        import nats.aio.client  # the import is the point
+    except ImportError:
+        hidden = False  # a nats-py that needs aiohttp for more than WebSocket: take it whole
+    else:
+        hidden = True
     finally:
         del sys.modules["aiohttp"]
-    return True
+    if not hidden:
+        import nats.aio.client  # noqa: F401
+    return hidden
 
 
 def give_aiohttp_back() -> None:
