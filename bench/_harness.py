@@ -40,6 +40,23 @@ run: ``PYTHONPATH=<worktree of an old commit> python bench/bench_x.py``). Bots a
 with it as their working directory too: ``python -m`` puts the working directory first on
 ``sys.path``, so started anywhere inside this checkout they would run this checkout's code."""
 
+PYCACHE = Path(tempfile.gettempdir()) / "kryten-llm-bench-pycache"
+"""Where measured processes keep their compiled bytecode, as an installed package has it (pip
+compiles at install): even where the environment sets ``PYTHONDONTWRITEBYTECODE``, a bot started
+here does not compile its sources anew, which costs ~30 ms of its start and ~0.8 MiB of RSS."""
+
+
+def child_env() -> dict[str, str]:
+    """The environment of a measured process: no ``KRYTEN_LLM_`` settings, ``CODE`` importable,
+    bytecode kept in :data:`PYCACHE`."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("KRYTEN_LLM_") and k != "PYTHONDONTWRITEBYTECODE"
+    }
+    return {**env, "PYTHONPATH": str(CODE), "PYTHONPYCACHEPREFIX": str(PYCACHE)}
+
+
 CHANNEL = "MyChannel"
 SUBJECT = "kryten.events.cytube.mychannel.chatmsg"
 
@@ -83,8 +100,7 @@ class Bot:
         self._dir = tempfile.TemporaryDirectory(prefix="kryten-llm-bench-")
         path = self.config_path = Path(self._dir.name) / "config.json"
         path.write_text(json.dumps(config))
-        env = {k: v for k, v in os.environ.items() if not k.startswith("KRYTEN_LLM_")}
-        env["PYTHONPATH"] = str(CODE)  # see CODE
+        env = child_env()
         with contextlib.ExitStack() as files:
             out = files.enter_context(log_path.open("wb")) if log_path else subprocess.DEVNULL
             self.process = subprocess.Popen(

@@ -9,10 +9,9 @@ Interest is detected without help from the process under test: a request to the 
 does (the bot never replies to events). The time of the first request that timed out is when
 the subscription was live.
 
-Every process runs from compiled bytecode, as an installed package does (pip compiles it at
-install): the children get a bytecode cache of their own (``PYTHONPYCACHEPREFIX``, also where the
-environment sets ``PYTHONDONTWRITEBYTECODE``), and one spawn of each, not counted, fills it.
-Before 2026-11-30 (startup) the bot's own modules were compiled anew at every spawn here.
+Every process runs from compiled bytecode, as an installed package does (``_harness.PYCACHE``);
+one spawn of each, not counted, fills the cache. Before 2026-11-30 (startup) the bot's own
+modules were compiled anew at every spawn wherever ``PYTHONDONTWRITEBYTECODE`` was set.
 
 python bench/bench_startup.py          # 10 spawns each (BENCH_RUNS to change)
 """
@@ -31,7 +30,7 @@ from pathlib import Path
 
 import nats
 import nats.errors
-from _harness import CODE, NatsServer, bench_config, machine
+from _harness import CODE, NatsServer, bench_config, child_env, machine
 
 SUBJECT = "kryten.events.cytube.mychannel.chatmsg"
 BARE = (
@@ -42,16 +41,6 @@ BARE = (
     "    await asyncio.Event().wait()\n"
     "asyncio.run(main())\n"
 )
-
-
-def child_env(pycache: str) -> dict[str, str]:
-    """The environment of a measured process: no ``KRYTEN_LLM_`` settings, bytecode kept."""
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith("KRYTEN_LLM_") and k != "PYTHONDONTWRITEBYTECODE"
-    }
-    return {**env, "PYTHONPATH": str(CODE), "PYTHONPYCACHEPREFIX": pycache}
 
 
 async def spawn_to_subscribed(nc: nats.NATS, argv: list[str], env: dict[str, str]) -> float:
@@ -94,7 +83,7 @@ async def main() -> None:
         bot_config = bench_config(server.url, Path(tmp) / "logs")
         bot_config["web"] = {"port": 0}
         config.write_text(json.dumps(bot_config))
-        env = child_env(str(Path(tmp) / "pycache"))
+        env = child_env()
         bare_argv = [sys.executable, "-c", BARE, server.url]
         bot_argv = [sys.executable, "-m", "kryten_llm", "--config", str(config)]
         nc = await nats.connect(server.url)
