@@ -11,6 +11,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -42,17 +43,17 @@ print(json.dumps({"hidden": hidden, "client": hasattr(nats.aio.client, "CLIENT")
 """
 
 
-def probe(*servers: str) -> dict[str, bool]:
+def probe(*servers: str, script: str = PROBE, env: dict[str, str] | None = None) -> Any:
+    """What ``script`` prints (JSON), run in a fresh interpreter with ``servers`` as arguments."""
     done = subprocess.run(
-        [sys.executable, "-c", PROBE, *servers],
+        [sys.executable, "-c", script, *servers],
         capture_output=True,
         text=True,
-        env=bot_env(),
+        env=env or bot_env(),
         timeout=60,
         check=True,
     )
-    state: dict[str, bool] = json.loads(done.stdout)
-    return state
+    return json.loads(done.stdout)
 
 
 def test_over_tcp_nats_is_imported_without_aiohttp_and_given_it_back() -> None:
@@ -84,15 +85,7 @@ def test_a_nats_py_that_needs_aiohttp_everywhere_is_imported_whole(tmp_path: Pat
     client.write_text("import aiohttp\nCLIENT = aiohttp.ClientSession\n")
     env = bot_env()
     env["PYTHONPATH"] = f"{tmp_path}:{env['PYTHONPATH']}"
-    done = subprocess.run(
-        [sys.executable, "-c", PROBE_WHOLE, "nats://127.0.0.1:4222"],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=60,
-        check=True,
-    )
-    assert json.loads(done.stdout) == {
+    assert probe("nats://127.0.0.1:4222", script=PROBE_WHOLE, env=env) == {
         "hidden": False,
         "client": True,
         "from": str(tmp_path / "nats" / "__init__.py"),

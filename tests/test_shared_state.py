@@ -52,6 +52,25 @@ async def connect(nats_server: NatsServer) -> AsyncIterator[Callable[[], Awaitab
             await nc.close()
 
 
+Share = Callable[[SpamGuard, str], Awaitable[SharedSpamStrikes]]
+
+
+@pytest.fixture
+async def share(connect: Callable[[], Awaitable[NATS]]) -> AsyncIterator[Share]:
+    """Shares a guard's strikes through a bucket, as an instance of its own (a connection of
+    its own); every store is stopped at the end."""
+    async with AsyncExitStack() as stack:
+
+        async def start(guard: SpamGuard, bucket: str) -> SharedSpamStrikes:
+            store = await SharedSpamStrikes.start(
+                await connect(), guard, bucket=bucket, replicas=1, retry_seconds=5
+            )
+            stack.push_async_callback(store.stop)
+            return store
+
+        yield start
+
+
 def spam_twice(guard: SpamGuard, username: str = "spammer") -> None:
     """The same mention twice: the second is an ``identical`` offence (strike 1)."""
     assert guard.check(username, "cynthia, buy my stuff", rank=0).allowed
@@ -128,38 +147,28 @@ def test_every_new_offence_is_told_once(clock: Clock) -> None:
 
 
 async def test_a_mute_reaches_a_running_instance_and_one_started_later(
-    connect: Callable[[], Awaitable[NATS]],
+    share: Share, connect: Callable[[], Awaitable[NATS]]
 ) -> None:
     """Instance A mutes a spammer: B (running) learns it through the watch, C (started after)
     reads it at start, and both ignore the spammer's next, innocent message."""
     bucket = "test_spam_share"
-    async with AsyncExitStack() as stack:
-        guards = [SpamGuard(SPAM) for _ in range(3)]
-        stores: list[SharedSpamStrikes] = []
-        for guard in guards[:2]:
-            store = await SharedSpamStrikes.start(
-                await connect(), guard, bucket=bucket, replicas=1, retry_seconds=5
-            )
-            stack.push_async_callback(store.stop)
-            stores.append(store)
-        spam_twice(guards[0])
-        await eventually(lambda: stores[0].written == 1)
-        await eventually(lambda: guards[1].adopted == 1)
-        assert not guards[1].check("spammer", "what time is it, cynthia?", rank=0).allowed
+    guards = [SpamGuard(SPAM) for _ in range(3)]
+    stores = [await share(guard, bucket) for guard in guards[:2]]
+    spam_twice(guards[0])
+    await eventually(lambda: stores[0].written == 1)
+    await eventually(lambda: guards[1].adopted == 1)
+    assert not guards[1].check("spammer", "what time is it, cynthia?", rank=0).allowed
 
-        late = await SharedSpamStrikes.start(
-            await connect(), guards[2], bucket=bucket, replicas=1, retry_seconds=5
-        )
-        stack.push_async_callback(late.stop)
-        assert late.loaded == 1
-        verdict = guards[2].check("spammer", "what time is it, cynthia?", rank=0)
-        assert (verdict.allowed, verdict.strikes) == (False, 1)
-        assert verdict.retry_after > 250
-        assert guards[2].check("bob", "what time is it, cynthia?", rank=0).allowed
+    late = await share(guards[2], bucket)
+    assert late.loaded == 1
+    verdict = guards[2].check("spammer", "what time is it, cynthia?", rank=0)
+    assert (verdict.allowed, verdict.strikes) == (False, 1)
+    assert verdict.retry_after > 250
+    assert guards[2].check("bob", "what time is it, cynthia?", rank=0).allowed
 
-        kv = await open_bucket(await connect(), bucket, ttl=1, replicas=1)
-        status = await kv.status()
-        assert status.ttl == pytest.approx(bucket_ttl(SPAM))
+    kv = await open_bucket(await connect(), bucket, ttl=1, replicas=1)
+    status = await kv.status()
+    assert status.ttl == pytest.approx(bucket_ttl(SPAM))
 
 
 async def test_two_instances_writing_one_offence_keep_one_record_with_the_harsher_values(
@@ -377,39 +386,29 @@ async def test_health_shows_what_the_shared_spam_strikes_read_and_wrote(
 
 
 async def test_clearing_forgives_a_spammer_on_every_instance_and_one_started_later(
-    connect: Callable[[], Awaitable[NATS]],
+    share: Share,
 ) -> None:
     """The operator's "clear cooldowns" on A: B (running) forgives through the watch, C
     (started after) finds nothing to hold; a strike after the clear is shared again."""
     bucket = "test_spam_clear"
-    async with AsyncExitStack() as stack:
-        guards = [SpamGuard(SPAM) for _ in range(3)]
-        stores: list[SharedSpamStrikes] = []
-        for guard in guards[:2]:
-            store = await SharedSpamStrikes.start(
-                await connect(), guard, bucket=bucket, replicas=1, retry_seconds=5
-            )
-            stack.push_async_callback(store.stop)
-            stores.append(store)
-        spam_twice(guards[0])
-        await eventually(lambda: stores[0].written == 1 and guards[1].adopted == 1)
-        assert not guards[1].check("spammer", "what time is it, cynthia?", rank=0).allowed
+    guards = [SpamGuard(SPAM) for _ in range(3)]
+    stores = [await share(guard, bucket) for guard in guards[:2]]
+    spam_twice(guards[0])
+    await eventually(lambda: stores[0].written == 1 and guards[1].adopted == 1)
+    assert not guards[1].check("spammer", "what time is it, cynthia?", rank=0).allowed
 
-        guards[0].clear()
-        await stores[0].clear()
-        await eventually(lambda: guards[1].check("spammer", "is it noon, cynthia?", rank=0).allowed)
+    guards[0].clear()
+    await stores[0].clear()
+    await eventually(lambda: guards[1].check("spammer", "is it noon, cynthia?", rank=0).allowed)
 
-        late = await SharedSpamStrikes.start(
-            await connect(), guards[2], bucket=bucket, replicas=1, retry_seconds=5
-        )
-        stack.push_async_callback(late.stop)
-        assert late.loaded == 0
-        assert guards[2].check("spammer", "what time is it now, cynthia?", rank=0).allowed
+    late = await share(guards[2], bucket)
+    assert late.loaded == 0
+    assert guards[2].check("spammer", "what time is it now, cynthia?", rank=0).allowed
 
-        spam_twice(guards[1], "other")  # after the clear: shared as before
-        await eventually(lambda: guards[2].adopted == 1)
-        assert not guards[2].check("other", "hello again, cynthia", rank=0).allowed
-        assert guards[2].check("spammer", "and now, cynthia?", rank=0).allowed
+    spam_twice(guards[1], "other")  # after the clear: shared as before
+    await eventually(lambda: guards[2].adopted == 1)
+    assert not guards[2].check("other", "hello again, cynthia", rank=0).allowed
+    assert guards[2].check("spammer", "and now, cynthia?", rank=0).allowed
 
 
 @pytest.mark.parametrize("clustered", [True, False])
