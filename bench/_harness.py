@@ -40,7 +40,7 @@ run: ``PYTHONPATH=<worktree of an old commit> python bench/bench_x.py``). Bots a
 with it as their working directory too: ``python -m`` puts the working directory first on
 ``sys.path``, so started anywhere inside this checkout they would run this checkout's code."""
 
-PYCACHE = Path(tempfile.gettempdir()) / "kryten-llm-bench-pycache"
+PYCACHE = Path(tempfile.gettempdir()) / f"kryten-llm-bench-pycache-{os.getuid()}"
 """Where measured processes keep their compiled bytecode, as an installed package has it (pip
 compiles at install): even where the environment sets ``PYTHONDONTWRITEBYTECODE``, a bot started
 here does not compile its sources anew, which costs ~30 ms of its start and ~0.8 MiB of RSS."""

@@ -2,7 +2,9 @@
 
 The bot is started as an operator starts it (``python -m kryten_llm --config``); the same is
 measured for a bare nats-py client that connects and subscribes to the same subject, the floor
-any Python service can reach. ``kryten-llm --version`` is timed too (the front door).
+any Python service can reach, and for the same client importing nats-py without aiohttp, as
+the bot does (``bus/natsload.py``): the floor of the bot's way. ``kryten-llm --version`` is
+timed too (the front door).
 
 Interest is detected without help from the process under test: a request to the subject gets
 "no responders" from the server at once while nobody subscribes, and times out once someone
@@ -41,6 +43,9 @@ BARE = (
     "    await asyncio.Event().wait()\n"
     "asyncio.run(main())\n"
 )
+# The same client with nats-py imported as the bot imports it (bus/natsload.py): without
+# aiohttp, which nats-py loads for its WebSocket transport alone.
+LEAN = "import sys\nsys.modules['aiohttp'] = None\n" + BARE
 
 
 async def spawn_to_subscribed(nc: nats.NATS, argv: list[str], env: dict[str, str]) -> float:
@@ -84,22 +89,26 @@ async def main() -> None:
         bot_config["web"] = {"port": 0}
         config.write_text(json.dumps(bot_config))
         env = child_env()
-        bare_argv = [sys.executable, "-c", BARE, server.url]
-        bot_argv = [sys.executable, "-m", "kryten_llm", "--config", str(config)]
+        argvs = {
+            "bare nats-py": [sys.executable, "-c", BARE, server.url],
+            "bare, lean": [sys.executable, "-c", LEAN, server.url],
+            "kryten-llm bot": [sys.executable, "-m", "kryten_llm", "--config", str(config)],
+        }
         nc = await nats.connect(server.url)
-        for argv in (bare_argv, bot_argv):  # not counted: compiles and stores the bytecode
+        for argv in argvs.values():  # not counted: compiles and stores the bytecode
             await spawn_to_subscribed(nc, argv, env)
-        bot, bare = [], []
-        for _ in range(runs):
-            bare.append(await spawn_to_subscribed(nc, bare_argv, env))
-            bot.append(await spawn_to_subscribed(nc, bot_argv, env))
+        samples: dict[str, list[float]] = {name: [] for name in argvs}
+        for _ in range(runs):  # interleaved, so a busy moment of the machine hits all alike
+            for name, argv in argvs.items():
+                samples[name].append(await spawn_to_subscribed(nc, argv, env))
         await nc.close()
         version = [version_seconds(env) for _ in range(runs)]
     print(f"machine: {machine()}; {runs} runs each")
-    for name, samples in (("bare nats-py", bare), ("kryten-llm bot", bot), ("--version", version)):
+    samples["--version"] = version
+    for name, values in samples.items():
         print(
-            f"{name:>15}: median {statistics.median(samples):.3f} s, "
-            f"min {min(samples):.3f} s, max {max(samples):.3f} s"
+            f"{name:>15}: median {statistics.median(values):.3f} s, "
+            f"min {min(values):.3f} s, max {max(values):.3f} s"
         )
 
 

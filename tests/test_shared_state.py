@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack
@@ -19,10 +20,11 @@ import pytest
 from nats.aio.client import Client as NATS
 
 from kryten_llm.cluster import spamshare
-from kryten_llm.cluster.kv import open_bucket, read_json, retrying, safe_key
+from kryten_llm.cluster.kv import bucket_name, open_bucket, read_json, retrying, safe_key
 from kryten_llm.cluster.seen import KVClaimStore, claim_key
 from kryten_llm.cluster.spamshare import SharedSpamStrikes, bucket_ttl
 from kryten_llm.config import ChannelConfig, SpamConfig
+from kryten_llm.errors import ControlError
 from kryten_llm.pipeline.decisions import Reason
 from kryten_llm.pipeline.spam import SAME_OFFENCE_SECONDS, SpamGuard, Standing, merged
 from kryten_llm.service import Service
@@ -363,7 +365,8 @@ async def test_health_shows_what_the_shared_spam_strikes_read_and_wrote(
         assert service.bot is not None
         assert service.bot.spam_share is not None
         share = service.bot.spam_share
-        before = service.surface.health() if service.surface else {}
+        assert service.surface is not None
+        before = service.surface.health()
         assert before["components"]["cluster"]["spam_share"] == {
             "loaded": 0,
             "pending": 0,
@@ -375,7 +378,7 @@ async def test_health_shows_what_the_shared_spam_strikes_read_and_wrote(
         await bridge.chat("alice", "cynthia, still there?")
         await eventually(lambda: service.stats.decisions[Reason.SPAM] == 1)
         await eventually(lambda: share.written == 1 and share.pending == 0)
-        health = service.surface.health() if service.surface else {}
+        health = service.surface.health()
     assert health["components"]["cluster"]["spam_share"] == {
         "loaded": 0,
         "pending": 0,
@@ -411,6 +414,33 @@ async def test_clearing_forgives_a_spammer_on_every_instance_and_one_started_lat
     assert guards[2].check("spammer", "and now, cynthia?", rank=0).allowed
 
 
+async def test_a_clear_heard_again_forgives_nothing_that_came_after_it(
+    share: Share, connect: Callable[[], Awaitable[NATS]]
+) -> None:
+    """A strike from before a clear that is written after it (it was in flight) is void
+    everywhere; an instance whose watch starts again replays the marker and keeps a strike
+    made after the clear that it never managed to write."""
+    bucket = "test_spam_replay"
+    first = SpamGuard(SPAM)
+    store = await share(first, bucket)
+    spam_twice(first, "early")
+    await eventually(lambda: store.written == 1)
+    before_clear = time.time()
+    first.clear()
+    await store.clear()
+    late_write = {"user": "early", "strikes": 1, "last": before_clear, "until": time.time() + 300}
+    kv = await open_bucket(await connect(), bucket, ttl=bucket_ttl(SPAM), replicas=1)
+    await kv.put(safe_key("early"), json.dumps(late_write).encode())
+    assert json.loads((await kv.get(safe_key("early"))).value or b"") == late_write
+
+    second = SpamGuard(SPAM)
+    spam_twice(second, "later")  # after the clear; never shared (not started yet)
+    replayed = await share(second, bucket)  # reads the marker and the late write
+    assert replayed.loaded == 0  # the late write is void: nothing held against anyone
+    assert not second.check("later", "cynthia, hello again", rank=0).allowed
+    assert second.check("early", "cynthia, am I forgiven?", rank=0).allowed
+
+
 @pytest.mark.parametrize("clustered", [True, False])
 async def test_the_operators_clear_cooldowns_lifts_a_mute(
     clustered: bool, nats_server: NatsServer, tmp_path: Path
@@ -435,3 +465,30 @@ async def test_the_operators_clear_cooldowns_lifts_a_mute(
         await bridge.wait_for_commands(2)
         assert service.stats.decisions[Reason.SPAM] == 1
     assert [said for said in bridge.says() if "and now" in said]
+
+
+async def test_a_clear_that_jetstream_fails_says_so_and_still_clears_this_instance(
+    nats_server: NatsServer, nc: NATS, tmp_path: Path
+) -> None:
+    """The spam bucket is gone: the operator hears a 503 that names what was not cleared, and
+    this instance has forgiven alice all the same."""
+    settings = settings_for(
+        nats_server.url,
+        tmp_path,
+        cluster={"enabled": True, "claim_timeout_seconds": 0.5},
+        service={"name": "spamclearfail"},
+        spam={"enabled": True, "max_messages": 1, "base_penalty_seconds": 600},
+    )
+    async with running(Service(settings)) as service, FakeBridge(nats_server.url) as bridge:
+        await bridge.chat("alice", "cynthia, are you there?")
+        await bridge.chat("alice", "cynthia, still there?")
+        await eventually(lambda: service.stats.decisions[Reason.SPAM] == 1)
+        await nc.jetstream().delete_key_value(bucket_name("spamclearfail", "spam"))
+        assert service.operator is not None
+        with pytest.raises(ControlError) as refused:
+            await service.operator.clear_cooldowns()
+        assert refused.value.status == 503
+        assert "clear spam strikes" in str(refused.value)
+        await bridge.chat("alice", "cynthia, and now?")
+        await bridge.wait_for_commands(2)
+    assert service.stats.decisions[Reason.SPAM] == 1

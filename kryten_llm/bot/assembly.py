@@ -24,7 +24,7 @@ from kryten_llm.bot.character import Character
 from kryten_llm.bot.conversation import Conversation
 from kryten_llm.bot.intake import ChannelContext, Intake
 from kryten_llm.config import TriggersConfig
-from kryten_llm.errors import ClusterError
+from kryten_llm.errors import ClusterError, ControlError
 from kryten_llm.pipeline.decisions import Reason
 from kryten_llm.pipeline.fallback import FallbackPools
 from kryten_llm.pipeline.filters import IntakeFilter
@@ -266,14 +266,20 @@ class Bot:
         several instances, on every instance (the shared hits and standings too).
 
         Raises:
-            ClusterError: JetStream failed while the shared standings were cleared (this
-                instance's are cleared already).
+            ControlError: (503) JetStream failed to clear what the instances share; what this
+                instance holds is cleared all the same.
         """
         self.spam.clear()
-        for limiter in self._limiters.values():
-            await limiter.clear()
+        clears = [limiter.clear() for limiter in self._limiters.values()]
         if self.spam_share is not None:
-            await self.spam_share.clear()
+            clears.append(self.spam_share.clear())
+        failed = [r for r in await asyncio.gather(*clears, return_exceptions=True) if r]
+        if failed:
+            raise ControlError(
+                503,
+                "cleared on this instance; not what the instances share: "
+                + "; ".join(str(e) or type(e).__name__ for e in failed),
+            )
 
     async def work(self) -> None:
         """One reply worker: answers queued jobs until cancelled; no job can end the loop.

@@ -16,7 +16,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 
-_WEBSOCKET = ("ws://", "wss://")
+_WEBSOCKET = ("ws://", "wss://")  # anywhere in the URL, as nats-py looks (ours ignores case)
 
 
 def import_nats(servers: Sequence[str]) -> bool:
@@ -27,7 +27,7 @@ def import_nats(servers: Sequence[str]) -> bool:
     """
     if "nats" in sys.modules or "aiohttp" in sys.modules:
         return False
-    if any(server.lower().startswith(_WEBSOCKET) for server in servers):
+    if any(mark in server.lower() for server in servers for mark in _WEBSOCKET):
         return False
     sys.modules["aiohttp"] = None  # type: ignore[assignment]  # `import aiohttp` fails meanwhile
     try:
@@ -44,10 +44,13 @@ def import_nats(servers: Sequence[str]) -> bool:
 
 
 def give_aiohttp_back() -> None:
-    """Import aiohttp (if not yet) and give it to nats-py's WebSocket transport, as nats-py
-    would have had it; a no-op when nothing was hidden."""
+    """Import aiohttp (if not yet) and give it to nats-py's WebSocket transport with multidict,
+    which the same failed import left out, as nats-py would have had them; a no-op when nothing
+    was hidden."""
     import aiohttp
+    import multidict
     from nats.aio import transport
 
-    if getattr(transport, "aiohttp", aiohttp) is None:
-        setattr(transport, "aiohttp", aiohttp)  # noqa: B010  # not a name nats-py exports
+    for name, module in (("aiohttp", aiohttp), ("multidict", multidict)):
+        if hasattr(transport, name) and getattr(transport, name) is None:
+            setattr(transport, name, module)

@@ -28,9 +28,11 @@ bucket's TTL is the longest a standing can matter (the longest penalty or forgiv
 configured at start, and a margin): a record not rewritten for that long is forgiven anyway.
 
 The operator's "clear cooldowns" forgives everyone everywhere (:meth:`SharedSpamStrikes.clear`):
-the records are purged and a marker, :data:`CLEARED`, is written; every instance's watch sees
-the marker and clears its guard. An instance started later reads the marker in stream order,
-after the records it replaced and before any standing written since.
+the records are purged and a marker, :data:`CLEARED`, written with the time of the clear. An
+instance that hears of a newer clear forgives every offence up to that time and from then on
+ignores standings no later than it, whatever order they come in: a write that was in flight
+during the clear, a restarted watch replaying the marker, an instance started later. Strikes
+after the clear stand.
 """
 
 from __future__ import annotations
@@ -117,6 +119,8 @@ class SharedSpamStrikes:
         self._guard = guard
         self._timeout = timeout
         self._offset = wall() - monotonic()
+        self._monotonic = monotonic
+        self._cleared_at = 0.0  # wall clock: the newest clear heard of; older standings are void
         self._pending: dict[str, Standing] = {}
         self._wake = asyncio.Event()
         self._drained = asyncio.Event()
@@ -197,7 +201,7 @@ class SharedSpamStrikes:
         if not value:
             return  # a delete, a purge or an expiry marker: nothing to hold against anyone
         if key == CLEARED:
-            self._guard.clear()  # the operator forgave everyone (ours too, coming back)
+            self._cleared(value)
             return
         try:
             standing = _from_json(json.loads(value))
@@ -206,9 +210,23 @@ class SharedSpamStrikes:
         if standing is None:
             log.warning("spam_record_unreadable", key=key)
             return
+        if standing.last_offence <= self._cleared_at:
+            return  # forgiven by a clear (written late, or read before its marker)
         if not self._tasks:  # still loading (a watch started again brings them again: a set)
             self._loaded.add(key)
         self._guard.adopt(standing.shifted(-self._offset))
+
+    def _cleared(self, value: bytes) -> None:
+        """The marker of a clear: forgive what happened up to its time, once (a watch started
+        again replays it; strikes and messages since are kept)."""
+        try:
+            at = float(json.loads(value)["at"])
+        except (ValueError, TypeError, KeyError):
+            log.warning("spam_record_unreadable", key=CLEARED)
+            return
+        if at > self._cleared_at:
+            self._cleared_at = at
+            self._guard.clear(before=at - self._offset)
 
     async def _write_loop(self) -> None:
         while True:
@@ -230,8 +248,12 @@ class SharedSpamStrikes:
         """Merge ``standing`` (wall clock) into its record with compare-and-set."""
         key = safe_key(standing.username)
         for _ in range(_WRITE_ATTEMPTS):
+            if standing.last_offence <= self._cleared_at:
+                return  # forgiven by a clear while it waited
             value, revision = await read_json(self._kv, key)
             stored = _from_json(value)
+            if stored is not None and stored.last_offence <= self._cleared_at:
+                stored = None  # a record from before a clear, written late: forgiven
             result = merged(stored, standing)
             if result == stored:
                 return
@@ -248,15 +270,17 @@ class SharedSpamStrikes:
             ClusterError: JetStream failed for the whole timeout.
         """
         self._pending.clear()
-        await retrying(self._clear, self._timeout, what="clear spam strikes")
+        at = self._offset + self._monotonic()
+        self._cleared_at = max(self._cleared_at, at)  # a write in flight is dropped
+        await retrying(partial(self._clear, at), self._timeout, what="clear spam strikes")
 
-    async def _clear(self) -> None:
+    async def _clear(self, at: float) -> None:
         try:
             keys = await self._kv.keys()
         except NoKeysError:
             keys = []
         await asyncio.gather(*(self._kv.purge(key) for key in keys if key != CLEARED))
-        await self._kv.put(CLEARED, json.dumps({"at": time.time()}).encode())
+        await self._kv.put(CLEARED, json.dumps({"at": at}).encode())
 
     async def stop(self) -> None:
         """Stop sharing: the pending writes get a moment, then the tasks end. Idempotent."""

@@ -231,9 +231,20 @@ class SpamGuard:
                 return "mention_flood"
         return ""
 
-    def clear(self) -> None:
-        """Forget every user (the operator's "clear cooldowns")."""
-        self._users.clear()
+    def clear(self, before: float | None = None) -> None:
+        """Forget every user (the operator's "clear cooldowns"); with ``before`` (this guard's
+        clock), forgive only offences and forget only messages no later than it, so a clear
+        heard again (a KV watch replaying it) never undoes what happened since."""
+        if before is None:
+            self._users.clear()
+            return
+        for user in self._users.values():
+            if user.strikes and user.last_offence <= before:
+                user.strikes, user.last_offence, user.penalty_until = 0, 0.0, 0.0
+            while user.times and user.times[0] <= before:
+                user.times.popleft()
+            while user.texts and user.texts[0][0] <= before:
+                user.texts.popleft()
 
     def _cleanup(self, now: float) -> None:
         idle = [k for k, u in self._users.items() if now - u.last_seen > self._idle_after]
