@@ -57,11 +57,24 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / TICK
 
 
+async def nobody_subscribed(nc: nats.NATS) -> None:
+    """Wait until the server has seen the last process go (its subscription would answer)."""
+    for _ in range(200):
+        try:
+            await nc.request(SUBJECT, b"{}", timeout=0.05)
+        except nats.errors.NoRespondersError:
+            return
+        except nats.errors.TimeoutError:
+            continue
+    raise RuntimeError("the last process is still subscribed")
+
+
 async def spawn_to_subscribed(
     nc: nats.NATS, argv: list[str], env: dict[str, str]
 ) -> tuple[float, float]:
     """Seconds from spawn to subscribed, and the CPU seconds the process had used by then
     (steadier than the wall clock on a busy machine; read as each probe is sent)."""
+    await nobody_subscribed(nc)
     started = time.monotonic()
     process = await asyncio.create_subprocess_exec(
         *argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, cwd=CODE
