@@ -379,8 +379,9 @@ async def test_alone_the_hit_travels_with_the_claim_and_a_lost_claim_takes_it_ba
     nc: NATS, won: bool
 ) -> None:
     """An instance alone in the registry decides without waiting for the claim and sends the
-    hit along with it; if the claim is lost after all (another instance just started), the
-    hit is taken back and the message is not answered here."""
+    hit along with it; the reply is prepared meanwhile. If the claim is lost after all
+    (another instance just started), the hit is taken back and the recording says
+    ``not_claimed``: nothing may be said."""
     kv = await open_bucket(nc, f"adm_optimistic_{won}", ttl=3700, replicas=1)
     store = SharedRateLimitStore(kv, timeout=3.0)
     await store.start()
@@ -388,23 +389,18 @@ async def test_alone_the_hit_travels_with_the_claim_and_a_lost_claim_takes_it_ba
     limiter = RateLimiter(RateLimitConfig(**OPEN_LIMITS), TriggersConfig(), store=store)
     claim: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
     try:
-        admitting = asyncio.create_task(
-            limiter.admit(
-                username="alice", rank=0, trigger=MENTION, claim=lambda: claim, optimistic=True
-            )
+        decision, recording = await limiter.admit(
+            username="alice", rank=0, trigger=MENTION, claim=lambda: claim, optimistic=True
         )
+        assert decision.allowed  # decided before the claim is answered
+        assert recording is not None
         # The hit is written before the claim is known.
         await eventually(lambda: copied_hits(store) == 1)
+        assert not recording.done()  # ...and the recording waits for the claim
         claim.set_result(won)
-        decision, recording = await admitting
-        if won:
-            assert decision.allowed
-            assert recording is not None
-            assert (await recording).allowed
-        else:
-            assert decision.limit == "not_claimed"
-            assert recording is None
-            await eventually(lambda: copied_hits(store) == 0)
+        final = await recording
+        assert (final.allowed, final.limit) == ((True, "") if won else (False, "not_claimed"))
+        await eventually(lambda: copied_hits(store) == (1 if won else 0))
         assert user_hits((await kv.get("u.alice")).value) == (1 if won else 0)
     finally:
         await store.stop()

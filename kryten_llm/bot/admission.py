@@ -91,6 +91,62 @@ class _Won:
     until: float
 
 
+_UNASKED = object()  # a claim not made yet
+
+
+class _Claim:
+    """The claim of one message: made at most once, when the limiter or the lane asks."""
+
+    __slots__ = ("_answer", "_channel", "_chat", "_cluster", "_reason")
+
+    def __init__(self, cluster: Coordinator, channel: ChannelConfig, chat: ChatEvent) -> None:
+        self._cluster = cluster
+        self._channel = channel
+        self._chat = chat
+        self._reason: object = _UNASKED
+        self._answer: asyncio.Future[Reason | None] | None = None
+
+    async def won(self) -> bool:
+        """Make the claim and wait for its answer: whether this instance answers."""
+        return await self.answer() is None
+
+    def send(self) -> asyncio.Future[bool]:
+        """Make the claim now, answered while the reply is prepared: whether it is won."""
+        answer = self._answer = asyncio.ensure_future(self._decide())
+        won: asyncio.Future[bool] = answer.get_loop().create_future()
+
+        def answered(done: asyncio.Future[Reason | None]) -> None:
+            if won.done():  # the recording waiting for it was cancelled
+                return
+            if done.cancelled():
+                won.cancel()
+            elif (failure := done.exception()) is not None:
+                won.set_exception(failure)
+            else:
+                won.set_result(done.result() is None)
+
+        answer.add_done_callback(answered)
+        return won
+
+    @property
+    def pending(self) -> asyncio.Future[Reason | None] | None:
+        """The claim sent with :meth:`send` while it is not answered yet."""
+        answer = self._answer
+        return answer if answer is not None and not answer.done() else None
+
+    async def answer(self) -> Reason | None:
+        """Why another instance answers the message, or ``None`` (this one does); the claim
+        is made now unless it was made before."""
+        if self._answer is not None:
+            return await self._answer
+        if self._reason is _UNASKED:
+            self._reason = await self._decide()
+        return self._reason  # type: ignore[return-value]  # a Reason or None once asked
+
+    async def _decide(self) -> Reason | None:
+        return await self._cluster.decide(self._channel, self._chat)
+
+
 @dataclass(slots=True)
 class _Lane:
     waiting: deque[Candidate] = field(default_factory=deque)
@@ -237,14 +293,7 @@ class Admission:
         waits for (see :meth:`_decide`), and whether a job was queued."""
         channel, character, chat = candidate.channel, candidate.character, candidate.chat
         trigger = candidate.prompt.trigger
-        cluster = self.cluster
-        claimed_at: list[Reason | None] = []  # the claim's answer, once made
-
-        async def claimed() -> bool:  # the limiter sends the claim when it suits it best
-            assert cluster is not None
-            claimed_at.append(await cluster.decide(channel, chat))
-            return claimed_at[0] is None
-
+        claim = _Claim(self.cluster, channel, chat) if self.cluster is not None else None
         refused = self._conversation.refusal(channel.key, trigger, character.settings)
         recording = None
         if refused is not None:  # conv14: unasked replies give way to the share budget first
@@ -254,18 +303,24 @@ class Admission:
                 username=chat.username,
                 rank=candidate.rank or 0.0,
                 trigger=trigger,
-                claim=claimed if clustered else None,
+                # alone, the claim is sent with the hit; with peers it is waited for first
+                claim=(claim.send if alone else claim.won) if clustered and claim else None,
                 optimistic=alone,
             )
-        if clustered:
-            if not claimed_at:  # not made by the limiter (refused before it)
-                await claimed()
-            elsewhere = claimed_at[0]
-            if elsewhere is Reason.ANSWERED_ELSEWHERE:  # that instance writes the log line
-                self._stats.decisions[elsewhere] += 1
-                return None, False
-            if elsewhere is not None:
-                self.refuse(channel, chat, trigger, elsewhere)
+        claimed = None
+        if clustered and claim is not None:
+            pending = claim.pending
+            if pending is not None and decision.allowed and self._closed() is None:
+                # Alone: the reply is prepared while the claim is answered; nothing is said
+                # before (Job.claimed), and a message answered elsewhere after all is counted
+                # here, its room in the share of chat given back.
+                pending.add_done_callback(lambda done: self._claimed_late(candidate, done))
+                claimed = pending
+            elif elsewhere := await claim.answer():  # made now if the limiter refused first
+                if elsewhere is Reason.ANSWERED_ELSEWHERE:  # that instance writes the log line
+                    self._stats.decisions[elsewhere] += 1
+                else:
+                    self.refuse(channel, chat, trigger, elsewhere)
                 return None, False
         won = None if alone else _Won(recording, self._clock() + _YIELD_AFTER_WIN)
         if not decision.allowed:
@@ -283,6 +338,7 @@ class Admission:
             received_at=candidate.received_at,
             deadline=candidate.received_at + self._budget,
             admitted=recording,  # the worker prepares the reply while the hit is recorded
+            claimed=claimed,
         )
         dropped = self._queue.put(job, held=held)
         if dropped is not None:
@@ -294,6 +350,23 @@ class Admission:
                 )
             )
         return won, True
+
+    def _claimed_late(self, candidate: Candidate, answer: asyncio.Future[Reason | None]) -> None:
+        """A claim answered after its job was queued: when another instance answers the
+        message, count it and give back its room in the share of chat (the job says nothing
+        and writes no line: that instance does); ``claim_failed`` is the job's own line."""
+        if answer.cancelled() or answer.exception() is not None:
+            return
+        if answer.result() is Reason.ANSWERED_ELSEWHERE:
+            self._stats.decisions[Reason.ANSWERED_ELSEWHERE] += 1
+            self._conversation.annotate(
+                Outcome.of(
+                    candidate.channel,
+                    candidate.chat,
+                    candidate.prompt.trigger,
+                    Reason.ANSWERED_ELSEWHERE,
+                )
+            )
 
     def _rate_limited(self, candidate: Candidate, decision: RateDecision) -> None:
         chat = candidate.chat
