@@ -59,6 +59,7 @@ if TYPE_CHECKING:
 log = structlog.get_logger(__name__)
 
 _YIELD_AFTER_WIN = 0.001  # seconds a won claim holds back the lane's next claim (with peers)
+_TURNS_TO_SEND = 2  # the recording task starts the writes' tasks, which then publish them
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,7 +113,7 @@ class _Claim:
 
     def send(self) -> asyncio.Future[bool]:
         """Make the claim now, answered while the reply is prepared: whether it is won."""
-        answer = self._answer = asyncio.ensure_future(self._decide())
+        answer = self._answer = asyncio.ensure_future(self._decide(after_writes=True))
         won: asyncio.Future[bool] = answer.get_loop().create_future()
 
         def answered(done: asyncio.Future[Reason | None]) -> None:
@@ -143,7 +144,11 @@ class _Claim:
             self._reason = await self._decide()
         return self._reason  # type: ignore[return-value]  # a Reason or None once asked
 
-    async def _decide(self) -> Reason | None:
+    async def _decide(self, *, after_writes: bool = False) -> Reason | None:
+        if after_writes:
+            # One turn of the loop: the hit's writes, queued meanwhile by the recording task,
+            # and the claim then leave in one write to the socket (the claim first in it).
+            await asyncio.sleep(0)
         return await self._cluster.decide(self._channel, self._chat)
 
 
@@ -309,6 +314,11 @@ class Admission:
             )
         claimed = None
         if clustered and claim is not None:
+            if claim.pending is not None and decision.allowed:
+                # Two turns of the loop: the claim and the hit's writes are sent before the
+                # worker starts on the reply, so JetStream answers while the reply is prepared.
+                for _ in range(_TURNS_TO_SEND):
+                    await asyncio.sleep(0)
             pending = claim.pending
             if pending is not None and decision.allowed and self._closed() is None:
                 # Alone: the reply is prepared while the claim is answered; nothing is said
