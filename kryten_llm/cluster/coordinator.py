@@ -159,6 +159,8 @@ class Coordinator:
         peers = await self.registry.beat({"channels": held} if held is not None else {})
         if self.leases is not None:
             await self.leases.tick(len(peers))
+        if self.shared_limits is not None:  # alone: no watch echoing this instance's writes
+            await self.shared_limits.share(len(peers) > 1)
 
     def serves(self, channel: ChannelConfig) -> bool:
         """Whether this instance answers in ``channel`` at all (sharded: holds its lease)."""

@@ -250,6 +250,12 @@ class SharedRateLimitStore:
     async def stop(self) -> None:
         await self.mirror.stop()
 
+    async def share(self, peers: bool) -> None:
+        """Watch the bucket while other instances may write it (``peers``); alone, keep the
+        copy without the watch, which would only echo this instance's own writes: another
+        writer meanwhile only makes a compare-and-set fail (see :meth:`KeyMirror.pause`)."""
+        await (self.mirror.follow() if peers else self.mirror.pause())
+
     async def snapshot(self, keys: Sequence[str]) -> RateLimitStore:
         snap = Snapshot(self._offset)
         remote = []
@@ -361,3 +367,4 @@ class SharedRateLimitStore:
         except NoKeysError:
             return
         await asyncio.gather(*(self._kv.purge(key) for key in keys))
+        self._stale.update(keys)  # a paused copy would keep them: read them from JetStream
