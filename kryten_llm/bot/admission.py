@@ -312,13 +312,13 @@ class Admission:
                 claim=(claim.send if alone else claim.won) if clustered and claim else None,
                 optimistic=alone,
             )
+        if recording is not None and decision.allowed:
+            # Two turns of the loop: the hit's writes (and, alone, the claim) are sent before
+            # the worker starts on the reply, so JetStream answers while the reply is prepared.
+            for _ in range(_TURNS_TO_SEND):
+                await asyncio.sleep(0)
         claimed = None
         if clustered and claim is not None:
-            if claim.pending is not None and decision.allowed:
-                # Two turns of the loop: the claim and the hit's writes are sent before the
-                # worker starts on the reply, so JetStream answers while the reply is prepared.
-                for _ in range(_TURNS_TO_SEND):
-                    await asyncio.sleep(0)
             pending = claim.pending
             if pending is not None and decision.allowed and self._closed() is None:
                 # Alone: the reply is prepared while the claim is answered; nothing is said
