@@ -7,10 +7,7 @@ Real nats-server (JetStream) throughout; the bot runs in-process where its count
 from __future__ import annotations
 
 import asyncio
-import json
-import time
 import uuid
-from datetime import UTC, datetime
 from pathlib import Path
 
 from nats.aio.client import Client as NATS
@@ -27,25 +24,6 @@ from tests.conftest import OPEN_LIMITS, eventually, read_log, running, settings_
 from tests.natsserver import NatsServer
 
 MENTION = TriggerMatch("mention", "mention")
-
-
-def chat_envelope(bridge: FakeBridge, username: str, text: str, correlation_id: str) -> bytes:
-    """A ``chatMsg`` as the bridge sends it, with a correlation id chosen by the test."""
-    return json.dumps(
-        {
-            "event_name": "chatMsg",
-            "payload": {
-                "username": username,
-                "msg": text,
-                "meta": {},
-                "time": int(time.time() * 1000),
-            },
-            "channel": bridge.channel,
-            "domain": bridge.domain,
-            "timestamp": datetime.now(UTC).isoformat(),
-            "correlation_id": correlation_id,
-        }
-    ).encode()
 
 
 def pending_replies(conversation: Conversation) -> int:
@@ -75,7 +53,7 @@ async def test_alone_a_claim_lost_after_the_reply_was_started_says_nothing_and_w
         claims = await nc.jetstream().key_value("kryten_late_claims")
         taken = str(uuid.uuid4())
         await claims.create(taken, b"another-instance")
-        await bridge.publish_raw("chatmsg", chat_envelope(bridge, "alice", "cynthia, hi?", taken))
+        await bridge.chat("alice", "cynthia, hi?", correlation_id=taken)
         await bridge.chat("bob", "cynthia, are you there?")
         stats = service.stats
         await eventually(
