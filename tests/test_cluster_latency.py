@@ -7,6 +7,7 @@ Real nats-server (JetStream) throughout; the bot runs in-process where its count
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from pathlib import Path
 
@@ -20,8 +21,10 @@ from kryten_llm.pipeline.decisions import Reason, TriggerMatch
 from kryten_llm.pipeline.ratelimit import RateLimiter
 from kryten_llm.service import Service
 from tests.bridge import FakeBridge
+from tests.cluster_helpers import Instances, cluster_config, wait_decided, wait_instances
 from tests.conftest import OPEN_LIMITS, eventually, read_log, running, settings_for
 from tests.natsserver import NatsServer
+from tests.test_cluster import numbers
 
 MENTION = TriggerMatch("mention", "mention")
 
@@ -129,3 +132,53 @@ async def test_the_limits_watch_pauses_while_alone_in_the_registry_and_follows_w
         await instances.put("another", b'{"instance_id": "another"}')
         await eventually(lambda: not mirror.paused and mirror.ready.is_set())
         await eventually(lambda: mirror.paused, 5)  # its entry expired: alone again
+
+
+async def test_an_instance_that_still_thinks_it_is_alone_and_a_joining_one_answer_each_once(
+    nats_server: NatsServer, nc: NATS, tmp_path: Path
+) -> None:
+    """Instance A runs alone: it starts on each reply before its claim is answered. Instance
+    B starts while mentions keep coming; until A's next heartbeat (4 s here) A still thinks it
+    is alone while B claims the same mentions. Every mention is answered exactly once and has
+    one response-log line over both, and A says nothing for a claim it lost late (with
+    neither ``Job.claimed`` nor the hit's recording waiting for the claim, mentions are
+    answered twice: checked)."""
+    config = cluster_config(
+        [nats_server.url],
+        service={"name": "join"},
+        cluster={"heartbeat_seconds": 4, "peer_ttl_seconds": 10},
+    )
+    instances = Instances(tmp_path, config, 1)
+    try:
+        await wait_instances(nc, 1, service="join")
+        async with FakeBridge(nats_server.url, echo=False) as bridge:
+            instances.add()
+            sent = 0
+            deadline = time.monotonic() + 60
+            # Until B takes part (it answered one) and a while after: A's copy of the registry
+            # says it is alone until its next beat.
+            while time.monotonic() < deadline:
+                await bridge.chat(f"user{sent % 50}", f"cynthia, question #{sent}?")
+                sent += 1
+                await asyncio.sleep(0.01)
+                if sent % 50 == 0 and any(
+                    line.get("event") == "reply_sent" for line in instances.log_lines(1)
+                ):
+                    break
+            for i in range(sent, sent + 50):
+                await bridge.chat(f"user{i % 50}", f"cynthia, question #{i}?")
+                await asyncio.sleep(0.01)
+            sent += 50
+            stats = await wait_decided(nc, 2, triggered=0, service="join", answered=sent)
+            await bridge.flush()
+            answered = numbers(bridge.says())
+        lines = [r for d in instances.dirs for r in read_log(d / "logs")]
+        late = [e for e in instances.log_lines(0) if e.get("event") == "reply_not_claimed"]
+    finally:
+        assert instances.stop() == [0, 0]
+    assert set(answered.values()) == {1}, "a mention was answered twice"
+    assert len(answered) == sent
+    ids = [line["correlation_id"] for line in lines]
+    assert len(ids) == len(set(ids)) == sent, "a mention has no line or two"
+    assert all(s.get("decision_answered", 0) > 0 for s in stats.values()), stats
+    assert late, "A never lost a claim it had started on: the race did not happen"
