@@ -182,3 +182,45 @@ async def test_an_instance_that_still_thinks_it_is_alone_and_a_joining_one_answe
     assert len(ids) == len(set(ids)) == sent, "a mention has no line or two"
     assert all(s.get("decision_answered", 0) > 0 for s in stats.values()), stats
     assert late, "A never lost a claim it had started on: the race did not happen"
+
+
+async def test_a_queued_reply_whose_claim_was_lost_late_is_pushed_out_without_a_line(
+    nats_server: NatsServer, nc: NATS, tmp_path: Path
+) -> None:
+    """One worker busy, a queue of one: alice's mention waits in the queue while its claim is
+    lost (another instance answers it); carol's pushes it out. That instance writes alice's
+    line, so this one writes none (no ``queue_overflow`` for a message it did not claim) and
+    counts it once, as answered elsewhere."""
+    settings = settings_for(
+        nats_server.url,
+        tmp_path,
+        service={"name": "overflow"},
+        cluster={"enabled": True},
+        processing={"queue_size": 1, "workers": 1},
+        llm={
+            "providers": {"slow": {"type": "scripted", "latency_ms": 500}},
+            "default_provider": "slow",
+        },
+    )
+    async with (
+        running(Service(settings)) as service,
+        FakeBridge(nats_server.url, echo=False) as bridge,
+    ):
+        assert service.bot is not None
+        bot, stats = service.bot, service.stats
+        claims = await nc.jetstream().key_value("kryten_overflow_claims")
+        taken = str(uuid.uuid4())
+        await claims.create(taken, b"another-instance")
+        await bridge.chat("bob", "cynthia, one?")
+        await eventually(lambda: bot.in_flight == 1)  # the one worker is busy with bob
+        await bridge.chat("alice", "cynthia, two?", correlation_id=taken)
+        await eventually(lambda: stats.decisions[Reason.ANSWERED_ELSEWHERE] == 1)
+        assert len(bot.queue) == 1  # alice's job still waits
+        await bridge.chat("carol", "cynthia, three?")
+        await eventually(lambda: stats.decisions[Reason.ANSWERED] == 2)
+        assert stats.decisions[Reason.QUEUE_OVERFLOW] == 0
+    lines = read_log(tmp_path)
+    assert sorted((r["username"], r["reason"]) for r in lines) == [
+        ("bob", "answered"),
+        ("carol", "answered"),
+    ]

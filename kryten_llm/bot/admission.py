@@ -40,6 +40,7 @@ from typing import TYPE_CHECKING
 
 import structlog
 
+from kryten_llm.cluster.claim import MessageClaim
 from kryten_llm.pipeline.decisions import RateDecision, Reason
 from kryten_llm.pipeline.jobs import Job, JobQueue
 from kryten_llm.pipeline.outcome import Outcome
@@ -90,66 +91,6 @@ class _Won:
 
     recording: asyncio.Future[RateDecision] | None
     until: float
-
-
-_UNASKED = object()  # a claim not made yet
-
-
-class _Claim:
-    """The claim of one message: made at most once, when the limiter or the lane asks."""
-
-    __slots__ = ("_answer", "_channel", "_chat", "_cluster", "_reason")
-
-    def __init__(self, cluster: Coordinator, channel: ChannelConfig, chat: ChatEvent) -> None:
-        self._cluster = cluster
-        self._channel = channel
-        self._chat = chat
-        self._reason: object = _UNASKED
-        self._answer: asyncio.Future[Reason | None] | None = None
-
-    async def won(self) -> bool:
-        """Make the claim and wait for its answer: whether this instance answers."""
-        return await self.answer() is None
-
-    def send(self) -> asyncio.Future[bool]:
-        """Make the claim now, answered while the reply is prepared: whether it is won."""
-        answer = self._answer = asyncio.ensure_future(self._decide(after_writes=True))
-        won: asyncio.Future[bool] = answer.get_loop().create_future()
-
-        def answered(done: asyncio.Future[Reason | None]) -> None:
-            if won.done():  # the recording waiting for it was cancelled
-                return
-            if done.cancelled():
-                won.cancel()
-            elif (failure := done.exception()) is not None:
-                won.set_exception(failure)
-            else:
-                won.set_result(done.result() is None)
-
-        answer.add_done_callback(answered)
-        return won
-
-    @property
-    def pending(self) -> asyncio.Future[Reason | None] | None:
-        """The claim sent with :meth:`send` while it is not answered yet."""
-        answer = self._answer
-        return answer if answer is not None and not answer.done() else None
-
-    async def answer(self) -> Reason | None:
-        """Why another instance answers the message, or ``None`` (this one does); the claim
-        is made now unless it was made before."""
-        if self._answer is not None:
-            return await self._answer
-        if self._reason is _UNASKED:
-            self._reason = await self._decide()
-        return self._reason  # type: ignore[return-value]  # a Reason or None once asked
-
-    async def _decide(self, *, after_writes: bool = False) -> Reason | None:
-        if after_writes:
-            # One turn of the loop: the hit's writes, queued meanwhile by the recording task,
-            # and the claim then leave in one write to the socket (the claim first in it).
-            await asyncio.sleep(0)
-        return await self._cluster.decide(self._channel, self._chat)
 
 
 @dataclass(slots=True)
@@ -298,7 +239,7 @@ class Admission:
         waits for (see :meth:`_decide`), and whether a job was queued."""
         channel, character, chat = candidate.channel, candidate.character, candidate.chat
         trigger = candidate.prompt.trigger
-        claim = _Claim(self.cluster, channel, chat) if self.cluster is not None else None
+        claim = MessageClaim(self.cluster, channel, chat) if self.cluster is not None else None
         refused = self._conversation.refusal(channel.key, trigger, character.settings)
         recording = None
         if refused is not None:  # conv14: unasked replies give way to the share budget first
@@ -352,13 +293,7 @@ class Admission:
         )
         dropped = self._queue.put(job, held=held)
         if dropped is not None:
-            self._stats.decisions[Reason.QUEUE_OVERFLOW] += 1
-            log.warning("reply_dropped_queue_full", dropped_username=dropped.chat.username)
-            self._log.write(
-                Outcome.of(
-                    dropped.channel, dropped.chat, dropped.prompt.trigger, Reason.QUEUE_OVERFLOW
-                )
-            )
+            self._dropped(dropped)
         return won, True
 
     def _claimed_late(self, candidate: Candidate, answer: asyncio.Future[Reason | None]) -> None:
@@ -377,6 +312,24 @@ class Admission:
                     Reason.ANSWERED_ELSEWHERE,
                 )
             )
+
+    def _dropped(self, job: Job) -> None:
+        """A job pushed out of the full queue: ``queue_overflow``, once its claim (if still in
+        flight) says this instance answers it; a claim lost meanwhile leaves the line to the
+        instance that won it (counted by :meth:`_claimed_late`)."""
+        claimed = job.claimed
+        if claimed is not None and not claimed.done():
+            claimed.add_done_callback(lambda _: self._dropped(job))
+            return
+        elsewhere = None
+        if claimed is not None and not claimed.cancelled() and claimed.exception() is None:
+            elsewhere = claimed.result()
+        if elsewhere is Reason.ANSWERED_ELSEWHERE:
+            return
+        reason = elsewhere or Reason.QUEUE_OVERFLOW
+        self._stats.decisions[reason] += 1
+        log.warning("reply_dropped_queue_full", dropped_username=job.chat.username)
+        self._log.write(Outcome.of(job.channel, job.chat, job.prompt.trigger, reason))
 
     def _rate_limited(self, candidate: Candidate, decision: RateDecision) -> None:
         chat = candidate.chat

@@ -59,7 +59,7 @@ class Job:
     received_at: float
     deadline: float
     admitted: Awaitable[RateDecision] | None = None
-    claimed: Awaitable[Reason | None] | None = None
+    claimed: asyncio.Future[Reason | None] | None = None
 
     async def confirmed(self) -> None:
         """Return once the reply may be said (at once unless ``claimed`` or ``admitted`` is
