@@ -14,10 +14,13 @@ when the lane is empty. The claim is made first (a message answered elsewhere ne
 the rate limiter); the limits are decided on a watched copy of the shared windows (no read over
 the network), and the hit of a won claim is recorded while the worker prepares the reply
 (:attr:`Job.admitted <kryten_llm.pipeline.jobs.Job.admitted>`: nothing is said before it is
-recorded). An instance
-alone in the registry sends the hit together with the claim and takes it back if the claim is
-lost: one round trip per reply instead of two. When nothing can wait (no cluster: no claim,
-hits in memory) the decision is made inline in the callback, as cheap as before.
+recorded); the lane lets the writes leave before the worker starts. An instance alone in the
+registry sends the hit together with the claim (one write to the socket) and queues the job
+without waiting for either: nothing is said before the claim is won
+(:attr:`Job.claimed <kryten_llm.pipeline.jobs.Job.claimed>`), and a claim lost after all takes
+the hit back and leaves the message, and its log line, to the instance that won it. When
+nothing can wait (no cluster: no claim, hits in memory) the decision is made inline in the
+callback, as cheap as before.
 
 With peers, an instance claims a message only once one of its workers is free for the reply
 (:meth:`JobQueue.hold <kryten_llm.pipeline.jobs.JobQueue.hold>`), and a lane that won a claim
