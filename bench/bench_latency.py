@@ -7,6 +7,9 @@ and shared limits in JetStream KV): p50 <= 1 ms, p99 <= 2 ms.
 
     python bench/bench_latency.py [N] [--no-web] [--alone | --local-limits | --peer]
 
+It also prints the CPU time the bot and the nats-server spent per reply (user + system, from
+``/proc``): steadier than the latency on a shared machine, where the load moves the tails.
+
 ``--peer`` keeps a second (made-up) instance in the registry, so the bot is not alone: its claim
 and its rate-limit hit then take two round trips instead of one (see README, "Running several
 instances").
@@ -31,6 +34,7 @@ from _harness import (
     machine,
     wait_ready,
 )
+from bench_burst import cpu_seconds
 from nats.aio.client import Client as NATS
 
 from kryten_llm.bus.settle import settle
@@ -70,7 +74,10 @@ async def main(count: int, warmup: int = 200) -> None:
         peer = asyncio.create_task(keep_peer(nc)) if PEER else None
         if peer is not None:
             await asyncio.sleep(3)  # the bot's registry sees the peer at its next beat
+        pids = {"bot": bot.process.pid, "nats-server": server.process.pid}
         for i in range(warmup + count):
+            if i == warmup:
+                cpu = {name: cpu_seconds(pid) for name, pid in pids.items()}
             data = chat_bytes(f"user{i % 200}", f"hey cynthia, question number {i}?")
             start = time.perf_counter()
             await nc.publish(SUBJECT, data)
@@ -78,6 +85,7 @@ async def main(count: int, warmup: int = 200) -> None:
             await sub.next_msg(5)
             if i >= warmup:
                 samples.append((time.perf_counter() - start) * 1000)
+        cpu = {name: cpu_seconds(pid) - cpu[name] for name, pid in pids.items()}
     finally:
         if peer is not None:
             peer.cancel()
@@ -92,6 +100,7 @@ async def main(count: int, warmup: int = 200) -> None:
     print(f"p90: {q[89]:.2f} ms")
     print(f"p99: {q[98]:.2f} ms (target <= 2)")
     print(f"max: {samples[-1]:.2f} ms")
+    print("CPU per reply: " + ", ".join(f"{k} {v / count * 1e6:.0f} µs" for k, v in cpu.items()))
 
 
 if __name__ == "__main__":

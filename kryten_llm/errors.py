@@ -17,8 +17,8 @@ Errors are split by who has to act on them::
     ├── StoreError                  a state file (claims, memory) cannot be read: names the path
     │   └── MemoryStoreError        the memory file cannot be opened, read or written (``path``)
     ├── SelftestError               ``kryten-llm selftest``: a part did not start, a check failed
-    ├── RefusedLate                 a reply's rate-limit hit could not be recorded: nothing of
-    │                               it is said (``pipeline/jobs.py``: it carries the decision)
+    ├── RefusedLate                 a reply's claim was lost or its rate-limit hit could not be
+    │                               recorded: nothing of it is said (``pipeline/jobs.py``)
     └── ProviderError               an LLM call failed (carries the provider name)
         ├── retryable (another try or another provider may succeed)
         │   ├── ProviderTimeout

@@ -75,7 +75,14 @@ class FakeBridge:
 
     # -- events --------------------------------------------------------------------------
 
-    async def publish(self, event_name: str, payload: Any, *, channel: str | None = None) -> None:
+    async def publish(
+        self,
+        event_name: str,
+        payload: Any,
+        *,
+        channel: str | None = None,
+        correlation_id: str | None = None,
+    ) -> None:
         """Publish one event exactly as the bridge does (envelope keys in its order)."""
         body = {
             "event_name": event_name,
@@ -83,7 +90,7 @@ class FakeBridge:
             "channel": channel or self.channel,
             "domain": self.domain,
             "timestamp": datetime.now(UTC).isoformat(),
-            "correlation_id": str(uuid.uuid4()),
+            "correlation_id": correlation_id or str(uuid.uuid4()),
         }
         await self.client.publish(
             build_subject(self.domain, channel or self.channel, event_name), body
@@ -103,6 +110,7 @@ class FakeBridge:
         time_ms: int | None = None,
         meta: dict[str, Any] | None = None,
         escape: bool = True,
+        correlation_id: str | None = None,
     ) -> None:
         """A ``chatMsg`` as CyTube builds it: HTML-escaped text, no rank field."""
         await self.publish(
@@ -113,6 +121,7 @@ class FakeBridge:
                 "meta": meta or {},
                 "time": time_ms if time_ms is not None else int(time.time() * 1000),
             },
+            correlation_id=correlation_id,
         )
 
     async def pm(self, username: str, text: str, *, to: str | None = None) -> None:

@@ -24,8 +24,8 @@ from kryten_llm.bot.replypath import build_reply_path
 from kryten_llm.bot.responselog import ResponseLog
 from kryten_llm.bus.events import ChatEvent, Envelope
 from kryten_llm.cluster.kv import open_bucket
-from kryten_llm.cluster.kvstore import SharedRateLimitStore, pack, unpack
-from kryten_llm.config import ChannelConfig, RateLimitConfig, TriggersConfig
+from kryten_llm.cluster.kvstore import SharedRateLimitStore, pack, record_of, unpack
+from kryten_llm.config import ChannelConfig, RateLimitConfig, TriggersConfig, TriggerWordConfig
 from kryten_llm.llm import build_manager
 from kryten_llm.pipeline.decisions import ALLOWED, RateDecision, Reason, TriggerMatch
 from kryten_llm.pipeline.jobs import Job
@@ -76,10 +76,15 @@ async def test_a_stalled_claim_does_not_hold_the_channels_next_events(
     assert bridge.says() == []
 
 
-def copied_hits(store: SharedRateLimitStore, key: str) -> int:
-    """How many hits of ``key`` the store's copy of the bucket holds."""
-    seen = store.mirror.get(key)
-    return len(unpack(seen[0])) if seen is not None else -1
+def user_hits(value: bytes | None, user: str = "alice") -> int:
+    """How many hits of ``u:<user>`` the user's record (its KV value) holds."""
+    return len(unpack(value, f"u:{user}").get(f"u:{user}", array("d")))
+
+
+def copied_hits(store: SharedRateLimitStore, user: str = "alice") -> int:
+    """How many hits of ``u:<user>`` the store's copy of the bucket holds."""
+    seen = store.mirror.get(f"u.{user}")
+    return user_hits(seen[0], user) if seen is not None else -1
 
 
 @contextlib.asynccontextmanager
@@ -121,9 +126,7 @@ async def test_two_instances_deciding_at_once_record_one_hit_and_the_other_is_re
         assert refused.limit == "user_per_hour"
         assert store_a.conflicts + store_b.conflicts == 1
         # Both copies now know the hit: a third try is refused at once, nothing in flight.
-        await eventually(
-            lambda: copied_hits(store_a, "u.alice") == copied_hits(store_b, "u.alice") == 1
-        )
+        await eventually(lambda: copied_hits(store_a) == copied_hits(store_b) == 1)
         for limiter in (a, b):
             decision, recording = await limiter.admit(username="alice", rank=0, trigger=MENTION)
             assert (decision.allowed, decision.limit, recording) == (False, "user_per_hour", None)
@@ -158,26 +161,86 @@ async def test_a_key_written_by_an_older_version_as_json_is_read_and_rewritten_p
     )
     await kv.put("u.alice", json.dumps([round(time.time() - 10, 3)]).encode())
     assert (await limiter.acquire(username="alice", rank=0, trigger=MENTION)).allowed
-    stored = unpack((await kv.get("u.alice")).value)
-    assert len(stored) == 2
+    assert user_hits((await kv.get("u.alice")).value) == 2
     refused = await limiter.acquire(username="alice", rank=0, trigger=MENTION)
     assert (refused.allowed, refused.limit) == (False, "user_per_hour")
 
 
-def test_packed_hits_round_trip_in_order() -> None:
-    hits = array("d", [1_795_000_000.125, 1_795_000_001.5, 1_795_000_002.875])
-    assert unpack(pack(hits)) == hits
-    assert unpack(b"") == array("d")
-    assert unpack(b"[3, 1, 2]") == array("d", [1, 2, 3])
+def test_a_record_round_trips_every_keys_hits_in_order() -> None:
+    record = {
+        "u:alice": array("d", [1_795_000_000.125, 1_795_000_001.5]),
+        "m:alice": array("d", [1_795_000_002.875]),
+        "ch|t:pop\u00e9": array("d", [1.0, 2.0, 3.0]),
+    }
+    assert unpack(pack(record), "u:alice") == record
+    assert unpack(pack({"u:alice": array("d")}), "u:alice") == {}  # no hits: left out
+    assert unpack(b"", "g") == {}
+
+
+def test_values_of_older_versions_hold_the_hits_of_the_key_that_names_them() -> None:
+    """One key's packed hits (``\\x01``) and a JSON list (the first shared limits) count."""
+    hits = array("d", [1.5, 2.5])
+    assert unpack(b"\x01" + hits.tobytes(), "u:alice") == {"u:alice": hits}
+    assert unpack(b"[3, 1, 2]", "g") == {"g": array("d", [1, 2, 3])}
 
 
 @pytest.mark.parametrize(
-    "value", [b"\x01abc", b"not json", b'{"a": 1}', b'["x"]'], ids=["torn", "text", "map", "str"]
+    ("key", "record"),
+    [
+        ("g", "g"),
+        ("w", "g"),
+        ("t:popcorn", "g"),
+        ("u:alice", "u:alice"),
+        ("m:alice", "u:alice"),
+        ("cytu.be/room|m:alice", "cytu.be/room|u:alice"),
+        ("cytu.be/room|t:popcorn", "cytu.be/room|g"),
+        ("x:other", "x:other"),
+    ],
+)
+def test_a_users_keys_share_one_record_and_the_bot_wide_keys_another(key: str, record: str) -> None:
+    assert record_of(key) == record
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        b"\x01abc",
+        b"not json",
+        b'{"a": 1}',
+        b'["x"]',
+        b"\x02\x01\x00\x05\x00\x00\x00g" + b"\x00" * 16,
+        b"\x02\x01",
+    ],
+    ids=["torn", "text", "map", "str", "torn record", "torn head"],
 )
 def test_an_unreadable_value_reads_as_no_hits(value: bytes) -> None:
     """One bad key (a torn write, another program's value) must not stop every decision that
     reads it: it counts as no hits and the next write replaces it."""
-    assert unpack(value) == array("d")
+    assert unpack(value, "g") == {}
+
+
+async def test_a_mention_writes_two_values_and_its_cooldowns_still_hold(nc: NATS) -> None:
+    """A reply to a mention records the global, user and mention keys in two values (the
+    bot-wide record and the user's); the user's cooldown and the mention cooldown, kept in one
+    value, each still refuse by name, and a trigger word's keys join the bot-wide record."""
+    kv = await open_bucket(nc, "adm_records", ttl=3700, replicas=1)
+    store = SharedRateLimitStore(kv, timeout=3.0)
+    limits = {**OPEN_LIMITS, "mention_cooldown_seconds": 60}
+    word = TriggerWordConfig(name="popcorn", patterns=["popcorn"], cooldown_seconds=60)
+    limiter = RateLimiter(RateLimitConfig(**limits), TriggersConfig(words=[word]), store=store)
+    assert (await limiter.acquire(username="alice", rank=0, trigger=MENTION)).allowed
+    assert sorted(await kv.keys()) == ["g", "u.alice"]
+    user = unpack((await kv.get("u.alice")).value, "u:alice")
+    assert {k: len(v) for k, v in user.items()} == {"u:alice": 1, "m:alice": 1}
+    refused = await limiter.acquire(username="alice", rank=0, trigger=MENTION)
+    assert (refused.allowed, refused.limit) == (False, "mention_cooldown")
+    popcorn = TriggerMatch("word", "popcorn")
+    assert (await limiter.acquire(username="bob", rank=0, trigger=popcorn)).allowed
+    assert sorted(await kv.keys()) == ["g", "u.alice", "u.bob"]
+    bot = unpack((await kv.get("g")).value, "g")
+    assert {k: len(v) for k, v in bot.items()} == {"g": 2, "w": 1, "t:popcorn": 1}
+    refused = await limiter.acquire(username="carol", rank=0, trigger=popcorn)
+    assert (refused.allowed, refused.limit) == (False, "trigger_cooldown")
 
 
 def job_for(channel: ChannelConfig, admitted: asyncio.Future[RateDecision]) -> Job:
@@ -316,8 +379,9 @@ async def test_alone_the_hit_travels_with_the_claim_and_a_lost_claim_takes_it_ba
     nc: NATS, won: bool
 ) -> None:
     """An instance alone in the registry decides without waiting for the claim and sends the
-    hit along with it; if the claim is lost after all (another instance just started), the
-    hit is taken back and the message is not answered here."""
+    hit along with it; the reply is prepared meanwhile. If the claim is lost after all
+    (another instance just started), the hit is taken back and the recording says
+    ``not_claimed``: nothing may be said."""
     kv = await open_bucket(nc, f"adm_optimistic_{won}", ttl=3700, replicas=1)
     store = SharedRateLimitStore(kv, timeout=3.0)
     await store.start()
@@ -325,25 +389,19 @@ async def test_alone_the_hit_travels_with_the_claim_and_a_lost_claim_takes_it_ba
     limiter = RateLimiter(RateLimitConfig(**OPEN_LIMITS), TriggersConfig(), store=store)
     claim: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
     try:
-        admitting = asyncio.create_task(
-            limiter.admit(
-                username="alice", rank=0, trigger=MENTION, claim=lambda: claim, optimistic=True
-            )
+        decision, recording = await limiter.admit(
+            username="alice", rank=0, trigger=MENTION, claim=lambda: claim, optimistic=True
         )
+        assert decision.allowed  # decided before the claim is answered
+        assert recording is not None
         # The hit is written before the claim is known.
-        await eventually(lambda: copied_hits(store, "u.alice") == 1)
+        await eventually(lambda: copied_hits(store) == 1)
+        assert not recording.done()  # ...and the recording waits for the claim
         claim.set_result(won)
-        decision, recording = await admitting
-        if won:
-            assert decision.allowed
-            assert recording is not None
-            assert (await recording).allowed
-        else:
-            assert decision.limit == "not_claimed"
-            assert recording is None
-            await eventually(lambda: copied_hits(store, "u.alice") == 0)
-        stored = unpack((await kv.get("u.alice")).value)
-        assert len(stored) == (1 if won else 0)
+        final = await recording
+        assert (final.allowed, final.limit) == ((True, "") if won else (False, "not_claimed"))
+        await eventually(lambda: copied_hits(store) == (1 if won else 0))
+        assert user_hits((await kv.get("u.alice")).value) == (1 if won else 0)
     finally:
         await store.stop()
 
@@ -374,4 +432,4 @@ async def test_a_key_that_expired_without_trace_costs_one_failed_write_not_one_p
         for _ in range(3):
             assert (await limiter.acquire(username="alice", rank=0, trigger=MENTION)).allowed
         assert store.conflicts == 1
-        assert len(unpack((await kv.get("u.alice")).value)) == 3
+        assert user_hits((await kv.get("u.alice")).value) == 3

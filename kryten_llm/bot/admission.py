@@ -14,10 +14,13 @@ when the lane is empty. The claim is made first (a message answered elsewhere ne
 the rate limiter); the limits are decided on a watched copy of the shared windows (no read over
 the network), and the hit of a won claim is recorded while the worker prepares the reply
 (:attr:`Job.admitted <kryten_llm.pipeline.jobs.Job.admitted>`: nothing is said before it is
-recorded). An instance
-alone in the registry sends the hit together with the claim and takes it back if the claim is
-lost: one round trip per reply instead of two. When nothing can wait (no cluster: no claim,
-hits in memory) the decision is made inline in the callback, as cheap as before.
+recorded); the lane lets the writes leave before the worker starts. An instance alone in the
+registry sends the hit together with the claim (one write to the socket) and queues the job
+without waiting for either: nothing is said before the claim is won
+(:attr:`Job.claimed <kryten_llm.pipeline.jobs.Job.claimed>`), and a claim lost after all takes
+the hit back and leaves the message, and its log line, to the instance that won it. When
+nothing can wait (no cluster: no claim, hits in memory) the decision is made inline in the
+callback, as cheap as before.
 
 With peers, an instance claims a message only once one of its workers is free for the reply
 (:meth:`JobQueue.hold <kryten_llm.pipeline.jobs.JobQueue.hold>`), and a lane that won a claim
@@ -40,6 +43,7 @@ from typing import TYPE_CHECKING
 
 import structlog
 
+from kryten_llm.cluster.claim import MessageClaim
 from kryten_llm.pipeline.decisions import RateDecision, Reason
 from kryten_llm.pipeline.jobs import Job, JobQueue
 from kryten_llm.pipeline.outcome import Outcome
@@ -59,6 +63,7 @@ if TYPE_CHECKING:
 log = structlog.get_logger(__name__)
 
 _YIELD_AFTER_WIN = 0.001  # seconds a won claim holds back the lane's next claim (with peers)
+_TURNS_TO_SEND = 2  # the recording task starts the writes' tasks, which then publish them
 
 
 @dataclass(frozen=True, slots=True)
@@ -237,14 +242,7 @@ class Admission:
         waits for (see :meth:`_decide`), and whether a job was queued."""
         channel, character, chat = candidate.channel, candidate.character, candidate.chat
         trigger = candidate.prompt.trigger
-        cluster = self.cluster
-        claimed_at: list[Reason | None] = []  # the claim's answer, once made
-
-        async def claimed() -> bool:  # the limiter sends the claim when it suits it best
-            assert cluster is not None
-            claimed_at.append(await cluster.decide(channel, chat))
-            return claimed_at[0] is None
-
+        claim = MessageClaim(self.cluster, channel, chat) if self.cluster is not None else None
         refused = self._conversation.refusal(channel.key, trigger, character.settings)
         recording = None
         if refused is not None:  # conv14: unasked replies give way to the share budget first
@@ -254,18 +252,29 @@ class Admission:
                 username=chat.username,
                 rank=candidate.rank or 0.0,
                 trigger=trigger,
-                claim=claimed if clustered else None,
+                # alone, the claim is sent with the hit; with peers it is waited for first
+                claim=(claim.send if alone else claim.won) if clustered and claim else None,
                 optimistic=alone,
             )
-        if clustered:
-            if not claimed_at:  # not made by the limiter (refused before it)
-                await claimed()
-            elsewhere = claimed_at[0]
-            if elsewhere is Reason.ANSWERED_ELSEWHERE:  # that instance writes the log line
-                self._stats.decisions[elsewhere] += 1
-                return None, False
-            if elsewhere is not None:
-                self.refuse(channel, chat, trigger, elsewhere)
+        if recording is not None and decision.allowed:
+            # Two turns of the loop: the hit's writes (and, alone, the claim) are sent before
+            # the worker starts on the reply, so JetStream answers while the reply is prepared.
+            for _ in range(_TURNS_TO_SEND):
+                await asyncio.sleep(0)
+        claimed = None
+        if clustered and claim is not None:
+            pending = claim.pending
+            if pending is not None and decision.allowed and self._closed() is None:
+                # Alone: the reply is prepared while the claim is answered; nothing is said
+                # before (Job.claimed), and a message answered elsewhere after all is counted
+                # here, its room in the share of chat given back.
+                pending.add_done_callback(lambda done: self._claimed_late(candidate, done))
+                claimed = pending
+            elif elsewhere := await claim.answer():  # made now if the limiter refused first
+                if elsewhere is Reason.ANSWERED_ELSEWHERE:  # that instance writes the log line
+                    self._stats.decisions[elsewhere] += 1
+                else:
+                    self.refuse(channel, chat, trigger, elsewhere)
                 return None, False
         won = None if alone else _Won(recording, self._clock() + _YIELD_AFTER_WIN)
         if not decision.allowed:
@@ -283,17 +292,47 @@ class Admission:
             received_at=candidate.received_at,
             deadline=candidate.received_at + self._budget,
             admitted=recording,  # the worker prepares the reply while the hit is recorded
+            claimed=claimed,
         )
         dropped = self._queue.put(job, held=held)
         if dropped is not None:
-            self._stats.decisions[Reason.QUEUE_OVERFLOW] += 1
-            log.warning("reply_dropped_queue_full", dropped_username=dropped.chat.username)
-            self._log.write(
+            self._dropped(dropped)
+        return won, True
+
+    def _claimed_late(self, candidate: Candidate, answer: asyncio.Future[Reason | None]) -> None:
+        """A claim answered after its job was queued: when another instance answers the
+        message, count it and give back its room in the share of chat (the job says nothing
+        and writes no line: that instance does); ``claim_failed`` is the job's own line."""
+        if answer.cancelled() or answer.exception() is not None:
+            return
+        if answer.result() is Reason.ANSWERED_ELSEWHERE:
+            self._stats.decisions[Reason.ANSWERED_ELSEWHERE] += 1
+            self._conversation.annotate(
                 Outcome.of(
-                    dropped.channel, dropped.chat, dropped.prompt.trigger, Reason.QUEUE_OVERFLOW
+                    candidate.channel,
+                    candidate.chat,
+                    candidate.prompt.trigger,
+                    Reason.ANSWERED_ELSEWHERE,
                 )
             )
-        return won, True
+
+    def _dropped(self, job: Job) -> None:
+        """A job pushed out of the full queue: ``queue_overflow``, once its claim (if still in
+        flight) says this instance answers it; a claim lost meanwhile leaves the line to the
+        instance that won it (counted by :meth:`_claimed_late`)."""
+        claimed = job.claimed
+        if claimed is not None and not claimed.done():
+            claimed.add_done_callback(lambda _: self._dropped(job))
+            return
+        elsewhere = None
+        if claimed is not None and not claimed.cancelled() and claimed.exception() is None:
+            elsewhere = claimed.result()
+        if elsewhere is Reason.ANSWERED_ELSEWHERE:
+            return
+        reason = elsewhere or Reason.QUEUE_OVERFLOW
+        self._stats.decisions[reason] += 1
+        log.warning("reply_dropped_queue_full", dropped_username=job.chat.username)
+        self._log.write(Outcome.of(job.channel, job.chat, job.prompt.trigger, reason))
 
     def _rate_limited(self, candidate: Candidate, decision: RateDecision) -> None:
         chat = candidate.chat

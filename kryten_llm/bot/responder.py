@@ -94,7 +94,8 @@ class Responder:
         self._clock = clock
 
     async def handle(self, job: Job) -> Outcome:
-        """Reply to one job within its deadline; every outcome ends in one log line.
+        """Reply to one job within its deadline; every outcome ends in one log line (but a
+        message another instance answers after all: that instance writes it).
 
         Returns:
             What became of the job, as written to the response log.
@@ -130,6 +131,12 @@ class Responder:
             log.exception("reply_failed")
         finally:
             await delivery.stop()
+        # A claim still in flight decides last whether this instance writes the line.
+        if job.claimed is not None and (elsewhere := await job.claim_answer()) is not None:
+            if elsewhere is Reason.ANSWERED_ELSEWHERE:  # that instance writes it (counted
+                structlog.contextvars.clear_contextvars()  # by the admission)
+                return replace(outcome, reason=elsewhere)
+            outcome = replace(outcome, reason=elsewhere)
         return self._finish(outcome, job)
 
     def _finish(self, outcome: Outcome, job: Job) -> Outcome:

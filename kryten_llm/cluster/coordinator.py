@@ -9,7 +9,9 @@ The admission (:mod:`kryten_llm.bot.admission`, in the channel's lane) asks
 :meth:`Coordinator.decide` for each message it would answer: ``None`` means this instance
 answers it; a :class:`~kryten_llm.pipeline.decisions.Reason` says why not (another instance
 answers, or the claim could not be made). The rate limiter gets :attr:`limit_store`;
-:attr:`alone` says whether the hit may travel with the claim.
+:attr:`alone` says whether the hit may travel with the claim. At each heartbeat an instance
+alone in the registry pauses the watch of the limits bucket (it would only echo its own
+writes) and one with peers follows it again.
 """
 
 from __future__ import annotations
@@ -159,6 +161,8 @@ class Coordinator:
         peers = await self.registry.beat({"channels": held} if held is not None else {})
         if self.leases is not None:
             await self.leases.tick(len(peers))
+        if self.shared_limits is not None:  # alone: no watch echoing this instance's writes
+            await self.shared_limits.share(len(peers) > 1)
 
     def serves(self, channel: ChannelConfig) -> bool:
         """Whether this instance answers in ``channel`` at all (sharded: holds its lease)."""

@@ -1,19 +1,22 @@
 """Rate-limit windows and cooldowns in JetStream KV, shared by every instance of the bot.
 
-The :class:`~kryten_llm.pipeline.ratelimit.RateLimitStore` seam with a KV backend: each limiter
-key (``g``, ``u:alice``, ``m:alice``, ``t:popcorn``, ``w``) is one KV key holding the wall-clock
-times of its hits within the hour, packed as 8-byte floats (a busy key holds an hour of hits:
-no text is built or parsed per hit). The limiter decides on a :meth:`snapshot` (every key it
-needs, each with its revision) and :meth:`commit` writes every key only if it is still at the
-revision it was read at. Since every key that was read is written, two instances that decided
-on overlapping keys cannot both commit: the second sees a changed revision, takes back what it
-already wrote, and the limiter decides again on fresh values. So two instances together never
-let through more than one would; in an exact race one may refuse a reply a single instance
-would have sent (a hit taken back a moment later was counted meanwhile).
+The :class:`~kryten_llm.pipeline.ratelimit.RateLimitStore` seam with a KV backend. The limiter
+keys (``g``, ``u:alice``, ``m:alice``, ``t:popcorn``, ``w``) are kept in **records**, one KV
+value each: a user's keys in one (``u.alice``), the bot-wide keys in another (``g``), so a reply
+writes two values whatever its limits (it was one per key: three for a mention, four for a
+trigger word). A record holds each key's wall-clock hit times within the hour, packed as 8-byte
+floats (a busy key holds an hour of hits: no text is built or parsed per hit). The limiter
+decides on a :meth:`snapshot` (the records it needs, each with its revision) and :meth:`commit`
+writes every record only if it is still at the revision it was read at. Since every record
+that was read is written, two instances that decided on overlapping keys cannot both commit:
+the second sees a changed revision, takes back what it already wrote, and the limiter decides
+again on fresh values. So two instances together never let through more than one would; in an
+exact race one may refuse a reply a single instance would have sent (a hit taken back a moment
+later was counted meanwhile).
 
 Snapshots are read from a copy of the bucket that a watch keeps current
 (:class:`~kryten_llm.cluster.mirror.KeyMirror`): no request per decision. A copy that lags
-only makes a commit fail (its revision is stale); the keys it failed on are then read from
+only makes a commit fail (its revision is stale); the records it failed on are then read from
 JetStream for the next decision.
 
 The limiter counts in monotonic time; the store converts to wall-clock time (the only clock
@@ -25,10 +28,11 @@ from __future__ import annotations
 import asyncio
 import bisect
 import json
+import struct
 import sys
 import time
 from array import array
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -45,39 +49,100 @@ if TYPE_CHECKING:
 log = structlog.get_logger(__name__)
 
 _ROLLBACK_ATTEMPTS = 5
-# A value is this byte and the hits as little-endian float64 wall-clock seconds, oldest first:
-# no text to build or parse per hit (a busy key holds an hour of hits). A value in the older
-# form, a JSON list of numbers, is still read.
+# A record is this byte, then for each limiter key it holds: its name's length in bytes and
+# its number of hits (little-endian u16, u32), the name (UTF-8), and the hits as little-endian
+# float64 wall-clock seconds, oldest first: no text to build or parse per hit.
+_RECORD = b"\x02"
+_HEAD = struct.Struct("<HI")
+# Older forms, still read as the hits of the record's own key: this byte and the packed hits
+# of one key, or a JSON list of numbers.
 _PACKED = b"\x01"
 _SWAP = sys.byteorder != "little"
+_USER_KINDS = ("u:", "m:")
+_BOT_KINDS = ("g", "w")
 
 
-def pack(hits: array[float]) -> bytes:
-    """The KV value of ``hits`` (wall-clock seconds, oldest first)."""
-    if _SWAP:
-        hits = array("d", hits)
-        hits.byteswap()
-    return _PACKED + hits.tobytes()
+def record_of(key: str) -> str:
+    """The record (one KV value) that holds the hits of the limiter key ``key``.
+
+    A user's keys (``u:alice``, ``m:alice``) share the record ``u:alice``, the bot-wide keys
+    (``g``, ``w``, ``t:<word>``) the record ``g``, within the limiter's scope (``<channel>|``)
+    if any; a reply then writes two values, not one per key. Any other key is a record of its
+    own. Every instance maps a key to the same record, which is all compare-and-set needs.
+    """
+    scope, bar, rest = key.partition("|")
+    if not bar:
+        scope, rest = "", key
+    else:
+        scope += bar
+    kind = rest[:2]
+    if kind in _USER_KINDS:
+        return f"{scope}u:{rest[2:]}"
+    if rest in _BOT_KINDS or kind == "t:":
+        return f"{scope}g"
+    return key
 
 
-def unpack(value: bytes | None) -> array[float]:
-    """The hits of a KV value written by :func:`pack` (or a JSON list of numbers); a value
-    that is neither is logged and read as no hits, so one bad key cannot stop every decision
-    that reads it (the next write replaces it)."""
+def _floats(data: memoryview) -> array[float]:
     hits: array[float] = array("d")
-    if not value:
-        return hits
-    try:
-        if value[:1] == _PACKED:
-            hits.frombytes(memoryview(value)[1:])
-            if _SWAP:
-                hits.byteswap()
-            return hits
-        hits.extend(sorted(float(t) for t in json.loads(value)))
-    except (ValueError, TypeError) as exc:  # JSONDecodeError is a ValueError
-        log.warning("rate_limit_value_unreadable", error=str(exc), size=len(value))
-        return array("d")
+    hits.frombytes(data)  # a length not a multiple of 8 (a torn value) raises ValueError
+    if _SWAP:
+        hits.byteswap()
     return hits
+
+
+def pack(record: Mapping[str, array[float]]) -> bytes:
+    """The KV value of ``record``: the hits (wall-clock seconds, oldest first) of each of its
+    limiter keys; a key without hits is left out."""
+    parts = [_RECORD]
+    for key, hits in record.items():
+        if not hits:
+            continue
+        name = key.encode("utf-8", "surrogatepass")
+        if _SWAP:
+            hits = array("d", hits)
+            hits.byteswap()
+        parts += (_HEAD.pack(len(name), len(hits)), name, hits.tobytes())
+    return b"".join(parts)
+
+
+def unpack(value: bytes | None, own: str) -> dict[str, array[float]]:
+    """The hits of each key in a KV value written by :func:`pack`; a value in an older form
+    (one key's packed hits, or a JSON list of numbers) holds the hits of ``own``, the key
+    that named the record. A value that is none of these is logged and read as no hits, so
+    one bad value cannot stop every decision that reads it (the next write replaces it)."""
+    if not value:
+        return {}
+    view = memoryview(value)
+    try:
+        tag = value[:1]
+        if tag == _RECORD:
+            record: dict[str, array[float]] = {}
+            at, size = 1, len(view)
+            while at < size:
+                length, count = _HEAD.unpack_from(view, at)
+                at += _HEAD.size
+                name = bytes(view[at : at + length]).decode("utf-8", "surrogatepass")
+                at += length
+                if at + 8 * count > size:
+                    raise ValueError("torn record")
+                record[name] = _floats(view[at : at + 8 * count])
+                at += 8 * count
+            return record
+        if tag == _PACKED:
+            return {own: _floats(view[1:])}
+        return {own: array("d", sorted(float(t) for t in json.loads(value)))}
+    except (ValueError, TypeError, struct.error) as exc:  # JSONDecodeError is a ValueError
+        log.warning("rate_limit_value_unreadable", error=str(exc), size=len(value))
+        return {}
+
+
+def group(keys: Sequence[str]) -> dict[str, list[str]]:
+    """``keys`` by the record that holds them (see :func:`record_of`)."""
+    records: dict[str, list[str]] = {}
+    for key in keys:
+        records.setdefault(record_of(key), []).append(key)
+    return records
 
 
 async def _read(kv: KeyValue, key: str) -> tuple[bytes, int]:
@@ -92,10 +157,15 @@ async def _read(kv: KeyValue, key: str) -> tuple[bytes, int]:
 
 
 async def _write(
-    kv: KeyValue, key: str, hits: array[float], revision: int, mirror: KeyMirror | None = None
+    kv: KeyValue,
+    key: str,
+    record: Mapping[str, array[float]],
+    revision: int,
+    mirror: KeyMirror | None = None,
 ) -> bool:
-    """Write ``hits`` only if ``key`` is still at ``revision``; False when another came first."""
-    value = pack(hits)
+    """Write ``record`` only if ``key`` is still at ``revision``; False when another came
+    first."""
+    value = pack(record)
     try:
         written = await kv.update(key, value, last=revision)
     except KeyWrongLastSequenceError:
@@ -105,23 +175,29 @@ async def _write(
     return True
 
 
+_NONE: array[float] = array("d")
+
+
 @dataclass(slots=True)
 class Snapshot:
-    """The hits of some keys (wall-clock, oldest first), the revisions they were read at, and
-    the offset from the limiter's monotonic clock to wall-clock time."""
+    """The records that hold some keys (by record: each key's hits, wall-clock, oldest first),
+    the revisions they were read at, and the offset from the limiter's monotonic clock to
+    wall-clock time."""
 
     offset: float
-    hits: dict[str, array[float]] = field(default_factory=dict)
+    records: dict[str, dict[str, array[float]]] = field(default_factory=dict)
     revisions: dict[str, int] = field(default_factory=dict)
 
+    def hits(self, key: str) -> array[float]:
+        record = self.records.get(record_of(key))
+        return (record.get(key) if record else None) or _NONE
+
     async def count_since(self, key: str, since: float) -> int:
-        hits = self.hits.get(key)
-        if not hits:
-            return 0
+        hits = self.hits(key)
         return len(hits) - bisect.bisect_right(hits, since + self.offset)
 
     async def latest(self, key: str, n: int = 1) -> float | None:
-        hits = self.hits.get(key)
+        hits = self.hits(key)
         return hits[-n] - self.offset if hits and n <= len(hits) else None
 
     async def record(self, keys: Sequence[str], now: float) -> None:
@@ -174,25 +250,33 @@ class SharedRateLimitStore:
     async def stop(self) -> None:
         await self.mirror.stop()
 
+    async def share(self, peers: bool) -> None:
+        """Watch the bucket while other instances may write it (``peers``); alone, keep the
+        copy without the watch, which would only echo this instance's own writes: another
+        writer meanwhile only makes a compare-and-set fail (see :meth:`KeyMirror.pause`)."""
+        await (self.mirror.follow() if peers else self.mirror.pause())
+
     async def snapshot(self, keys: Sequence[str]) -> RateLimitStore:
         snap = Snapshot(self._offset)
         remote = []
-        for key in keys:
-            name = readable_key(key)
+        for record in group(keys):
+            name = readable_key(record)
             seen = self.mirror.get(name) if name not in self._stale else None
             if seen is None:
-                remote.append(key)
+                remote.append(record)
             else:
-                snap.hits[key], snap.revisions[key] = unpack(seen[0]), seen[1]
+                snap.records[record] = unpack(seen[0], record)
+                snap.revisions[record] = seen[1]
         if remote:
             values = await retrying(
-                lambda: asyncio.gather(*(_read(self._kv, readable_key(key)) for key in remote)),
+                lambda: asyncio.gather(*(_read(self._kv, readable_key(r)) for r in remote)),
                 self._timeout,
                 what="read shared limits",
             )
-            for key, (value, revision) in zip(remote, values, strict=True):
-                snap.hits[key], snap.revisions[key] = unpack(value), revision
-                name = readable_key(key)
+            for record, (value, revision) in zip(remote, values, strict=True):
+                snap.records[record] = unpack(value, record)
+                snap.revisions[record] = revision
+                name = readable_key(record)
                 self._stale.discard(name)
                 # What JetStream just said, even if older: a key that expired leaves no trace
                 # in the watch, so the copy would keep its last value.
@@ -204,12 +288,15 @@ class SharedRateLimitStore:
         stamp = now + self._offset
         oldest = stamp - self._horizon
 
-        async def write(key: str) -> bool:
-            hits = snapshot.hits.get(key) or array("d")
-            kept = hits[bisect.bisect_left(hits, oldest) :]
-            bisect.insort(kept, stamp)  # another machine's clock may be ahead of ours
-            revision = snapshot.revisions.get(key, 0)
-            name = readable_key(key)
+        async def write(record: str, hit: list[str]) -> bool:
+            kept: dict[str, array[float]] = {}
+            for key, hits in snapshot.records.get(record, {}).items():
+                kept[key] = hits[bisect.bisect_left(hits, oldest) :]
+            for key in hit:
+                # another machine's clock may be ahead of ours
+                bisect.insort(kept.setdefault(key, array("d")), stamp)
+            revision = snapshot.revisions.get(record, 0)
+            name = readable_key(record)
             done = await retrying(
                 lambda: _write(self._kv, name, kept, revision, self.mirror),
                 self._timeout,
@@ -219,11 +306,19 @@ class SharedRateLimitStore:
                 self._stale.add(name)
             return done
 
-        results = await asyncio.gather(*(write(key) for key in keys), return_exceptions=True)
-        written = [key for key, ok in zip(keys, results, strict=True) if ok is True]
-        if len(written) == len(keys):
+        records = group(keys)
+        results = await asyncio.gather(
+            *(write(record, hit) for record, hit in records.items()), return_exceptions=True
+        )
+        if all(ok is True for ok in results):
             return True
         self.conflicts += 1
+        written = [
+            key
+            for hit, ok in zip(records.values(), results, strict=True)
+            if ok is True
+            for key in hit
+        ]
         await self._take_back(written, stamp)
         failure = next((r for r in results if isinstance(r, BaseException)), None)
         if failure is not None:
@@ -235,21 +330,23 @@ class SharedRateLimitStore:
 
     async def _take_back(self, keys: Sequence[str], stamp: float) -> None:
         """Remove the hit ``stamp`` from ``keys`` (a commit that lost half way)."""
-        for key in keys:
-            name = readable_key(key)
+        for record, hit in group(keys).items():
+            name = readable_key(record)
             try:
                 for _ in range(_ROLLBACK_ATTEMPTS):
                     value, revision = await _read(self._kv, name)
-                    hits = unpack(value)
-                    if stamp not in hits:
+                    content = unpack(value, record)
+                    found = [content[k] for k in hit if stamp in content.get(k, _NONE)]
+                    if not found:
                         break
-                    hits.remove(stamp)
-                    if await _write(self._kv, name, hits, revision, self.mirror):
+                    for hits in found:
+                        hits.remove(stamp)
+                    if await _write(self._kv, name, content, revision, self.mirror):
                         break
                 else:  # kept losing races: the hit stays, which only makes the limit stricter
-                    log.warning("rate_limit_rollback_failed", key=key)
+                    log.warning("rate_limit_rollback_failed", key=record)
             except Exception as exc:  # JetStream gone meanwhile: the same, stricter for a while
-                log.warning("rate_limit_rollback_failed", key=key, error=str(exc) or repr(exc))
+                log.warning("rate_limit_rollback_failed", key=record, error=str(exc) or repr(exc))
 
     # The rest of RateLimitStore, for callers outside acquire() (record, clear).
 
@@ -270,3 +367,4 @@ class SharedRateLimitStore:
         except NoKeysError:
             return
         await asyncio.gather(*(self._kv.purge(key) for key in keys))
+        self._stale.update(keys)  # a paused copy would keep them: read them from JetStream

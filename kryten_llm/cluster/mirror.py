@@ -12,6 +12,13 @@ A user that acts on each change instead of reading (the shared spam strikes) pas
 ``on_entry``: it is called with every key and value the watch brings (``None`` for a deleted,
 purged or expired key), the bucket's content at start first. The watch is started again after
 a failure (a reconnect, a node failing over) and then brings the whole content again.
+
+A user whose every write is compare-and-set may :meth:`pause` the watch while it expects no
+other writer (the shared limits of an instance alone in the registry): the watch would only
+echo its own writes back, each decoded and pushed through the client for nothing. The copy
+then holds what was seen and written here; a write of another instance meanwhile makes the
+next compare-and-set on that key fail, which is the same as a copy that lags. :meth:`follow`
+starts the watch again (it brings the whole content again).
 """
 
 from __future__ import annotations
@@ -53,6 +60,7 @@ class KeyMirror:
         self._entries: dict[str, tuple[bytes, int]] = {}
         self._task: asyncio.Task[None] | None = None
         self.ready = asyncio.Event()  # set once the bucket's content at start is in
+        self.paused = False  # the watch stopped on purpose: the copy holds what was written here
 
     def get(self, key: str) -> tuple[bytes, int] | None:
         """The value and revision of ``key``; ``None`` when the copy is not known to be
@@ -74,16 +82,37 @@ class KeyMirror:
 
     async def start(self) -> None:
         """Start watching; returns at once (reads fall back to JetStream until caught up)."""
+        self.paused = False
         if self._task is None:
             self._task = asyncio.create_task(self._run(), name=f"kv-mirror {self._name}")
 
     async def stop(self) -> None:
         """Stop watching; idempotent."""
+        self.paused = False
+        await self._end()
+        self.ready.clear()
+
+    async def pause(self) -> None:
+        """Stop the watch but keep the copy, once it is caught up (else nothing happens):
+        reads go on from the copy, which only :meth:`note` and :meth:`put` change now."""
+        if self.ready.is_set() and not self.paused:
+            self.paused = True
+            await self._end()
+            self.ready.set()  # the watch's end cleared it: the copy is still ours to read
+            log.info("kv_mirror_paused", bucket=self._name, keys=len(self._entries))
+
+    async def follow(self) -> None:
+        """Watch again after :meth:`pause` (reads fall back to JetStream until caught up)."""
+        if self.paused:
+            self.ready.clear()
+            await self.start()
+            log.info("kv_mirror_following", bucket=self._name)
+
+    async def _end(self) -> None:
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
             self._task = None
-        self.ready.clear()
 
     async def _run(self) -> None:
         while True:

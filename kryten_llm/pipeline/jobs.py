@@ -23,6 +23,7 @@ import structlog
 
 from kryten_llm.errors import KrytenLLMError
 from kryten_llm.pipeline.decisions import Reason
+from kryten_llm.pipeline.ratelimit import NOT_CLAIMED
 
 if TYPE_CHECKING:
     from kryten_llm.bus.events import ChatEvent
@@ -47,6 +48,9 @@ class Job:
         admitted: while the rate-limit hit is still being recorded in JetStream KV (the reply
             is prepared meanwhile), the final rate-limit decision; nothing is said before it
             is known, and nothing at all when it is a refusal.
+        claimed: while the message's claim is still in flight (an instance alone in the
+            registry prepares the reply meanwhile), why another instance answers it or
+            ``None`` (this one does); nothing is said before it is known.
     """
 
     channel: ChannelConfig
@@ -55,31 +59,53 @@ class Job:
     received_at: float
     deadline: float
     admitted: Awaitable[RateDecision] | None = None
+    claimed: asyncio.Future[Reason | None] | None = None
 
     async def confirmed(self) -> None:
-        """Return once the reply may be said (at once unless ``admitted`` is pending).
+        """Return once the reply may be said (at once unless ``claimed`` or ``admitted`` is
+        pending).
 
         Raises:
-            RefusedLate: the hit could not be recorded: nothing of this reply may be said.
+            RefusedLate: the claim was lost or the hit could not be recorded: nothing of this
+                reply may be said.
         """
+        if (elsewhere := await self.claim_answer()) is not None:
+            raise RefusedLate(NOT_CLAIMED, elsewhere)
         if self.admitted is not None:
             # shielded: a deadline ending the reply must not cut the recording half way
             decision = await asyncio.shield(self.admitted)
             if not decision.allowed:
                 raise RefusedLate(decision)
 
+    async def claim_answer(self) -> Reason | None:
+        """Why another instance answers the message, or ``None`` (this one does), once the
+        claim is answered (at once unless ``claimed`` is pending); a claim that failed in a
+        way it did not name is ``claim_failed``."""
+        if self.claimed is None:
+            return None
+        try:
+            return await asyncio.shield(self.claimed)  # a deadline must not cut the claim
+        except Exception:
+            return Reason.CLAIM_FAILED
+
 
 class RefusedLate(KrytenLLMError):
-    """A job's rate-limit hit could not be recorded (another instance took the last slot
-    meanwhile, or JetStream failed): its reply is not said, and its outcome is
-    ``rate_limited`` with the limit named here."""
+    """A job's reply may not be said after all: another instance took the last slot
+    meanwhile or JetStream failed (its outcome is ``rate_limited`` with the limit named here),
+    or the claim decided late that another instance answers the message (``answered_elsewhere``:
+    that instance writes its line) or could not be made (``claim_failed``)."""
 
-    def __init__(self, decision: RateDecision) -> None:
+    def __init__(self, decision: RateDecision, reason: Reason = Reason.RATE_LIMITED) -> None:
         super().__init__(decision.limit)
         self.decision = decision
+        self.reason = reason
 
     def applied_to(self, outcome: Outcome, *, dry_run: bool) -> Outcome:
-        """``outcome`` as this refusal says: ``rate_limited``, by which limit, free when."""
+        """``outcome`` as this refusal says: ``rate_limited``, by which limit, free when (or
+        the claim's reason)."""
+        if self.reason is not Reason.RATE_LIMITED:
+            log.info("reply_not_claimed", reason=self.reason.value, late=True)
+            return replace(outcome, reason=self.reason)
         log.info("reply_rate_limited", limit=self.decision.limit, late=True)
         return replace(
             outcome,

@@ -307,14 +307,17 @@ class RateLimiter:
                 the limiter is locked; a hit is recorded only if it comes out true (else
                 :data:`NOT_CLAIMED`).
             optimistic: with ``claim``, decide without waiting for it and send the hit along
-                with it (one round trip, not two); the hit is taken back if the claim is
-                lost. Worth it when no other instance is expected to claim.
+                with it (one round trip, not two); an allowed decision returns before the
+                claim is answered (``claim`` should then return a future the caller can
+                watch too), and the hit is taken back if the claim is lost. Worth it when no
+                other instance is expected to claim.
 
         Returns:
             The decision, and while the hit is being recorded, the task that gives the final
-            decision: the same, or (another instance recorded first and deciding again on
-            fresh windows refused) a refusal. Nothing may be said before it is known. The
-            limiter stays locked until then, so the next decision sees this hit.
+            decision: the same, :data:`NOT_CLAIMED` (an optimistic claim lost), or (another
+            instance recorded first and deciding again on fresh windows refused) a refusal.
+            Nothing may be said before it is known. The limiter stays locked until then, so
+            the next decision sees this hit.
         """
         if claim is not None and not optimistic:
             # Claimed before the lock: a message answered elsewhere never waits for it, and
@@ -340,23 +343,14 @@ class RateLimiter:
                     return decision, None
             except ClusterError:  # the shared store stayed unreachable: refuse, safely
                 return _UNAVAILABLE, None
-            if claim is None:
-                recording = asyncio.create_task(self._record(rules, keys, view, now, decision))
-                return decision, recording
-            # Optimistic: the recording task queues its writes, then the claim is sent from
-            # here at once, ahead of them: all leave in one write to the socket, and the
-            # claim (which the reply waits for) is the first the server answers.
-            won = asyncio.get_running_loop().create_future()
+            # Optimistic: the claim and the hit's writes are sent together (one write to the
+            # socket) and neither is waited for here: the reply is prepared meanwhile, and
+            # the recording takes the hit back if the claim is lost.
+            won = asyncio.ensure_future(claim()) if claim is not None else None
             recording = asyncio.create_task(
                 self._record(rules, keys, view, now, decision, claim=won)
             )
-            try:
-                await asyncio.sleep(0)
-                won.set_result(await claim())
-            finally:
-                if not won.done():  # cancelled, or failed: the hit is taken back
-                    won.set_result(False)
-            return (decision, recording) if won.result() else (NOT_CLAIMED, None)
+            return decision, recording
         finally:
             if recording is None:
                 self._lock.release()  # else the recording task releases it
@@ -369,7 +363,7 @@ class RateLimiter:
         now: float,
         decision: RateDecision,
         *,
-        claim: asyncio.Future[bool] | None = None,
+        claim: Awaitable[bool] | None = None,
     ) -> RateDecision:
         """Commit the hit decided on ``view``; on a conflict, decide again on fresh windows.
 
@@ -377,7 +371,7 @@ class RateLimiter:
         """
         try:
             committed = await self._store.commit(view, keys, now)
-            if claim is not None and not await claim:
+            if claim is not None and not await _won(claim):
                 if committed:
                     await self._store.withdraw(keys, now)
                 return NOT_CLAIMED
@@ -404,3 +398,12 @@ class RateLimiter:
     async def clear(self) -> None:
         """Forget every hit: all cooldowns and windows start afresh."""
         await self._store.clear()
+
+
+async def _won(claim: Awaitable[bool]) -> bool:
+    """Whether the claim was won; one that failed in a way it did not name counts as lost."""
+    try:
+        return await claim
+    except Exception as exc:
+        log.warning("claim_failed", error=str(exc) or repr(exc))
+        return False
