@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import time
 from array import array
 from collections.abc import AsyncIterator
@@ -78,12 +77,12 @@ async def test_a_stalled_claim_does_not_hold_the_channels_next_events(
 
 def user_hits(value: bytes | None, user: str = "alice") -> int:
     """How many hits of ``u:<user>`` the user's record (its KV value) holds."""
-    return len(unpack(value, f"u:{user}").get(f"u:{user}", array("d")))
+    return len(unpack(value).get(f"u:{user}", array("d")))
 
 
 def copied_hits(store: SharedRateLimitStore, user: str = "alice") -> int:
     """How many hits of ``u:<user>`` the store's copy of the bucket holds."""
-    seen = store.mirror.get(f"u.{user}")
+    seen = store.mirror.get(f"user.{user}")
     return user_hits(seen[0], user) if seen is not None else -1
 
 
@@ -149,21 +148,22 @@ async def test_many_concurrent_decisions_on_two_instances_obey_the_global_limit(
         assert {d.limit for d in finals if not d.allowed} == {"global_per_minute"}
 
 
-async def test_a_key_written_by_an_older_version_as_json_is_read_and_rewritten_packed(
+async def test_the_one_key_layout_of_the_last_version_is_never_read_nor_written(
     nc: NATS,
 ) -> None:
-    """The limits bucket may still hold a JSON list of wall-clock times: it counts, and the
-    next hit writes the key in the packed form."""
-    kv = await open_bucket(nc, "adm_legacy", ttl=3700, replicas=1)
+    """During a rolling upgrade an instance of the one-key layout keeps ``u.alice`` (its packed
+    hits); this layout's records have names of their own, so neither side misreads the other's
+    values (each keeps its own limits until the upgrade is done)."""
+    kv = await open_bucket(nc, "adm_upgrade", ttl=3700, replicas=1)
     store = SharedRateLimitStore(kv, timeout=3.0)  # no copy started: reads go to JetStream
     limiter = RateLimiter(
-        RateLimitConfig(**{**OPEN_LIMITS, "user_per_hour": 2}), TriggersConfig(), store=store
+        RateLimitConfig(**{**OPEN_LIMITS, "user_per_hour": 1}), TriggersConfig(), store=store
     )
-    await kv.put("u.alice", json.dumps([round(time.time() - 10, 3)]).encode())
+    old = b"\x01" + array("d", [time.time() - 10]).tobytes()
+    await kv.put("u.alice", old)
     assert (await limiter.acquire(username="alice", rank=0, trigger=MENTION)).allowed
-    assert user_hits((await kv.get("u.alice")).value) == 2
-    refused = await limiter.acquire(username="alice", rank=0, trigger=MENTION)
-    assert (refused.allowed, refused.limit) == (False, "user_per_hour")
+    assert (await kv.get("u.alice")).value == old
+    assert user_hits((await kv.get("user.alice")).value) == 1
 
 
 def test_a_record_round_trips_every_keys_hits_in_order() -> None:
@@ -172,29 +172,22 @@ def test_a_record_round_trips_every_keys_hits_in_order() -> None:
         "m:alice": array("d", [1_795_000_002.875]),
         "ch|t:pop\u00e9": array("d", [1.0, 2.0, 3.0]),
     }
-    assert unpack(pack(record), "u:alice") == record
-    assert unpack(pack({"u:alice": array("d")}), "u:alice") == {}  # no hits: left out
-    assert unpack(b"", "g") == {}
-
-
-def test_values_of_older_versions_hold_the_hits_of_the_key_that_names_them() -> None:
-    """One key's packed hits (``\\x01``) and a JSON list (the first shared limits) count."""
-    hits = array("d", [1.5, 2.5])
-    assert unpack(b"\x01" + hits.tobytes(), "u:alice") == {"u:alice": hits}
-    assert unpack(b"[3, 1, 2]", "g") == {"g": array("d", [1, 2, 3])}
+    assert unpack(pack(record)) == record
+    assert unpack(pack({"u:alice": array("d")})) == {}  # no hits: left out
+    assert unpack(b"") == {}
 
 
 @pytest.mark.parametrize(
     ("key", "record"),
     [
-        ("g", "g"),
-        ("w", "g"),
-        ("t:popcorn", "g"),
-        ("u:alice", "u:alice"),
-        ("m:alice", "u:alice"),
-        ("cytu.be/room|m:alice", "cytu.be/room|u:alice"),
-        ("cytu.be/room|t:popcorn", "cytu.be/room|g"),
-        ("x:other", "x:other"),
+        ("g", "bot"),
+        ("w", "bot"),
+        ("t:popcorn", "bot"),
+        ("u:alice", "user:alice"),
+        ("m:alice", "user:alice"),
+        ("cytu.be/room|m:alice", "cytu.be/room|user:alice"),
+        ("cytu.be/room|t:popcorn", "cytu.be/room|bot"),
+        ("x:other", "key:x:other"),
     ],
 )
 def test_a_users_keys_share_one_record_and_the_bot_wide_keys_another(key: str, record: str) -> None:
@@ -211,12 +204,12 @@ def test_a_users_keys_share_one_record_and_the_bot_wide_keys_another(key: str, r
         b"\x02\x01\x00\x05\x00\x00\x00g" + b"\x00" * 16,
         b"\x02\x01",
     ],
-    ids=["torn", "text", "map", "str", "torn record", "torn head"],
+    ids=["one-key layout", "text", "map", "str", "torn record", "torn head"],
 )
 def test_an_unreadable_value_reads_as_no_hits(value: bytes) -> None:
     """One bad key (a torn write, another program's value) must not stop every decision that
     reads it: it counts as no hits and the next write replaces it."""
-    assert unpack(value, "g") == {}
+    assert unpack(value) == {}
 
 
 async def test_a_mention_writes_two_values_and_its_cooldowns_still_hold(nc: NATS) -> None:
@@ -229,15 +222,15 @@ async def test_a_mention_writes_two_values_and_its_cooldowns_still_hold(nc: NATS
     word = TriggerWordConfig(name="popcorn", patterns=["popcorn"], cooldown_seconds=60)
     limiter = RateLimiter(RateLimitConfig(**limits), TriggersConfig(words=[word]), store=store)
     assert (await limiter.acquire(username="alice", rank=0, trigger=MENTION)).allowed
-    assert sorted(await kv.keys()) == ["g", "u.alice"]
-    user = unpack((await kv.get("u.alice")).value, "u:alice")
+    assert sorted(await kv.keys()) == ["bot", "user.alice"]
+    user = unpack((await kv.get("user.alice")).value)
     assert {k: len(v) for k, v in user.items()} == {"u:alice": 1, "m:alice": 1}
     refused = await limiter.acquire(username="alice", rank=0, trigger=MENTION)
     assert (refused.allowed, refused.limit) == (False, "mention_cooldown")
     popcorn = TriggerMatch("word", "popcorn")
     assert (await limiter.acquire(username="bob", rank=0, trigger=popcorn)).allowed
-    assert sorted(await kv.keys()) == ["g", "u.alice", "u.bob"]
-    bot = unpack((await kv.get("g")).value, "g")
+    assert sorted(await kv.keys()) == ["bot", "user.alice", "user.bob"]
+    bot = unpack((await kv.get("bot")).value)
     assert {k: len(v) for k, v in bot.items()} == {"g": 2, "w": 1, "t:popcorn": 1}
     refused = await limiter.acquire(username="carol", rank=0, trigger=popcorn)
     assert (refused.allowed, refused.limit) == (False, "trigger_cooldown")
@@ -401,7 +394,7 @@ async def test_alone_the_hit_travels_with_the_claim_and_a_lost_claim_takes_it_ba
         final = await recording
         assert (final.allowed, final.limit) == ((True, "") if won else (False, "not_claimed"))
         await eventually(lambda: copied_hits(store) == (1 if won else 0))
-        assert user_hits((await kv.get("u.alice")).value) == (1 if won else 0)
+        assert user_hits((await kv.get("user.alice")).value) == (1 if won else 0)
     finally:
         await store.stop()
 
@@ -415,12 +408,12 @@ async def test_a_key_that_expired_without_trace_costs_one_failed_write_not_one_p
     async with limiter_pair(nc, "adm_expired", ttl=1.0) as (limiter, _, store, _):
         assert (await limiter.acquire(username="alice", rank=0, trigger=MENTION)).allowed
         kv = await nc.jetstream().key_value("adm_expired")
-        await eventually(lambda: store.mirror.get("u.alice") != (b"", 0))
-        copied = store.mirror.get("u.alice")
+        await eventually(lambda: store.mirror.get("user.alice") != (b"", 0))
+        copied = store.mirror.get("user.alice")
 
         async def gone() -> bool:
             try:
-                await kv.get("u.alice")
+                await kv.get("user.alice")
             except KeyNotFoundError:
                 return True
             return False
@@ -428,8 +421,8 @@ async def test_a_key_that_expired_without_trace_costs_one_failed_write_not_one_p
         async with asyncio.timeout(10):  # the max age (1 s here) drops the idle key
             while not await gone():  # noqa: ASYNC110
                 await asyncio.sleep(0.1)
-        assert store.mirror.get("u.alice") == copied  # the watch saw nothing
+        assert store.mirror.get("user.alice") == copied  # the watch saw nothing
         for _ in range(3):
             assert (await limiter.acquire(username="alice", rank=0, trigger=MENTION)).allowed
         assert store.conflicts == 1
-        assert user_hits((await kv.get("u.alice")).value) == 3
+        assert user_hits((await kv.get("user.alice")).value) == 3

@@ -93,8 +93,8 @@ async def test_alone_the_limits_copy_is_kept_without_a_watch_and_a_peers_write_s
         assert (await mine.acquire(username="bob", rank=0, trigger=MENTION)).allowed
         assert (await theirs.acquire(username="alice", rank=0, trigger=MENTION)).allowed
         # The paused copy has bob's hit (written here), not alice's (written by the peer).
-        assert alone.mirror.get("u.bob") != (b"", 0)
-        assert alone.mirror.get("u.alice") == (b"", 0)
+        assert alone.mirror.get("user.bob") != (b"", 0)
+        assert alone.mirror.get("user.alice") == (b"", 0)
         first, recording = await mine.admit(username="alice", rank=0, trigger=MENTION)
         assert first.allowed  # the copy had room...
         assert recording is not None
@@ -104,7 +104,7 @@ async def test_alone_the_limits_copy_is_kept_without_a_watch_and_a_peers_write_s
         await alone.share(peers=True)  # a peer in the registry: the watch brings everything
         assert not alone.mirror.paused
         await asyncio.wait_for(alone.mirror.ready.wait(), 5)
-        assert alone.mirror.get("u.alice") == peer.mirror.get("u.alice")
+        assert alone.mirror.get("user.alice") == peer.mirror.get("user.alice")
     finally:
         for store in (alone, peer):
             await store.stop()

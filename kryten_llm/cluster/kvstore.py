@@ -2,10 +2,13 @@
 
 The :class:`~kryten_llm.pipeline.ratelimit.RateLimitStore` seam with a KV backend. The limiter
 keys (``g``, ``u:alice``, ``m:alice``, ``t:popcorn``, ``w``) are kept in **records**, one KV
-value each: a user's keys in one (``u.alice``), the bot-wide keys in another (``g``), so a reply
-writes two values whatever its limits (it was one per key: three for a mention, four for a
-trigger word). A record holds each key's wall-clock hit times within the hour, packed as 8-byte
-floats (a busy key holds an hour of hits: no text is built or parsed per hit). The limiter
+value each: a user's keys in one (``user.alice``), the bot-wide keys in another (``bot``), so a
+reply writes two values whatever its limits (it was one per key: three for a mention, four for
+a trigger word). The records' names are new with this layout: during a rolling upgrade the
+instances of the one-key layout (``u.alice``, ``g`` ...) and of this one never read each
+other's values; each side keeps its own limits until every instance runs this one. A record
+holds each key's wall-clock hit times within the hour, packed as 8-byte floats (a busy key
+holds an hour of hits: no text is built or parsed per hit). The limiter
 decides on a :meth:`snapshot` (the records it needs, each with its revision) and :meth:`commit`
 writes every record only if it is still at the revision it was read at. Since every record
 that was read is written, two instances that decided on overlapping keys cannot both commit:
@@ -27,7 +30,6 @@ from __future__ import annotations
 
 import asyncio
 import bisect
-import json
 import struct
 import sys
 import time
@@ -54,9 +56,6 @@ _ROLLBACK_ATTEMPTS = 5
 # float64 wall-clock seconds, oldest first: no text to build or parse per hit.
 _RECORD = b"\x02"
 _HEAD = struct.Struct("<HI")
-# Older forms, still read as the hits of the record's own key: this byte and the packed hits
-# of one key, or a JSON list of numbers.
-_PACKED = b"\x01"
 _SWAP = sys.byteorder != "little"
 _USER_KINDS = ("u:", "m:")
 _BOT_KINDS = ("g", "w")
@@ -65,10 +64,11 @@ _BOT_KINDS = ("g", "w")
 def record_of(key: str) -> str:
     """The record (one KV value) that holds the hits of the limiter key ``key``.
 
-    A user's keys (``u:alice``, ``m:alice``) share the record ``u:alice``, the bot-wide keys
-    (``g``, ``w``, ``t:<word>``) the record ``g``, within the limiter's scope (``<channel>|``)
-    if any; a reply then writes two values, not one per key. Any other key is a record of its
-    own. Every instance maps a key to the same record, which is all compare-and-set needs.
+    A user's keys (``u:alice``, ``m:alice``) share the record ``user:alice``, the bot-wide
+    keys (``g``, ``w``, ``t:<word>``) the record ``bot``, within the limiter's scope
+    (``<channel>|``) if any; a reply then writes two values, not one per key. Any other key is
+    a record of its own. Every instance maps a key to the same record, which is all
+    compare-and-set needs; no record is named as a key of the one-key layout was.
     """
     scope, bar, rest = key.partition("|")
     if not bar:
@@ -77,10 +77,10 @@ def record_of(key: str) -> str:
         scope += bar
     kind = rest[:2]
     if kind in _USER_KINDS:
-        return f"{scope}u:{rest[2:]}"
+        return f"{scope}user:{rest[2:]}"
     if rest in _BOT_KINDS or kind == "t:":
-        return f"{scope}g"
-    return key
+        return f"{scope}bot"
+    return f"{scope}key:{rest}"
 
 
 def _floats(data: memoryview) -> array[float]:
@@ -106,17 +106,15 @@ def pack(record: Mapping[str, array[float]]) -> bytes:
     return b"".join(parts)
 
 
-def unpack(value: bytes | None, own: str) -> dict[str, array[float]]:
-    """The hits of each key in a KV value written by :func:`pack`; a value in an older form
-    (one key's packed hits, or a JSON list of numbers) holds the hits of ``own``, the key
-    that named the record. A value that is none of these is logged and read as no hits, so
-    one bad value cannot stop every decision that reads it (the next write replaces it)."""
+def unpack(value: bytes | None) -> dict[str, array[float]]:
+    """The hits of each key in a KV value written by :func:`pack`. A value that is not one is
+    logged and read as no hits, so one bad value cannot stop every decision that reads it (the
+    next write replaces it)."""
     if not value:
         return {}
     view = memoryview(value)
     try:
-        tag = value[:1]
-        if tag == _RECORD:
+        if value[:1] == _RECORD:
             record: dict[str, array[float]] = {}
             at, size = 1, len(view)
             while at < size:
@@ -129,10 +127,8 @@ def unpack(value: bytes | None, own: str) -> dict[str, array[float]]:
                 record[name] = _floats(view[at : at + 8 * count])
                 at += 8 * count
             return record
-        if tag == _PACKED:
-            return {own: _floats(view[1:])}
-        return {own: array("d", sorted(float(t) for t in json.loads(value)))}
-    except (ValueError, TypeError, struct.error) as exc:  # JSONDecodeError is a ValueError
+        raise ValueError(f"not a record (first byte {value[:1]!r})")
+    except (ValueError, struct.error) as exc:
         log.warning("rate_limit_value_unreadable", error=str(exc), size=len(value))
         return {}
 
@@ -265,7 +261,7 @@ class SharedRateLimitStore:
             if seen is None:
                 remote.append(record)
             else:
-                snap.records[record] = unpack(seen[0], record)
+                snap.records[record] = unpack(seen[0])
                 snap.revisions[record] = seen[1]
         if remote:
             values = await retrying(
@@ -274,7 +270,7 @@ class SharedRateLimitStore:
                 what="read shared limits",
             )
             for record, (value, revision) in zip(remote, values, strict=True):
-                snap.records[record] = unpack(value, record)
+                snap.records[record] = unpack(value)
                 snap.revisions[record] = revision
                 name = readable_key(record)
                 self._stale.discard(name)
@@ -335,7 +331,7 @@ class SharedRateLimitStore:
             try:
                 for _ in range(_ROLLBACK_ATTEMPTS):
                     value, revision = await _read(self._kv, name)
-                    content = unpack(value, record)
+                    content = unpack(value)
                     found = [content[k] for k in hit if stamp in content.get(k, _NONE)]
                     if not found:
                         break
