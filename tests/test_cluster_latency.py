@@ -224,3 +224,41 @@ async def test_a_queued_reply_whose_claim_was_lost_late_is_pushed_out_without_a_
         ("bob", "answered"),
         ("carol", "answered"),
     ]
+
+
+async def test_a_queued_reply_whose_claim_was_lost_late_gets_no_shutdown_line(
+    nats_server: NatsServer, nc: NATS, tmp_path: Path
+) -> None:
+    """The bot stops while alice's mention, whose claim was lost, still waits behind bob's:
+    the instance that won it writes her line, so this one writes no ``shutdown`` line and
+    counts her once, as answered elsewhere."""
+    settings = settings_for(
+        nats_server.url,
+        tmp_path,
+        service={"name": "stopping"},
+        cluster={"enabled": True},
+        # bob's reply outlasts the grace, so the queue is dropped with alice's job in it
+        processing={"workers": 1, "shutdown_grace_seconds": 0},
+        llm={
+            "providers": {"slow": {"type": "scripted", "latency_ms": 3000}},
+            "default_provider": "slow",
+        },
+    )
+    async with (
+        running(Service(settings)) as service,
+        FakeBridge(nats_server.url, echo=False) as bridge,
+    ):
+        assert service.bot is not None
+        bot, stats = service.bot, service.stats
+        claims = await nc.jetstream().key_value("kryten_stopping_claims")
+        taken = str(uuid.uuid4())
+        await claims.create(taken, b"another-instance")
+        await bridge.chat("bob", "cynthia, one?")
+        await eventually(lambda: bot.in_flight == 1)  # the one worker is busy with bob
+        await bridge.chat("alice", "cynthia, two?", correlation_id=taken)
+        await eventually(lambda: stats.decisions[Reason.ANSWERED_ELSEWHERE] == 1)
+        assert len(bot.queue) == 1  # alice's job still waits as the bot stops
+    assert stats.decisions[Reason.ANSWERED_ELSEWHERE] == 1
+    assert stats.decisions[Reason.SHUTDOWN] == 1  # bob's reply, cut by the stop
+    assert [(r["username"], r["reason"]) for r in read_log(tmp_path)] == [("bob", "shutdown")]
+    assert not bot.queue  # alice's job was dropped as the bot stopped, not answered

@@ -324,9 +324,7 @@ class Admission:
         if claimed is not None and not claimed.done():
             claimed.add_done_callback(lambda _: self._dropped(job))
             return
-        elsewhere = None
-        if claimed is not None and not claimed.cancelled() and claimed.exception() is None:
-            elsewhere = claimed.result()
+        elsewhere = job.claim_said()
         if elsewhere is Reason.ANSWERED_ELSEWHERE:
             return
         reason = elsewhere or Reason.QUEUE_OVERFLOW

@@ -321,13 +321,16 @@ class Bot:
             await self.memory.close()
 
     def abandon_waiting(self) -> int:
-        """Drop the jobs still queued (shutdown): each gets its ``shutdown`` outcome line.
+        """Drop the jobs still queued (shutdown): each gets its ``shutdown`` outcome line, but
+        one whose claim was lost (another instance answers it: counted and logged there).
 
         Returns:
             How many were dropped.
         """
         jobs = self.queue.drain()
         for job in jobs:
+            if job.claim_said() is Reason.ANSWERED_ELSEWHERE:
+                continue
             self.stats.decisions[Reason.SHUTDOWN] += 1
             self._response_log.write(
                 Outcome.of(job.channel, job.chat, job.prompt.trigger, Reason.SHUTDOWN)

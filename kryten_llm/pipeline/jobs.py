@@ -88,6 +88,15 @@ class Job:
         except Exception:
             return Reason.CLAIM_FAILED
 
+    def claim_said(self) -> Reason | None:
+        """What a claim that has answered said, without waiting: why another instance answers
+        the message, or ``None`` (this one does, no claim was made, it is still in flight or it
+        failed without naming why)."""
+        claimed = self.claimed
+        if claimed is None or not claimed.done() or claimed.cancelled():
+            return None
+        return None if claimed.exception() is not None else claimed.result()
+
 
 class RefusedLate(KrytenLLMError):
     """A job's reply may not be said after all: another instance took the last slot
