@@ -166,6 +166,11 @@ class SharedSpamStrikes:
         return len(self._loaded)
 
     @property
+    def cleared_at(self) -> float:
+        """Wall-clock time of the newest "clear cooldowns" heard of (0: none)."""
+        return self._cleared_at
+
+    @property
     def pending(self) -> int:
         """Users whose standing is waiting to be written."""
         return len(self._pending)
