@@ -22,8 +22,9 @@ from kryten_llm.pipeline.ratelimit import RateLimiter
 from kryten_llm.service import Service
 from tests.bridge import FakeBridge
 from tests.cluster_helpers import Instances, cluster_config, wait_decided, wait_instances
-from tests.conftest import OPEN_LIMITS, eventually, read_log, running, settings_for
+from tests.conftest import OPEN_LIMITS, eventually, read_log, running, settings_for, undecided
 from tests.natsserver import NatsServer
+from tests.openai_server import ScriptedOpenAIServer, drip
 from tests.test_cluster import numbers
 
 MENTION = TriggerMatch("mention", "mention")
@@ -262,3 +263,75 @@ async def test_a_queued_reply_whose_claim_was_lost_late_gets_no_shutdown_line(
     assert stats.decisions[Reason.SHUTDOWN] == 1  # bob's reply, cut by the stop
     assert [(r["username"], r["reason"]) for r in read_log(tmp_path)] == [("bob", "shutdown")]
     assert not bot.queue  # alice's job was dropped as the bot stopped, not answered
+
+
+async def test_a_reply_in_progress_whose_claim_was_lost_late_gets_no_shutdown_line(
+    nats_server: NatsServer, nc: NATS, tmp_path: Path
+) -> None:
+    """The bot stops while its worker still prepares alice's reply, whose claim was lost
+    meanwhile: no ``shutdown`` line here (the winner writes hers), one decision in all."""
+    settings = settings_for(
+        nats_server.url,
+        tmp_path,
+        service={"name": "stopping2"},
+        cluster={"enabled": True},
+        processing={"workers": 1, "shutdown_grace_seconds": 0},
+        llm={
+            "providers": {"slow": {"type": "scripted", "latency_ms": 3000}},
+            "default_provider": "slow",
+        },
+    )
+    async with (
+        running(Service(settings)) as service,
+        FakeBridge(nats_server.url, echo=False) as bridge,
+    ):
+        assert service.bot is not None
+        bot, stats = service.bot, service.stats
+        claims = await nc.jetstream().key_value("kryten_stopping2_claims")
+        taken = str(uuid.uuid4())
+        await claims.create(taken, b"another-instance")
+        await bridge.chat("alice", "cynthia, two?", correlation_id=taken)
+        await eventually(lambda: stats.decisions[Reason.ANSWERED_ELSEWHERE] == 1)
+        assert bot.in_flight == 1  # the worker is still preparing alice's reply
+    assert stats.decisions[Reason.SHUTDOWN] == 0
+    assert undecided(stats) == 0
+    assert read_log(tmp_path) == []
+
+
+async def test_a_queued_reply_whose_claim_was_lost_makes_no_provider_call(
+    nats_server: NatsServer, nc: NATS, tmp_path: Path
+) -> None:
+    """Alice's mention waits behind bob's while its claim is lost: when the worker takes it,
+    it stops before asking the model (the other instance answers her), and writes no line."""
+    async with ScriptedOpenAIServer(drip(chunks=5, interval=0.2, text="Hello bob.")) as llm:
+        settings = settings_for(
+            nats_server.url,
+            tmp_path,
+            service={"name": "nocall"},
+            cluster={"enabled": True},
+            processing={"workers": 1},
+            llm={
+                "providers": {"api": {"type": "openai", "base_url": llm.base_url}},
+                "default_provider": "api",
+            },
+        )
+        async with (
+            running(Service(settings)) as service,
+            FakeBridge(nats_server.url, echo=False) as bridge,
+        ):
+            assert service.bot is not None
+            bot, stats = service.bot, service.stats
+            claims = await nc.jetstream().key_value("kryten_nocall_claims")
+            taken = str(uuid.uuid4())
+            await claims.create(taken, b"another-instance")
+            await bridge.chat("bob", "cynthia, one?")
+            await eventually(lambda: bot.in_flight == 1)
+            await bridge.chat("alice", "cynthia, two?", correlation_id=taken)
+            await eventually(lambda: stats.decisions[Reason.ANSWERED_ELSEWHERE] == 1)
+            await eventually(
+                lambda: (
+                    stats.decisions[Reason.ANSWERED] == 1 and not bot.queue and bot.in_flight == 0
+                )
+            )
+    assert len(llm.completions) == 1  # bob's only
+    assert [(r["username"], r["reason"]) for r in read_log(tmp_path)] == [("bob", "answered")]

@@ -317,19 +317,19 @@ class Admission:
             )
 
     def _dropped(self, job: Job) -> None:
-        """A job pushed out of the full queue: ``queue_overflow``, once its claim (if still in
-        flight) says this instance answers it; a claim lost meanwhile leaves the line to the
-        instance that won it (counted by :meth:`_claimed_late`)."""
-        claimed = job.claimed
-        if claimed is not None and not claimed.done():
-            claimed.add_done_callback(lambda _: self._dropped(job))
+        """A job pushed out of the full queue: ``queue_overflow`` (or the claim's own failure),
+        once its claim (if still in flight) says this instance answers it; a claim lost
+        meanwhile leaves the line to the instance that won it (counted by
+        :meth:`_claimed_late`)."""
+        job.after_claim(lambda said: self._drop(job, said))
+
+    def _drop(self, job: Job, said: Reason | None) -> None:
+        if said is Reason.ANSWERED_ELSEWHERE:
             return
-        elsewhere = job.claim_said()
-        if elsewhere is Reason.ANSWERED_ELSEWHERE:
-            return
-        reason = elsewhere or Reason.QUEUE_OVERFLOW
+        reason = said or Reason.QUEUE_OVERFLOW
         self._stats.decisions[reason] += 1
-        log.warning("reply_dropped_queue_full", dropped_username=job.chat.username)
+        event = "reply_dropped_queue_full" if said is None else "reply_not_claimed"
+        log.warning(event, dropped_username=job.chat.username, reason=reason.value)
         self._log.write(Outcome.of(job.channel, job.chat, job.prompt.trigger, reason))
 
     def _rate_limited(self, candidate: Candidate, decision: RateDecision) -> None:

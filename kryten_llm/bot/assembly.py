@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+from functools import partial
 from typing import TYPE_CHECKING
 
 import structlog
@@ -321,19 +322,23 @@ class Bot:
             await self.memory.close()
 
     def abandon_waiting(self) -> int:
-        """Drop the jobs still queued (shutdown): each gets its ``shutdown`` outcome line, but
-        one whose claim was lost (another instance answers it: counted and logged there).
+        """Drop the jobs still queued (shutdown): each gets its ``shutdown`` outcome line (the
+        claim's own failure if it failed), once its claim, if still in flight, has answered;
+        one whose claim was lost gets none (another instance answers it: counted by the
+        admission, logged there).
 
         Returns:
             How many were dropped.
         """
         jobs = self.queue.drain()
         for job in jobs:
-            if job.claim_said() is Reason.ANSWERED_ELSEWHERE:
-                continue
-            self.stats.decisions[Reason.SHUTDOWN] += 1
-            self._response_log.write(
-                Outcome.of(job.channel, job.chat, job.prompt.trigger, Reason.SHUTDOWN)
-            )
-            log.info("reply_abandoned_at_shutdown", username=job.chat.username)
+            job.after_claim(partial(self._abandoned, job))
         return len(jobs)
+
+    def _abandoned(self, job: Job, said: Reason | None) -> None:
+        if said is Reason.ANSWERED_ELSEWHERE:
+            return
+        reason = said or Reason.SHUTDOWN
+        self.stats.decisions[reason] += 1
+        self._response_log.write(Outcome.of(job.channel, job.chat, job.prompt.trigger, reason))
+        log.info("reply_abandoned_at_shutdown", username=job.chat.username)

@@ -25,6 +25,7 @@ import asyncio
 import time
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import replace
+from functools import partial
 from typing import TYPE_CHECKING
 
 import structlog
@@ -112,6 +113,9 @@ class Responder:
             Reason.INTERNAL_ERROR,
             queued_ms=_ms(self._clock() - job.received_at),
         )
+        if job.claim_said() is Reason.ANSWERED_ELSEWHERE:  # lost while it waited: no call
+            structlog.contextvars.clear_contextvars()  # (counted by the admission)
+            return replace(outcome, reason=Reason.ANSWERED_ELSEWHERE)
         delivery = self._delivery(job)
         try:
             async with asyncio.timeout(max(job.deadline - self._clock(), 0)):
@@ -122,8 +126,8 @@ class Responder:
             said = tuple(delivery.parts[: delivery.sent]) or None
             outcome = replace(outcome, reason=Reason.DEADLINE, parts=said)
             log.warning("reply_deadline_exceeded")
-        except asyncio.CancelledError:
-            self._finish(replace(outcome, reason=Reason.SHUTDOWN), job)
+        except asyncio.CancelledError:  # stopping: the line once the claim has answered
+            job.after_claim(partial(self._settle, replace(outcome, reason=Reason.SHUTDOWN), job))
             raise
         except Exception as exc:  # a bug of ours: logged with its traceback, never fatal
             self._stats.totals[Count.WORKER_ERRORS] += 1
@@ -132,12 +136,21 @@ class Responder:
         finally:
             await delivery.stop()
         # A claim still in flight decides last whether this instance writes the line.
-        if job.claimed is not None and (elsewhere := await job.claim_answer()) is not None:
-            if elsewhere is Reason.ANSWERED_ELSEWHERE:  # that instance writes it (counted
-                structlog.contextvars.clear_contextvars()  # by the admission)
-                return replace(outcome, reason=elsewhere)
-            outcome = replace(outcome, reason=elsewhere)
-        return self._finish(outcome, job)
+        try:
+            claim = await job.claim_answer()
+        except asyncio.CancelledError:  # stopping: as above
+            job.after_claim(partial(self._settle, outcome, job))
+            raise
+        settled = self._settle(outcome, job, claim)
+        structlog.contextvars.clear_contextvars()
+        return settled
+
+    def _settle(self, outcome: Outcome, job: Job, claim: Reason | None) -> Outcome:
+        """``outcome`` as the claim said: nothing written when another instance answers the
+        message (that instance writes the line; the admission counted it), else the line."""
+        if claim is Reason.ANSWERED_ELSEWHERE:
+            return replace(outcome, reason=claim)
+        return self._finish(replace(outcome, reason=claim) if claim else outcome, job)
 
     def _finish(self, outcome: Outcome, job: Job) -> Outcome:
         outcome = replace(outcome, total_ms=_ms(self._clock() - job.received_at))

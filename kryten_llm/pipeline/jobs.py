@@ -81,21 +81,37 @@ class Job:
         """Why another instance answers the message, or ``None`` (this one does), once the
         claim is answered (at once unless ``claimed`` is pending); a claim that failed in a
         way it did not name is ``claim_failed``."""
-        if self.claimed is None:
+        claimed = self.claimed
+        if claimed is None:
             return None
         try:
-            return await asyncio.shield(self.claimed)  # a deadline must not cut the claim
+            return await asyncio.shield(claimed)  # a deadline must not cut the claim
+        except asyncio.CancelledError:
+            if claimed.cancelled():  # the claim was cancelled, not the one waiting for it
+                return Reason.CLAIM_FAILED
+            raise
         except Exception:
             return Reason.CLAIM_FAILED
 
     def claim_said(self) -> Reason | None:
-        """What a claim that has answered said, without waiting: why another instance answers
-        the message, or ``None`` (this one does, no claim was made, it is still in flight or it
-        failed without naming why)."""
+        """What the claim said, without waiting: why another instance answers the message
+        (``claim_failed`` when the claim failed or was cancelled), or ``None`` (this one does,
+        no claim was made, or it is still in flight)."""
         claimed = self.claimed
-        if claimed is None or not claimed.done() or claimed.cancelled():
+        if claimed is None or not claimed.done():
             return None
-        return None if claimed.exception() is not None else claimed.result()
+        if claimed.cancelled() or claimed.exception() is not None:
+            return Reason.CLAIM_FAILED
+        return claimed.result()
+
+    def after_claim(self, then: Callable[[Reason | None], object]) -> None:
+        """Call ``then`` with :meth:`claim_said` once the claim has answered (at once when it
+        has, or when no claim was made): for a job ended without waiting for it (shutdown)."""
+        claimed = self.claimed
+        if claimed is None or claimed.done():
+            then(self.claim_said())
+        else:
+            claimed.add_done_callback(lambda _: then(self.claim_said()))
 
 
 class RefusedLate(KrytenLLMError):
