@@ -15,7 +15,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from _harness import CODE, machine
+from _harness import CODE, child_env, machine
 
 # (label, statement): each row runs every statement up to and including its own.
 STEPS: list[tuple[str, str]] = [
@@ -55,6 +55,7 @@ def rss_after(statements: list[str]) -> float:
         text=True,
         check=True,
         cwd=CODE,
+        env=child_env(),  # from bytecode, as installed: compiling costs RSS of its own
     )
     return float(out.stdout.strip())
 
