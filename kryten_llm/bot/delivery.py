@@ -13,6 +13,9 @@ that each stays small:
   :class:`~kryten_llm.pipeline.streaming.PartCutter`, checks each one with
   :meth:`~kryten_llm.pipeline.validator.PartChecks.admit` (one per answer), and hands it to the
   delivery; a refused part stops the answer there.
+
+:func:`said` turns what a delivery sent into the reply's outcome, and :func:`stream_ended` reads
+what a streamed answer's sink and cutter have to add to it.
 """
 
 from __future__ import annotations
@@ -20,15 +23,23 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from typing import TYPE_CHECKING
+
+import structlog
+
+from kryten_llm.pipeline.decisions import Reason
 
 if TYPE_CHECKING:
     from kryten_llm.bus.sender import SendResult
     from kryten_llm.config import TypingConfig
+    from kryten_llm.pipeline.outcome import Outcome
     from kryten_llm.pipeline.streaming import PartCutter
     from kryten_llm.pipeline.validator import ReplyValidator, Verdict
 
 Send = Callable[[str], Awaitable["SendResult | None"]]
+
+log = structlog.get_logger(__name__)
 
 
 class Delivery:
@@ -170,6 +181,56 @@ class PartSink:
             return False
         self._delivery.put(part)
         return True
+
+
+def said(
+    outcome: Outcome,
+    delivery: Delivery,
+    reason: Reason,
+    removed: tuple[str, ...],
+    truncated: bool,
+) -> Outcome:
+    """``outcome`` with the parts ``delivery`` sent (drained), when, and the bridge's answers;
+    ``dry_run`` when they only went into the history."""
+    outcome = replace(
+        outcome,
+        removed=removed,
+        parts=tuple(delivery.parts),
+        truncated=truncated,
+        first_part_ms=delivery.first_part_ms,
+        last_part_ms=delivery.last_part_ms,
+    )
+    if delivery.dry_run:
+        log.info("reply_dry_run", parts=len(delivery.parts))
+        return replace(outcome, reason=Reason.DRY_RUN, dry_run=True)
+    acks = [r.ack for r in delivery.results if r.ack not in ("not_requested", "accepted")]
+    log.info("reply_sent", parts=len(delivery.parts), provider=outcome.provider)
+    return replace(
+        outcome,
+        reason=reason,
+        request_ids=tuple(r.request_id for r in delivery.results),
+        ack=acks[-1] if acks else None,
+    )
+
+
+def stream_ended(
+    outcome: Outcome, sink: PartSink, delivery: Delivery
+) -> tuple[Outcome, tuple[str, ...], bool]:
+    """A streamed answer whose last part is sent: ``outcome`` marked streamed (with the check
+    that refused a later part, if one did), what the cutter removed, and whether it cut."""
+    cutter = sink.cutter
+    if sink.verdict is not None:
+        log.info("reply_part_refused", check=sink.verdict.reason, detail=sink.verdict.detail)
+        outcome = replace(
+            outcome,
+            check=sink.verdict.reason,
+            detail=sink.verdict.detail,
+            rejected_parts=(sink.rejected,) if sink.rejected else None,
+        )
+    if cutter.unstable:
+        log.warning("reply_stream_unstable", parts=len(delivery.parts))
+    removed = (*cutter.removed, *(("mass_mention",) if cutter.mass_mention else ()))
+    return replace(outcome, streamed=True), removed, cutter.truncated
 
 
 def _ms(seconds: float) -> float:

@@ -30,7 +30,8 @@ from typing import TYPE_CHECKING
 
 import structlog
 
-from kryten_llm.bot.delivery import Delivery, PartSink
+from kryten_llm.bot.delivery import Delivery, PartSink, stream_ended
+from kryten_llm.bot.delivery import said as delivery_said
 from kryten_llm.errors import ProviderError
 from kryten_llm.llm.base import ChatMessage, Completion, CompletionRequest
 from kryten_llm.pipeline.decisions import Reason
@@ -308,21 +309,9 @@ class Responder:
         self, outcome: Outcome, sink: PartSink, delivery: Delivery, key: str
     ) -> Outcome:
         """The outcome of a streamed answer, once its last part is sent."""
-        cutter = sink.cutter
-        if sink.verdict is not None:
-            log.info("reply_part_refused", check=sink.verdict.reason, detail=sink.verdict.detail)
-            outcome = replace(
-                outcome,
-                check=sink.verdict.reason,
-                detail=sink.verdict.detail,
-                rejected_parts=(sink.rejected,) if sink.rejected else None,
-            )
-        if cutter.unstable:
-            log.warning("reply_stream_unstable", parts=len(delivery.parts))
-        removed = (*cutter.removed, *(("mass_mention",) if cutter.mass_mention else ()))
-        outcome = replace(outcome, streamed=True)
+        outcome, removed, truncated = stream_ended(outcome, sink, delivery)
         return await self._sent(
-            outcome, delivery, Reason.ANSWERED, removed, cutter.truncated, said=(None, key)
+            outcome, delivery, Reason.ANSWERED, removed, truncated, said=(None, key)
         )
 
     async def _fall_back(
@@ -404,25 +393,7 @@ class Responder:
         if said is not None:
             text, key = said
             self._validator.remember(" ".join(delivery.parts) if text is None else text, key)
-        outcome = replace(
-            outcome,
-            removed=removed,
-            parts=tuple(delivery.parts),
-            truncated=truncated,
-            first_part_ms=delivery.first_part_ms,
-            last_part_ms=delivery.last_part_ms,
-        )
-        if delivery.dry_run:
-            log.info("reply_dry_run", parts=len(delivery.parts))
-            return replace(outcome, reason=Reason.DRY_RUN, dry_run=True)
-        acks = [r.ack for r in delivery.results if r.ack not in ("not_requested", "accepted")]
-        log.info("reply_sent", parts=len(delivery.parts), provider=outcome.provider)
-        return replace(
-            outcome,
-            reason=reason,
-            request_ids=tuple(r.request_id for r in delivery.results),
-            ack=acks[-1] if acks else None,
-        )
+        return delivery_said(outcome, delivery, reason, removed, truncated)
 
 
 def _add(a: float | None, b: float | None) -> float | None:
