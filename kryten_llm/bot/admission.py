@@ -43,7 +43,7 @@ from typing import TYPE_CHECKING
 
 import structlog
 
-from kryten_llm.cluster.claim import MessageClaim
+from kryten_llm.cluster.message import MessageClaim
 from kryten_llm.pipeline.decisions import RateDecision, Reason
 from kryten_llm.pipeline.jobs import Job, JobQueue
 from kryten_llm.pipeline.outcome import Outcome

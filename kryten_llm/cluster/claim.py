@@ -13,7 +13,6 @@ the message is not answered here (:attr:`ClaimResult.FAILED`): at most once, nev
 
 from __future__ import annotations
 
-import asyncio
 from enum import StrEnum
 from typing import TYPE_CHECKING
 
@@ -26,10 +25,6 @@ from kryten_llm.errors import ClusterError
 if TYPE_CHECKING:
     from nats.js.kv import KeyValue
 
-    from kryten_llm.bus.events import ChatEvent
-    from kryten_llm.cluster.coordinator import Coordinator
-    from kryten_llm.config import ChannelConfig
-    from kryten_llm.pipeline.decisions import Reason
 
 log = structlog.get_logger(__name__)
 
@@ -85,65 +80,3 @@ class Claims:
                 return await self._try(key)
             return ClaimResult.WON if entry.value == self._me else ClaimResult.LOST
         return ClaimResult.WON
-
-
-_UNASKED = object()  # a claim not made yet
-
-
-class MessageClaim:
-    """The claim of one message: made at most once, when the limiter or the admission asks
-    (waited for at once with peers; alone, sent with the hit and answered while the reply is
-    prepared)."""
-
-    __slots__ = ("_answer", "_channel", "_chat", "_cluster", "_reason")
-
-    def __init__(self, cluster: Coordinator, channel: ChannelConfig, chat: ChatEvent) -> None:
-        self._cluster = cluster
-        self._channel = channel
-        self._chat = chat
-        self._reason: object = _UNASKED
-        self._answer: asyncio.Future[Reason | None] | None = None
-
-    async def won(self) -> bool:
-        """Make the claim and wait for its answer: whether this instance answers."""
-        return await self.answer() is None
-
-    def send(self) -> asyncio.Future[bool]:
-        """Make the claim now, answered while the reply is prepared: whether it is won."""
-        answer = self._answer = asyncio.ensure_future(self._decide(after_writes=True))
-        won: asyncio.Future[bool] = answer.get_loop().create_future()
-
-        def answered(done: asyncio.Future[Reason | None]) -> None:
-            if won.done():  # the recording waiting for it was cancelled
-                return
-            if done.cancelled():
-                won.cancel()
-            elif (failure := done.exception()) is not None:
-                won.set_exception(failure)
-            else:
-                won.set_result(done.result() is None)
-
-        answer.add_done_callback(answered)
-        return won
-
-    @property
-    def pending(self) -> asyncio.Future[Reason | None] | None:
-        """The claim sent with :meth:`send` while it is not answered yet."""
-        answer = self._answer
-        return answer if answer is not None and not answer.done() else None
-
-    async def answer(self) -> Reason | None:
-        """Why another instance answers the message, or ``None`` (this one does); the claim
-        is made now unless it was made before."""
-        if self._answer is not None:
-            return await self._answer
-        if self._reason is _UNASKED:
-            self._reason = await self._decide()
-        return self._reason  # type: ignore[return-value]  # a Reason or None once asked
-
-    async def _decide(self, *, after_writes: bool = False) -> Reason | None:
-        if after_writes:
-            # One turn of the loop: the hit's writes, queued meanwhile by the recording task,
-            # and the claim then leave in one write to the socket (the claim first in it).
-            await asyncio.sleep(0)
-        return await self._cluster.decide(self._channel, self._chat)
