@@ -16,7 +16,7 @@ from nats.aio.client import Client as NATS
 from kryten_llm.bot.conversation import Conversation
 from kryten_llm.cluster.kv import open_bucket
 from kryten_llm.cluster.kvstore import SharedRateLimitStore
-from kryten_llm.config import RateLimitConfig, TriggersConfig
+from kryten_llm.config import RateLimitConfig, Settings, TriggersConfig
 from kryten_llm.pipeline.decisions import Reason, TriggerMatch
 from kryten_llm.pipeline.ratelimit import RateLimiter
 from kryten_llm.service import Service
@@ -33,6 +33,31 @@ MENTION = TriggerMatch("mention", "mention")
 def pending_replies(conversation: Conversation) -> int:
     """Replies holding room in the share of chat, over every channel."""
     return sum(talk.share.pending for talk in conversation._talks.values())
+
+
+def one_slow_worker(
+    nats_url: str, tmp_path: Path, name: str, latency_ms: int, **processing: float
+) -> Settings:
+    """One instance (service ``name``, cluster on), one worker, a model taking ``latency_ms``."""
+    return settings_for(
+        nats_url,
+        tmp_path,
+        service={"name": name},
+        cluster={"enabled": True},
+        processing={"workers": 1, **processing},
+        llm={
+            "providers": {"slow": {"type": "scripted", "latency_ms": latency_ms}},
+            "default_provider": "slow",
+        },
+    )
+
+
+async def claimed_elsewhere(nc: NATS, name: str) -> str:
+    """A correlation id whose claim another instance of service ``name`` already holds."""
+    claims = await nc.jetstream().key_value(f"kryten_{name}_claims")
+    taken = str(uuid.uuid4())
+    await claims.create(taken, b"another-instance")
+    return taken
 
 
 async def test_alone_a_claim_lost_after_the_reply_was_started_says_nothing_and_writes_no_line(
@@ -54,9 +79,7 @@ async def test_alone_a_claim_lost_after_the_reply_was_started_says_nothing_and_w
         cluster = service.bot.intake.cluster
         assert cluster is not None
         assert cluster.alone
-        claims = await nc.jetstream().key_value("kryten_late_claims")
-        taken = str(uuid.uuid4())
-        await claims.create(taken, b"another-instance")
+        taken = await claimed_elsewhere(nc, "late")
         await bridge.chat("alice", "cynthia, hi?", correlation_id=taken)
         await bridge.chat("bob", "cynthia, are you there?")
         stats = service.stats
@@ -192,26 +215,14 @@ async def test_a_queued_reply_whose_claim_was_lost_late_is_pushed_out_without_a_
     lost (another instance answers it); carol's pushes it out. That instance writes alice's
     line, so this one writes none (no ``queue_overflow`` for a message it did not claim) and
     counts it once, as answered elsewhere."""
-    settings = settings_for(
-        nats_server.url,
-        tmp_path,
-        service={"name": "overflow"},
-        cluster={"enabled": True},
-        processing={"queue_size": 1, "workers": 1},
-        llm={
-            "providers": {"slow": {"type": "scripted", "latency_ms": 500}},
-            "default_provider": "slow",
-        },
-    )
+    settings = one_slow_worker(nats_server.url, tmp_path, "overflow", 500, queue_size=1)
     async with (
         running(Service(settings)) as service,
         FakeBridge(nats_server.url, echo=False) as bridge,
     ):
         assert service.bot is not None
         bot, stats = service.bot, service.stats
-        claims = await nc.jetstream().key_value("kryten_overflow_claims")
-        taken = str(uuid.uuid4())
-        await claims.create(taken, b"another-instance")
+        taken = await claimed_elsewhere(nc, "overflow")
         await bridge.chat("bob", "cynthia, one?")
         await eventually(lambda: bot.in_flight == 1)  # the one worker is busy with bob
         await bridge.chat("alice", "cynthia, two?", correlation_id=taken)
@@ -233,17 +244,9 @@ async def test_a_queued_reply_whose_claim_was_lost_late_gets_no_shutdown_line(
     """The bot stops while alice's mention, whose claim was lost, still waits behind bob's:
     the instance that won it writes her line, so this one writes no ``shutdown`` line and
     counts her once, as answered elsewhere."""
-    settings = settings_for(
-        nats_server.url,
-        tmp_path,
-        service={"name": "stopping"},
-        cluster={"enabled": True},
-        # bob's reply outlasts the grace, so the queue is dropped with alice's job in it
-        processing={"workers": 1, "shutdown_grace_seconds": 0},
-        llm={
-            "providers": {"slow": {"type": "scripted", "latency_ms": 3000}},
-            "default_provider": "slow",
-        },
+    # bob's reply outlasts the grace, so the queue is dropped with alice's job in it
+    settings = one_slow_worker(
+        nats_server.url, tmp_path, "stopping", 3000, shutdown_grace_seconds=0
     )
     async with (
         running(Service(settings)) as service,
@@ -251,9 +254,7 @@ async def test_a_queued_reply_whose_claim_was_lost_late_gets_no_shutdown_line(
     ):
         assert service.bot is not None
         bot, stats = service.bot, service.stats
-        claims = await nc.jetstream().key_value("kryten_stopping_claims")
-        taken = str(uuid.uuid4())
-        await claims.create(taken, b"another-instance")
+        taken = await claimed_elsewhere(nc, "stopping")
         await bridge.chat("bob", "cynthia, one?")
         await eventually(lambda: bot.in_flight == 1)  # the one worker is busy with bob
         await bridge.chat("alice", "cynthia, two?", correlation_id=taken)
@@ -270,16 +271,8 @@ async def test_a_reply_in_progress_whose_claim_was_lost_late_gets_no_shutdown_li
 ) -> None:
     """The bot stops while its worker still prepares alice's reply, whose claim was lost
     meanwhile: no ``shutdown`` line here (the winner writes hers), one decision in all."""
-    settings = settings_for(
-        nats_server.url,
-        tmp_path,
-        service={"name": "stopping2"},
-        cluster={"enabled": True},
-        processing={"workers": 1, "shutdown_grace_seconds": 0},
-        llm={
-            "providers": {"slow": {"type": "scripted", "latency_ms": 3000}},
-            "default_provider": "slow",
-        },
+    settings = one_slow_worker(
+        nats_server.url, tmp_path, "stopping2", 3000, shutdown_grace_seconds=0
     )
     async with (
         running(Service(settings)) as service,
@@ -287,9 +280,7 @@ async def test_a_reply_in_progress_whose_claim_was_lost_late_gets_no_shutdown_li
     ):
         assert service.bot is not None
         bot, stats = service.bot, service.stats
-        claims = await nc.jetstream().key_value("kryten_stopping2_claims")
-        taken = str(uuid.uuid4())
-        await claims.create(taken, b"another-instance")
+        taken = await claimed_elsewhere(nc, "stopping2")
         await bridge.chat("alice", "cynthia, two?", correlation_id=taken)
         await eventually(lambda: stats.decisions[Reason.ANSWERED_ELSEWHERE] == 1)
         assert bot.in_flight == 1  # the worker is still preparing alice's reply
@@ -321,9 +312,7 @@ async def test_a_queued_reply_whose_claim_was_lost_makes_no_provider_call(
         ):
             assert service.bot is not None
             bot, stats = service.bot, service.stats
-            claims = await nc.jetstream().key_value("kryten_nocall_claims")
-            taken = str(uuid.uuid4())
-            await claims.create(taken, b"another-instance")
+            taken = await claimed_elsewhere(nc, "nocall")
             await bridge.chat("bob", "cynthia, one?")
             await eventually(lambda: bot.in_flight == 1)
             await bridge.chat("alice", "cynthia, two?", correlation_id=taken)
