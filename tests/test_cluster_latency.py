@@ -324,3 +324,45 @@ async def test_a_queued_reply_whose_claim_was_lost_makes_no_provider_call(
             )
     assert len(llm.completions) == 1  # bob's only
     assert [(r["username"], r["reason"]) for r in read_log(tmp_path)] == [("bob", "answered")]
+
+
+async def test_a_job_pushed_out_while_its_claim_is_in_flight_gets_the_claims_line(
+    nats_server: NatsServer, nc: NATS, tmp_path: Path
+) -> None:
+    """The claims bucket is gone, so claims hang for ``claim_timeout_seconds``. Alice's job,
+    queued with its claim in flight, is pushed out of the full queue by carol's from another
+    channel (its own limits: its lane does not wait behind alice's hit): alice's line waits
+    for her claim and says why she was not answered (``claim_failed``), not a
+    ``queue_overflow`` written at once."""
+    settings = settings_for(
+        nats_server.url,
+        tmp_path,
+        service={"name": "inflight"},
+        cluster={"enabled": True, "claim_timeout_seconds": 1.5},
+        processing={"workers": 1, "queue_size": 1, "shutdown_grace_seconds": 0},
+        channels=[
+            {"domain": "cytu.be", "channel": "MyChannel"},
+            {"domain": "cytu.be", "channel": "Other", "ratelimit": dict(OPEN_LIMITS)},
+        ],
+        llm={
+            "providers": {"slow": {"type": "scripted", "latency_ms": 4000}},
+            "default_provider": "slow",
+        },
+    )
+    async with (
+        running(Service(settings)) as service,
+        FakeBridge(nats_server.url, echo=False) as bridge,
+        FakeBridge(nats_server.url, channel="Other", echo=False) as other,
+    ):
+        assert service.bot is not None
+        bot, stats = service.bot, service.stats
+        await bridge.chat("bob", "cynthia, one?")
+        await eventually(lambda: bot.in_flight == 1)  # the one worker is busy with bob
+        await nc.jetstream().delete_stream("KV_kryten_inflight_claims")
+        await bridge.chat("alice", "cynthia, two?")
+        await eventually(lambda: len(bot.queue) == 1)  # queued, its claim in flight
+        await other.chat("carol", "cynthia, three?")
+        await eventually(lambda: stats.decisions[Reason.CLAIM_FAILED] >= 1, 10)
+        assert stats.decisions[Reason.QUEUE_OVERFLOW] == 0
+    alice = [r["reason"] for r in read_log(tmp_path) if r["username"] == "alice"]
+    assert alice == ["claim_failed"]

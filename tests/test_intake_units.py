@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from pathlib import Path
 
@@ -276,3 +277,28 @@ async def test_ordinary_chat_is_handled_at_once_and_a_failure_later_is_counted(
     assert rest is not None
     await rest
     assert (bot.stats["chat"], bot.stats["events_failed"]) == (2, 1)
+
+
+def test_a_line_after_close_is_kept_and_leaves_no_file_open(tmp_path: Path) -> None:
+    """At shutdown a claim may answer after the log was closed: its line still lands, and
+    the log holds no file afterwards (it used to reopen one that nobody closed)."""
+    from kryten_llm.bot.responselog import ResponseLog
+    from kryten_llm.pipeline.outcome import Outcome
+
+    log = ResponseLog(tmp_path)
+
+    def line(username: str) -> Outcome:
+        return Outcome(
+            "c1", "MyChannel", "cytu.be", username, None, "chat", "hi", "mention", "mention",
+            Reason.SHUTDOWN,
+        )  # fmt: skip
+
+    log.write(line("bob"))
+    log.close()
+    log.write(line("alice"))
+    assert log.path is None
+    (written,) = tmp_path.glob("responses-*.jsonl")
+    assert [json.loads(x)["username"] for x in written.read_text().splitlines()] == [
+        "bob",
+        "alice",
+    ]

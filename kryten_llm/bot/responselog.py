@@ -37,6 +37,7 @@ class ResponseLog:
         self._enabled = enabled
         self._day = ""
         self._file: IO[str] | None = None
+        self._closed = False  # by close(): a late line is appended with a file of its own
         self._listeners: list[Listener] = []
         self._annotators: list[Annotator] = []
 
@@ -88,18 +89,29 @@ class ResponseLog:
         return outcome
 
     def _append(self, day: str, line: str) -> None:
+        if self._closed:  # a line after close (a claim answered late at shutdown): kept,
+            with self._open(day) as late:  # and nothing left open
+                late.write(line + "\n")
+            return
         if day != self._day or self._file is None:
-            self.close()
-            self._directory.mkdir(parents=True, exist_ok=True)
+            self._close_file()
             self._day = day
-            # backslashreplace: a lone surrogate becomes the JSON escape it stands for
-            self._file = (self._directory / f"responses-{day}.jsonl").open(
-                "a", encoding="utf-8", errors="backslashreplace", buffering=1
-            )
+            self._file = self._open(day)
         self._file.write(line + "\n")
 
+    def _open(self, day: str) -> IO[str]:
+        self._directory.mkdir(parents=True, exist_ok=True)
+        # backslashreplace: a lone surrogate becomes the JSON escape it stands for
+        return (self._directory / f"responses-{day}.jsonl").open(
+            "a", encoding="utf-8", errors="backslashreplace", buffering=1
+        )
+
     def close(self) -> None:
-        """Flush and close the current file; writing again reopens it."""
+        """Flush and close the file; a line written afterwards is appended and closed at once."""
+        self._closed = True
+        self._close_file()
+
+    def _close_file(self) -> None:
         if self._file is not None:
             self._file.close()
             self._file = None
