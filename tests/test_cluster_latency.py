@@ -60,6 +60,19 @@ async def claimed_elsewhere(nc: NATS, name: str) -> str:
     return taken
 
 
+async def lost_behind_bob(service: Service, bridge: FakeBridge, nc: NATS, name: str) -> None:
+    """Bob's mention keeps the one worker busy; alice's, whose claim another instance of
+    service ``name`` already holds, is queued behind it and counted answered elsewhere."""
+    bot, stats = service.bot, service.stats
+    assert bot is not None
+    taken = await claimed_elsewhere(nc, name)
+    await bridge.chat("bob", "cynthia, one?")
+    await eventually(lambda: bot.in_flight == 1)  # the one worker is busy with bob
+    await bridge.chat("alice", "cynthia, two?", correlation_id=taken)
+    await eventually(lambda: stats.decisions[Reason.ANSWERED_ELSEWHERE] == 1)
+    assert len(bot.queue) == 1  # alice's job waits behind bob's
+
+
 async def test_alone_a_claim_lost_after_the_reply_was_started_says_nothing_and_writes_no_line(
     nats_server: NatsServer, nc: NATS, tmp_path: Path
 ) -> None:
@@ -220,14 +233,9 @@ async def test_a_queued_reply_whose_claim_was_lost_late_is_pushed_out_without_a_
         running(Service(settings)) as service,
         FakeBridge(nats_server.url, echo=False) as bridge,
     ):
-        assert service.bot is not None
+        await lost_behind_bob(service, bridge, nc, "overflow")
         bot, stats = service.bot, service.stats
-        taken = await claimed_elsewhere(nc, "overflow")
-        await bridge.chat("bob", "cynthia, one?")
-        await eventually(lambda: bot.in_flight == 1)  # the one worker is busy with bob
-        await bridge.chat("alice", "cynthia, two?", correlation_id=taken)
-        await eventually(lambda: stats.decisions[Reason.ANSWERED_ELSEWHERE] == 1)
-        assert len(bot.queue) == 1  # alice's job still waits
+        assert bot is not None
         await bridge.chat("carol", "cynthia, three?")
         await eventually(lambda: stats.decisions[Reason.ANSWERED] == 2)
         assert stats.decisions[Reason.QUEUE_OVERFLOW] == 0
@@ -252,14 +260,9 @@ async def test_a_queued_reply_whose_claim_was_lost_late_gets_no_shutdown_line(
         running(Service(settings)) as service,
         FakeBridge(nats_server.url, echo=False) as bridge,
     ):
-        assert service.bot is not None
+        await lost_behind_bob(service, bridge, nc, "stopping")
         bot, stats = service.bot, service.stats
-        taken = await claimed_elsewhere(nc, "stopping")
-        await bridge.chat("bob", "cynthia, one?")
-        await eventually(lambda: bot.in_flight == 1)  # the one worker is busy with bob
-        await bridge.chat("alice", "cynthia, two?", correlation_id=taken)
-        await eventually(lambda: stats.decisions[Reason.ANSWERED_ELSEWHERE] == 1)
-        assert len(bot.queue) == 1  # alice's job still waits as the bot stops
+        assert bot is not None
     assert stats.decisions[Reason.ANSWERED_ELSEWHERE] == 1
     assert stats.decisions[Reason.SHUTDOWN] == 1  # bob's reply, cut by the stop
     assert [(r["username"], r["reason"]) for r in read_log(tmp_path)] == [("bob", "shutdown")]
@@ -310,13 +313,9 @@ async def test_a_queued_reply_whose_claim_was_lost_makes_no_provider_call(
             running(Service(settings)) as service,
             FakeBridge(nats_server.url, echo=False) as bridge,
         ):
-            assert service.bot is not None
+            await lost_behind_bob(service, bridge, nc, "nocall")
             bot, stats = service.bot, service.stats
-            taken = await claimed_elsewhere(nc, "nocall")
-            await bridge.chat("bob", "cynthia, one?")
-            await eventually(lambda: bot.in_flight == 1)
-            await bridge.chat("alice", "cynthia, two?", correlation_id=taken)
-            await eventually(lambda: stats.decisions[Reason.ANSWERED_ELSEWHERE] == 1)
+            assert bot is not None
             await eventually(
                 lambda: (
                     stats.decisions[Reason.ANSWERED] == 1 and not bot.queue and bot.in_flight == 0
