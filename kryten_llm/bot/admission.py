@@ -142,11 +142,6 @@ class Admission:
         self._capacity = settings.processing.queue_size
         self._workers = settings.processing.workers
 
-    @property
-    def waiting(self) -> int:
-        """Messages waiting in lanes for their decision."""
-        return sum(len(lane.waiting) for lane in self._lanes.values())
-
     async def submit(
         self,
         channel: ChannelConfig,

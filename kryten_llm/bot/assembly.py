@@ -92,7 +92,7 @@ class Bot:
         self.manager: ProviderManager | None = None
         self.in_flight = 0
         # cluster hook (issue 15): limits shared with the other instances when clustered
-        self._shared_store = cluster.limit_store if cluster is not None else None
+        self._shared_store = cluster.shared_limits if cluster is not None else None
         self._rng = rng
         self._sender = sender
         self._response_log = response_log

@@ -8,10 +8,10 @@ leases; without JetStream it logs ``cluster_standalone`` and the bot runs alone 
 The admission (:mod:`kryten_llm.bot.admission`, in the channel's lane) asks
 :meth:`Coordinator.decide` for each message it would answer: ``None`` means this instance
 answers it; a :class:`~kryten_llm.pipeline.decisions.Reason` says why not (another instance
-answers, or the claim could not be made). The rate limiter gets :attr:`limit_store`;
-:attr:`alone` says whether the hit may travel with the claim. At each heartbeat an instance
-alone in the registry pauses the watch of the limits bucket (it would only echo its own
-writes) and one with peers follows it again.
+answers, or the claim could not be made). The rate limiters keep their hits in
+:attr:`shared_limits`; :attr:`alone` says whether the hit may travel with the claim. At
+each heartbeat an instance alone in the registry pauses the watch of the limits bucket (it
+would only echo its own writes) and one with peers follows it again.
 """
 
 from __future__ import annotations
@@ -37,7 +37,6 @@ if TYPE_CHECKING:
 
     from kryten_llm.bus.events import ChatEvent
     from kryten_llm.config import ChannelConfig, Settings
-    from kryten_llm.pipeline.ratelimit import RateLimitStore
 
 log = structlog.get_logger(__name__)
 
@@ -133,11 +132,6 @@ class Coordinator:
                 [c.key for c in self._settings.channels],
                 sharding.lease_seconds,
             )
-
-    @property
-    def limit_store(self) -> RateLimitStore | None:
-        """Where the rate limiters keep their hits: JetStream KV, or ``None`` (in memory)."""
-        return self.shared_limits
 
     @property
     def _interval(self) -> float:

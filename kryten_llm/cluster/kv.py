@@ -19,7 +19,12 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import structlog
-from nats.js.errors import BucketNotFoundError, KeyNotFoundError, KeyWrongLastSequenceError
+from nats.js.errors import (
+    BucketNotFoundError,
+    KeyNotFoundError,
+    KeyWrongLastSequenceError,
+    NoKeysError,
+)
 
 from kryten_llm.errors import ClusterError
 
@@ -121,28 +126,48 @@ async def _check_replicas(kv: KeyValue, name: str, wanted: int) -> None:
         )
 
 
-async def read_json(kv: KeyValue, key: str) -> tuple[Any, int]:
-    """The JSON value of ``key`` and its revision; ``(None, revision)`` when absent.
+async def read_raw(kv: KeyValue, key: str) -> tuple[bytes, int]:
+    """The value of ``key`` (empty when absent) and its revision.
 
     The revision of an absent key is that of its delete marker (0 if it never existed), so
-    :func:`write_json` with it creates the key.
+    :func:`write_raw` with it creates the key.
     """
     try:
         entry = await kv.get(key)
     except KeyNotFoundError as exc:
         marker = getattr(exc, "entry", None)
-        return None, marker.revision if marker is not None else 0
-    return (json.loads(entry.value) if entry.value else None), entry.revision or 0
+        return b"", marker.revision if marker is not None else 0
+    return entry.value or b"", entry.revision or 0
 
 
-async def write_json(kv: KeyValue, key: str, value: Any, revision: int) -> int | None:
+async def write_raw(kv: KeyValue, key: str, value: bytes, revision: int) -> int | None:
     """Write ``value`` only if ``key`` is still at ``revision``; the new revision, or
     ``None`` when another writer came first (read again and retry)."""
     try:
-        data = json.dumps(value, separators=(",", ":")).encode()
-        return await kv.update(key, data, last=revision)
+        return await kv.update(key, value, last=revision)
     except KeyWrongLastSequenceError:
         return None
+
+
+async def read_json(kv: KeyValue, key: str) -> tuple[Any, int]:
+    """:func:`read_raw` as JSON: ``(None, revision)`` when absent."""
+    value, revision = await read_raw(kv, key)
+    return (json.loads(value) if value else None), revision
+
+
+async def write_json(kv: KeyValue, key: str, value: Any, revision: int) -> int | None:
+    """:func:`write_raw` of ``value`` as compact JSON."""
+    return await write_raw(kv, key, json.dumps(value, separators=(",", ":")).encode(), revision)
+
+
+async def purge_all(kv: KeyValue, *, keep: str = "") -> list[str]:
+    """Purge every key of ``kv`` but ``keep``; the keys purged."""
+    try:
+        keys = [key for key in await kv.keys() if key != keep]
+    except NoKeysError:
+        return []
+    await asyncio.gather(*(kv.purge(key) for key in keys))
+    return keys
 
 
 async def retrying(

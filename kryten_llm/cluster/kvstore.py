@@ -39,9 +39,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import structlog
-from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError, NoKeysError
 
-from kryten_llm.cluster.kv import readable_key, retrying
+from kryten_llm.cluster.kv import purge_all, read_raw, readable_key, retrying, write_raw
 from kryten_llm.cluster.mirror import KeyMirror
 from kryten_llm.pipeline.ratelimit import HOUR, RateLimitStore
 
@@ -141,17 +140,6 @@ def group(keys: Sequence[str]) -> dict[str, list[str]]:
     return records
 
 
-async def _read(kv: KeyValue, key: str) -> tuple[bytes, int]:
-    """The value of ``key`` and its revision (that of its delete marker, or 0, when absent: a
-    write at that revision creates the key)."""
-    try:
-        entry = await kv.get(key)
-    except KeyNotFoundError as exc:
-        marker = getattr(exc, "entry", None)
-        return b"", marker.revision if marker is not None else 0
-    return entry.value or b"", entry.revision or 0
-
-
 async def _write(
     kv: KeyValue,
     key: str,
@@ -162,9 +150,8 @@ async def _write(
     """Write ``record`` only if ``key`` is still at ``revision``; False when another came
     first."""
     value = pack(record)
-    try:
-        written = await kv.update(key, value, last=revision)
-    except KeyWrongLastSequenceError:
+    written = await write_raw(kv, key, value, revision)
+    if written is None:
         return False
     if mirror is not None:
         mirror.note(key, value, written)
@@ -265,7 +252,7 @@ class SharedRateLimitStore:
                 snap.revisions[record] = seen[1]
         if remote:
             values = await retrying(
-                lambda: asyncio.gather(*(_read(self._kv, readable_key(r)) for r in remote)),
+                lambda: asyncio.gather(*(read_raw(self._kv, readable_key(r)) for r in remote)),
                 self._timeout,
                 what="read shared limits",
             )
@@ -330,7 +317,7 @@ class SharedRateLimitStore:
             name = readable_key(record)
             try:
                 for _ in range(_ROLLBACK_ATTEMPTS):
-                    value, revision = await _read(self._kv, name)
+                    value, revision = await read_raw(self._kv, name)
                     content = unpack(value)
                     found = [content[k] for k in hit if stamp in content.get(k, _NONE)]
                     if not found:
@@ -358,9 +345,5 @@ class SharedRateLimitStore:
 
     async def clear(self) -> None:
         """Forget every hit of every instance (the operator's "clear cooldowns")."""
-        try:
-            keys = await self._kv.keys()
-        except NoKeysError:
-            return
-        await asyncio.gather(*(self._kv.purge(key) for key in keys))
+        keys = await purge_all(self._kv)
         self._stale.update(keys)  # a paused copy would keep them: read them from JetStream

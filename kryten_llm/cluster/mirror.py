@@ -44,7 +44,8 @@ class KeyMirror:
     Args:
         kv: the bucket to mirror.
         name: for logs.
-        on_entry: told of every key and value the watch brings (``None``: gone).
+        on_entry: told of every key and value the watch brings (``None``: gone), instead of
+            keeping a copy.
     """
 
     def __init__(
@@ -134,9 +135,10 @@ class KeyMirror:
                     continue
                 # A deleted, purged or expired key is empty at its marker's revision.
                 value = entry.value if entry.operation is None else None
-                self.note(entry.key, value or b"", entry.revision or 0)
-                if self._on_entry is not None:
+                if self._on_entry is not None:  # the hook keeps what it needs: no copy
                     self._on_entry(entry.key, value or None)
+                else:
+                    self.note(entry.key, value or b"", entry.revision or 0)
         finally:
             self.ready.clear()
             with contextlib.suppress(Exception):

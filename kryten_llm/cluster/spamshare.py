@@ -46,9 +46,15 @@ from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import structlog
-from nats.js.errors import NoKeysError
 
-from kryten_llm.cluster.kv import open_bucket, read_json, retrying, safe_key, write_json
+from kryten_llm.cluster.kv import (
+    open_bucket,
+    purge_all,
+    read_json,
+    retrying,
+    safe_key,
+    write_json,
+)
 from kryten_llm.cluster.mirror import KeyMirror
 from kryten_llm.errors import ClusterError
 from kryten_llm.pipeline.spam import Standing, merged
@@ -280,11 +286,7 @@ class SharedSpamStrikes:
         await retrying(partial(self._clear, at), self._timeout, what="clear spam strikes")
 
     async def _clear(self, at: float) -> None:
-        try:
-            keys = await self._kv.keys()
-        except NoKeysError:
-            keys = []
-        await asyncio.gather(*(self._kv.purge(key) for key in keys if key != CLEARED))
+        await purge_all(self._kv, keep=CLEARED)
         await self._kv.put(CLEARED, json.dumps({"at": at}).encode())
 
     async def stop(self) -> None:
