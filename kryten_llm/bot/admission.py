@@ -38,7 +38,7 @@ import asyncio
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import structlog
@@ -291,7 +291,7 @@ class Admission:
         )
         dropped = self._queue.put(job, held=held)
         if dropped is not None:
-            self._dropped(dropped)
+            self.drop(dropped, Reason.QUEUE_OVERFLOW, "reply_dropped_queue_full")
         return won, True
 
     def _claimed_late(self, candidate: Candidate, answer: asyncio.Future[Reason | None]) -> None:
@@ -311,21 +311,18 @@ class Admission:
                 )
             )
 
-    def _dropped(self, job: Job) -> None:
-        """A job pushed out of the full queue: ``queue_overflow`` (or the claim's own failure),
-        once its claim (if still in flight) says this instance answers it; a claim lost
-        meanwhile leaves the line to the instance that won it (counted by
-        :meth:`_claimed_late`)."""
-        job.after_claim(lambda said: self._drop(job, said))
+    def drop(self, job: Job, reason: Reason, event: str) -> None:
+        """A queued job that will not be answered (pushed out of the full queue, or the bot
+        stops): counted and logged as ``reason`` (or the claim's own failure) once its claim,
+        if still in flight, has answered; not at all when another instance answers the
+        message (that instance writes the line; :meth:`_claimed_late` counted it)."""
 
-    def _drop(self, job: Job, said: Reason | None) -> None:
-        if said is Reason.ANSWERED_ELSEWHERE:
-            return
-        reason = said or Reason.QUEUE_OVERFLOW
-        self._stats.decisions[reason] += 1
-        event = "reply_dropped_queue_full" if said is None else "reply_not_claimed"
-        log.warning(event, dropped_username=job.chat.username, reason=reason.value)
-        self._log.write(Outcome.of(job.channel, job.chat, job.prompt.trigger, reason))
+        def settle(said: Reason | None) -> None:
+            if said is not Reason.ANSWERED_ELSEWHERE:
+                log.warning(event, dropped_username=job.chat.username, reason=(said or reason))
+                self.refuse(job.channel, job.chat, job.prompt.trigger, said or reason)
+
+        job.after_claim(settle)
 
     def _rate_limited(self, candidate: Candidate, decision: RateDecision) -> None:
         chat = candidate.chat
@@ -343,23 +340,13 @@ class Admission:
             Reason.RATE_LIMITED,
             rank=candidate.rank,
         )
-        self._log.write(
-            replace(
-                outcome,
-                limit=decision.limit,
-                retry_after=round(decision.retry_after, 3),
-                dry_run=self._flags.dry_run,
-            )
-        )
+        self._log.write(outcome.rate_limited(decision, dry_run=self._flags.dry_run))
 
     def _overflow(self, candidate: Candidate) -> None:
         """A lane was full: its oldest message is not decided here (nor claimed)."""
-        self._stats.decisions[Reason.QUEUE_OVERFLOW] += 1
         log.warning("reply_dropped_lane_full", dropped_username=candidate.chat.username)
-        self._log.write(
-            Outcome.of(
-                candidate.channel, candidate.chat, candidate.prompt.trigger, Reason.QUEUE_OVERFLOW
-            )
+        self.refuse(
+            candidate.channel, candidate.chat, candidate.prompt.trigger, Reason.QUEUE_OVERFLOW
         )
 
     def refuse(

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import random
-from functools import partial
 from typing import TYPE_CHECKING
 
 import structlog
@@ -30,7 +29,6 @@ from kryten_llm.pipeline.decisions import Reason
 from kryten_llm.pipeline.fallback import FallbackPools
 from kryten_llm.pipeline.filters import IntakeFilter
 from kryten_llm.pipeline.jobs import JobQueue
-from kryten_llm.pipeline.outcome import Outcome
 from kryten_llm.pipeline.ratelimit import RateLimiter
 from kryten_llm.pipeline.spam import SpamGuard
 from kryten_llm.pipeline.state import ChannelState
@@ -322,23 +320,13 @@ class Bot:
             await self.memory.close()
 
     def abandon_waiting(self) -> int:
-        """Drop the jobs still queued (shutdown): each gets its ``shutdown`` outcome line (the
-        claim's own failure if it failed), once its claim, if still in flight, has answered;
-        one whose claim was lost gets none (another instance answers it: counted by the
-        admission, logged there).
+        """Drop the jobs still queued (shutdown): each gets its ``shutdown`` line (see
+        :meth:`~kryten_llm.bot.admission.Admission.drop`).
 
         Returns:
             How many were dropped.
         """
         jobs = self.queue.drain()
         for job in jobs:
-            job.after_claim(partial(self._abandoned, job))
+            self.intake.admission.drop(job, Reason.SHUTDOWN, "reply_abandoned_at_shutdown")
         return len(jobs)
-
-    def _abandoned(self, job: Job, said: Reason | None) -> None:
-        if said is Reason.ANSWERED_ELSEWHERE:
-            return
-        reason = said or Reason.SHUTDOWN
-        self.stats.decisions[reason] += 1
-        self._response_log.write(Outcome.of(job.channel, job.chat, job.prompt.trigger, reason))
-        log.info("reply_abandoned_at_shutdown", username=job.chat.username)

@@ -132,13 +132,7 @@ class RefusedLate(KrytenLLMError):
             log.info("reply_not_claimed", reason=self.reason.value, late=True)
             return replace(outcome, reason=self.reason)
         log.info("reply_rate_limited", limit=self.decision.limit, late=True)
-        return replace(
-            outcome,
-            reason=Reason.RATE_LIMITED,
-            limit=self.decision.limit,
-            retry_after=round(self.decision.retry_after, 3),
-            dry_run=dry_run,
-        )
+        return outcome.rate_limited(self.decision, dry_run=dry_run)
 
 
 class JobQueue:

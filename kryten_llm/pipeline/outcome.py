@@ -14,7 +14,7 @@ field changes meaning.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -23,7 +23,7 @@ from kryten_llm.pipeline.decisions import Reason
 if TYPE_CHECKING:
     from kryten_llm.bus.events import ChatEvent
     from kryten_llm.config import ChannelConfig
-    from kryten_llm.pipeline.decisions import TriggerMatch
+    from kryten_llm.pipeline.decisions import RateDecision, TriggerMatch
 
 SCHEMA = 1
 ANSWERING = frozenset({Reason.ANSWERED, Reason.FALLBACK})
@@ -132,6 +132,16 @@ class Outcome:
             reason=reason,
             rank=rank,
             queued_ms=queued_ms,
+        )
+
+    def rate_limited(self, decision: RateDecision, *, dry_run: bool) -> Outcome:
+        """This outcome refused by ``decision``: which limit, and in how long it frees."""
+        return replace(
+            self,
+            reason=Reason.RATE_LIMITED,
+            limit=decision.limit,
+            retry_after=round(decision.retry_after, 3),
+            dry_run=dry_run,
         )
 
     @property
