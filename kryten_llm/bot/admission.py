@@ -298,9 +298,7 @@ class Admission:
         """A claim answered after its job was queued: when another instance answers the
         message, count it and give back its room in the share of chat (the job says nothing
         and writes no line: that instance does); ``claim_failed`` is the job's own line."""
-        if answer.cancelled() or answer.exception() is not None:
-            return
-        if answer.result() is Reason.ANSWERED_ELSEWHERE:
+        if not answer.cancelled() and answer.result() is Reason.ANSWERED_ELSEWHERE:
             self._stats.decisions[Reason.ANSWERED_ELSEWHERE] += 1
             self._conversation.annotate(
                 Outcome.of(

@@ -13,11 +13,16 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING
 
+import structlog
+
+from kryten_llm.pipeline.decisions import Reason
+
 if TYPE_CHECKING:
     from kryten_llm.bus.events import ChatEvent
     from kryten_llm.cluster.coordinator import Coordinator
     from kryten_llm.config import ChannelConfig
-    from kryten_llm.pipeline.decisions import Reason
+
+log = structlog.get_logger(__name__)
 
 
 _UNASKED = object()  # a claim not made yet
@@ -26,7 +31,8 @@ _UNASKED = object()  # a claim not made yet
 class MessageClaim:
     """The claim of one message: made at most once, when the limiter or the admission asks
     (waited for at once with peers; alone, sent with the hit and answered while the reply is
-    prepared)."""
+    prepared). Its answer is a reason or ``None``, never an exception: a claim that fails
+    in a way it does not name is ``claim_failed``."""
 
     __slots__ = ("_answer", "_channel", "_chat", "_cluster", "_reason")
 
@@ -51,8 +57,6 @@ class MessageClaim:
                 return
             if done.cancelled():
                 won.cancel()
-            elif (failure := done.exception()) is not None:
-                won.set_exception(failure)
             else:
                 won.set_result(done.result() is None)
 
@@ -79,4 +83,8 @@ class MessageClaim:
             # One turn of the loop: the hit's writes, queued meanwhile by the recording task,
             # and the claim then leave in one write to the socket (the claim first in it).
             await asyncio.sleep(0)
-        return await self._cluster.decide(self._channel, self._chat)
+        try:
+            return await self._cluster.decide(self._channel, self._chat)
+        except Exception as exc:  # the one place a claim's failure is read: never raised on
+            log.warning("claim_failed", error=str(exc) or repr(exc))
+            return Reason.CLAIM_FAILED

@@ -79,8 +79,8 @@ class Job:
 
     async def claim_answer(self) -> Reason | None:
         """Why another instance answers the message, or ``None`` (this one does), once the
-        claim is answered (at once unless ``claimed`` is pending); a claim that failed in a
-        way it did not name is ``claim_failed``."""
+        claim is answered (at once unless ``claimed`` is pending); a cancelled claim is
+        ``claim_failed``."""
         claimed = self.claimed
         if claimed is None:
             return None
@@ -90,19 +90,15 @@ class Job:
             if claimed.cancelled():  # the claim was cancelled, not the one waiting for it
                 return Reason.CLAIM_FAILED
             raise
-        except Exception:
-            return Reason.CLAIM_FAILED
 
     def claim_said(self) -> Reason | None:
         """What the claim said, without waiting: why another instance answers the message
-        (``claim_failed`` when the claim failed or was cancelled), or ``None`` (this one does,
-        no claim was made, or it is still in flight)."""
+        (``claim_failed`` when it was cancelled), or ``None`` (this one does, no claim was
+        made, or it is still in flight)."""
         claimed = self.claimed
         if claimed is None or not claimed.done():
             return None
-        if claimed.cancelled() or claimed.exception() is not None:
-            return Reason.CLAIM_FAILED
-        return claimed.result()
+        return Reason.CLAIM_FAILED if claimed.cancelled() else claimed.result()
 
     def after_claim(self, then: Callable[[Reason | None], object]) -> None:
         """Call ``then`` with :meth:`claim_said` once the claim has answered (at once when it
