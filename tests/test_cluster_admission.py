@@ -44,19 +44,27 @@ async def test_a_stalled_claim_does_not_hold_the_channels_next_events(
     nats_server: NatsServer, nc: NATS, tmp_path: Path
 ) -> None:
     """Issue 15: the claim waits on JetStream in the channel's lane, not in the NATS callback.
-    With the claims bucket gone, a mention's claim is retried for ``claim_timeout_seconds``;
-    meanwhile the channel's next events (a join, chat lines) are taken in at once. After the
-    timeout the mention is refused ``claim_failed``, with its response-log line."""
+    With a peer in the registry (so the claim is waited for before anything else: alone, it
+    would travel with the hit) and the claims bucket gone, a mention's claim is retried for
+    ``claim_timeout_seconds``; meanwhile the channel's next events (a join, chat lines) are
+    taken in at once. After the timeout the mention is refused ``claim_failed``, with its
+    response-log line."""
     settings = settings_for(
         nats_server.url,
         tmp_path,
         service={"name": "stall"},
-        cluster={"enabled": True, "claim_timeout_seconds": 3.0},
+        cluster={"enabled": True, "claim_timeout_seconds": 3.0, "heartbeat_seconds": 0.2},
     )
     async with (
         running(Service(settings)) as service,
         FakeBridge(nats_server.url, echo=False) as bridge,
     ):
+        assert service.bot is not None
+        cluster = service.bot.intake.cluster
+        assert cluster is not None
+        instances = await nc.jetstream().key_value("kryten_stall_instances")
+        await instances.put("another", b'{"instance_id": "another"}')
+        await eventually(lambda: not cluster.alone)
         await nc.jetstream().delete_stream("KV_kryten_stall_claims")
         await bridge.chat("alice", "cynthia, are you there?")
         await bridge.publish("addUser", {"name": "bob", "rank": 0, "profile": {}, "meta": {}})
@@ -73,6 +81,48 @@ async def test_a_stalled_claim_does_not_hold_the_channels_next_events(
     (line,) = [r for r in read_log(tmp_path) if r["username"] == "alice"]
     assert line["reason"] == "claim_failed"
     assert bridge.says() == []
+
+
+async def test_a_full_lane_drops_its_oldest_waiting_message_with_a_line(
+    nats_server: NatsServer, nc: NATS, tmp_path: Path
+) -> None:
+    """A lane holds at most ``processing.queue_size`` messages waiting for their decision:
+    with claims stalled (a peer registered, the claims bucket gone) and alice's claim
+    pending, bob and carol wait; dave's pushes bob out, with a ``queue_overflow`` line, and
+    nothing of bob's is claimed."""
+    settings = settings_for(
+        nats_server.url,
+        tmp_path,
+        service={"name": "lanefull"},
+        cluster={"enabled": True, "claim_timeout_seconds": 2.0, "heartbeat_seconds": 0.2},
+        processing={"queue_size": 2},
+    )
+    async with (
+        running(Service(settings)) as service,
+        FakeBridge(nats_server.url, echo=False) as bridge,
+    ):
+        assert service.bot is not None
+        cluster = service.bot.intake.cluster
+        assert cluster is not None
+        instances = await nc.jetstream().key_value("kryten_lanefull_instances")
+        await instances.put("another", b'{"instance_id": "another"}')
+        await eventually(lambda: not cluster.alone)
+        await nc.jetstream().delete_stream("KV_kryten_lanefull_claims")
+        stats = service.stats
+        await bridge.chat("alice", "cynthia, one?")
+        await eventually(lambda: stats.totals[Count.TRIGGERED] == 1)
+        await asyncio.sleep(0.05)  # the lane's task takes alice and waits for her claim
+        for name in ("bob", "carol", "dave"):
+            await bridge.chat(name, f"cynthia, {name}?")
+        await eventually(lambda: stats.decisions[Reason.QUEUE_OVERFLOW] == 1)
+        await eventually(lambda: stats.decisions[Reason.CLAIM_FAILED] == 3, 15)
+    lines = {r["username"]: r["reason"] for r in read_log(tmp_path)}
+    assert lines == {
+        "alice": "claim_failed",
+        "bob": "queue_overflow",
+        "carol": "claim_failed",
+        "dave": "claim_failed",
+    }
 
 
 def user_hits(value: bytes | None, user: str = "alice") -> int:
