@@ -246,7 +246,11 @@ _VOUCHED = '{"username": "a", "msg": "x"'  # a chat payload msgspec checks, to b
         pytest.param(_VOUCHED + ', "time": 1.0}', False, id="float-time"),
         pytest.param(_VOUCHED + ', "time": true}', False, id="bool-time"),
         pytest.param(_VOUCHED + ', "time": -1}', False, id="negative-time"),
-        pytest.param(_VOUCHED + ', "big": ' + "9" * 4400 + "}", False, id="long-int"),
+        pytest.param(
+            _VOUCHED + ', "meta": {"modflair": ' + "9" * 4400 + "}}", False, id="long-int"
+        ),
+        pytest.param(_VOUCHED + ', "time": ' + "9" * 20 + "}", False, id="int-beyond-64-bits"),
+        pytest.param(_VOUCHED + " " * 2_100_000 + "}", False, id="body-over-the-limit"),
         pytest.param(_VOUCHED + ', "n": NaN}', False, id="nan"),
         pytest.param(_VOUCHED + ', "d": ' + "[" * 40 + "]" * 40 + "}", False, id="deep"),
         pytest.param(_VOUCHED + ', "meta": []}', False, id="meta-array"),

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import json
 import math
-import sys
 from collections.abc import Callable
 from typing import Annotated, Any
 
@@ -214,10 +213,6 @@ def cooldown_ms(value: Any) -> float:
 
 # --- the chat fast path ----------------------------------------------------------------------
 
-_INT_DIGITS = sys.get_int_max_str_digits() or MAX_BODY_BYTES
-"""A body shorter than this cannot hold an integer ``json.loads`` refuses for its length."""
-
-
 _Name = Annotated[str, msgspec.Meta(max_length=MAX_NAME)]
 _Domain = Annotated[str, msgspec.Meta(max_length=MAX_DOMAIN)]
 _Short = Annotated[str, msgspec.Meta(max_length=MAX_SHORT)]
@@ -267,12 +262,12 @@ def decode_chat(data: bytes) -> ChatWire | None:
     """``data`` as a chat envelope that passes every check here, or ``None``: take the general path.
 
     msgspec refuses what the general path would refuse or repair (wrong types, lengths over
-    the limits, lone surrogates, invalid UTF-8, ``NaN``) and every key the schema does not
-    name, so the body nests three deep at most; a body too short to hold an integer
-    ``json.loads`` refuses for its length is all it needs besides. Strings it returns are
-    valid Unicode, so nothing needs cleaning.
+    the limits, lone surrogates, invalid UTF-8, ``NaN``, integers beyond 64 bits, which
+    ``json.loads`` would take or refuse by their length) and every key the schema does not
+    name, so the body nests three deep at most. Strings it returns are valid Unicode, so
+    nothing needs cleaning.
     """
-    if len(data) >= _INT_DIGITS:
+    if len(data) > MAX_BODY_BYTES:  # refused by the general path, whatever it holds
         return None
     try:
         chat = _decode_chat(data)
