@@ -36,7 +36,7 @@ from kryten_llm.bot.assembly import Bot
 from kryten_llm.bot.responselog import Listener, ResponseLog
 from kryten_llm.bot.supervisor import Supervisor
 from kryten_llm.bot.view import WORKER, ServiceView, State
-from kryten_llm.bus.connection import close, connect, subscribe_events
+from kryten_llm.bus.connection import close, collect_rarely, connect, subscribe_events
 from kryten_llm.bus.lifecycle import Lifecycle
 from kryten_llm.bus.sender import ChatSender
 from kryten_llm.bus.settle import settle
@@ -256,6 +256,7 @@ class Service(ServiceView):
         )
         stack.push_async_callback(bot.close)  # memory (issue 14): its store's last writes
         await bot.start(nc)  # title memory (KV or file); shared spam strikes when clustered
+        collect_rarely()  # a burst's backlog is not walked every 700 lines
         for context in bot.channels.values():
             await subscribe_events(
                 nc, channel_events(context.config.channel), self._callback(context)

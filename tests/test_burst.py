@@ -20,7 +20,7 @@ from pathlib import Path
 import nats
 import pytest
 
-from kryten_llm.bus.connection import COLLECT_EVERY, subscribe_events
+from kryten_llm.bus.connection import COLLECT_EVERY
 from kryten_llm.service import Service
 from tests.conftest import running, settings_for
 from tests.natsserver import ConfiguredNatsServer
@@ -96,20 +96,18 @@ async def test_a_burst_faster_than_the_bot_loses_no_line(
         await observer.close()
 
 
-async def test_subscribing_events_raises_the_collectors_first_threshold_and_never_lowers_it(
-    small_pending_server: ConfiguredNatsServer,
+async def test_the_service_raises_the_collectors_first_threshold_and_never_lowers_it(
+    small_pending_server: ConfiguredNatsServer, tmp_path: Path
 ) -> None:
     """A burst's backlog is not walked by the collector every 700 lines; a higher first
     threshold (set by an operator) and the older generations' thresholds are kept."""
     before = gc.get_threshold()
-    nc = await nats.connect(small_pending_server.url)
     try:
         gc.set_threshold(700, 10, 10)
-        await subscribe_events(nc, "a.>", lambda subject, data: None)
-        assert gc.get_threshold() == (COLLECT_EVERY, 10, 10)
+        async with running(Service(settings_for(small_pending_server.url, tmp_path))):
+            assert gc.get_threshold() == (COLLECT_EVERY, 10, 10)
         gc.set_threshold(COLLECT_EVERY * 2, 5, 7)
-        await subscribe_events(nc, "b.>", lambda subject, data: None)
-        assert gc.get_threshold() == (COLLECT_EVERY * 2, 5, 7)
+        async with running(Service(settings_for(small_pending_server.url, tmp_path))):
+            assert gc.get_threshold() == (COLLECT_EVERY * 2, 5, 7)
     finally:
         gc.set_threshold(*before)
-        await nc.close()

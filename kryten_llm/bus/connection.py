@@ -59,6 +59,14 @@ EVENT_PENDING_BYTES = 256 * 1024 * 1024
 COLLECT_EVERY = 50_000
 
 
+def collect_rarely() -> None:
+    """Raise the collector's first threshold to :data:`COLLECT_EVERY` (never lower it): for the
+    process of a bot that takes in events, once, before it subscribes."""
+    first, *older = gc.get_threshold()
+    if first < COLLECT_EVERY:
+        gc.set_threshold(COLLECT_EVERY, *older)
+
+
 async def connect(
     cfg: NatsConfig, stop: asyncio.Event, *, running: Callable[[], bool]
 ) -> NATS | None:
@@ -188,14 +196,11 @@ async def subscribe_events(
     :data:`YIELD_EVERY` events lets the loop read the socket in between, so the backlog moves
     into this process, under the pending limits chosen above, and the server holds little.
 
-    The collector's first threshold is raised to :data:`COLLECT_EVERY` (never lowered).
+    The process that subscribes events also calls :func:`collect_rarely` (the service does).
 
     Returns:
         the subscription.
     """
-    first, *older = gc.get_threshold()
-    if first < COLLECT_EVERY:
-        gc.set_threshold(COLLECT_EVERY, *older)
     handled = 0
 
     async def on_message(msg: Msg) -> None:
