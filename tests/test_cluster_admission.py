@@ -60,7 +60,7 @@ async def test_a_stalled_claim_does_not_hold_the_channels_next_events(
         FakeBridge(nats_server.url, echo=False) as bridge,
     ):
         assert service.bot is not None
-        cluster = service.bot.intake.cluster
+        cluster = service.bot.intake.admission.cluster
         assert cluster is not None
         instances = await nc.jetstream().key_value("kryten_stall_instances")
         await instances.put("another", b'{"instance_id": "another"}')
@@ -102,7 +102,7 @@ async def test_a_full_lane_drops_its_oldest_waiting_message_with_a_line(
         FakeBridge(nats_server.url, echo=False) as bridge,
     ):
         assert service.bot is not None
-        cluster = service.bot.intake.cluster
+        cluster = service.bot.intake.admission.cluster
         assert cluster is not None
         instances = await nc.jetstream().key_value("kryten_lanefull_instances")
         await instances.put("another", b'{"instance_id": "another"}')

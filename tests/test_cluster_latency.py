@@ -89,7 +89,7 @@ async def test_alone_a_claim_lost_after_the_reply_was_started_says_nothing_and_w
         FakeBridge(nats_server.url, echo=False) as bridge,
     ):
         assert service.bot is not None
-        cluster = service.bot.intake.cluster
+        cluster = service.bot.intake.admission.cluster
         assert cluster is not None
         assert cluster.alone
         taken = await claimed_elsewhere(nc, "late")
@@ -160,7 +160,7 @@ async def test_the_limits_watch_pauses_while_alone_in_the_registry_and_follows_w
     )
     async with running(Service(settings)) as service:
         assert service.bot is not None
-        cluster = service.bot.intake.cluster
+        cluster = service.bot.intake.admission.cluster
         assert cluster is not None
         assert cluster.shared_limits is not None
         mirror = cluster.shared_limits.mirror

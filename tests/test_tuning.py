@@ -351,10 +351,10 @@ async def test_a_reload_keeps_this_instance_among_the_others(
     service = Service(load_settings(config), config=config)
     async with running(service):
         assert service.bot is not None
-        assert service.bot.intake.cluster is not None
+        assert service.bot.intake.admission.cluster is not None
         await service.tune("reload", None, "test")
         await service.tune("ratelimit", {"user_cooldown_seconds": 3}, "test")
-        assert service.bot.intake.cluster is service.cluster
+        assert service.bot.intake.admission.cluster is service.cluster
 
 
 async def test_a_change_that_cannot_be_put_in_force_is_not_saved(tmp_path: Path) -> None:

@@ -134,8 +134,7 @@ class Bot:
             )
         self.intake.memory = self.memory
         self._memory_watch: asyncio.Task[None] | None = None
-        self.intake.cluster = cluster  # cluster hook (issue 15)
-        self._cluster = cluster
+        self.intake.admission.cluster = cluster  # cluster hook (issue 15)
         self.spam_share: SharedSpamStrikes | None = None  # set by start() among several
 
     async def start(self, nc: NATS) -> None:
@@ -143,7 +142,7 @@ class Bot:
         video titles and, among several instances, the spam strikes they share (so a spammer
         muted by the others is muted here from the first message)."""
         await self.conversation.start(nc, self.settings)  # conv14: title memory (KV or file)
-        cluster = self._cluster
+        cluster = self.intake.admission.cluster
         if cluster is None or cluster.claims is None:  # alone: strikes stay in memory
             return
         from kryten_llm.cluster import kv, spamshare

@@ -32,7 +32,6 @@ if TYPE_CHECKING:
     from kryten_llm.bot.conversation import Conversation
     from kryten_llm.bot.responselog import ResponseLog
     from kryten_llm.bus.sender import ChatSender
-    from kryten_llm.cluster import Coordinator
     from kryten_llm.config import ChannelConfig, Settings, TriggersConfig
     from kryten_llm.memory.live import Memory
     from kryten_llm.pipeline.filters import IntakeFilter
@@ -107,15 +106,6 @@ class Intake:
         self.accepting = True
         self.memory: Memory | None = None  # memory (issue 14): set by the assembly when on
         self._media_tasks: set[asyncio.Task[None]] = set()
-
-    @property
-    def cluster(self) -> Coordinator | None:
-        """This instance's part among several (set by the assembly); the admission uses it."""
-        return self.admission.cluster
-
-    @cluster.setter
-    def cluster(self, cluster: Coordinator | None) -> None:
-        self.admission.cluster = cluster
 
     def reconfigure(self, settings: Settings) -> None:
         """Decide with ``settings`` from the next event on (a reload or runtime change)."""
@@ -236,7 +226,7 @@ class Intake:
         trigger: TriggerMatch | None,
         history: tuple[HistoryLine, ...],
     ) -> None:
-        """Spam, memory and pause for a message that may be answered; then :meth:`_submit`."""
+        """Spam, memory and pause for a message that may be answered; then the admission."""
         state = channel.state
         rank = state.rank_of(chat.username)
         # A mention always fires (it never misses a roll), so no trigger means no mention:
@@ -301,7 +291,7 @@ class Intake:
                 else ()
             ),
         )
-        await self._submit(channel, character, chat, prompt, rank)
+        await self.admission.submit(channel.config, character, chat, prompt, rank)
 
     async def _on_media(self, channel: ChannelContext, media: MediaEvent) -> None:
         """conv14: a new video may get a comment, submitted like a triggered message.
@@ -316,7 +306,7 @@ class Intake:
             log.exception("media_comment_failed", channel=channel.config.channel)
 
     async def _comment_on(self, channel: ChannelContext, media: MediaEvent) -> None:
-        if not self.accepting or self._flags.paused:
+        if self._closed() is not None:
             return
         character = channel.character
         comment = await self._conversation.on_media(
@@ -325,19 +315,9 @@ class Intake:
         if comment is not None:
             self._stats.totals[Count.TRIGGERED] += 1
             self._stats.triggers[comment.prompt.trigger.kind] += 1
-            await self._submit(channel, character, comment.chat, comment.prompt, None)
-
-    async def _submit(
-        self,
-        channel: ChannelContext,
-        character: Character,
-        chat: ChatEvent,
-        prompt: PromptInput,
-        rank: float | None,
-    ) -> None:
-        """Hand the message to the admission (claim, share budget, rate limits of
-        ``character``, the one that decided it); it never waits here on JetStream."""
-        await self.admission.submit(channel.config, character, chat, prompt, rank)
+            await self.admission.submit(
+                channel.config, character, comment.chat, comment.prompt, None
+            )
 
     def _pm_trigger(self, chat: ChatEvent, triggers: TriggersConfig) -> TriggerMatch | None:
         if not triggers.private_messages:
