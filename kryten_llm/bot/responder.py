@@ -107,6 +107,12 @@ class Responder:
             channel=job.channel.channel,
             username=job.chat.username,
         )
+        try:
+            return await self._handle(job)
+        finally:
+            structlog.contextvars.clear_contextvars()
+
+    async def _handle(self, job: Job) -> Outcome:
         outcome = Outcome.of(
             job.channel,
             job.chat,
@@ -115,8 +121,7 @@ class Responder:
             queued_ms=_ms(self._clock() - job.received_at),
         )
         if job.claim_said() is Reason.ANSWERED_ELSEWHERE:  # lost while it waited: no call
-            structlog.contextvars.clear_contextvars()  # (counted by the admission)
-            return replace(outcome, reason=Reason.ANSWERED_ELSEWHERE)
+            return replace(outcome, reason=Reason.ANSWERED_ELSEWHERE)  # (counted already)
         delivery = self._delivery(job)
         try:
             async with asyncio.timeout(max(job.deadline - self._clock(), 0)):
@@ -142,9 +147,7 @@ class Responder:
         except asyncio.CancelledError:  # stopping: as above
             job.after_claim(partial(self._settle, outcome, job))
             raise
-        settled = self._settle(outcome, job, claim)
-        structlog.contextvars.clear_contextvars()
-        return settled
+        return self._settle(outcome, job, claim)
 
     def _settle(self, outcome: Outcome, job: Job, claim: Reason | None) -> Outcome:
         """``outcome`` as the claim said: nothing written when another instance answers the
@@ -156,9 +159,7 @@ class Responder:
     def _finish(self, outcome: Outcome, job: Job) -> Outcome:
         outcome = replace(outcome, total_ms=_ms(self._clock() - job.received_at))
         self._stats.decisions[outcome.reason] += 1
-        written = self._log.write(outcome)
-        structlog.contextvars.clear_contextvars()
-        return written
+        return self._log.write(outcome)
 
     def _format(self, text: str, present: Collection[str]) -> FormattedReply:
         return format_reply(
@@ -280,7 +281,9 @@ class Responder:
                 detail=verdict.detail,
                 rejected_parts=rejected,
             )
-        return await self._send(outcome, reply, Reason.ANSWERED, delivery, said=(reply.kept, key))
+        return await self._send(
+            outcome, reply, Reason.ANSWERED, delivery, remember=(reply.kept, key)
+        )
 
     def _judge(
         self, sink: PartSink | None, reply: FormattedReply, key: str
@@ -311,7 +314,12 @@ class Responder:
         """The outcome of a streamed answer, once its last part is sent."""
         outcome, removed, truncated = stream_ended(outcome, sink, delivery)
         return await self._sent(
-            outcome, delivery, Reason.ANSWERED, removed, truncated, said=(None, key)
+            outcome,
+            delivery,
+            Reason.ANSWERED,
+            removed,
+            truncated,
+            remember=(" ".join(delivery.parts), key),
         )
 
     async def _fall_back(
@@ -364,13 +372,13 @@ class Responder:
         reason: Reason,
         delivery: Delivery,
         *,
-        said: tuple[str | None, str] | None = None,
+        remember: tuple[str, str] | None = None,
     ) -> Outcome:
         """Send the parts (or only log them in dry-run); the outcome says which."""
         for part in reply.parts:
             delivery.put(part)
         return await self._sent(
-            outcome, delivery, reason, reply.removed, reply.truncated, said=said
+            outcome, delivery, reason, reply.removed, reply.truncated, remember=remember
         )
 
     async def _sent(
@@ -381,18 +389,17 @@ class Responder:
         removed: tuple[str, ...],
         truncated: bool,
         *,
-        said: tuple[str | None, str] | None = None,
+        remember: tuple[str, str] | None = None,
     ) -> Outcome:
         """Wait until the parts are sent; the outcome with what was said, and when.
 
-        ``said``: (the reply's text, or ``None`` for the parts joined; the validator's key) to
-        remember for the repetition check once it was said: a reply refused late (its rate-limit
-        hit not recorded) was never seen by the channel and is not remembered.
+        ``remember``: (the reply's text, the validator's key) for the repetition check, kept
+        once it was said: a reply refused late (its rate-limit hit not recorded) was never seen
+        by the channel and is not remembered.
         """
         await delivery.drain()
-        if said is not None:
-            text, key = said
-            self._validator.remember(" ".join(delivery.parts) if text is None else text, key)
+        if remember is not None:
+            self._validator.remember(*remember)
         return delivery_said(outcome, delivery, reason, removed, truncated)
 
 
