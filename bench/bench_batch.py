@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import re
 import subprocess
 import sys
@@ -22,7 +21,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from _harness import ROOT, machine
+from _harness import child_env, machine
 
 
 def _config(directory: Path, latency_ms: float) -> Path:
@@ -45,8 +44,7 @@ def _config(directory: Path, latency_ms: float) -> Path:
 
 def _run(directory: Path, *args: str) -> tuple[float, float, str]:
     """Run the batch CLI in a child; (wall seconds, child peak RSS in MB, stderr)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("KRYTEN_LLM_")}
-    env["PYTHONPATH"] = str(ROOT)
+    env = child_env()
     code = (
         "import resource, runpy, sys;"
         "sys.argv = ['kryten-llm batch', *sys.argv[1:]];"

@@ -32,54 +32,32 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import nats
-from _harness import SUBJECT, Bot, bench_config, chat_bytes, connect, machine, stats, wait_ready
+from _harness import (
+    SUBJECT,
+    Bot,
+    bench_config,
+    chat_bytes,
+    chat_lines,
+    connect,
+    cpu_seconds,
+    machine,
+    stats,
+    wait_ready,
+)
 
 from kryten_llm.bus.settle import settle
 from tests.natsserver import ConfiguredNatsServer
 
-LINES = [
-    "lol this movie is so bad it is good",
-    "anyone else hear that weird noise at 12:30?",
-    "brb getting more coffee",
-    "the acting in this scene &lt;3",
-    "who directed this again",
-    "...lol",
-    "this soundtrack slaps",
-    "did the camera guy fall asleep",
-]
 MENTION = "hey cynthia, are you still with us?"
 COMMANDS = "kryten.robot.command"
 BARE_COUNT = "bench.bare.count"
-TICKS = os.sysconf("SC_CLK_TCK")
 # nats-server's per-client max_pending (bytes); 0 keeps its default (64 MB).
 MAX_PENDING = int(os.environ.get("BENCH_MAX_PENDING", "0"))
 BOT_LOG = os.environ.get("BENCH_BOTLOG")  # a file for the bot's output (default: none)
-
-
-def chat_lines(count: int) -> Iterator[bytes]:
-    """``count`` ordinary chat lines as the bridge sends them (50 users, the texts above), each
-    with its own CyTube ``time``, so that no line repeats another: a repeated line is dropped
-    early by the bot's duplicate filter, which an ordinary line is not (before 2026-11-30
-    (ingest) the benchmarks cycled 1,000 lines, and measured that cheaper path)."""
-    heads, tails = [], []
-    for i in range(1000):
-        head, key, rest = chat_bytes(f"user{i % 50}", LINES[i % len(LINES)]).partition(b'"time": ')
-        heads.append(head + key)
-        tails.append(rest.lstrip(b"0123456789"))
-    start = int(time.time() * 1000)
-    for i in range(count):
-        yield heads[i % 1000] + str(start + i).encode() + tails[i % 1000]
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process so far."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICKS
 
 
 async def sample_pending(server: ConfiguredNatsServer, peak: dict[str, int]) -> None:

@@ -32,12 +32,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import nats
+from _harness import machine, pct
 from nats.aio.client import Client as NATS
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from bench._harness import machine
 from kryten_llm.cluster.claim import ClaimResult, Claims
 from kryten_llm.cluster.kv import open_bucket
 from kryten_llm.cluster.kvstore import SharedRateLimitStore
@@ -56,11 +53,6 @@ from tests.natsserver import NatsServer
 
 N = 2000
 MENTION = TriggerMatch("mention", "mention")
-
-
-def pct(values: list[float], q: float) -> float:
-    values = sorted(values)
-    return values[min(len(values) - 1, int(q * len(values)))]
 
 
 async def per_message(url: str) -> None:

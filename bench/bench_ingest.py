@@ -21,13 +21,13 @@ from _harness import (
     Bot,
     NatsServer,
     bench_config,
+    chat_lines,
     connect,
     machine,
     stats,
     wait_count,
     wait_ready,
 )
-from bench_burst import chat_lines
 
 
 async def main(count: int, **sections: Any) -> None:

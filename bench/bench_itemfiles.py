@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import sqlite3
 import subprocess
 import sys
@@ -22,13 +21,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from _harness import ROOT, machine
-
-
-def _env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("KRYTEN_LLM_")}
-    env["PYTHONPATH"] = str(ROOT)
-    return env
+from _harness import child_env, machine
 
 
 def _args(db: str, *extra: str, model: str = "echo") -> list[str]:
@@ -64,7 +57,7 @@ def main(items: int) -> None:
         ):
             db = f"{name.strip('-').split()[0]}.db"
             subprocess.run(
-                _args(db, *extra), cwd=directory, env=_env(), check=True, capture_output=True
+                _args(db, *extra), cwd=directory, env=child_env(), check=True, capture_output=True
             )
             print(f"(a) {items} answers with {name}: {_rate(directory / db):,.0f} answers/s")
         started = time.perf_counter()
@@ -72,7 +65,7 @@ def main(items: int) -> None:
             subprocess.Popen(
                 _args(f"m{model}.db", "--output-dir", "merged", "--id-column", "id", model=model),
                 cwd=directory,
-                env=_env(),
+                env=child_env(),
                 stderr=subprocess.DEVNULL,
             )
             for model in ("echo", "wordlist")

@@ -31,10 +31,10 @@ from _harness import (
     bench_config,
     chat_bytes,
     connect,
+    cpu_seconds,
     machine,
     wait_ready,
 )
-from bench_burst import cpu_seconds
 from nats.aio.client import Client as NATS
 
 from kryten_llm.bus.settle import settle

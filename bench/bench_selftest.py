@@ -18,7 +18,7 @@ import sys
 import time
 from collections import defaultdict
 
-from _harness import ROOT, machine
+from _harness import ROOT, child_env, machine
 
 LINE = re.compile(r"^(PASS|FAIL)  (.+?)\s+(\d+\.\d\d) s  ")
 STACK = re.compile(r"^stack up in (\d+\.\d) s")
@@ -26,8 +26,7 @@ STACK = re.compile(r"^stack up in (\d+\.\d) s")
 
 def main() -> int:
     runs = int(os.environ.get("BENCH_RUNS", "5"))
-    env = {k: v for k, v in os.environ.items() if not k.startswith("KRYTEN_LLM_")}
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH")) if p)
+    env = child_env()
     walls: list[float] = []
     stacks: list[float] = []
     scenarios: defaultdict[str, list[float]] = defaultdict(list)

@@ -16,18 +16,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import statistics
-import sys
 import time
 from datetime import UTC, datetime
-from pathlib import Path
 
 import nats
 import structlog
+from _harness import machine, pct
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from bench._harness import machine
 from kryten_llm.cluster.seen import KVClaimStore, claim_key
 from kryten_llm.cluster.spamshare import SharedSpamStrikes
 from kryten_llm.config import SpamConfig
@@ -37,11 +32,6 @@ from tests.natsserver import NatsServer
 MESSAGES = 50_000
 USERS = 1000
 SPAM = SpamConfig(max_messages=7, window_seconds=30)
-
-
-def pct(values: list[float], q: float) -> float:
-    values = sorted(values)
-    return values[min(len(values) - 1, int(q * len(values)))]
 
 
 def judge(guard: SpamGuard) -> float:

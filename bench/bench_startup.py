@@ -32,7 +32,7 @@ from pathlib import Path
 
 import nats
 import nats.errors
-from _harness import CODE, NatsServer, bench_config, child_env, machine
+from _harness import CODE, NatsServer, bench_config, child_env, cpu_seconds, machine
 
 SUBJECT = "kryten.events.cytube.mychannel.chatmsg"
 BARE = (
@@ -46,15 +46,6 @@ BARE = (
 # The same client with nats-py imported as the bot imports it (bus/natsload.py): without
 # aiohttp, which nats-py loads for its WebSocket transport alone.
 LEAN = "import sys\nsys.modules['aiohttp'] = None\n" + BARE
-
-
-TICK = os.sysconf("SC_CLK_TCK")
-
-
-def cpu_seconds(pid: int) -> float:
-    """User plus system CPU time the process has used so far (``/proc/<pid>/stat``)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICK
 
 
 async def nobody_subscribed(nc: nats.NATS) -> None:

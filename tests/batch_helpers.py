@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import csv
 import json
-import os
 import sys
 import time
 from collections.abc import Sequence
@@ -21,6 +20,7 @@ from typing import Any
 from aiohttp import web
 
 from kryten_llm.config import Settings, load_settings
+from tests.botproc import bot_env
 from tests.openai_server import LocalApi, ScriptedOpenAIServer, completion_body
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -44,12 +44,9 @@ def write_config(tmp: Path, **llm: Any) -> Path:
 def child_env() -> dict[str, str]:
     """The environment of CLI children: ours, minus KRYTEN_LLM_* overrides and provider keys,
     repo importable."""
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith("KRYTEN_LLM_") and k not in ("OPENAI_API_KEY", "ANTHROPIC_API_KEY")
-    }
-    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    env = bot_env()
+    for key in ("OPENAI_API_KEY", "ANTHROPIC_API_KEY"):
+        env.pop(key, None)
     return env
 
 
