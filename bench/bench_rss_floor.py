@@ -2,7 +2,8 @@
 
 Issue 18 asks for an idle RSS of at most 45 MiB. This script shows where that is decided: each
 step imports one more layer in a fresh interpreter (the same `python` the bot runs on) and
-prints the RSS (VmRSS, MiB) after it, cumulatively, in the order the bot loads them. A bare
+prints the RSS (VmRSS, MiB) after it, cumulatively, in a bare client's order (the bot itself
+imports aiohttp only once it listens, ``bus/natsload.py``: the total is the same). A bare
 nats-py client pays the first three rows; the bot's core dependencies (aiohttp's web server for
 the dashboard, structlog, pydantic, pydantic-settings) come on top of that before any of the
 bot's own modules. Compare the last row with the idle figure of `bench_memory.py`.

@@ -2,8 +2,9 @@
 
 Sits after the triggers and the spam guard, in :mod:`kryten_llm.bot.admission` (inline in the
 NATS callback while the hits are in memory, in the channel's lane when they are in JetStream KV):
-``acquire()`` checks every limit and, when all pass, records the reply in one step (under a
-lock, so concurrent callers cannot both take the last slot). A refusal is a value, not an
+``admit()`` checks every limit and, when all pass, records the reply (under a lock, so
+concurrent callers cannot both take the last slot; a hit sent over the network is recorded
+while the reply is prepared, and ``acquire()`` waits for that too). A refusal is a value, not an
 error: it names the limit and the exact number of seconds until that limit would let the same
 reply through.
 
@@ -286,7 +287,8 @@ class RateLimiter:
         rank: float,
         trigger: TriggerMatch,
     ) -> RateDecision:
-        """Check and, when allowed, record, atomically with respect to other callers."""
+        """:meth:`admit` without a claim, waiting until the hit is recorded: check and, when
+        allowed, record, atomically with respect to other callers."""
         decision, recording = await self.admit(username=username, rank=rank, trigger=trigger)
         return await recording if recording is not None else decision
 
