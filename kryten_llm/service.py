@@ -349,8 +349,10 @@ class Service(ServiceView):
         if bot is not None:
             bot.intake.accepting = False
             grace = self._settings.processing.shutdown_grace_seconds
+            started = time.monotonic()
+            await bot.intake.admission.settle(grace)  # nothing joins the queue after this
             try:
-                await asyncio.wait_for(bot.queue.wait_idle(), grace)
+                await asyncio.wait_for(bot.queue.wait_idle(), grace - (time.monotonic() - started))
             except TimeoutError:
                 log.warning("shutdown_grace_expired", waiting=len(bot.queue))
             bot.abandon_waiting()

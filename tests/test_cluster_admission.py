@@ -476,3 +476,36 @@ async def test_a_key_that_expired_without_trace_costs_one_failed_write_not_one_p
             assert (await limiter.acquire(username="alice", rank=0, trigger=MENTION)).allowed
         assert store.conflicts == 1
         assert user_hits((await kv.get("user.alice")).value) == 3
+
+
+async def test_stopping_ends_a_lane_that_waits_on_jetstream_with_a_shutdown_line(
+    nats_server: NatsServer, nc: NATS, tmp_path: Path
+) -> None:
+    """The bot stops while a mention's claim waits on a JetStream that does not answer: the
+    lane is stopped within the shutdown grace (not after the claim's 10 s), the mention gets
+    its ``shutdown`` line, and every triggered message has its decision."""
+    settings = settings_for(
+        nats_server.url,
+        tmp_path,
+        service={"name": "lanestop"},
+        cluster={"enabled": True, "claim_timeout_seconds": 10.0, "heartbeat_seconds": 0.2},
+        processing={"shutdown_grace_seconds": 0.2},
+    )
+    async with (
+        running(Service(settings)) as service,
+        FakeBridge(nats_server.url, echo=False) as bridge,
+    ):
+        assert service.bot is not None
+        cluster = service.bot.intake.admission.cluster
+        assert cluster is not None
+        instances = await nc.jetstream().key_value("kryten_lanestop_instances")
+        await instances.put("another", b'{"instance_id": "another"}')
+        await eventually(lambda: not cluster.alone)
+        await nc.jetstream().delete_stream("KV_kryten_lanestop_claims")
+        await bridge.chat("alice", "cynthia, are you there?")
+        await eventually(lambda: service.stats.totals[Count.TRIGGERED] == 1)
+        assert undecided(service.stats) == 1  # waiting in its lane for the claim
+    assert service.stats.decisions[Reason.SHUTDOWN] == 1
+    assert Reason.CLAIM_FAILED not in service.stats.decisions
+    assert undecided(service.stats) == 0
+    assert [(r["username"], r["reason"]) for r in read_log(tmp_path)] == [("alice", "shutdown")]

@@ -165,6 +165,18 @@ class Admission:
         if lane.task is None:
             lane.task = asyncio.create_task(self._drain(lane), name=f"admission {channel.key}")
 
+    async def settle(self, grace: float) -> None:
+        """Shutting down (nothing is admitted any more): let the lanes decide what waits in
+        them (each refused ``shutdown`` before it is claimed) within ``grace`` seconds; a lane still
+        waiting on JetStream then is stopped, its message refused ``shutdown`` too."""
+        tasks = [lane.task for lane in self._lanes.values() if lane.task is not None]
+        if not tasks:
+            return
+        _, late = await asyncio.wait(tasks, timeout=grace)
+        for task in late:
+            task.cancel()
+        await asyncio.gather(*late, return_exceptions=True)
+
     async def _drain(self, lane: _Lane) -> None:
         """Decide the lane's messages in order; end when it is empty (a new one starts again)."""
         try:
@@ -181,6 +193,11 @@ class Admission:
                         await asyncio.sleep(pause)
                 try:
                     won = await self._decide(candidate)
+                except asyncio.CancelledError:  # stopping (see settle): its line, then out
+                    self.refuse(
+                        candidate.channel, candidate.chat, candidate.prompt.trigger, Reason.SHUTDOWN
+                    )
+                    raise
                 except Exception:  # a bug of ours: this message only, never the lane
                     self._stats.totals[Count.EVENTS_FAILED] += 1
                     log.exception(
