@@ -12,8 +12,10 @@ from pathlib import Path
 import nats
 
 from kryten_llm.cluster.kv import retrying
+from kryten_llm.service import Service
 from tests.bridge import FakeBridge
 from tests.cluster_helpers import Instances, cluster_config, wait_decided, wait_instances
+from tests.conftest import running, settings_for
 from tests.natscluster import NatsCluster
 
 _NUMBER = re.compile(r"#(\d+)")
@@ -87,3 +89,27 @@ async def test_losing_one_node_of_three_loses_no_reply(tmp_path: Path) -> None:
         for index in range(2):
             joined = [x for x in instances.log_lines(index) if x.get("event") == "cluster_joined"]
             assert joined[0]["replicas"] == 3
+
+
+async def test_cluster_replicas_set_by_the_operator_hold_for_every_bucket(tmp_path: Path) -> None:
+    """``cluster.replicas: 1`` on a three-node cluster: every bucket the bot opens, the
+    ecosystem's ``kryten_services`` included (it used to ignore the setting), has one replica."""
+    with NatsCluster() as cluster:
+        settings = settings_for(
+            cluster.urls[0],
+            tmp_path,
+            cluster={"enabled": True, "replicas": 1},
+            service={"kv_registry": True},
+            media_change={"enabled": True},
+        )
+        async with running(Service(settings)):
+            nc = await nats.connect(cluster.urls[0])
+            try:
+                js = nc.jetstream()
+                for bucket in SHARED_BUCKETS:
+                    info = await retrying(
+                        partial(js.stream_info, f"KV_{bucket}"), 20, what=f"stream of {bucket}"
+                    )
+                    assert info.config.num_replicas == 1, bucket
+            finally:
+                await nc.close()

@@ -155,12 +155,17 @@ class ServiceRegistry:
         nc: the NATS connection.
         name: the key (the service name).
         ttl_seconds: how long an entry lives without a refresh.
+        replicas: the bucket's replicas when it is created (``cluster.replicas``; ``None``:
+            three in a cluster of three or more nodes, else one).
     """
 
-    def __init__(self, nc: NATS, name: str, ttl_seconds: float) -> None:
+    def __init__(
+        self, nc: NATS, name: str, ttl_seconds: float, *, replicas: int | None = None
+    ) -> None:
         self._nc = nc
         self._name = name
         self._ttl = ttl_seconds
+        self._replicas = replicas  # ``cluster.replicas``; None: as the server's cluster allows
         self._kv: KeyValue | None = None
         self._unavailable = False
 
@@ -170,7 +175,7 @@ class ServiceRegistry:
         # Opened like every shared bucket: created when missing, replicated in a cluster.
         try:
             kv = await open_bucket(
-                self._nc, KV_BUCKET, ttl=self._ttl, replicas=replicas_for(self._nc, None)
+                self._nc, KV_BUCKET, ttl=self._ttl, replicas=replicas_for(self._nc, self._replicas)
             )
             ttl = (await kv.status()).ttl
         except Exception as exc:  # no JetStream on this server, no permission...

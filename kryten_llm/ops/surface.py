@@ -135,7 +135,9 @@ class OperatorSurface:
             await self.endpoint.start()
         if settings.service.kv_registry:
             ttl = 3 * settings.service.heartbeat_interval_seconds
-            self.registry = ServiceRegistry(nc, settings.service.name, ttl)
+            self.registry = ServiceRegistry(
+                nc, settings.service.name, ttl, replicas=settings.cluster.replicas
+            )
 
     async def stop(self) -> None:
         """Stop everything started, each step bounded."""
