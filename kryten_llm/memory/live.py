@@ -5,7 +5,7 @@ for every queued reply. Both run in the NATS callback, so neither touches the di
 that can still be recalled (the age limit) are kept in a dictionary, loaded when the bot starts
 and changed in place. Every SQLite call (store, delete, reload) runs on one worker thread, in a
 task the callback does not wait for; a write that fails is logged with the store's path and
-counted in :attr:`Memory.write_failures`, never dropped silently.
+counted (``memory_total{event="write_failed"}``), never dropped silently.
 
 The store is re-read when another process changed it (``kryten-llm memory forget`` while the
 bot runs): :meth:`Memory.watch` asks SQLite every ``memory.refresh_seconds`` whether the file
@@ -62,6 +62,7 @@ class MemoryEvent(StrEnum):
     REFUSED = "refused"  # a "remember" that could not be stored (too long, rank)
     FORGOTTEN = "forgotten"  # "forget me", committed
     WRITE_FAILED = "write_failed"
+    READ_FAILED = "read_failed"  # the store could not be read back (another process's notes)
     EXTRACTION_SKIPPED = "extraction_skipped"  # too many waiting
     EXTRACTION_FAILED = "extraction_failed"
 
@@ -84,8 +85,8 @@ class Memory:
         *,
         sender: ChatSender | None,
         flags: Flags,
-        stats: Stats | None = None,
-        record: Record | None = None,
+        stats: Stats,
+        record: Record,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.store = store
@@ -103,7 +104,6 @@ class Memory:
         self._changes = 0  # bumped by every change in RAM: a reload racing one is retried
         self._forgot: dict[str, float] = {}  # user -> when they said "forget me" (extraction)
         self._closed = False
-        self.write_failures = 0
 
     @classmethod
     def open(
@@ -112,8 +112,8 @@ class Memory:
         *,
         sender: ChatSender | None,
         flags: Flags,
-        stats: Stats | None = None,
-        record: Record | None = None,
+        stats: Stats,
+        record: Record,
     ) -> Memory:
         """Open the store at ``config.path``, drop aged notes, load the rest (at startup).
 
@@ -147,14 +147,14 @@ class Memory:
         rank: float,
         settings: Settings,
         state: ChannelState,
-        trigger: TriggerMatch | None = None,
+        trigger: TriggerMatch,
     ) -> bool:
         """Act on a message aimed at the bot; ``True`` when it was "forget me" (handled here).
 
         "remember ..." is stored (the reply goes ahead and already recalls it); "forget me"
         deletes every note about the sender, and their lines from the recent chat in
         ``state``, and is confirmed in chat, with no model asked. ``trigger`` names what fired
-        in its response-log line (a mention, or a PM, when not given).
+        in its response-log line.
         """
         config = settings.memory
         if not config.enabled:
@@ -164,8 +164,7 @@ class Memory:
         request = read_request(chat.text, config, names=names, rank=rank)
         if isinstance(request, Forget):
             state.drop_lines_of(chat.username)
-            pm, mention = TriggerMatch("pm", "pm"), TriggerMatch("mention", "mention")
-            self._forget(channel, chat, config, trigger or (pm if chat.is_pm else mention))
+            self._forget(channel, chat, config, trigger)
             return True
         if isinstance(request, Remember):
             self._remember(channel, chat.username, request, config, Source.SAID)
@@ -276,14 +275,12 @@ class Memory:
         return await asyncio.get_running_loop().run_in_executor(self._executor, call)
 
     def _count(self, event: MemoryEvent) -> None:
-        if self._stats is not None:
-            self._stats.memory[event] += 1
+        self._stats.memory[event] += 1
 
     async def _write(self, call: Callable[[], object]) -> bool:
         try:
             await self._run(call)
         except MemoryStoreError as exc:
-            self.write_failures += 1
             self._count(MemoryEvent.WRITE_FAILED)
             log.error("memory_write_failed", path=exc.path, error=exc.reason)
             return False
@@ -295,25 +292,21 @@ class Memory:
         forgotten = partial(self.store.forget, chat.username, channel.domain)
         if not await self._write(forgotten):
             # nothing is confirmed that did not happen; the error is logged with the path
-            self._log(replace(outcome, error="the memory store could not be written"))
+            self._record(replace(outcome, error="the memory store could not be written"))
             return
         self._count(MemoryEvent.FORGOTTEN)
         log.info("memory_forgotten", username=chat.username)
         if self._sender is None or self._flags.dry_run or self._flags.paused:
             log.info("memory_forget_confirmation_dry_run", parts=[reply])
             said = replace(outcome, dry_run=True) if self._flags.dry_run else outcome
-            self._log(replace(said, parts=(reply,) if self._flags.dry_run else None))
+            self._record(replace(said, parts=(reply,) if self._flags.dry_run else None))
             return
         if chat.is_pm:
             sent = await self._sender.pm(channel, chat.username, reply)
         else:
             sent = await self._sender.say(channel, reply)
         ack = None if sent.ack in ("accepted", "not_requested") else sent.ack
-        self._log(replace(outcome, parts=(reply,), request_ids=(sent.request_id,), ack=ack))
-
-    def _log(self, outcome: Outcome) -> None:
-        if self._record is not None:
-            self._record(outcome)
+        self._record(replace(outcome, parts=(reply,), request_ids=(sent.request_id,), ack=ack))
 
     async def _extract_and_store(
         self, channel: ChannelConfig, chat: ChatEvent, config: MemoryConfig
@@ -351,7 +344,7 @@ class Memory:
                 if version != self._version:
                     await self._reload(current)
             except MemoryStoreError as exc:
-                self.write_failures += 1
+                self._count(MemoryEvent.READ_FAILED)
                 log.error("memory_read_failed", path=exc.path, error=exc.reason)
 
     async def _reload(self, config: MemoryConfig) -> None:
