@@ -42,7 +42,7 @@ import structlog
 
 from kryten_llm.cluster.kv import purge_all, read_raw, readable_key, retrying, write_raw
 from kryten_llm.cluster.mirror import KeyMirror
-from kryten_llm.pipeline.ratelimit import HOUR, RateLimitStore
+from kryten_llm.pipeline.ratelimit import HOUR, Hits
 
 if TYPE_CHECKING:
     from nats.js.kv import KeyValue
@@ -183,21 +183,6 @@ class Snapshot:
         hits = self.hits(key)
         return hits[-n] - self.offset if hits and n <= len(hits) else None
 
-    async def record(self, keys: Sequence[str], now: float) -> None:
-        raise NotImplementedError("a snapshot is read-only: commit through the store")
-
-    async def clear(self) -> None:
-        raise NotImplementedError("a snapshot is read-only")
-
-    async def withdraw(self, keys: Sequence[str], now: float) -> None:
-        raise NotImplementedError("a snapshot is read-only: withdraw through the store")
-
-    async def snapshot(self, keys: Sequence[str]) -> RateLimitStore:
-        return self
-
-    async def commit(self, snapshot: RateLimitStore, keys: Sequence[str], now: float) -> bool:
-        raise NotImplementedError("a snapshot is read-only: commit through the store")
-
 
 class SharedRateLimitStore:
     """Limiter hits in the KV bucket ``kv`` (its TTL drops keys idle for longer than an hour).
@@ -208,6 +193,8 @@ class SharedRateLimitStore:
         horizon: hits older than this are dropped when a key is written.
         wall, monotonic: the clocks (injected in tests).
     """
+
+    remote = True
 
     def __init__(
         self,
@@ -239,7 +226,7 @@ class SharedRateLimitStore:
         writer meanwhile only makes a compare-and-set fail (see :meth:`KeyMirror.pause`)."""
         await (self.mirror.follow() if peers else self.mirror.pause())
 
-    async def snapshot(self, keys: Sequence[str]) -> RateLimitStore:
+    async def snapshot(self, keys: Sequence[str]) -> Hits:
         snap = Snapshot(self._offset)
         remote = []
         for record in group(keys):
@@ -266,7 +253,7 @@ class SharedRateLimitStore:
                 self.mirror.put(name, value, revision)
         return snap
 
-    async def commit(self, snapshot: RateLimitStore, keys: Sequence[str], now: float) -> bool:
+    async def commit(self, snapshot: Hits, keys: Sequence[str], now: float) -> bool:
         assert isinstance(snapshot, Snapshot)
         stamp = now + self._offset
         oldest = stamp - self._horizon
@@ -331,7 +318,7 @@ class SharedRateLimitStore:
             except Exception as exc:  # JetStream gone meanwhile: the same, stricter for a while
                 log.warning("rate_limit_rollback_failed", key=record, error=str(exc) or repr(exc))
 
-    # The rest of RateLimitStore, for callers outside acquire() (record, clear).
+    # The rest of RateLimitStore, for callers outside admit() (record, clear).
 
     async def count_since(self, key: str, since: float) -> int:
         return await (await self.snapshot([key])).count_since(key, since)

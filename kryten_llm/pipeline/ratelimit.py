@@ -62,8 +62,8 @@ NOT_CLAIMED = RateDecision(False, "not_claimed", 0.0)
 _UNAVAILABLE = RateDecision(False, "shared_limits_unavailable", 1.0)
 
 
-class RateLimitStore(Protocol):
-    """Where hit timestamps live, by key ("g", "u:alice", "m:alice", "t:popcorn")."""
+class Hits(Protocol):
+    """Hit timestamps by key ("g", "u:alice", "m:alice", "t:popcorn"), to decide on."""
 
     async def count_since(self, key: str, since: float) -> int:
         """How many hits of ``key`` are strictly after ``since``.
@@ -77,6 +77,13 @@ class RateLimitStore(Protocol):
         """The time of the ``n``-th most recent hit of ``key`` (1 = the last), if any."""
         ...
 
+
+class RateLimitStore(Hits, Protocol):
+    """Where hit timestamps live. ``remote``: in a store over the network, a hit is recorded
+    while the reply is prepared (see :meth:`RateLimiter.admit`)."""
+
+    remote: bool
+
     async def record(self, keys: Sequence[str], now: float) -> None:
         """Add one hit at ``now`` to each key."""
         ...
@@ -89,11 +96,11 @@ class RateLimitStore(Protocol):
         """Take back the hit recorded at ``now`` on ``keys`` (its message went elsewhere)."""
         ...
 
-    async def snapshot(self, keys: Sequence[str]) -> RateLimitStore:
+    async def snapshot(self, keys: Sequence[str]) -> Hits:
         """The hits of ``keys`` to decide on (an in-process store is its own snapshot)."""
         ...
 
-    async def commit(self, snapshot: RateLimitStore, keys: Sequence[str], now: float) -> bool:
+    async def commit(self, snapshot: Hits, keys: Sequence[str], now: float) -> bool:
         """Record one hit at ``now`` on ``keys`` unless they changed since ``snapshot``.
 
         Returns:
@@ -104,6 +111,8 @@ class RateLimitStore(Protocol):
 
 class InMemoryRateLimitStore:
     """Per-key deques of timestamps in time order; idle keys are swept, amortised O(1)."""
+
+    remote = False
 
     def __init__(self, horizon: float = HOUR, sweep_above: int = 10_000) -> None:
         self._hits: dict[str, deque[float]] = {}
@@ -153,10 +162,10 @@ class InMemoryRateLimitStore:
             if hits is not None and now in hits:
                 hits.remove(now)
 
-    async def snapshot(self, keys: Sequence[str]) -> RateLimitStore:
+    async def snapshot(self, keys: Sequence[str]) -> Hits:
         return self  # the limiter's lock already keeps other callers out
 
-    async def commit(self, snapshot: RateLimitStore, keys: Sequence[str], now: float) -> bool:
+    async def commit(self, snapshot: Hits, keys: Sequence[str], now: float) -> bool:
         await self.record(keys, now)
         return True
 
@@ -251,7 +260,7 @@ class RateLimiter:
         return [replace(rule, key=self._scope + rule.key) for rule in rules]
 
     async def _evaluate(
-        self, rules: list[_Rule], now: float, store: RateLimitStore | None = None
+        self, rules: list[_Rule], now: float, store: Hits | None = None
     ) -> RateDecision:
         store = store or self._store
         for rule in rules:
@@ -336,8 +345,7 @@ class RateLimiter:
                 view = await self._store.snapshot(keys)
                 now = self._clock()
                 decision = await self._evaluate(rules, now, view)
-                local = isinstance(self._store, InMemoryRateLimitStore)  # nothing to wait for
-                if not decision.allowed or local:
+                if not decision.allowed or not self._store.remote:  # nothing to wait for
                     if claim is not None and not await claim():
                         return NOT_CLAIMED, None
                     if decision.allowed:
@@ -361,7 +369,7 @@ class RateLimiter:
         self,
         rules: list[_Rule],
         keys: list[str],
-        view: RateLimitStore,
+        view: Hits,
         now: float,
         decision: RateDecision,
         *,
