@@ -40,6 +40,18 @@ from tests.natsserver import NatsServer
 MENTION = TriggerMatch("mention", "mention")
 
 
+async def stall_claims_with_a_peer(service: Service, nc: NATS, name: str) -> None:
+    """Register a made-up peer of service ``name`` (claims are then waited for, not sent with
+    the hit) and delete its claims bucket: every claim is retried until it times out."""
+    assert service.bot is not None
+    cluster = service.bot.intake.admission.cluster
+    assert cluster is not None
+    instances = await nc.jetstream().key_value(f"kryten_{name}_instances")
+    await instances.put("another", b'{"instance_id": "another"}')
+    await eventually(lambda: not cluster.alone)
+    await nc.jetstream().delete_stream(f"KV_kryten_{name}_claims")
+
+
 async def test_a_stalled_claim_does_not_hold_the_channels_next_events(
     nats_server: NatsServer, nc: NATS, tmp_path: Path
 ) -> None:
@@ -59,13 +71,7 @@ async def test_a_stalled_claim_does_not_hold_the_channels_next_events(
         running(Service(settings)) as service,
         FakeBridge(nats_server.url, echo=False) as bridge,
     ):
-        assert service.bot is not None
-        cluster = service.bot.intake.admission.cluster
-        assert cluster is not None
-        instances = await nc.jetstream().key_value("kryten_stall_instances")
-        await instances.put("another", b'{"instance_id": "another"}')
-        await eventually(lambda: not cluster.alone)
-        await nc.jetstream().delete_stream("KV_kryten_stall_claims")
+        await stall_claims_with_a_peer(service, nc, "stall")
         await bridge.chat("alice", "cynthia, are you there?")
         await bridge.publish("addUser", {"name": "bob", "rank": 0, "profile": {}, "meta": {}})
         for i in range(5):
@@ -101,13 +107,7 @@ async def test_a_full_lane_drops_its_oldest_waiting_message_with_a_line(
         running(Service(settings)) as service,
         FakeBridge(nats_server.url, echo=False) as bridge,
     ):
-        assert service.bot is not None
-        cluster = service.bot.intake.admission.cluster
-        assert cluster is not None
-        instances = await nc.jetstream().key_value("kryten_lanefull_instances")
-        await instances.put("another", b'{"instance_id": "another"}')
-        await eventually(lambda: not cluster.alone)
-        await nc.jetstream().delete_stream("KV_kryten_lanefull_claims")
+        await stall_claims_with_a_peer(service, nc, "lanefull")
         stats = service.stats
         await bridge.chat("alice", "cynthia, one?")
         await eventually(lambda: stats.totals[Count.TRIGGERED] == 1)
@@ -495,13 +495,7 @@ async def test_stopping_ends_a_lane_that_waits_on_jetstream_with_a_shutdown_line
         running(Service(settings)) as service,
         FakeBridge(nats_server.url, echo=False) as bridge,
     ):
-        assert service.bot is not None
-        cluster = service.bot.intake.admission.cluster
-        assert cluster is not None
-        instances = await nc.jetstream().key_value("kryten_lanestop_instances")
-        await instances.put("another", b'{"instance_id": "another"}')
-        await eventually(lambda: not cluster.alone)
-        await nc.jetstream().delete_stream("KV_kryten_lanestop_claims")
+        await stall_claims_with_a_peer(service, nc, "lanestop")
         await bridge.chat("alice", "cynthia, are you there?")
         await eventually(lambda: service.stats.totals[Count.TRIGGERED] == 1)
         assert undecided(service.stats) == 1  # waiting in its lane for the claim
